@@ -1,0 +1,39 @@
+//! Generates the protobuf and gRPC code from proto/ at build time, with a
+//! vendored protoc so that a fresh machine needs no system protoc, and the
+//! canonical proto3 JSON (serde) impls with pbjson.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/casebridge/v1/labels.proto",
+    "proto/casebridge/v1/record.proto",
+    "proto/casebridge/v1/envelope.proto",
+    "proto/casebridge/v1/directory.proto",
+    "proto/casebridge/v1/audit.proto",
+    "proto/casebridge/v1/exchange.proto",
+    "proto/casebridge/v1/agency.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("casebridge_descriptor.bin");
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.file_descriptor_set_path(&descriptor_path);
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_with_config(config, PROTOS, &["proto"])?;
+
+    let descriptors = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".casebridge.v1"])?;
+
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The broker's durable state behind one narrow trait: the audit log, the
+//! per-node delivery queues, the payloads they point to, and the ids seen
+//! within the replay window.
+//!
+//! [`SledStore`] is the embedded default. Each operation applies its changes
+//! in one sled transaction, then waits for a group-commit flush: when a
+//! method returns Ok, its changes are on disk.
+
+use std::sync::Mutex;
+
+use prost::Message as _;
+
+use crate::ids::{Country, EnvelopeId};
+use crate::proto::v1;
+use crate::storage::{GroupCommit, StorageError, be, read_be};
+
+/// An envelope the broker accepted, with everything written for it.
+pub struct Acceptance {
+    pub id: EnvelopeId,
+    pub created_at_ms: i64,
+    pub sender_node: Country,
+    pub envelope: v1::Envelope,
+    pub recipient_nodes: Vec<Country>,
+    pub event: v1::AuditEvent,
+}
+
+/// One queued item for a node.
+#[derive(Debug, Clone)]
+pub enum MailItem {
+    Envelope(EnvelopeId, v1::Envelope),
+    Receipt(v1::SignedReceipt),
+}
+
+/// What acknowledging a queued envelope records.
+pub struct EnvelopeAck {
+    pub id: EnvelopeId,
+    /// The receipt to relay to the sending node.
+    pub receipt: v1::SignedReceipt,
+    /// Audit events for the receipt (and a violation, if any).
+    pub events: Vec<v1::AuditEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("envelope id already seen")]
+    Duplicate,
+    #[error("no queued item {seq} for node {node}")]
+    NoSuchItem { node: Country, seq: u64 },
+    #[error("queued item {seq} for node {node} is an envelope; acknowledge it with a receipt")]
+    ReceiptRequired { node: Country, seq: u64 },
+    #[error("queued item {seq} for node {node} is {found}, not envelope {expected}")]
+    WrongEnvelope { node: Country, seq: u64, found: String, expected: EnvelopeId },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Storage(e.into())
+    }
+}
+
+/// The broker's storage. Implementations must make every change durable
+/// before returning Ok.
+#[tonic::async_trait]
+pub trait BrokerStore: Send + Sync + 'static {
+    /// Atomically records an accepted envelope: its id as seen, its payload,
+    /// one queue entry per recipient node and its audit event. Returns the
+    /// event's log index. Fails with `Duplicate` if the id was seen before.
+    async fn accept(&self, a: Acceptance) -> Result<u64, StoreError>;
+    /// Appends the audit event of a refusal, and nothing else.
+    async fn refuse(&self, event: v1::AuditEvent) -> Result<u64, StoreError>;
+    /// Whether an envelope id was seen (accepted) before.
+    fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError>;
+    /// The queued item `seq` of `node`, if it is still queued.
+    fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
+    /// Up to `limit` queued items for `node` with seq > `after`.
+    fn pending(&self, node: Country, after: Option<u64>, limit: usize) -> Result<Vec<(u64, MailItem)>, StoreError>;
+    /// Removes an envelope from `node`'s queue, records the receipt's audit
+    /// events, queues the receipt for the sender, and drops the payload once
+    /// every recipient node has acknowledged. Returns the first event's index.
+    async fn ack_envelope(&self, node: Country, seq: u64, ack: EnvelopeAck) -> Result<u64, StoreError>;
+    /// Removes a relayed receipt from `node`'s queue.
+    async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
+    /// Number of audit events.
+    fn audit_len(&self) -> Result<u64, StoreError>;
+    /// Audit events with index in `[from, to)`.
+    fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError>;
+    /// Forgets seen ids created before `before_ms` (outside the replay window).
+    async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError>;
+}
+
+const META_AUDIT_NEXT: &[u8] = b"audit_next";
+const META_MAIL_NEXT: &[u8] = b"mail_next";
+const TAG_ENVELOPE: u8 = 0;
+const TAG_RECEIPT: u8 = 1;
+
+/// The embedded sled store.
+pub struct SledStore {
+    db: sled::Db,
+    audit: sled::Tree,
+    meta: sled::Tree,
+    seen: sled::Tree,
+    payload: sled::Tree,
+    mail: sled::Tree,
+    commit: GroupCommit,
+    // Serialises transactions so audit indices and queue sequence numbers
+    // are handed out in commit order; the flush happens outside it.
+    writer: Mutex<()>,
+}
+
+impl SledStore {
+    pub fn open(dir: &std::path::Path) -> Result<SledStore, StoreError> {
+        let db = crate::storage::open_db(dir)?;
+        Ok(SledStore {
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            seen: db.open_tree("seen")?,
+            payload: db.open_tree("payload")?,
+            mail: db.open_tree("mail")?,
+            commit: GroupCommit::start(db.clone()),
+            db,
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The underlying database, for tests that corrupt it on purpose.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    fn write<R>(
+        &self,
+        f: impl Fn(&Txn<'_>) -> Result<R, sled::transaction::ConflictableTransactionError<StoreError>>,
+    ) -> Result<R, StoreError> {
+        use sled::Transactional as _;
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let trees = (&self.audit, &self.meta, &self.seen, &self.payload, &self.mail);
+        trees
+            .transaction(|(audit, meta, seen, payload, mail)| {
+                f(&Txn { audit, meta, seen, payload, mail })
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(e) => e,
+                sled::transaction::TransactionError::Storage(e) => e.into(),
+            })
+    }
+}
+
+type TxTree = sled::transaction::TransactionalTree;
+type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<StoreError>>;
+
+struct Txn<'a> {
+    audit: &'a TxTree,
+    meta: &'a TxTree,
+    seen: &'a TxTree,
+    payload: &'a TxTree,
+    mail: &'a TxTree,
+}
+
+impl Txn<'_> {
+    fn next(&self, key: &[u8]) -> TxResult<u64> {
+        let n = self.meta.get(key)?.and_then(|v| read_be(&v)).unwrap_or(0);
+        self.meta.insert(key, &be(n + 1))?;
+        Ok(n)
+    }
+    fn append(&self, event: &v1::AuditEvent) -> TxResult<u64> {
+        let i = self.next(META_AUDIT_NEXT)?;
+        self.audit.insert(&be(i), event.encode_to_vec())?;
+        Ok(i)
+    }
+    fn enqueue(&self, node: Country, item: Vec<u8>) -> TxResult<u64> {
+        let seq = self.next(META_MAIL_NEXT)?;
+        self.mail.insert(mail_key(node, seq), item)?;
+        Ok(seq)
+    }
+}
+
+fn mail_key(node: Country, seq: u64) -> Vec<u8> {
+    let mut k = node.as_str().as_bytes().to_vec();
+    k.extend_from_slice(&be(seq));
+    k
+}
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(sled::transaction::ConflictableTransactionError::Abort(e))
+}
+
+fn corrupt(tree: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Storage(StorageError::Corrupt { tree, detail: detail.into() })
+}
+
+// payload value: remaining recipient-node count (u64 BE) || sender node (2
+// bytes) || Envelope protobuf.
+fn encode_payload(remaining: u64, sender: Country, env: &[u8]) -> Vec<u8> {
+    let mut v = be(remaining).to_vec();
+    v.extend_from_slice(sender.as_str().as_bytes());
+    v.extend_from_slice(env);
+    v
+}
+
+fn decode_payload(v: &[u8]) -> Result<(u64, Country, &[u8]), StoreError> {
+    if v.len() < 10 {
+        return Err(corrupt("payload", "short value"));
+    }
+    let remaining = read_be(&v[..8]).ok_or_else(|| corrupt("payload", "count"))?;
+    let sender = std::str::from_utf8(&v[8..10])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt("payload", "sender"))?;
+    Ok((remaining, sender, &v[10..]))
+}
+
+#[tonic::async_trait]
+impl BrokerStore for SledStore {
+    async fn accept(&self, a: Acceptance) -> Result<u64, StoreError> {
+        let env_bytes = a.envelope.encode_to_vec();
+        let payload = encode_payload(a.recipient_nodes.len() as u64, a.sender_node, &env_bytes);
+        let mut item = vec![TAG_ENVELOPE];
+        item.extend_from_slice(a.id.as_bytes());
+        let index = self.write(|t| {
+            if t.seen.get(a.id.as_bytes())?.is_some() {
+                return abort(StoreError::Duplicate);
+            }
+            t.seen.insert(a.id.as_bytes(), &a.created_at_ms.to_be_bytes())?;
+            t.payload.insert(a.id.as_bytes(), payload.as_slice())?;
+            for node in &a.recipient_nodes {
+                t.enqueue(*node, item.clone())?;
+            }
+            t.append(&a.event)
+        })?;
+        self.commit.commit().await?;
+        Ok(index)
+    }
+
+    async fn refuse(&self, event: v1::AuditEvent) -> Result<u64, StoreError> {
+        let index = self.write(|t| t.append(&event))?;
+        self.commit.commit().await?;
+        Ok(index)
+    }
+
+    fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError> {
+        Ok(self.seen.contains_key(id.as_bytes())?)
+    }
+
+    fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError> {
+        Ok(self.pending(node, seq.checked_sub(1), 1)?.into_iter().find(|(s, _)| *s == seq).map(|(_, i)| i))
+    }
+
+    fn pending(&self, node: Country, after: Option<u64>, limit: usize) -> Result<Vec<(u64, MailItem)>, StoreError> {
+        let start = mail_key(node, after.map_or(0, |a| a.saturating_add(1)));
+        let end = mail_key(node, u64::MAX);
+        let mut out = Vec::new();
+        for kv in self.mail.range(start..=end) {
+            let (k, v) = kv?;
+            let seq = read_be(&k[2..]).ok_or_else(|| corrupt("mail", "key"))?;
+            let item = match v.split_first() {
+                Some((&TAG_ENVELOPE, id)) => {
+                    let id = EnvelopeId::from_bytes(id).map_err(|e| corrupt("mail", e.to_string()))?;
+                    let Some(p) = self.payload.get(id.as_bytes())? else {
+                        return Err(corrupt("payload", format!("missing payload for {id}")));
+                    };
+                    let (_, _, env) = decode_payload(&p)?;
+                    let env = v1::Envelope::decode(env).map_err(|e| corrupt("payload", e.to_string()))?;
+                    MailItem::Envelope(id, env)
+                }
+                Some((&TAG_RECEIPT, r)) => {
+                    MailItem::Receipt(v1::SignedReceipt::decode(r).map_err(|e| corrupt("mail", e.to_string()))?)
+                }
+                _ => return Err(corrupt("mail", "unknown item tag")),
+            };
+            out.push((seq, item));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_envelope(&self, node: Country, seq: u64, ack: EnvelopeAck) -> Result<u64, StoreError> {
+        let key = mail_key(node, seq);
+        let mut relay = vec![TAG_RECEIPT];
+        relay.extend_from_slice(&ack.receipt.encode_to_vec());
+        let index = self.write(|t| {
+            let item = match t.mail.get(&key)? {
+                Some(v) => v,
+                None => return abort(StoreError::NoSuchItem { node, seq }),
+            };
+            match item.split_first() {
+                Some((&TAG_ENVELOPE, id)) if id == ack.id.as_bytes() => {}
+                Some((&TAG_ENVELOPE, id)) => {
+                    let found = EnvelopeId::from_bytes(id).map(|i| i.to_string()).unwrap_or_default();
+                    return abort(StoreError::WrongEnvelope { node, seq, found, expected: ack.id });
+                }
+                _ => return abort(StoreError::NoSuchItem { node, seq }),
+            }
+            t.mail.remove(key.as_slice())?;
+            let Some(p) = t.payload.get(ack.id.as_bytes())? else {
+                return abort(corrupt("payload", format!("missing payload for {}", ack.id)));
+            };
+            let (remaining, sender, env) = decode_payload(&p).or_else(abort)?;
+            if remaining <= 1 {
+                t.payload.remove(ack.id.as_bytes())?;
+            } else {
+                t.payload.insert(ack.id.as_bytes(), encode_payload(remaining - 1, sender, env))?;
+            }
+            t.enqueue(sender, relay.clone())?;
+            let mut first = None;
+            for e in &ack.events {
+                let i = t.append(e)?;
+                first.get_or_insert(i);
+            }
+            Ok(first.unwrap_or(0))
+        })?;
+        self.commit.commit().await?;
+        Ok(index)
+    }
+
+    async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError> {
+        let key = mail_key(node, seq);
+        self.write(|t| match t.mail.get(&key)? {
+            Some(v) if v.first() == Some(&TAG_RECEIPT) => {
+                t.mail.remove(key.as_slice())?;
+                Ok(())
+            }
+            Some(_) => abort(StoreError::ReceiptRequired { node, seq }),
+            None => abort(StoreError::NoSuchItem { node, seq }),
+        })?;
+        self.commit.commit().await?;
+        Ok(())
+    }
+
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(META_AUDIT_NEXT)?.and_then(|v| read_be(&v)).unwrap_or(0))
+    }
+
+    fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.audit.range(be(from)..be(to)) {
+            let (_, v) = kv?;
+            out.push(v1::AuditEvent::decode(v.as_ref()).map_err(|e| corrupt("audit", e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.seen.iter() {
+            let (k, v) = kv?;
+            let created = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+            if created < before_ms {
+                self.seen.remove(k)?;
+                n += 1;
+            }
+        }
+        self.commit.commit().await?;
+        Ok(n)
+    }
+}

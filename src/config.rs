@@ -1,0 +1,386 @@
+//! Configuration files: the broker's, a node's, and an agency's profile.
+//!
+//! Every setting has a documented default (see deploy/*.example.toml).
+//! Relative paths are resolved against the directory of the file that names
+//! them. An invalid file is refused, naming the file, the key and the reason,
+//! before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgencyId, Country};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid { file: String, key: &'static str, reason: String },
+}
+
+/// Certificate and key of a TLS endpoint, and the federation root it trusts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM private key, mode 0600.
+    pub key: PathBuf,
+    /// The federation root CA certificate.
+    pub root: PathBuf,
+}
+
+fn default_federation() -> String {
+    "casebridge.test".into()
+}
+fn default_max_envelope() -> usize {
+    16 * 1024 * 1024
+}
+fn default_replay_window() -> u64 {
+    7 * 24 * 3600
+}
+fn default_skew() -> u64 {
+    300
+}
+fn default_log() -> LogFormat {
+    LogFormat::Human
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Limits the broker enforces on every submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest envelope accepted, in bytes (header + ciphertext). Default 16 MiB.
+    #[serde(default = "default_max_envelope")]
+    pub max_envelope_bytes: usize,
+    /// How far back an envelope's creation time may lie, in seconds; envelope
+    /// ids are remembered this long to refuse replays. Default 7 days.
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: u64,
+    /// How far ahead of the broker's clock a creation time may lie. Default 300 s.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_envelope_bytes: default_max_envelope(),
+            replay_window_secs: default_replay_window(),
+            clock_skew_secs: default_skew(),
+        }
+    }
+}
+
+/// `broker.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// SPIFFE trust domain of the federation. Default "casebridge.test".
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    /// Address of the exchange API.
+    pub listen: SocketAddr,
+    /// Where the broker keeps its queue and audit log.
+    pub data_dir: PathBuf,
+    /// The signed directory file.
+    pub directory: PathBuf,
+    /// The pinned directory public key (hex).
+    pub directory_key: PathBuf,
+    pub tls: TlsFiles,
+    #[serde(default)]
+    pub limits: Limits,
+    /// "human" or "json". Default "human".
+    #[serde(default = "default_log")]
+    pub log: LogFormat,
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_max_retention_days() -> u32 {
+    365
+}
+
+/// How long records are kept at a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Expiry given to a record whose sender sets none. Default 30 days.
+    #[serde(default = "default_retention_days")]
+    pub default_days: u32,
+    /// Longest expiry this node lets its agencies set. Default 365 days.
+    #[serde(default = "default_max_retention_days")]
+    pub max_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { default_days: default_retention_days(), max_days: default_max_retention_days() }
+    }
+}
+
+/// The node's application keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKeys {
+    /// Ed25519 PKCS#8 signing key, mode 0600.
+    pub signing: PathBuf,
+    /// X25519 HPKE private key (hex), mode 0600.
+    pub hpke: PathBuf,
+}
+
+/// `nodes/<CC>.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    /// The country this node serves.
+    pub country: Country,
+    /// Address of the agency API.
+    pub listen: SocketAddr,
+    /// The broker's exchange API, "host:port"; the host must be in the
+    /// broker's certificate.
+    pub broker: String,
+    pub data_dir: PathBuf,
+    pub directory: PathBuf,
+    pub directory_key: PathBuf,
+    pub tls: TlsFiles,
+    /// This country's national CA certificate: only agency certificates it
+    /// issued are accepted on the agency API.
+    pub national_ca: PathBuf,
+    pub keys: NodeKeys,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default = "default_log")]
+    pub log: LogFormat,
+}
+
+/// `agencies/<CC>/<agency>/profile.toml`: what an agency's systems and the
+/// command line need to reach their node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyProfile {
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    pub agency: AgencyId,
+    /// The node's agency API, "host:port".
+    pub node: String,
+    pub tls: TlsFiles,
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for Country {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for AgencyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for AgencyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Reads and parses a TOML file, then resolves its relative paths.
+pub fn load<T: serde::de::DeserializeOwned + Resolve>(path: &Path) -> Result<T, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+    let mut value: T = toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { file: file.clone(), message: e.to_string().trim_end().to_string() })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    value.resolve(base);
+    value.validate(&file)?;
+    Ok(value)
+}
+
+/// Resolves relative paths against a base directory and checks the values.
+pub trait Resolve {
+    fn resolve(&mut self, base: &Path);
+    fn validate(&self, _file: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+fn rebase(p: &mut PathBuf, base: &Path) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl TlsFiles {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.cert, base);
+        rebase(&mut self.key, base);
+        rebase(&mut self.root, base);
+    }
+}
+
+fn check_files(file: &str, files: &[(&'static str, &Path)]) -> Result<(), ConfigError> {
+    for (key, p) in files {
+        if !p.is_file() {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                reason: format!("{} does not exist or is not a file", p.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
+    let ok = !fed.is_empty()
+        && fed.len() <= 253
+        && fed.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.into(),
+            key: "federation",
+            reason: format!("{fed:?} is not a valid trust domain (lower-case letters, digits, '.', '-')"),
+        })
+    }
+}
+
+fn check_host_port(file: &str, key: &'static str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ConfigError::Invalid { file: file.into(), key, reason: format!("{addr:?} is not host:port") }),
+    }
+}
+
+impl Resolve for BrokerConfig {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.data_dir, base);
+        rebase(&mut self.directory, base);
+        rebase(&mut self.directory_key, base);
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_files(
+            file,
+            &[
+                ("directory", &self.directory),
+                ("directory_key", &self.directory_key),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+            ],
+        )?;
+        if self.limits.max_envelope_bytes < 1024 || self.limits.max_envelope_bytes > 1 << 30 {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "limits.max_envelope_bytes",
+                reason: "must be between 1 KiB and 1 GiB".into(),
+            });
+        }
+        if self.limits.replay_window_secs < 60 {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "limits.replay_window_secs",
+                reason: "must be at least 60".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Resolve for NodeConfig {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.data_dir, base);
+        rebase(&mut self.directory, base);
+        rebase(&mut self.directory_key, base);
+        rebase(&mut self.national_ca, base);
+        rebase(&mut self.keys.signing, base);
+        rebase(&mut self.keys.hpke, base);
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_host_port(file, "broker", &self.broker)?;
+        check_files(
+            file,
+            &[
+                ("directory", &self.directory),
+                ("directory_key", &self.directory_key),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+                ("national_ca", &self.national_ca),
+                ("keys.signing", &self.keys.signing),
+                ("keys.hpke", &self.keys.hpke),
+            ],
+        )?;
+        let r = &self.retention;
+        if r.default_days == 0 || r.default_days > r.max_days {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "retention.default_days",
+                reason: format!("must be between 1 and retention.max_days ({})", r.max_days),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Resolve for AgencyProfile {
+    fn resolve(&mut self, base: &Path) {
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_host_port(file, "node", &self.node)?;
+        check_files(
+            file,
+            &[("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.root", &self.tls.root)],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("broker.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
+        assert!(e.contains("broker.toml") && e.contains("listen_port"), "{e}");
+
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\ndirectory = \"missing.bin\"\n\
+             directory_key = \"k\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
+        )
+        .unwrap();
+        let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
+        assert!(e.contains("key `directory`") && e.contains("missing.bin"), "{e}");
+    }
+}

@@ -1,0 +1,283 @@
+//! The agency API: the node's gRPC edge towards its own country's agencies.
+//!
+//! The calling agency is the one named in its certificate, which must have
+//! been issued by this country's national CA; nothing in a request can speak
+//! for another agency.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{NodeState, SubmitOutcome};
+use crate::envelope::{self, EnvelopeError, SealInput};
+use crate::ids::{AgencyId, Country, EnvelopeId, Role};
+use crate::proto::v1;
+use crate::storage::StorageError;
+use crate::tls::{Issuer, peer_of};
+
+/// How long Send waits for the broker's answer before reporting "queued".
+const SEND_WAIT: Duration = Duration::from_secs(10);
+const DAY_MS: i64 = 86_400_000;
+
+pub struct AgencyService {
+    state: Arc<NodeState>,
+}
+
+impl AgencyService {
+    pub fn new(state: Arc<NodeState>) -> Self {
+        AgencyService { state }
+    }
+
+    fn agency<T>(&self, req: &Request<T>) -> Result<AgencyId, Status> {
+        let me = self.state.country;
+        let peer = peer_of(req)?;
+        let agency = match (&peer.role, peer.issuer) {
+            (Ok(Role::Agency(a)), Issuer::National(cc)) if cc == me && a.country() == me => a.clone(),
+            (Ok(Role::Agency(a)), _) if a.country() != me => {
+                return Err(Status::permission_denied(format!(
+                    "agency {a} belongs to {}; this node serves {me}",
+                    a.country()
+                )));
+            }
+            (Ok(Role::Agency(a)), _) => {
+                return Err(Status::permission_denied(format!(
+                    "certificate for {a} was not issued by the {me} national CA"
+                )));
+            }
+            (Ok(role), _) => {
+                return Err(Status::permission_denied(format!(
+                    "the agency API is for agencies of {me}; this certificate is for {role}"
+                )));
+            }
+            (Err(e), _) => return Err(Status::permission_denied(format!("certificate not accepted: {e}"))),
+        };
+        match self.state.directory().agency(&agency) {
+            Some(info) if !info.revoked => Ok(agency),
+            Some(_) => Err(Status::permission_denied(format!("agency {agency} is revoked"))),
+            None => Err(Status::permission_denied(format!("agency {agency} is not in the directory"))),
+        }
+    }
+}
+
+fn storage(e: StorageError) -> Status {
+    tracing::error!(error = %e, "node storage failure");
+    Status::unavailable("node storage unavailable; try again")
+}
+
+fn envelope_id(s: &str) -> Result<EnvelopeId, Status> {
+    s.parse().map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))
+}
+
+fn invalid(e: EnvelopeError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+type InboxStream = Pin<Box<dyn Stream<Item = Result<v1::InboxEntry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::agency_server::Agency for AgencyService {
+    async fn send(&self, req: Request<v1::SendRequest>) -> Result<Response<v1::SendResponse>, Status> {
+        let sender = self.agency(&req)?;
+        let req = req.into_inner();
+        let state = &self.state;
+        let dir = state.directory();
+        let now = state.now_ms();
+
+        if req.recipients.is_empty() {
+            return Err(Status::invalid_argument("no recipients"));
+        }
+        let mut recipients = Vec::with_capacity(req.recipients.len());
+        for r in &req.recipients {
+            let a: AgencyId = r.parse().map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
+            match dir.agency(&a) {
+                Some(info) if !info.revoked => {}
+                Some(_) => return Err(Status::failed_precondition(format!("recipient {a} is revoked"))),
+                None => return Err(Status::not_found(format!("recipient {a} is not in the directory"))),
+            }
+            if a == sender {
+                return Err(Status::invalid_argument("an agency cannot send to itself"));
+            }
+            if recipients.contains(&a) {
+                return Err(Status::invalid_argument(format!("recipient {a} listed twice")));
+            }
+            recipients.push(a);
+        }
+        let record = req.record.ok_or_else(|| Status::invalid_argument("no record"))?;
+        let kind = crate::categories::record_kind(&record)
+            .ok_or_else(|| Status::invalid_argument("record has no body"))?;
+        let mut labels = req.labels.ok_or_else(|| Status::invalid_argument("no labels"))?;
+        envelope::check_labels(&labels).map_err(invalid)?;
+
+        if !labels.in_reply_to.is_empty() {
+            let parent = envelope_id(&labels.in_reply_to)?;
+            let known = state.store.fetch(&sender, &parent).map_err(storage)?.is_some()
+                || state.store.sent(&parent).map_err(storage)?.is_some_and(|s| s.sender_agency == sender.to_string());
+            if !known {
+                return Err(Status::invalid_argument(format!(
+                    "in_reply_to {parent}: no such record in {sender}'s inbox or sent records"
+                )));
+            }
+        }
+
+        let max = now + i64::from(state.retention.max_days) * DAY_MS;
+        if labels.expires_at_ms == 0 {
+            labels.expires_at_ms = now + i64::from(state.retention.default_days) * DAY_MS;
+        } else if labels.expires_at_ms <= now {
+            return Err(Status::invalid_argument("expiry is in the past"));
+        } else if labels.expires_at_ms > max {
+            return Err(Status::invalid_argument(format!(
+                "expiry {} is beyond this node's retention limit of {} days",
+                crate::time::format_ms(labels.expires_at_ms),
+                state.retention.max_days
+            )));
+        }
+
+        let input = SealInput {
+            sender: &sender,
+            recipients: &recipients,
+            record: &record,
+            labels: labels.clone(),
+            created_at_ms: now,
+            expires_at_ms: labels.expires_at_ms,
+        };
+        let sealed = envelope::seal(&input, &state.signing, &dir).map_err(invalid)?;
+        let mut by_node: BTreeMap<Country, Vec<String>> = BTreeMap::new();
+        for a in &recipients {
+            by_node.entry(a.country()).or_default().push(a.to_string());
+        }
+        let status = v1::SendStatus {
+            envelope_id: sealed.id.to_string(),
+            state: v1::SendState::Queued as i32,
+            detail: "in the outbox".into(),
+            log_index: 0,
+            kind: kind as i32,
+            recipients: req.recipients.clone(),
+            categories: sealed.categories.to_vec_i32(),
+            labels: Some(labels),
+            created_at_ms: now,
+            recipient_status: by_node
+                .into_iter()
+                .map(|(node, agencies)| v1::RecipientStatus {
+                    node: node.to_string(),
+                    agencies,
+                    state: v1::DeliveryState::Pending as i32,
+                    receipt: None,
+                    signed_receipt: None,
+                })
+                .collect(),
+            sender_agency: sender.to_string(),
+        };
+        let waiter = state.register_waiter(sealed.id);
+        state.store.enqueue(&sealed.id, &sealed.envelope, &status).await.map_err(storage)?;
+        state.outbox_wakeup.notify_one();
+        tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
+
+        let outcome = tokio::time::timeout(SEND_WAIT, waiter)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| SubmitOutcome::Queued("the broker has not answered yet; queued in the outbox".into()));
+        let (state_code, detail, log_index) = match outcome {
+            SubmitOutcome::Accepted { log_index } => (v1::SendState::Accepted, "accepted by the broker".to_string(), log_index),
+            SubmitOutcome::Refused(m) => (v1::SendState::Refused, m, 0),
+            SubmitOutcome::Queued(m) => (v1::SendState::Queued, m, 0),
+        };
+        Ok(Response::new(v1::SendResponse {
+            envelope_id: sealed.id.to_string(),
+            state: state_code as i32,
+            detail,
+            log_index,
+            categories: sealed.categories.to_vec_i32(),
+        }))
+    }
+
+    async fn list_inbox(&self, req: Request<v1::ListInboxRequest>) -> Result<Response<v1::ListInboxResponse>, Status> {
+        let agency = self.agency(&req)?;
+        let req = req.into_inner();
+        let after = if req.after.is_empty() { None } else { Some(envelope_id(&req.after)?) };
+        let limit = if req.limit == 0 { 1000 } else { req.limit.min(10_000) as usize };
+        let entries = self
+            .state
+            .store
+            .inbox(&agency, after.as_ref(), limit)
+            .map_err(storage)?
+            .into_iter()
+            .filter_map(|r| r.entry)
+            .collect();
+        Ok(Response::new(v1::ListInboxResponse { entries }))
+    }
+
+    type WatchInboxStream = InboxStream;
+
+    async fn watch_inbox(&self, req: Request<v1::WatchInboxRequest>) -> Result<Response<Self::WatchInboxStream>, Status> {
+        let agency = self.agency(&req)?;
+        let state = self.state.clone();
+        // Subscribe before listing so nothing falls between the two.
+        let mut events = state.inbox_events.subscribe();
+        let existing = state.store.inbox(&agency, None, usize::MAX).map_err(storage)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut stopping = state.stopping();
+        tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
+            for r in existing {
+                if let Some(e) = r.entry {
+                    seen.insert(e.envelope_id.clone());
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                let ev = tokio::select! {
+                    ev = events.recv() => ev,
+                    _ = tx.closed() => return,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                match ev {
+                    Ok((a, e)) if a == agency && seen.insert(e.envelope_id.clone()) => {
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!("watcher fell {n} entries behind; list the inbox again"))))
+                            .await;
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<v1::InboxRecord>, Status> {
+        let agency = self.agency(&req)?;
+        let id = envelope_id(&req.get_ref().envelope_id)?;
+        match self.state.store.fetch(&agency, &id).map_err(storage)? {
+            Some(r) => Ok(Response::new(r)),
+            None => Err(Status::not_found(format!("{id} is not in {agency}'s inbox"))),
+        }
+    }
+
+    async fn status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::SendStatus>, Status> {
+        let agency = self.agency(&req)?;
+        let id = envelope_id(&req.get_ref().envelope_id)?;
+        match self.state.store.sent(&id).map_err(storage)? {
+            Some(s) if s.sender_agency == agency.to_string() => Ok(Response::new(s)),
+            _ => Err(Status::not_found(format!("{agency} sent no record {id}"))),
+        }
+    }
+
+    async fn list_sent(&self, req: Request<v1::ListSentRequest>) -> Result<Response<v1::ListSentResponse>, Status> {
+        let agency = self.agency(&req)?;
+        let sent = self.state.store.sent_by(&agency).map_err(storage)?;
+        Ok(Response::new(v1::ListSentResponse { sent }))
+    }
+}

@@ -1,0 +1,178 @@
+//! A national node: the agency API for its country's agencies, and the uplink
+//! to the broker that submits sealed envelopes from the durable outbox and
+//! receives, verifies, opens and files what is addressed to its agencies.
+//!
+//! The node holds its country's keys: it seals and signs for its own
+//! agencies only, and opens only what was wrapped for it.
+
+pub mod agency_api;
+pub mod store;
+pub mod uplink;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use crate::broker::Clock;
+use crate::config::{NodeConfig, Retention};
+use crate::directory::Directory;
+use crate::ids::{AgencyId, Country, EnvelopeId, Role};
+use crate::keys::{HpkePrivateKey, SigningKey};
+use crate::proto::v1;
+use crate::tls::{ClientTls, Identity, ServerTls};
+use store::NodeStore;
+
+/// What became of one submission attempt, for an agency waiting on Send.
+#[derive(Debug, Clone)]
+pub enum SubmitOutcome {
+    Accepted { log_index: u64 },
+    Refused(String),
+    Queued(String),
+}
+
+/// Everything the node's tasks share.
+pub struct NodeState {
+    pub country: Country,
+    pub federation: String,
+    directory: RwLock<Arc<Directory>>,
+    signing: SigningKey,
+    hpke: HpkePrivateKey,
+    pub store: NodeStore,
+    pub retention: Retention,
+    pub clock: Clock,
+    outbox_wakeup: Notify,
+    waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
+    inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl NodeState {
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    fn register_waiter(&self, id: EnvelopeId) -> oneshot::Receiver<SubmitOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        rx
+    }
+
+    fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {
+        if let Some(tx) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// A configured node, ready to serve.
+pub struct Node {
+    pub state: Arc<NodeState>,
+    server_tls: ServerTls,
+    client_tls: ClientTls,
+    broker: String,
+}
+
+impl Node {
+    /// Builds a node from its config: TLS identity, national CA, keys,
+    /// pinned directory key and directory, and the store.
+    pub fn from_config(cfg: &NodeConfig) -> anyhow::Result<Node> {
+        let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
+        let root = crate::tls::load_certs(&cfg.tls.root)?.remove(0);
+        let national = crate::tls::load_certs(&cfg.national_ca)?.remove(0);
+        let server_tls = ServerTls::new(&identity, &root, Some((cfg.country, national)), &cfg.federation)?;
+        let client_tls = ClientTls::new(&identity, &root, &cfg.federation)?;
+        match crate::tls::role_of(&identity.chain[0], &cfg.federation) {
+            Ok(Role::Node(cc)) if cc == cfg.country => {}
+            other => anyhow::bail!(
+                "{}: certificate is for {other:?}, not node {}",
+                cfg.tls.cert.display(),
+                cfg.country
+            ),
+        }
+        let signing = SigningKey::load(&cfg.keys.signing)?;
+        let hpke = crate::keys::load_hpke(&cfg.keys.hpke)?;
+        let key = crate::directory::load_public_key(&cfg.directory_key)?;
+        let directory = crate::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        match directory.node(cfg.country) {
+            Some(n) if n.signing_key == signing.public_key()
+                && crate::keys::hpke_public_bytes(&<crate::keys::HpkeKem as hpke::Kem>::sk_to_pk(&hpke))
+                    == crate::keys::hpke_public_bytes(&n.hpke_key) => {}
+            Some(_) => anyhow::bail!(
+                "the directory lists other keys for node {} than {} and {}",
+                cfg.country,
+                cfg.keys.signing.display(),
+                cfg.keys.hpke.display()
+            ),
+            None => anyhow::bail!("node {} is not in the directory", cfg.country),
+        }
+        let store = NodeStore::open(&cfg.data_dir)
+            .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
+        let state = NodeState {
+            country: cfg.country,
+            federation: cfg.federation.clone(),
+            directory: RwLock::new(Arc::new(directory)),
+            signing,
+            hpke,
+            store,
+            retention: cfg.retention.clone(),
+            clock: Arc::new(crate::time::now_ms),
+            outbox_wakeup: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            inbox_events: broadcast::channel(256).0,
+            stopping: tokio::sync::watch::channel(false).0,
+        };
+        Ok(Node { state: Arc::new(state), server_tls, client_tls, broker: cfg.broker.clone() })
+    }
+
+    /// Runs the uplink to the broker and serves the agency API, gRPC health
+    /// and reflection on `listener` until `shutdown` completes.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let channel = self.client_tls.channel(&self.broker, Role::Broker)?;
+        let client = v1::exchange_client::ExchangeClient::new(channel)
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30);
+        let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
+        let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<v1::agency_server::AgencyServer<agency_api::AgencyService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let api = v1::agency_server::AgencyServer::new(agency_api::AgencyService::new(self.state.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
+        let state = self.state.clone();
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api)
+            .serve_with_incoming_shutdown(self.server_tls.incoming(listener), async move {
+                shutdown.await;
+                tracing::info!(node = %state.country, "node shutting down");
+                state.stopping.send_replace(true);
+            })
+            .await;
+        self.state.stopping.send_replace(true);
+        let _ = outbox.await;
+        let _ = receive.await;
+        tracing::info!(node = %self.state.country, "node stopped");
+        Ok(result?)
+    }
+}

@@ -1,0 +1,225 @@
+//! The node's durable state: the agencies' inboxes, the outbox of sealed
+//! envelopes waiting for the broker, what each agency sent with its
+//! receipts, and the receipts this node gave (so a redelivery gets the same
+//! answer and never a second inbox entry).
+//!
+//! Every mutating method applies one sled transaction and returns after a
+//! group-commit flush: Ok means on disk.
+
+use std::sync::Mutex;
+
+use prost::Message as _;
+use sled::Transactional as _;
+
+use crate::ids::{AgencyId, EnvelopeId};
+use crate::proto::v1;
+use crate::storage::{GroupCommit, StorageError};
+
+pub struct NodeStore {
+    inbox: sled::Tree,
+    received: sled::Tree,
+    outbox: sled::Tree,
+    sent: sled::Tree,
+    commit: GroupCommit,
+    writer: Mutex<()>,
+}
+
+type TxError = sled::transaction::TransactionError<StorageError>;
+
+fn tx_err(e: TxError) -> StorageError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn corrupt(tree: &'static str, e: impl ToString) -> StorageError {
+    StorageError::Corrupt { tree, detail: e.to_string() }
+}
+
+fn inbox_key(agency: &AgencyId, id: &EnvelopeId) -> Vec<u8> {
+    let mut k = agency.to_string().into_bytes();
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
+    let mut k = agency.to_string().into_bytes();
+    k.push(0);
+    k
+}
+
+impl NodeStore {
+    pub fn open(dir: &std::path::Path) -> Result<NodeStore, StorageError> {
+        let db = crate::storage::open_db(dir)?;
+        Ok(NodeStore {
+            inbox: db.open_tree("inbox")?,
+            received: db.open_tree("received")?,
+            outbox: db.open_tree("outbox")?,
+            sent: db.open_tree("sent")?,
+            commit: GroupCommit::start(db),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a sealed envelope as sent (queued) and puts it in the outbox.
+    pub async fn enqueue(&self, id: &EnvelopeId, env: &v1::Envelope, status: &v1::SendStatus) -> Result<(), StorageError> {
+        {
+            let _g = self.lock();
+            (&self.outbox, &self.sent)
+                .transaction(|(outbox, sent)| {
+                    outbox.insert(id.as_bytes().as_slice(), env.encode_to_vec())?;
+                    sent.insert(id.as_bytes().as_slice(), status.encode_to_vec())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await
+    }
+
+    /// Envelopes waiting for the broker, oldest first.
+    pub fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.outbox.iter() {
+            let (k, v) = kv?;
+            let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+            out.push((id, v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?));
+        }
+        Ok(out)
+    }
+
+    /// Takes an envelope out of the outbox with the broker's answer.
+    pub async fn settle(
+        &self,
+        id: &EnvelopeId,
+        update: impl Fn(&mut v1::SendStatus),
+    ) -> Result<(), StorageError> {
+        {
+            let _g = self.lock();
+            (&self.outbox, &self.sent)
+                .transaction(|(outbox, sent)| {
+                    outbox.remove(id.as_bytes().as_slice())?;
+                    if let Some(v) = sent.get(id.as_bytes())? {
+                        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
+                            sled::transaction::ConflictableTransactionError::Abort(corrupt("sent", e))
+                        })?;
+                        update(&mut s);
+                        sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await
+    }
+
+    /// Updates what an agency sees of a record it sent.
+    pub async fn update_sent(&self, id: &EnvelopeId, update: impl Fn(&mut v1::SendStatus)) -> Result<bool, StorageError> {
+        let found = {
+            let _g = self.lock();
+            match self.sent.get(id.as_bytes())? {
+                Some(v) => {
+                    let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
+                    update(&mut s);
+                    self.sent.insert(id.as_bytes(), s.encode_to_vec())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if found {
+            self.commit.commit().await?;
+        }
+        Ok(found)
+    }
+
+    pub fn sent(&self, id: &EnvelopeId) -> Result<Option<v1::SendStatus>, StorageError> {
+        self.sent
+            .get(id.as_bytes())?
+            .map(|v| v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e)))
+            .transpose()
+    }
+
+    /// Everything `agency` sent, oldest first.
+    pub fn sent_by(&self, agency: &AgencyId) -> Result<Vec<v1::SendStatus>, StorageError> {
+        let me = agency.to_string();
+        let mut out = Vec::new();
+        for kv in self.sent.iter() {
+            let (_, v) = kv?;
+            let s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
+            if s.sender_agency == me {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The receipt this node already gave for an envelope, if any.
+    pub fn receipt_for(&self, id: &EnvelopeId) -> Result<Option<v1::SignedReceipt>, StorageError> {
+        self.received
+            .get(id.as_bytes())?
+            .map(|v| v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)))
+            .transpose()
+    }
+
+    /// Stores a delivered record in each recipient agency's inbox together
+    /// with the receipt, atomically: either the agencies have it and the
+    /// receipt is remembered, or neither. A rejection stores the receipt only.
+    pub async fn deliver(
+        &self,
+        id: &EnvelopeId,
+        entries: &[(AgencyId, v1::InboxRecord)],
+        receipt: &v1::SignedReceipt,
+    ) -> Result<(), StorageError> {
+        {
+            let _g = self.lock();
+            (&self.inbox, &self.received)
+                .transaction(|(inbox, received)| {
+                    if received.get(id.as_bytes())?.is_some() {
+                        return Ok(());
+                    }
+                    for (agency, rec) in entries {
+                        inbox.insert(inbox_key(agency, id), rec.encode_to_vec())?;
+                    }
+                    received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await
+    }
+
+    /// The inbox of `agency`, oldest first, after `after` if given.
+    pub fn inbox(&self, agency: &AgencyId, after: Option<&EnvelopeId>, limit: usize) -> Result<Vec<v1::InboxRecord>, StorageError> {
+        let prefix = inbox_prefix(agency);
+        let start = match after {
+            Some(id) => {
+                let mut k = inbox_key(agency, id);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for kv in self.inbox.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?);
+        }
+        Ok(out)
+    }
+
+    pub fn fetch(&self, agency: &AgencyId, id: &EnvelopeId) -> Result<Option<v1::InboxRecord>, StorageError> {
+        self.inbox
+            .get(inbox_key(agency, id))?
+            .map(|v| v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e)))
+            .transpose()
+    }
+}

@@ -1,0 +1,305 @@
+//! The node's link to the broker: the outbox loop that submits sealed
+//! envelopes until the broker answers, and the receive loop that verifies,
+//! opens and files deliveries and relays receipts.
+//!
+//! Both loops retry with capped exponential backoff while the broker is
+//! unreachable, and end when the node shuts down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::{NodeState, SubmitOutcome};
+use crate::broker::service::REFUSAL_METADATA;
+use crate::envelope::{self, EnvelopeError};
+use crate::ids::{AgencyId, EnvelopeId};
+use crate::proto::v1;
+
+type Client = v1::exchange_client::ExchangeClient<Channel>;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(BACKOFF_MAX)
+}
+
+/// Submits outbox envelopes in order until each has a final answer.
+pub async fn outbox_loop(state: Arc<NodeState>, mut client: Client) {
+    let mut stopping = state.stopping();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let notified = state.outbox_wakeup.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut stalled = false;
+        match state.store.outbox() {
+            Ok(items) => {
+                for (id, env) in items {
+                    if !submit_one(&state, &mut client, id, env).await {
+                        stalled = true;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                stalled = true;
+            }
+        }
+        if stalled {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = &mut notified => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            backoff = next_backoff(backoff);
+        } else {
+            backoff = BACKOFF_MIN;
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// One attempt. Returns false if the broker could not give an answer, so the
+/// envelope stays queued.
+async fn submit_one(state: &NodeState, client: &mut Client, id: EnvelopeId, env: v1::Envelope) -> bool {
+    let mut req = tonic::Request::new(v1::SubmitRequest { envelope: Some(env) });
+    req.set_timeout(SUBMIT_TIMEOUT);
+    let (outcome, settled) = match client.submit(req).await {
+        Ok(resp) => {
+            let r = resp.into_inner();
+            let at = r.accepted_at_ms;
+            let index = r.log_index;
+            let res = state
+                .store
+                .settle(&id, |s| {
+                    s.state = v1::SendState::Accepted as i32;
+                    s.log_index = index;
+                    s.detail = format!("accepted by the broker at {}", crate::time::format_ms(at));
+                })
+                .await;
+            (SubmitOutcome::Accepted { log_index: index }, res)
+        }
+        Err(status) if status.metadata().get(REFUSAL_METADATA).is_some() => {
+            let code = status.metadata().get(REFUSAL_METADATA).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if code == v1::RefusalCode::Duplicate.as_str_name() {
+                // Only this node can sign this id: an earlier attempt was
+                // accepted but its answer was lost.
+                let res = state
+                    .store
+                    .settle(&id, |s| {
+                        s.state = v1::SendState::Accepted as i32;
+                        s.detail = "accepted by the broker (an earlier attempt's answer was lost)".into();
+                    })
+                    .await;
+                (SubmitOutcome::Accepted { log_index: 0 }, res)
+            } else {
+                let msg = status.message().to_string();
+                let res = state
+                    .store
+                    .settle(&id, |s| {
+                        s.state = v1::SendState::Refused as i32;
+                        s.detail = msg.clone();
+                    })
+                    .await;
+                tracing::info!(%id, reason = %msg, "broker refused");
+                (SubmitOutcome::Refused(msg), res)
+            }
+        }
+        Err(status) => {
+            let why = format!("broker unreachable ({}: {}); queued in the outbox", status.code(), status.message());
+            tracing::warn!(%id, %why, "submit failed");
+            state.resolve_waiter(&id, SubmitOutcome::Queued(why));
+            return false;
+        }
+    };
+    if let Err(e) = settled {
+        tracing::error!(%id, error = %e, "cannot record the broker's answer; will submit again");
+        return false;
+    }
+    state.resolve_waiter(&id, outcome);
+    true
+}
+
+/// Keeps a delivery stream open, handling each delivery in order.
+pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
+    let mut stopping = state.stopping();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let opened = tokio::select! {
+            r = client.receive(v1::ReceiveRequest {}) => r,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        match opened {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.message() => m,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    };
+                    match msg {
+                        Ok(Some(d)) => {
+                            backoff = BACKOFF_MIN;
+                            if let Err(e) = handle_delivery(&state, &mut client, d).await {
+                                tracing::warn!(error = %e, "delivery not acknowledged; it will come again");
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::warn!(%status, "delivery stream broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => tracing::debug!(%status, "cannot open the delivery stream"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        backoff = next_backoff(backoff);
+    }
+}
+
+async fn handle_delivery(state: &NodeState, client: &mut Client, d: v1::Delivery) -> anyhow::Result<()> {
+    let receipt = match d.item {
+        Some(v1::delivery::Item::Envelope(env)) => Some(accept_envelope(state, &env).await?),
+        Some(v1::delivery::Item::Receipt(r)) => {
+            record_receipt(state, &r).await?;
+            None
+        }
+        None => anyhow::bail!("empty delivery {}", d.seq),
+    };
+    match client.acknowledge(v1::AcknowledgeRequest { seq: d.seq, receipt }).await {
+        Ok(_) => Ok(()),
+        // Acknowledged already, on an earlier stream.
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(anyhow::anyhow!("acknowledge {}: {s}", d.seq)),
+    }
+}
+
+fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
+    use v1::RejectionCode as R;
+    match e {
+        EnvelopeError::BadSignature(_) => R::BadSignature,
+        EnvelopeError::Unwrap(_) | EnvelopeError::Decrypt => R::Undecryptable,
+        EnvelopeError::MalformedRecord | EnvelopeError::EmptyRecord => R::MalformedRecord,
+        EnvelopeError::UndeclaredCategories(_) => R::UndeclaredCategories,
+        EnvelopeError::KindMismatch { .. } => R::KindMismatch,
+        EnvelopeError::Expired { .. } => R::Expired,
+        EnvelopeError::NotARecipient(_) => R::NotARecipient,
+        _ => R::InvalidHeader,
+    }
+}
+
+/// Verifies, opens and files one envelope, returning the signed receipt. A
+/// redelivered envelope gets the receipt it got the first time.
+pub async fn accept_envelope(state: &NodeState, env: &v1::Envelope) -> anyhow::Result<v1::SignedReceipt> {
+    use prost::Message as _;
+    let claimed = v1::EnvelopeHeader::decode(env.header.as_slice())
+        .ok()
+        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok())
+        .ok_or_else(|| anyhow::anyhow!("delivered header does not parse; not acknowledging"))?;
+    if let Some(r) = state.store.receipt_for(&claimed)? {
+        return Ok(r);
+    }
+    let now = state.now_ms();
+    let me = state.country;
+    let dir = state.directory();
+    let header_sha256 = envelope::sha256(&env.header).to_vec();
+    let mut body = v1::ReceiptBody {
+        envelope_id: claimed.as_bytes().to_vec(),
+        recipient_node: me.to_string(),
+        at_ms: now,
+        header_sha256,
+        ..Default::default()
+    };
+    let checked = envelope::verify(env, &dir, now)
+        .and_then(|h| envelope::open(env, &h, me, &state.hpke).map(|o| (h, o)));
+    let entries = match checked {
+        Ok((header, opened)) => {
+            let agencies: Vec<AgencyId> = header.recipients_at(me);
+            body.status = v1::ReceiptStatus::Delivered as i32;
+            body.delivered_to = agencies.iter().map(ToString::to_string).collect();
+            let entry = v1::InboxEntry {
+                envelope_id: header.id.to_string(),
+                sender_agency: header.sender_agency.to_string(),
+                recipients: header.recipients.iter().map(ToString::to_string).collect(),
+                kind: header.kind as i32,
+                categories: opened.derived.to_vec_i32(),
+                labels: Some(header.labels.clone()),
+                created_at_ms: header.created_at_ms,
+                received_at_ms: now,
+                expires_at_ms: header.expires_at_ms,
+            };
+            tracing::info!(
+                id = %header.id, from = %header.sender_agency, kind = header.kind.as_str_name(),
+                to = ?body.delivered_to, "delivered"
+            );
+            agencies
+                .into_iter()
+                .map(|a| (a, v1::InboxRecord { entry: Some(entry.clone()), record: Some(opened.record.clone()) }))
+                .collect()
+        }
+        Err(e) => {
+            let code = rejection_code(&e);
+            tracing::warn!(id = %claimed, code = code.as_str_name(), reason = %e, "rejected a delivery");
+            body.status = v1::ReceiptStatus::Rejected as i32;
+            body.code = code as i32;
+            body.reason = e.to_string();
+            Vec::new()
+        }
+    };
+    let receipt = envelope::sign_receipt(&body, &state.signing);
+    state.store.deliver(&claimed, &entries, &receipt).await?;
+    for (agency, rec) in entries {
+        if let Some(entry) = rec.entry {
+            let _ = state.inbox_events.send((agency, entry));
+        }
+    }
+    Ok(receipt)
+}
+
+/// Records a receipt relayed by the broker for an envelope this node sent.
+async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> anyhow::Result<()> {
+    let dir = state.directory();
+    let body = match envelope::verify_receipt(r, &dir) {
+        Ok(b) => b,
+        Err(e) => {
+            // The broker relayed something a recipient node did not sign:
+            // keep nothing of it, but say so loudly.
+            tracing::error!(error = %e, "relayed receipt does not verify; ignored");
+            return Ok(());
+        }
+    };
+    let id = EnvelopeId::from_bytes(&body.envelope_id)?;
+    let node = body.recipient_node.clone();
+    let state_of = match body.status() {
+        v1::ReceiptStatus::Delivered => v1::DeliveryState::Delivered,
+        _ => v1::DeliveryState::Rejected,
+    };
+    let found = state
+        .store
+        .update_sent(&id, |s| {
+            if let Some(rs) = s.recipient_status.iter_mut().find(|rs| rs.node == node) {
+                rs.state = state_of as i32;
+                rs.receipt = Some(body.clone());
+                rs.signed_receipt = Some(r.clone());
+            }
+        })
+        .await?;
+    if !found {
+        tracing::warn!(%id, "receipt for an envelope this node has no record of");
+    }
+    tracing::info!(%id, from = %node, status = body.status().as_str_name(), "receipt");
+    Ok(())
+}
