@@ -15,11 +15,18 @@ use crate::ids::{AgencyId, Country};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: key `{key}`: {reason}")]
-    Invalid { file: String, key: &'static str, reason: String },
+    Invalid {
+        file: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 /// Certificate and key of a TLS endpoint, and the federation root it trusts.
@@ -127,7 +134,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { default_days: default_retention_days(), max_days: default_max_retention_days() }
+        Retention {
+            default_days: default_retention_days(),
+            max_days: default_max_retention_days(),
+        }
     }
 }
 
@@ -207,9 +217,14 @@ impl Serialize for AgencyId {
 /// Reads and parses a TOML file, then resolves its relative paths.
 pub fn load<T: serde::de::DeserializeOwned + Resolve>(path: &Path) -> Result<T, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-    let mut value: T = toml::from_str(&text)
-        .map_err(|e| ConfigError::Parse { file: file.clone(), message: e.to_string().trim_end().to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let mut value: T = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        file: file.clone(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
     value.resolve(base);
     value.validate(&file)?;
@@ -254,14 +269,18 @@ fn check_files(file: &str, files: &[(&'static str, &Path)]) -> Result<(), Config
 fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
     let ok = !fed.is_empty()
         && fed.len() <= 253
-        && fed.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        && fed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
     if ok {
         Ok(())
     } else {
         Err(ConfigError::Invalid {
             file: file.into(),
             key: "federation",
-            reason: format!("{fed:?} is not a valid trust domain (lower-case letters, digits, '.', '-')"),
+            reason: format!(
+                "{fed:?} is not a valid trust domain (lower-case letters, digits, '.', '-')"
+            ),
         })
     }
 }
@@ -269,7 +288,11 @@ fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
 fn check_host_port(file: &str, key: &'static str, addr: &str) -> Result<(), ConfigError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(ConfigError::Invalid { file: file.into(), key, reason: format!("{addr:?} is not host:port") }),
+        _ => Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: format!("{addr:?} is not host:port"),
+        }),
     }
 }
 
@@ -357,7 +380,11 @@ impl Resolve for AgencyProfile {
         check_host_port(file, "node", &self.node)?;
         check_files(
             file,
-            &[("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key), ("tls.root", &self.tls.root)],
+            &[
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+            ],
         )
     }
 }
@@ -372,7 +399,10 @@ mod tests {
         let p = dir.path().join("broker.toml");
         std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
         let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
-        assert!(e.contains("broker.toml") && e.contains("listen_port"), "{e}");
+        assert!(
+            e.contains("broker.toml") && e.contains("listen_port"),
+            "{e}"
+        );
 
         std::fs::write(
             &p,
@@ -381,6 +411,9 @@ mod tests {
         )
         .unwrap();
         let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
-        assert!(e.contains("key `directory`") && e.contains("missing.bin"), "{e}");
+        assert!(
+            e.contains("key `directory`") && e.contains("missing.bin"),
+            "{e}"
+        );
     }
 }

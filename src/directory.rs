@@ -76,12 +76,15 @@ impl Directory {
         directory_key: &[u8],
         federation: &str,
     ) -> Result<Directory, DirectoryError> {
-        if !keys::verify_ed25519(directory_key, &signing_input(&signed.directory), &signed.signature)
-        {
+        if !keys::verify_ed25519(
+            directory_key,
+            &signing_input(&signed.directory),
+            &signed.signature,
+        ) {
             return Err(DirectoryError::BadSignature);
         }
-        let dir =
-            v1::Directory::decode(signed.directory.as_slice()).map_err(|_| DirectoryError::Malformed)?;
+        let dir = v1::Directory::decode(signed.directory.as_slice())
+            .map_err(|_| DirectoryError::Malformed)?;
         if dir.federation != federation {
             return Err(DirectoryError::WrongFederation {
                 found: dir.federation,
@@ -90,8 +93,10 @@ impl Directory {
         }
         let mut nodes = BTreeMap::new();
         for n in &dir.nodes {
-            let country: Country =
-                n.country.parse().map_err(|e| DirectoryError::Entry(format!("{e}")))?;
+            let country: Country = n
+                .country
+                .parse()
+                .map_err(|e| DirectoryError::Entry(format!("{e}")))?;
             let signing_key: [u8; 32] = n.signing_key.as_slice().try_into().map_err(|_| {
                 DirectoryError::Entry(format!("node {country}: signing key is not 32 bytes"))
             })?;
@@ -108,14 +113,20 @@ impl Directory {
                 eu_member: n.regime() == v1::LegalRegime::EuMember,
             };
             if nodes.insert(country, info).is_some() {
-                return Err(DirectoryError::Entry(format!("node {country} listed twice")));
+                return Err(DirectoryError::Entry(format!(
+                    "node {country} listed twice"
+                )));
             }
         }
         let mut agencies = BTreeMap::new();
         for a in &dir.agencies {
-            let id: AgencyId = a.id.parse().map_err(|e| DirectoryError::Entry(format!("{e}")))?;
+            let id: AgencyId =
+                a.id.parse()
+                    .map_err(|e| DirectoryError::Entry(format!("{e}")))?;
             if !nodes.contains_key(&id.country()) {
-                return Err(DirectoryError::Entry(format!("agency {id}: no node for its country")));
+                return Err(DirectoryError::Entry(format!(
+                    "agency {id}: no node for its country"
+                )));
             }
             let info = AgencyInfo {
                 id: id.clone(),
@@ -127,7 +138,11 @@ impl Directory {
                 return Err(DirectoryError::Entry(format!("agency {id} listed twice")));
             }
         }
-        let auditors = dir.auditors.iter().map(|a| (a.name.clone(), a.revoked)).collect();
+        let auditors = dir
+            .auditors
+            .iter()
+            .map(|a| (a.name.clone(), a.revoked))
+            .collect();
         Ok(Directory {
             version: dir.version,
             federation: dir.federation,
@@ -143,13 +158,19 @@ impl Directory {
     pub fn sign(dir: &v1::Directory, key: &SigningKey) -> v1::SignedDirectory {
         let bytes = dir.encode_to_vec();
         let signature = key.sign(&signing_input(&bytes));
-        v1::SignedDirectory { directory: bytes, signature }
+        v1::SignedDirectory {
+            directory: bytes,
+            signature,
+        }
     }
 
     /// Decides whether `newer` may replace this directory.
     pub fn check_successor(&self, newer: &Directory) -> Result<(), DirectoryError> {
         if newer.version < self.version {
-            return Err(DirectoryError::Rollback { offered: newer.version, current: self.version });
+            return Err(DirectoryError::Rollback {
+                offered: newer.version,
+                current: self.version,
+            });
         }
         Ok(())
     }
@@ -175,7 +196,9 @@ impl Directory {
     }
     /// SHA-256 of the signed directory bytes, as recorded in audit events.
     pub fn digest(&self) -> Vec<u8> {
-        digest::digest(&digest::SHA256, &self.signed.directory).as_ref().to_vec()
+        digest::digest(&digest::SHA256, &self.signed.directory)
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -203,7 +226,8 @@ pub fn load(
 /// Reads a pinned public key file (hex, one line).
 pub fn load_public_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     use anyhow::Context as _;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let raw = hex::decode(text.trim())
         .with_context(|| format!("{}: expected a hex Ed25519 public key", path.display()))?;
     raw.as_slice()
@@ -269,9 +293,11 @@ mod tests {
     #[test]
     fn refuses_rollback() {
         let (mut dir, key) = sample("f");
-        let current = Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
+        let current =
+            Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
         dir.version = 2;
-        let older = Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
+        let older =
+            Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
         assert!(current.check_successor(&older).is_err());
         assert!(older.check_successor(&current).is_ok());
     }

@@ -10,7 +10,9 @@ use std::str::FromStr;
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("invalid country code {0:?}: expected two upper-case letters (ISO 3166-1 alpha-2 or XK)")]
+    #[error(
+        "invalid country code {0:?}: expected two upper-case letters (ISO 3166-1 alpha-2 or XK)"
+    )]
     Country(String),
     #[error("invalid agency id {0:?}: expected CC/name with name in [a-z0-9-]{{1,32}}")]
     Agency(String),
@@ -69,7 +71,10 @@ pub struct AgencyId {
 impl AgencyId {
     pub fn new(country: Country, name: &str) -> Result<Self, IdError> {
         if valid_name(name) {
-            Ok(AgencyId { country, name: name.to_string() })
+            Ok(AgencyId {
+                country,
+                name: name.to_string(),
+            })
         } else {
             Err(IdError::Agency(format!("{country}/{name}")))
         }
@@ -85,14 +90,18 @@ impl AgencyId {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
 }
 
 impl FromStr for AgencyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let (cc, name) = s.split_once('/').ok_or_else(|| IdError::Agency(s.to_string()))?;
+        let (cc, name) = s
+            .split_once('/')
+            .ok_or_else(|| IdError::Agency(s.to_string()))?;
         let country = cc.parse().map_err(|_| IdError::Agency(s.to_string()))?;
         AgencyId::new(country, name).map_err(|_| IdError::Agency(s.to_string()))
     }
@@ -163,7 +172,9 @@ impl Role {
     /// trust domain.
     pub fn from_spiffe_uri(uri: &str, federation: &str) -> Result<Role, IdError> {
         let err = |why| IdError::Spiffe(uri.to_string(), why);
-        let rest = uri.strip_prefix("spiffe://").ok_or_else(|| err("not a spiffe:// URI"))?;
+        let rest = uri
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| err("not a spiffe:// URI"))?;
         let (domain, path) = rest.split_once('/').ok_or_else(|| err("no path"))?;
         if domain != federation {
             return Err(err("foreign trust domain"));
@@ -174,7 +185,9 @@ impl Role {
             ["node", cc] => Ok(Role::Node(cc.parse().map_err(|_| err("bad country"))?)),
             ["agency", cc, name] => {
                 let country = cc.parse().map_err(|_| err("bad country"))?;
-                Ok(Role::Agency(AgencyId::new(country, name).map_err(|_| err("bad agency name"))?))
+                Ok(Role::Agency(
+                    AgencyId::new(country, name).map_err(|_| err("bad agency name"))?,
+                ))
             }
             ["auditor", name] if valid_name(name) => Ok(Role::Auditor(name.to_string())),
             _ => Err(err("unknown role")),
@@ -202,7 +215,15 @@ mod tests {
         let a: AgencyId = "BA/missing-persons".parse().unwrap();
         assert_eq!(a.country().as_str(), "BA");
         assert_eq!(a.to_string(), "BA/missing-persons");
-        for bad in ["ba/police", "BA", "BA/", "BA/Police", "BA/po lice", "BAX/police", "BA/-x"] {
+        for bad in [
+            "ba/police",
+            "BA",
+            "BA/",
+            "BA/Police",
+            "BA/po lice",
+            "BAX/police",
+            "BA/-x",
+        ] {
             assert!(bad.parse::<AgencyId>().is_err(), "{bad} accepted");
         }
     }

@@ -21,7 +21,10 @@ pub type HpkePublicKey = <HpkeKem as hpke::Kem>::PublicKey;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
@@ -33,7 +36,10 @@ pub enum KeyError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads a secret file, refusing it if its permissions let anyone but the
@@ -42,9 +48,16 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode() & 0o777;
+        let mode = fs::metadata(path)
+            .map_err(io_err(path))?
+            .permissions()
+            .mode()
+            & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: path.to_path_buf(), mode });
+            return Err(KeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
     }
     fs::read(path).map_err(io_err(path))
@@ -64,7 +77,8 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
     }
     f.write_all(bytes).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))
@@ -85,15 +99,19 @@ impl SigningKey {
     }
 
     pub fn from_pkcs8(der: &[u8]) -> Option<SigningKey> {
-        Ed25519KeyPair::from_pkcs8(der).ok().map(|pair| SigningKey { pair })
+        Ed25519KeyPair::from_pkcs8(der)
+            .ok()
+            .map(|pair| SigningKey { pair })
     }
 
     /// Loads a PKCS#8 (DER or PEM "PRIVATE KEY") Ed25519 key file.
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
         let bytes = read_secret(path)?;
         let der = pem_or_der(&bytes, "PRIVATE KEY");
-        SigningKey::from_pkcs8(&der)
-            .ok_or_else(|| KeyError::Invalid { path: path.to_path_buf(), what: "Ed25519 PKCS#8 key" })
+        SigningKey::from_pkcs8(&der).ok_or_else(|| KeyError::Invalid {
+            path: path.to_path_buf(),
+            what: "Ed25519 PKCS#8 key",
+        })
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -109,7 +127,9 @@ impl SigningKey {
 
 /// Verifies an Ed25519 signature by a raw 32-byte public key.
 pub fn verify_ed25519(public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-    signature::UnparsedPublicKey::new(&signature::ED25519, public_key).verify(msg, sig).is_ok()
+    signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
+        .verify(msg, sig)
+        .is_ok()
 }
 
 /// Generates an X25519 HPKE key pair.
@@ -134,17 +154,24 @@ pub fn hpke_public_from_bytes(b: &[u8]) -> Option<HpkePublicKey> {
 /// Loads a raw 32-byte X25519 private key file (binary or hex).
 pub fn load_hpke(path: &Path) -> Result<HpkePrivateKey, KeyError> {
     let bytes = read_secret(path)?;
-    let raw = match std::str::from_utf8(&bytes).ok().and_then(|s| hex::decode(s.trim()).ok()) {
+    let raw = match std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| hex::decode(s.trim()).ok())
+    {
         Some(raw) => raw,
         None => bytes,
     };
-    HpkePrivateKey::from_bytes(&raw)
-        .map_err(|_| KeyError::Invalid { path: path.to_path_buf(), what: "X25519 private key" })
+    HpkePrivateKey::from_bytes(&raw).map_err(|_| KeyError::Invalid {
+        path: path.to_path_buf(),
+        what: "X25519 private key",
+    })
 }
 
 /// Returns the DER inside a PEM block with `label`, or the input unchanged.
 fn pem_or_der(bytes: &[u8], label: &str) -> Vec<u8> {
-    let Ok(text) = std::str::from_utf8(bytes) else { return bytes.to_vec() };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return bytes.to_vec();
+    };
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let (Some(s), Some(e)) = (text.find(&begin), text.find(&end)) else {
@@ -152,7 +179,9 @@ fn pem_or_der(bytes: &[u8], label: &str) -> Vec<u8> {
     };
     let body: String = text[s + begin.len()..e].split_whitespace().collect();
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_else(|_| bytes.to_vec())
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap_or_else(|_| bytes.to_vec())
 }
 
 /// Encodes DER as PEM with `label`.
@@ -185,7 +214,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
             let err = SigningKey::load(&path).err().unwrap();
-            assert!(matches!(err, KeyError::TooOpen { mode: 0o644, .. }), "{err}");
+            assert!(
+                matches!(err, KeyError::TooOpen { mode: 0o644, .. }),
+                "{err}"
+            );
         }
     }
 
@@ -206,6 +238,9 @@ mod tests {
         let (sk, pk) = generate_hpke();
         write_secret(&path, hex::encode(hpke_private_bytes(&sk)).as_bytes()).unwrap();
         let loaded = load_hpke(&path).unwrap();
-        assert_eq!(hpke_public_bytes(&HpkeKem::sk_to_pk(&loaded)), hpke_public_bytes(&pk));
+        assert_eq!(
+            hpke_public_bytes(&HpkeKem::sk_to_pk(&loaded)),
+            hpke_public_bytes(&pk)
+        );
     }
 }

@@ -6,15 +6,22 @@
 
 pub mod broker;
 pub mod categories;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod demo;
 pub mod directory;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
+pub mod local;
 pub mod node;
 pub mod pki;
 pub mod policy;
 pub mod proto;
+pub mod shutdown;
 pub mod storage;
 pub mod time;
 pub mod tls;
+
+pub use shutdown::shutdown_signal;

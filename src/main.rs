@@ -1,1 +1,242 @@
-fn main() {}
+//! The `casebridge` binary: parses the command line, installs the crypto
+//! provider and logging, and hands over to the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use casebridge::config::{self, BrokerConfig, LogFormat, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "casebridge",
+    version,
+    about = "Secure broker for cross-border case-record exchange"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Public-key infrastructure.
+    #[command(subcommand)]
+    Pki(Pki),
+    /// Run the broker.
+    Broker {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a national node.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Send a record to one or more agencies.
+    Send {
+        /// The sending agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// Recipients, CC/agency[,CC/agency...].
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// Record kind, e.g. missing_person_trace, mla_request, wanted_alert.
+        #[arg(long)]
+        kind: String,
+        /// The record in proto3 JSON (see examples/records).
+        #[arg(long)]
+        record: PathBuf,
+        #[command(flatten)]
+        labels: casebridge::cli::LabelArgs,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the calling agency's inbox.
+    Inbox {
+        #[arg(long)]
+        profile: PathBuf,
+        /// Keep printing new entries as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delivery status and receipts of a record the agency sent.
+    Status {
+        #[arg(long)]
+        profile: PathBuf,
+        envelope_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play the scenarios on a throwaway federation and print what happens.
+    Demo {
+        /// Keep the federation in this directory instead of a temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Pki {
+    /// Write a complete development federation.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Country codes, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        countries: Option<Vec<String>>,
+        /// The broker's port; node N listens on base + 1 + N.
+        #[arg(long, default_value_t = 7400)]
+        base_port: u16,
+        /// SPIFFE trust domain.
+        #[arg(long, default_value = "casebridge.test")]
+        federation: String,
+    },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} to {addr}"))?;
+    // Scripts and tests read this line to learn the port when configured with 0.
+    println!("casebridge {what} listening on {}", l.local_addr()?);
+    Ok(l)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Pki(Pki::Init {
+            dir,
+            countries,
+            base_port,
+            federation,
+        }) => {
+            let mut opts = casebridge::pki::InitOptions::new(dir);
+            if let Some(cs) = countries {
+                opts.countries = cs
+                    .iter()
+                    .map(|c| c.trim().parse())
+                    .collect::<Result<_, _>>()?;
+            }
+            opts.base_port = base_port;
+            opts.federation = federation;
+            let fed = casebridge::pki::init(&opts)?;
+            println!("federation written to {}", fed.dir.display());
+            println!(
+                "  broker:   casebridge broker --config {}",
+                fed.broker_config.display()
+            );
+            for (cc, p) in &fed.node_configs {
+                println!("  node {cc}:  casebridge node --config {}", p.display());
+            }
+            println!(
+                "  {} agency profiles under {}",
+                fed.agency_profiles.len(),
+                fed.dir.join("agencies").display()
+            );
+            for (name, p) in &fed.auditor_profiles {
+                println!("  auditor {name}: {}", p.display());
+            }
+            Ok(true)
+        }
+        Command::Broker { config } => {
+            let cfg: BrokerConfig = config::load(&config)?;
+            init_logging(cfg.log, "info");
+            let broker = casebridge::broker::Broker::from_config(&cfg)?;
+            let listener = bind(cfg.listen, "broker").await?;
+            broker
+                .serve(listener, casebridge::shutdown_signal())
+                .await?;
+            Ok(true)
+        }
+        Command::Node { config } => {
+            let cfg: NodeConfig = config::load(&config)?;
+            init_logging(cfg.log, "info");
+            let node = casebridge::node::Node::from_config(&cfg)?;
+            let listener = bind(cfg.listen, &format!("node {}", cfg.country)).await?;
+            node.serve(listener, casebridge::shutdown_signal()).await?;
+            Ok(true)
+        }
+        Command::Send {
+            profile,
+            to,
+            kind,
+            record,
+            labels,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::cli::send(&profile, &to, &kind, &record, &labels, json).await
+        }
+        Command::Inbox {
+            profile,
+            follow,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::cli::inbox(&profile, follow, json).await?;
+            Ok(true)
+        }
+        Command::Status {
+            profile,
+            envelope_id,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::cli::status(&profile, &envelope_id, json).await?;
+            Ok(true)
+        }
+        Command::Demo { dir } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::demo::run(dir).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("error: could not install the ring crypto provider");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -15,7 +15,9 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::config::{AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, Retention, TlsFiles};
+use crate::config::{
+    AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, Retention, TlsFiles,
+};
 use crate::directory::Directory;
 use crate::ids::{AgencyId, Country, Role};
 use crate::keys::{self, SigningKey};
@@ -49,18 +51,33 @@ impl InitOptions {
 /// The countries a development federation has unless told otherwise: those
 /// the scenarios in docs and the demo play.
 pub fn default_countries() -> Vec<Country> {
-    ["HR", "RS", "BA", "ME", "SI", "MK", "AL", "XK"].iter().filter_map(|c| c.parse().ok()).collect()
+    ["HR", "RS", "BA", "ME", "SI", "MK", "AL", "XK"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
 }
 
 /// The agencies each country gets.
 pub fn agencies_for(cc: Country) -> Vec<(&'static str, v1::AgencyKind, &'static str)> {
     let mut v = vec![
         ("police", v1::AgencyKind::CriminalPolice, "Criminal police"),
-        ("prosecutor", v1::AgencyKind::Prosecutor, "Prosecutor's office"),
-        ("border-police", v1::AgencyKind::BorderPolice, "Border police"),
+        (
+            "prosecutor",
+            v1::AgencyKind::Prosecutor,
+            "Prosecutor's office",
+        ),
+        (
+            "border-police",
+            v1::AgencyKind::BorderPolice,
+            "Border police",
+        ),
     ];
     if matches!(cc.as_str(), "BA" | "HR" | "RS" | "ME" | "XK") {
-        v.push(("missing-persons", v1::AgencyKind::MissingPersons, "Missing-persons institute"));
+        v.push((
+            "missing-persons",
+            v1::AgencyKind::MissingPersons,
+            "Missing-persons institute",
+        ));
     }
     v
 }
@@ -77,10 +94,16 @@ pub struct Federation {
 
 impl Federation {
     pub fn node_config(&self, cc: Country) -> Option<&Path> {
-        self.node_configs.iter().find(|(c, _)| *c == cc).map(|(_, p)| p.as_path())
+        self.node_configs
+            .iter()
+            .find(|(c, _)| *c == cc)
+            .map(|(_, p)| p.as_path())
     }
     pub fn agency_profile(&self, id: &AgencyId) -> Option<&Path> {
-        self.agency_profiles.iter().find(|(a, _)| a == id).map(|(_, p)| p.as_path())
+        self.agency_profiles
+            .iter()
+            .find(|(a, _)| a == id)
+            .map(|(_, p)| p.as_path())
     }
 }
 
@@ -108,13 +131,20 @@ fn new_ca(cn: &str, fed: &str, parent: Option<&Ca>, path_len: Option<u8>) -> any
         Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
         None => IsCa::Ca(BasicConstraints::Unconstrained),
     };
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let key = KeyPair::generate()?;
     let cert = match parent {
         Some(parent) => p.signed_by(&key, &parent.issuer)?,
         None => p.self_signed(&key)?,
     };
-    Ok(Ca { cert_pem: cert.pem(), issuer: Issuer::new(p, key) })
+    Ok(Ca {
+        cert_pem: cert.pem(),
+        issuer: Issuer::new(p, key),
+    })
 }
 
 /// Issues a leaf certificate for `role` and writes `<stem>.crt` (leaf, then
@@ -131,11 +161,17 @@ fn issue_leaf(
     let mut p = params(&role.to_string(), fed, 365)?;
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
-    p.subject_alt_names.push(SanType::URI(role.spiffe_uri(fed).try_into()?));
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    p.subject_alt_names
+        .push(SanType::URI(role.spiffe_uri(fed).try_into()?));
     if server {
-        p.subject_alt_names.push(SanType::DnsName("localhost".try_into()?));
-        p.subject_alt_names.push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        p.subject_alt_names
+            .push(SanType::DnsName("localhost".try_into()?));
+        p.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
     }
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &ca.issuer)?;
@@ -144,7 +180,10 @@ fn issue_leaf(
         pem.push_str(&ca.cert_pem);
     }
     write_public(&dir.join(format!("{stem}.crt")), pem.as_bytes())?;
-    keys::write_secret(&dir.join(format!("{stem}.key")), key.serialize_pem().as_bytes())?;
+    keys::write_secret(
+        &dir.join(format!("{stem}.key")),
+        key.serialize_pem().as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -170,7 +209,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     let dir = &opts.dir;
     let fed = opts.federation.as_str();
     if dir.join("broker.toml").exists() {
-        bail!("{} already holds a federation (broker.toml exists); choose another directory", dir.display());
+        bail!(
+            "{} already holds a federation (broker.toml exists); choose another directory",
+            dir.display()
+        );
     }
     if opts.countries.is_empty() {
         bail!("no countries given");
@@ -182,7 +224,8 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         if opts.base_port == 0 {
             return Ok(0);
         }
-        u16::try_from(usize::from(opts.base_port) + i).context("--base-port too high for this many nodes")
+        u16::try_from(usize::from(opts.base_port) + i)
+            .context("--base-port too high for this many nodes")
     };
 
     for sub in ["ca", "broker", "nodes", "agencies", "auditors"] {
@@ -190,13 +233,30 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     }
     let root = new_ca(&format!("{fed} federation root CA"), fed, None, None)?;
     write_public(&dir.join("ca/root.crt"), root.cert_pem.as_bytes())?;
-    keys::write_secret(&dir.join("ca/root.key"), root.issuer.key().serialize_pem().as_bytes())?;
+    keys::write_secret(
+        &dir.join("ca/root.key"),
+        root.issuer.key().serialize_pem().as_bytes(),
+    )?;
 
     let (dir_key, dir_pkcs8) = SigningKey::generate()?;
-    keys::write_secret(&dir.join("ca/directory.key"), keys::to_pem(&dir_pkcs8, "PRIVATE KEY").as_bytes())?;
-    write_public(&dir.join("ca/directory.pub"), format!("{}\n", hex::encode(dir_key.public_key())).as_bytes())?;
+    keys::write_secret(
+        &dir.join("ca/directory.key"),
+        keys::to_pem(&dir_pkcs8, "PRIVATE KEY").as_bytes(),
+    )?;
+    write_public(
+        &dir.join("ca/directory.pub"),
+        format!("{}\n", hex::encode(dir_key.public_key())).as_bytes(),
+    )?;
 
-    issue_leaf(&dir.join("broker"), "broker", &Role::Broker, fed, &root, false, true)?;
+    issue_leaf(
+        &dir.join("broker"),
+        "broker",
+        &Role::Broker,
+        fed,
+        &root,
+        false,
+        true,
+    )?;
 
     let now = crate::time::now_ms();
     let mut directory = v1::Directory {
@@ -213,15 +273,24 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         let ca_dir = dir.join("ca").join(cc.as_str());
         mkdir(&ca_dir)?;
         write_public(&ca_dir.join("ca.crt"), national.cert_pem.as_bytes())?;
-        keys::write_secret(&ca_dir.join("ca.key"), national.issuer.key().serialize_pem().as_bytes())?;
+        keys::write_secret(
+            &ca_dir.join("ca.key"),
+            national.issuer.key().serialize_pem().as_bytes(),
+        )?;
 
         let node_dir = dir.join("nodes").join(cc.as_str());
         mkdir(&node_dir)?;
         issue_leaf(&node_dir, "node", &Role::Node(*cc), fed, &root, false, true)?;
         let (sign, sign_pkcs8) = SigningKey::generate()?;
-        keys::write_secret(&node_dir.join("signing.key"), keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes())?;
+        keys::write_secret(
+            &node_dir.join("signing.key"),
+            keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes(),
+        )?;
         let (hpke_sk, hpke_pk) = keys::generate_hpke();
-        keys::write_secret(&node_dir.join("hpke.key"), hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes())?;
+        keys::write_secret(
+            &node_dir.join("hpke.key"),
+            hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes(),
+        )?;
         directory.nodes.push(v1::NodeEntry {
             country: cc.to_string(),
             signing_key: sign.public_key().to_vec(),
@@ -229,7 +298,11 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             not_before_ms: now - 3_600_000,
             not_after_ms: now + 365 * 86_400_000,
             revoked: false,
-            regime: if cc.is_eu_member() { v1::LegalRegime::EuMember } else { v1::LegalRegime::NonMember } as i32,
+            regime: if cc.is_eu_member() {
+                v1::LegalRegime::EuMember
+            } else {
+                v1::LegalRegime::NonMember
+            } as i32,
         });
 
         let node_addr = format!("127.0.0.1:{}", port(1 + i)?);
@@ -247,14 +320,19 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
                 root: rel("../ca/root.crt"),
             },
             national_ca: rel(&format!("../ca/{cc}/ca.crt")),
-            keys: NodeKeys { signing: rel(&format!("{cc}/signing.key")), hpke: rel(&format!("{cc}/hpke.key")) },
+            keys: NodeKeys {
+                signing: rel(&format!("{cc}/signing.key")),
+                hpke: rel(&format!("{cc}/hpke.key")),
+            },
             retention: Retention::default(),
             log: LogFormat::Human,
         };
         let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));
         write_toml(
             &cfg_path,
-            &format!("# casebridge node for {cc}, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/node.example.toml."),
+            &format!(
+                "# casebridge node for {cc}, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/node.example.toml."
+            ),
             &cfg,
         )?;
         node_configs.push((*cc, cfg_path));
@@ -263,15 +341,33 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             let id = AgencyId::new(*cc, name)?;
             let a_dir = dir.join("agencies").join(cc.as_str()).join(name);
             mkdir(&a_dir)?;
-            issue_leaf(&a_dir, "agency", &Role::Agency(id.clone()), fed, &national, true, false)?;
+            issue_leaf(
+                &a_dir,
+                "agency",
+                &Role::Agency(id.clone()),
+                fed,
+                &national,
+                true,
+                false,
+            )?;
             let profile = AgencyProfile {
                 federation: fed.to_string(),
                 agency: id.clone(),
                 node: node_addr.clone(),
-                tls: TlsFiles { cert: rel("agency.crt"), key: rel("agency.key"), root: rel("../../../ca/root.crt") },
+                tls: TlsFiles {
+                    cert: rel("agency.crt"),
+                    key: rel("agency.key"),
+                    root: rel("../../../ca/root.crt"),
+                },
             };
             let p = a_dir.join("profile.toml");
-            write_toml(&p, &format!("# Agency profile for {id}: pass it to `casebridge send|inbox|status --profile`."), &profile)?;
+            write_toml(
+                &p,
+                &format!(
+                    "# Agency profile for {id}: pass it to `casebridge send|inbox|status --profile`."
+                ),
+                &profile,
+            )?;
             agency_profiles.push((id.clone(), p));
             directory.agencies.push(v1::AgencyEntry {
                 id: id.to_string(),
@@ -297,12 +393,23 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             broker: broker_addr.clone(),
             directory_key: rel("../../ca/directory.pub"),
             state_dir: rel("state"),
-            tls: TlsFiles { cert: rel("auditor.crt"), key: rel("auditor.key"), root: rel("../../ca/root.crt") },
+            tls: TlsFiles {
+                cert: rel("auditor.crt"),
+                key: rel("auditor.key"),
+                root: rel("../../ca/root.crt"),
+            },
         };
         let p = a_dir.join("profile.toml");
-        write_toml(&p, &format!("# Auditor profile for {name}: pass it to `casebridge audit ... --profile`."), &profile)?;
+        write_toml(
+            &p,
+            &format!("# Auditor profile for {name}: pass it to `casebridge audit ... --profile`."),
+            &profile,
+        )?;
         auditor_profiles.push((name.clone(), p));
-        directory.auditors.push(v1::AuditorEntry { name: name.clone(), revoked: false });
+        directory.auditors.push(v1::AuditorEntry {
+            name: name.clone(),
+            revoked: false,
+        });
     }
 
     let signed = Directory::sign(&directory, &dir_key);
@@ -314,7 +421,11 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         data_dir: rel("data/broker"),
         directory: rel("directory.bin"),
         directory_key: rel("ca/directory.pub"),
-        tls: TlsFiles { cert: rel("broker/broker.crt"), key: rel("broker/broker.key"), root: rel("ca/root.crt") },
+        tls: TlsFiles {
+            cert: rel("broker/broker.crt"),
+            key: rel("broker/broker.key"),
+            root: rel("ca/root.crt"),
+        },
         limits: Limits::default(),
         log: LogFormat::Human,
     };
@@ -324,7 +435,13 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         "# casebridge broker, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/broker.example.toml.",
         &broker,
     )?;
-    Ok(Federation { dir: dir.clone(), broker_config, node_configs, agency_profiles, auditor_profiles })
+    Ok(Federation {
+        dir: dir.clone(),
+        broker_config,
+        node_configs,
+        agency_profiles,
+        auditor_profiles,
+    })
 }
 
 /// `auditors/<name>/profile.toml`.

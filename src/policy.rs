@@ -37,7 +37,9 @@ impl PolicyEngine for PermitAllPlaceholder {
     fn decide(&self, _header: &VerifiedHeader) -> Decision {
         Decision {
             allowed: true,
-            explanation: "permitted by the permit-all placeholder (no policy bundles are enforced yet)".into(),
+            explanation:
+                "permitted by the permit-all placeholder (no policy bundles are enforced yet)"
+                    .into(),
             bundle_hash: PLACEHOLDER_BUNDLE_HASH.into(),
         }
     }

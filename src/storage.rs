@@ -23,7 +23,10 @@ pub enum StorageError {
 /// Opens (or creates) a sled database in `dir`.
 pub fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::Sled(sled::Error::Io(e)))?;
-    Ok(sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?)
+    Ok(sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()?)
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -46,7 +49,11 @@ impl GroupCommit {
                 while let Ok(w) = rx.try_recv() {
                     batch.push(w);
                 }
-                let result = db.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+                let result = db
+                    .flush_async()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "flush failed; commits in this batch are not acknowledged");
                 }
@@ -64,7 +71,9 @@ impl GroupCommit {
         self.tx.send(tx).map_err(|_| StorageError::FlusherGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(e)))),
+            Ok(Err(e)) => Err(StorageError::Sled(sled::Error::Io(std::io::Error::other(
+                e,
+            )))),
             Err(_) => Err(StorageError::FlusherGone),
         }
     }

@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -61,7 +61,10 @@ impl Identity {
         let chain = load_certs(cert)?;
         let key_bytes = keys::read_secret(key)?;
         let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
-            .map_err(|source| TlsError::Io { path: key.display().to_string(), source })?
+            .map_err(|source| TlsError::Io {
+                path: key.display().to_string(),
+                source,
+            })?
             .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
         Ok(Identity { chain, key })
     }
@@ -73,11 +76,16 @@ impl Identity {
 
 /// Loads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| TlsError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Io { path: path.display().to_string(), source })?;
+        .map_err(|source| TlsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.display().to_string()));
     }
@@ -87,12 +95,16 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 fn roots(anchors: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for a in anchors {
-        store.add(a.clone()).map_err(|e| TlsError::Config(format!("trust anchor: {e}")))?;
+        store
+            .add(a.clone())
+            .map_err(|e| TlsError::Config(format!("trust anchor: {e}")))?;
     }
     Ok(Arc::new(store))
 }
 
-fn client_verifier(anchors: &[CertificateDer<'static>]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+fn client_verifier(
+    anchors: &[CertificateDer<'static>],
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     WebPkiClientVerifier::builder_with_provider(roots(anchors)?, provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))
@@ -161,7 +173,11 @@ impl ServerTls {
 
     fn classify(&self, chain: &[CertificateDer<'static>], remote: Option<SocketAddr>) -> Peer {
         let Some((leaf, intermediates)) = chain.split_first() else {
-            return Peer { role: Err("no client certificate".into()), issuer: Issuer::Other, remote };
+            return Peer {
+                role: Err("no client certificate".into()),
+                issuer: Issuer::Other,
+                remote,
+            };
         };
         let now = UnixTime::now();
         let issuer = if self.root.verify_client_cert(leaf, &[], now).is_ok() {
@@ -174,7 +190,11 @@ impl ServerTls {
                 _ => Issuer::Other,
             }
         };
-        Peer { role: role_of(leaf, &self.federation), issuer, remote }
+        Peer {
+            role: role_of(leaf, &self.federation),
+            issuer,
+            remote,
+        }
     }
 
     /// Accepts connections from `listener`, handshaking each on its own task
@@ -257,13 +277,21 @@ impl Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -292,7 +320,11 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    pub fn new(identity: &Identity, root: &CertificateDer<'static>, federation: &str) -> Result<ClientTls, TlsError> {
+    pub fn new(
+        identity: &Identity,
+        root: &CertificateDer<'static>,
+        federation: &str,
+    ) -> Result<ClientTls, TlsError> {
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -300,16 +332,26 @@ impl ClientTls {
             .with_client_auth_cert(identity.chain.clone(), identity.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ClientTls { connector: TlsConnector::from(Arc::new(config)), federation: federation.to_string() })
+        Ok(ClientTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            federation: federation.to_string(),
+        })
     }
 
     /// A lazily connecting gRPC channel to `address` ("host:port"), which must
     /// present a certificate for `expected`. Reconnects by itself.
-    pub fn channel(&self, address: &str, expected: Role) -> Result<tonic::transport::Channel, TlsError> {
+    pub fn channel(
+        &self,
+        address: &str,
+        expected: Role,
+    ) -> Result<tonic::transport::Channel, TlsError> {
         let (host, _) = address
             .rsplit_once(':')
             .ok_or_else(|| TlsError::Config(format!("address {address:?} has no port")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let server_name = ServerName::try_from(host)
             .map_err(|_| TlsError::Config(format!("address {address:?}: bad host name")))?;
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))

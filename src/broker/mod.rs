@@ -62,7 +62,10 @@ impl BrokerState {
     }
 
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -77,7 +80,12 @@ impl BrokerState {
 
     /// The wake-up for `node`'s delivery streams.
     pub fn wakeup(&self, node: Country) -> Arc<Notify> {
-        self.wakeups.lock().unwrap_or_else(|p| p.into_inner()).entry(node).or_default().clone()
+        self.wakeups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node)
+            .or_default()
+            .clone()
     }
 }
 
@@ -106,16 +114,28 @@ impl Broker {
             cfg.limits.clone(),
             Arc::new(crate::time::now_ms),
         );
-        Ok(Broker { state: Arc::new(state), tls })
+        Ok(Broker {
+            state: Arc::new(state),
+            tls,
+        })
     }
 
     /// Serves the exchange API, gRPC health and reflection on `listener`
     /// until `shutdown` completes, then drains open calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
-        let max = self.state.limits.max_envelope_bytes.saturating_mul(2).saturating_add(64 * 1024);
+        let max = self
+            .state
+            .limits
+            .max_envelope_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024);
         health
             .set_serving::<v1::exchange_server::ExchangeServer<service::ExchangeService>>()
             .await;

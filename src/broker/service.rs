@@ -43,14 +43,20 @@ impl ExchangeService {
                 let dir = self.state.directory();
                 match dir.node(*cc) {
                     Some(n) if n.active_at(self.state.now_ms()) => Ok(*cc),
-                    Some(_) => Err(Status::permission_denied(format!("node {cc} is revoked or not yet valid"))),
-                    None => Err(Status::permission_denied(format!("node {cc} is not in the directory"))),
+                    Some(_) => Err(Status::permission_denied(format!(
+                        "node {cc} is revoked or not yet valid"
+                    ))),
+                    None => Err(Status::permission_denied(format!(
+                        "node {cc} is not in the directory"
+                    ))),
                 }
             }
             (Ok(role), _) => Err(Status::permission_denied(format!(
                 "the exchange API is for national nodes; this certificate is for {role}"
             ))),
-            (Err(e), _) => Err(Status::permission_denied(format!("certificate not accepted: {e}"))),
+            (Err(e), _) => Err(Status::permission_denied(format!(
+                "certificate not accepted: {e}"
+            ))),
         }
     }
 
@@ -64,14 +70,16 @@ impl ExchangeService {
     ) -> Status {
         let event = v1::AuditEvent {
             at_ms: self.state.now_ms(),
-            event: Some(v1::audit_event::Event::SubmissionRefused(v1::SubmissionRefused {
-                submitting_node: node.to_string(),
-                code: code as i32,
-                reason: reason.clone(),
-                envelope: env.and_then(envelope::unverified_summary),
-                policy_bundle_hash: decision.map(|d| d.bundle_hash.clone()).unwrap_or_default(),
-                policy_explanation: decision.map(|d| d.explanation.clone()).unwrap_or_default(),
-            })),
+            event: Some(v1::audit_event::Event::SubmissionRefused(
+                v1::SubmissionRefused {
+                    submitting_node: node.to_string(),
+                    code: code as i32,
+                    reason: reason.clone(),
+                    envelope: env.and_then(envelope::unverified_summary),
+                    policy_bundle_hash: decision.map(|d| d.bundle_hash.clone()).unwrap_or_default(),
+                    policy_explanation: decision.map(|d| d.explanation.clone()).unwrap_or_default(),
+                },
+            )),
         };
         let index = match self.state.store.refuse(event).await {
             Ok(i) => i,
@@ -98,9 +106,13 @@ fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
     use tonic::Code;
     use v1::RefusalCode as R;
     match code {
-        R::Malformed | R::InvalidLabels | R::CiphertextMismatch | R::Unspecified => Code::InvalidArgument,
+        R::Malformed | R::InvalidLabels | R::CiphertextMismatch | R::Unspecified => {
+            Code::InvalidArgument
+        }
         R::Oversized => Code::ResourceExhausted,
-        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy => Code::PermissionDenied,
+        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy => {
+            Code::PermissionDenied
+        }
         R::UnknownAgency => Code::NotFound,
         R::Revoked | R::Replay | R::Expired => Code::FailedPrecondition,
         R::Duplicate => Code::AlreadyExists,
@@ -111,9 +123,9 @@ fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
 fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
     use v1::RefusalCode as R;
     match e {
-        EnvelopeError::MalformedHeader | EnvelopeError::UnsupportedVersion(_) | EnvelopeError::WrappedKeys(_) => {
-            R::Malformed
-        }
+        EnvelopeError::MalformedHeader
+        | EnvelopeError::UnsupportedVersion(_)
+        | EnvelopeError::WrappedKeys(_) => R::Malformed,
         EnvelopeError::InvalidField(_) => R::InvalidLabels,
         EnvelopeError::UnknownNode(_) | EnvelopeError::UnknownAgency(_) => R::UnknownAgency,
         EnvelopeError::InactiveNode(_) | EnvelopeError::RevokedAgency(_) => R::Revoked,
@@ -134,30 +146,54 @@ type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + 
 
 #[tonic::async_trait]
 impl v1::exchange_server::Exchange for ExchangeService {
-    async fn submit(&self, req: Request<v1::SubmitRequest>) -> Result<Response<v1::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        req: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
         use v1::RefusalCode as R;
         let node = self.node(&req)?;
         let Some(env) = req.into_inner().envelope else {
-            return Err(self.refuse(node, R::Malformed, "request carries no envelope".into(), None, None).await);
+            return Err(self
+                .refuse(
+                    node,
+                    R::Malformed,
+                    "request carries no envelope".into(),
+                    None,
+                    None,
+                )
+                .await);
         };
         let size = env.header.len() + env.signature.len() + env.ciphertext.len();
         let max = self.state.limits.max_envelope_bytes;
         if size > max {
             let reason = format!("envelope is {size} bytes; the limit is {max}");
-            return Err(self.refuse(node, R::Oversized, reason, Some(&env), None).await);
+            return Err(self
+                .refuse(node, R::Oversized, reason, Some(&env), None)
+                .await);
         }
         let now = self.state.now_ms();
         let dir = self.state.directory();
         let header = match envelope::verify(&env, &dir, now) {
             Ok(h) => h,
-            Err(e) => return Err(self.refuse(node, refusal_code(&e), e.to_string(), Some(&env), None).await),
+            Err(e) => {
+                return Err(self
+                    .refuse(node, refusal_code(&e), e.to_string(), Some(&env), None)
+                    .await);
+            }
         };
         if header.sender_node != node {
-            let reason = format!("envelope names sending node {} but was submitted by node {node}", header.sender_node);
-            return Err(self.refuse(node, R::WrongSenderNode, reason, Some(&env), None).await);
+            let reason = format!(
+                "envelope names sending node {} but was submitted by node {node}",
+                header.sender_node
+            );
+            return Err(self
+                .refuse(node, R::WrongSenderNode, reason, Some(&env), None)
+                .await);
         }
-        let window_ms = i64::try_from(self.state.limits.replay_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        let skew_ms = i64::try_from(self.state.limits.clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let window_ms = i64::try_from(self.state.limits.replay_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let skew_ms = i64::try_from(self.state.limits.clock_skew_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
         if header.created_at_ms < now.saturating_sub(window_ms) {
             let reason = format!(
                 "created at {}, outside the replay window of {} s",
@@ -167,28 +203,37 @@ impl v1::exchange_server::Exchange for ExchangeService {
             return Err(self.refuse(node, R::Replay, reason, Some(&env), None).await);
         }
         if header.created_at_ms > now.saturating_add(skew_ms) {
-            let reason = format!("created at {}, in the future", crate::time::format_ms(header.created_at_ms));
+            let reason = format!(
+                "created at {}, in the future",
+                crate::time::format_ms(header.created_at_ms)
+            );
             return Err(self.refuse(node, R::Replay, reason, Some(&env), None).await);
         }
         if self.state.store.seen(&header.id).map_err(storage_status)? {
             let reason = format!("envelope id {} was already submitted", header.id);
-            return Err(self.refuse(node, R::Duplicate, reason, Some(&env), None).await);
+            return Err(self
+                .refuse(node, R::Duplicate, reason, Some(&env), None)
+                .await);
         }
         let decision = self.state.policy.decide(&header);
         if !decision.allowed {
             let reason = format!("policy: {}", decision.explanation);
-            return Err(self.refuse(node, R::Policy, reason, Some(&env), Some(&decision)).await);
+            return Err(self
+                .refuse(node, R::Policy, reason, Some(&env), Some(&decision))
+                .await);
         }
 
         let summary = header.summary();
         let recipient_nodes: Vec<Country> = header.recipient_nodes().copied().collect();
         let event = v1::AuditEvent {
             at_ms: now,
-            event: Some(v1::audit_event::Event::SubmissionAccepted(v1::SubmissionAccepted {
-                envelope: Some(summary),
-                policy_bundle_hash: decision.bundle_hash.clone(),
-                policy_explanation: decision.explanation.clone(),
-            })),
+            event: Some(v1::audit_event::Event::SubmissionAccepted(
+                v1::SubmissionAccepted {
+                    envelope: Some(summary),
+                    policy_bundle_hash: decision.bundle_hash.clone(),
+                    policy_explanation: decision.explanation.clone(),
+                },
+            )),
         };
         let acceptance = Acceptance {
             id: header.id,
@@ -220,7 +265,10 @@ impl v1::exchange_server::Exchange for ExchangeService {
 
     type ReceiveStream = DeliveryStream;
 
-    async fn receive(&self, req: Request<v1::ReceiveRequest>) -> Result<Response<Self::ReceiveStream>, Status> {
+    async fn receive(
+        &self,
+        req: Request<v1::ReceiveRequest>,
+    ) -> Result<Response<Self::ReceiveStream>, Status> {
         let node = self.node(&req)?;
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -254,14 +302,23 @@ impl v1::exchange_server::Exchange for ExchangeService {
                         MailItem::Envelope(_, env) => v1::delivery::Item::Envelope(env),
                         MailItem::Receipt(r) => v1::delivery::Item::Receipt(r),
                     };
-                    if tx.send(Ok(v1::Delivery { seq, item: Some(item) })).await.is_err() {
+                    if tx
+                        .send(Ok(v1::Delivery {
+                            seq,
+                            item: Some(item),
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
             }
         });
         tracing::info!(%node, "delivery stream opened");
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn acknowledge(
@@ -270,20 +327,34 @@ impl v1::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
         let ack = req.into_inner();
-        let item = self.state.store.queued(node, ack.seq).map_err(storage_status)?;
+        let item = self
+            .state
+            .store
+            .queued(node, ack.seq)
+            .map_err(storage_status)?;
         let (id, env) = match item {
-            None => return Err(Status::not_found(format!("nothing queued at {} for node {node}", ack.seq))),
+            None => {
+                return Err(Status::not_found(format!(
+                    "nothing queued at {} for node {node}",
+                    ack.seq
+                )));
+            }
             Some(MailItem::Receipt(_)) => {
-                self.state.store.ack_receipt(node, ack.seq).await.map_err(storage_status)?;
+                self.state
+                    .store
+                    .ack_receipt(node, ack.seq)
+                    .await
+                    .map_err(storage_status)?;
                 return Ok(Response::new(v1::AcknowledgeResponse { log_index: 0 }));
             }
             Some(MailItem::Envelope(id, env)) => (id, env),
         };
-        let receipt = ack
-            .receipt
-            .ok_or_else(|| Status::invalid_argument("an envelope is acknowledged with a signed receipt"))?;
+        let receipt = ack.receipt.ok_or_else(|| {
+            Status::invalid_argument("an envelope is acknowledged with a signed receipt")
+        })?;
         let dir = self.state.directory();
-        let body = envelope::verify_receipt(&receipt, &dir).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let body = envelope::verify_receipt(&receipt, &dir)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if body.recipient_node != node.as_str() {
             return Err(Status::permission_denied(format!(
                 "receipt is signed for node {}, not {node}",
@@ -291,8 +362,12 @@ impl v1::exchange_server::Exchange for ExchangeService {
             )));
         }
         let header_sha = envelope::sha256(&env.header);
-        if EnvelopeId::from_bytes(&body.envelope_id).ok() != Some(id) || body.header_sha256 != header_sha {
-            return Err(Status::invalid_argument(format!("receipt does not answer envelope {id}")));
+        if EnvelopeId::from_bytes(&body.envelope_id).ok() != Some(id)
+            || body.header_sha256 != header_sha
+        {
+            return Err(Status::invalid_argument(format!(
+                "receipt does not answer envelope {id}"
+            )));
         }
         let status = body.status();
         if status == v1::ReceiptStatus::Unspecified {
@@ -302,15 +377,17 @@ impl v1::exchange_server::Exchange for ExchangeService {
         let now = self.state.now_ms();
         let mut events = vec![v1::AuditEvent {
             at_ms: now,
-            event: Some(v1::audit_event::Event::ReceiptRecorded(v1::ReceiptRecorded {
-                envelope_id: id.as_bytes().to_vec(),
-                recipient_node: node.to_string(),
-                status: body.status,
-                code: body.code,
-                reason: body.reason.clone(),
-                delivered_to: body.delivered_to.clone(),
-                receipt_sha256: receipt_sha.clone(),
-            })),
+            event: Some(v1::audit_event::Event::ReceiptRecorded(
+                v1::ReceiptRecorded {
+                    envelope_id: id.as_bytes().to_vec(),
+                    recipient_node: node.to_string(),
+                    status: body.status,
+                    code: body.code,
+                    reason: body.reason.clone(),
+                    delivered_to: body.delivered_to.clone(),
+                    receipt_sha256: receipt_sha.clone(),
+                },
+            )),
         }];
         let violation = matches!(
             body.code(),
@@ -321,23 +398,40 @@ impl v1::exchange_server::Exchange for ExchangeService {
             tracing::warn!(%id, sender = %summary.sender_agency, reporter = %node, reason = %body.reason, "content violation");
             events.push(v1::AuditEvent {
                 at_ms: now,
-                event: Some(v1::audit_event::Event::ContentViolation(v1::ContentViolation {
-                    envelope_id: id.as_bytes().to_vec(),
-                    sender_node: summary.sender_node,
-                    sender_agency: summary.sender_agency,
-                    reporting_node: node.to_string(),
-                    code: body.code,
-                    detail: body.reason.clone(),
-                    receipt_sha256: receipt_sha,
-                })),
+                event: Some(v1::audit_event::Event::ContentViolation(
+                    v1::ContentViolation {
+                        envelope_id: id.as_bytes().to_vec(),
+                        sender_node: summary.sender_node,
+                        sender_agency: summary.sender_agency,
+                        reporting_node: node.to_string(),
+                        code: body.code,
+                        detail: body.reason.clone(),
+                        receipt_sha256: receipt_sha,
+                    },
+                )),
             });
         }
         let sender: Option<Country> =
             envelope::unverified_summary(&env).and_then(|s| s.sender_node.parse().ok());
-        let index = match self.state.store.ack_envelope(node, ack.seq, EnvelopeAck { id, receipt, events }).await {
+        let index = match self
+            .state
+            .store
+            .ack_envelope(
+                node,
+                ack.seq,
+                EnvelopeAck {
+                    id,
+                    receipt,
+                    events,
+                },
+            )
+            .await
+        {
             Ok(i) => i,
             Err(StoreError::NoSuchItem { .. }) => {
-                return Err(Status::not_found(format!("envelope {id} already acknowledged by node {node}")));
+                return Err(Status::not_found(format!(
+                    "envelope {id} already acknowledged by node {node}"
+                )));
             }
             Err(e) => return Err(storage_status(e)),
         };

@@ -49,7 +49,12 @@ pub enum StoreError {
     #[error("queued item {seq} for node {node} is an envelope; acknowledge it with a receipt")]
     ReceiptRequired { node: Country, seq: u64 },
     #[error("queued item {seq} for node {node} is {found}, not envelope {expected}")]
-    WrongEnvelope { node: Country, seq: u64, found: String, expected: EnvelopeId },
+    WrongEnvelope {
+        node: Country,
+        seq: u64,
+        found: String,
+        expected: EnvelopeId,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -75,11 +80,21 @@ pub trait BrokerStore: Send + Sync + 'static {
     /// The queued item `seq` of `node`, if it is still queued.
     fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
     /// Up to `limit` queued items for `node` with seq > `after`.
-    fn pending(&self, node: Country, after: Option<u64>, limit: usize) -> Result<Vec<(u64, MailItem)>, StoreError>;
+    fn pending(
+        &self,
+        node: Country,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MailItem)>, StoreError>;
     /// Removes an envelope from `node`'s queue, records the receipt's audit
     /// events, queues the receipt for the sender, and drops the payload once
     /// every recipient node has acknowledged. Returns the first event's index.
-    async fn ack_envelope(&self, node: Country, seq: u64, ack: EnvelopeAck) -> Result<u64, StoreError>;
+    async fn ack_envelope(
+        &self,
+        node: Country,
+        seq: u64,
+        ack: EnvelopeAck,
+    ) -> Result<u64, StoreError>;
     /// Removes a relayed receipt from `node`'s queue.
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
     /// Number of audit events.
@@ -135,10 +150,22 @@ impl SledStore {
     ) -> Result<R, StoreError> {
         use sled::Transactional as _;
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let trees = (&self.audit, &self.meta, &self.seen, &self.payload, &self.mail);
+        let trees = (
+            &self.audit,
+            &self.meta,
+            &self.seen,
+            &self.payload,
+            &self.mail,
+        );
         trees
             .transaction(|(audit, meta, seen, payload, mail)| {
-                f(&Txn { audit, meta, seen, payload, mail })
+                f(&Txn {
+                    audit,
+                    meta,
+                    seen,
+                    payload,
+                    mail,
+                })
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
@@ -187,7 +214,10 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
 }
 
 fn corrupt(tree: &'static str, detail: impl Into<String>) -> StoreError {
-    StoreError::Storage(StorageError::Corrupt { tree, detail: detail.into() })
+    StoreError::Storage(StorageError::Corrupt {
+        tree,
+        detail: detail.into(),
+    })
 }
 
 // payload value: remaining recipient-node count (u64 BE) || sender node (2
@@ -222,7 +252,8 @@ impl BrokerStore for SledStore {
             if t.seen.get(a.id.as_bytes())?.is_some() {
                 return abort(StoreError::Duplicate);
             }
-            t.seen.insert(a.id.as_bytes(), &a.created_at_ms.to_be_bytes())?;
+            t.seen
+                .insert(a.id.as_bytes(), &a.created_at_ms.to_be_bytes())?;
             t.payload.insert(a.id.as_bytes(), payload.as_slice())?;
             for node in &a.recipient_nodes {
                 t.enqueue(*node, item.clone())?;
@@ -244,10 +275,19 @@ impl BrokerStore for SledStore {
     }
 
     fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError> {
-        Ok(self.pending(node, seq.checked_sub(1), 1)?.into_iter().find(|(s, _)| *s == seq).map(|(_, i)| i))
+        Ok(self
+            .pending(node, seq.checked_sub(1), 1)?
+            .into_iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, i)| i))
     }
 
-    fn pending(&self, node: Country, after: Option<u64>, limit: usize) -> Result<Vec<(u64, MailItem)>, StoreError> {
+    fn pending(
+        &self,
+        node: Country,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MailItem)>, StoreError> {
         let start = mail_key(node, after.map_or(0, |a| a.saturating_add(1)));
         let end = mail_key(node, u64::MAX);
         let mut out = Vec::new();
@@ -256,17 +296,19 @@ impl BrokerStore for SledStore {
             let seq = read_be(&k[2..]).ok_or_else(|| corrupt("mail", "key"))?;
             let item = match v.split_first() {
                 Some((&TAG_ENVELOPE, id)) => {
-                    let id = EnvelopeId::from_bytes(id).map_err(|e| corrupt("mail", e.to_string()))?;
+                    let id =
+                        EnvelopeId::from_bytes(id).map_err(|e| corrupt("mail", e.to_string()))?;
                     let Some(p) = self.payload.get(id.as_bytes())? else {
                         return Err(corrupt("payload", format!("missing payload for {id}")));
                     };
                     let (_, _, env) = decode_payload(&p)?;
-                    let env = v1::Envelope::decode(env).map_err(|e| corrupt("payload", e.to_string()))?;
+                    let env =
+                        v1::Envelope::decode(env).map_err(|e| corrupt("payload", e.to_string()))?;
                     MailItem::Envelope(id, env)
                 }
-                Some((&TAG_RECEIPT, r)) => {
-                    MailItem::Receipt(v1::SignedReceipt::decode(r).map_err(|e| corrupt("mail", e.to_string()))?)
-                }
+                Some((&TAG_RECEIPT, r)) => MailItem::Receipt(
+                    v1::SignedReceipt::decode(r).map_err(|e| corrupt("mail", e.to_string()))?,
+                ),
                 _ => return Err(corrupt("mail", "unknown item tag")),
             };
             out.push((seq, item));
@@ -277,7 +319,12 @@ impl BrokerStore for SledStore {
         Ok(out)
     }
 
-    async fn ack_envelope(&self, node: Country, seq: u64, ack: EnvelopeAck) -> Result<u64, StoreError> {
+    async fn ack_envelope(
+        &self,
+        node: Country,
+        seq: u64,
+        ack: EnvelopeAck,
+    ) -> Result<u64, StoreError> {
         let key = mail_key(node, seq);
         let mut relay = vec![TAG_RECEIPT];
         relay.extend_from_slice(&ack.receipt.encode_to_vec());
@@ -289,20 +336,33 @@ impl BrokerStore for SledStore {
             match item.split_first() {
                 Some((&TAG_ENVELOPE, id)) if id == ack.id.as_bytes() => {}
                 Some((&TAG_ENVELOPE, id)) => {
-                    let found = EnvelopeId::from_bytes(id).map(|i| i.to_string()).unwrap_or_default();
-                    return abort(StoreError::WrongEnvelope { node, seq, found, expected: ack.id });
+                    let found = EnvelopeId::from_bytes(id)
+                        .map(|i| i.to_string())
+                        .unwrap_or_default();
+                    return abort(StoreError::WrongEnvelope {
+                        node,
+                        seq,
+                        found,
+                        expected: ack.id,
+                    });
                 }
                 _ => return abort(StoreError::NoSuchItem { node, seq }),
             }
             t.mail.remove(key.as_slice())?;
             let Some(p) = t.payload.get(ack.id.as_bytes())? else {
-                return abort(corrupt("payload", format!("missing payload for {}", ack.id)));
+                return abort(corrupt(
+                    "payload",
+                    format!("missing payload for {}", ack.id),
+                ));
             };
             let (remaining, sender, env) = decode_payload(&p).or_else(abort)?;
             if remaining <= 1 {
                 t.payload.remove(ack.id.as_bytes())?;
             } else {
-                t.payload.insert(ack.id.as_bytes(), encode_payload(remaining - 1, sender, env))?;
+                t.payload.insert(
+                    ack.id.as_bytes(),
+                    encode_payload(remaining - 1, sender, env),
+                )?;
             }
             t.enqueue(sender, relay.clone())?;
             let mut first = None;
@@ -331,14 +391,20 @@ impl BrokerStore for SledStore {
     }
 
     fn audit_len(&self) -> Result<u64, StoreError> {
-        Ok(self.meta.get(META_AUDIT_NEXT)?.and_then(|v| read_be(&v)).unwrap_or(0))
+        Ok(self
+            .meta
+            .get(META_AUDIT_NEXT)?
+            .and_then(|v| read_be(&v))
+            .unwrap_or(0))
     }
 
     fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError> {
         let mut out = Vec::new();
         for kv in self.audit.range(be(from)..be(to)) {
             let (_, v) = kv?;
-            out.push(v1::AuditEvent::decode(v.as_ref()).map_err(|e| corrupt("audit", e.to_string()))?);
+            out.push(
+                v1::AuditEvent::decode(v.as_ref()).map_err(|e| corrupt("audit", e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -347,7 +413,11 @@ impl BrokerStore for SledStore {
         let mut n = 0;
         for kv in self.seen.iter() {
             let (k, v) = kv?;
-            let created = v.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+            let created = v
+                .as_ref()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(i64::MIN);
             if created < before_ms {
                 self.seen.remove(k)?;
                 n += 1;

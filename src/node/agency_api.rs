@@ -36,7 +36,9 @@ impl AgencyService {
         let me = self.state.country;
         let peer = peer_of(req)?;
         let agency = match (&peer.role, peer.issuer) {
-            (Ok(Role::Agency(a)), Issuer::National(cc)) if cc == me && a.country() == me => a.clone(),
+            (Ok(Role::Agency(a)), Issuer::National(cc)) if cc == me && a.country() == me => {
+                a.clone()
+            }
             (Ok(Role::Agency(a)), _) if a.country() != me => {
                 return Err(Status::permission_denied(format!(
                     "agency {a} belongs to {}; this node serves {me}",
@@ -53,12 +55,20 @@ impl AgencyService {
                     "the agency API is for agencies of {me}; this certificate is for {role}"
                 )));
             }
-            (Err(e), _) => return Err(Status::permission_denied(format!("certificate not accepted: {e}"))),
+            (Err(e), _) => {
+                return Err(Status::permission_denied(format!(
+                    "certificate not accepted: {e}"
+                )));
+            }
         };
         match self.state.directory().agency(&agency) {
             Some(info) if !info.revoked => Ok(agency),
-            Some(_) => Err(Status::permission_denied(format!("agency {agency} is revoked"))),
-            None => Err(Status::permission_denied(format!("agency {agency} is not in the directory"))),
+            Some(_) => Err(Status::permission_denied(format!(
+                "agency {agency} is revoked"
+            ))),
+            None => Err(Status::permission_denied(format!(
+                "agency {agency} is not in the directory"
+            ))),
         }
     }
 }
@@ -69,7 +79,8 @@ fn storage(e: StorageError) -> Status {
 }
 
 fn envelope_id(s: &str) -> Result<EnvelopeId, Status> {
-    s.parse().map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))
+    s.parse()
+        .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))
 }
 
 fn invalid(e: EnvelopeError) -> Status {
@@ -80,7 +91,10 @@ type InboxStream = Pin<Box<dyn Stream<Item = Result<v1::InboxEntry, Status>> + S
 
 #[tonic::async_trait]
 impl v1::agency_server::Agency for AgencyService {
-    async fn send(&self, req: Request<v1::SendRequest>) -> Result<Response<v1::SendResponse>, Status> {
+    async fn send(
+        &self,
+        req: Request<v1::SendRequest>,
+    ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
         let state = &self.state;
@@ -92,30 +106,54 @@ impl v1::agency_server::Agency for AgencyService {
         }
         let mut recipients = Vec::with_capacity(req.recipients.len());
         for r in &req.recipients {
-            let a: AgencyId = r.parse().map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
+            let a: AgencyId = r
+                .parse()
+                .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
             match dir.agency(&a) {
                 Some(info) if !info.revoked => {}
-                Some(_) => return Err(Status::failed_precondition(format!("recipient {a} is revoked"))),
-                None => return Err(Status::not_found(format!("recipient {a} is not in the directory"))),
+                Some(_) => {
+                    return Err(Status::failed_precondition(format!(
+                        "recipient {a} is revoked"
+                    )));
+                }
+                None => {
+                    return Err(Status::not_found(format!(
+                        "recipient {a} is not in the directory"
+                    )));
+                }
             }
             if a == sender {
                 return Err(Status::invalid_argument("an agency cannot send to itself"));
             }
             if recipients.contains(&a) {
-                return Err(Status::invalid_argument(format!("recipient {a} listed twice")));
+                return Err(Status::invalid_argument(format!(
+                    "recipient {a} listed twice"
+                )));
             }
             recipients.push(a);
         }
-        let record = req.record.ok_or_else(|| Status::invalid_argument("no record"))?;
+        let record = req
+            .record
+            .ok_or_else(|| Status::invalid_argument("no record"))?;
         let kind = crate::categories::record_kind(&record)
             .ok_or_else(|| Status::invalid_argument("record has no body"))?;
-        let mut labels = req.labels.ok_or_else(|| Status::invalid_argument("no labels"))?;
+        let mut labels = req
+            .labels
+            .ok_or_else(|| Status::invalid_argument("no labels"))?;
         envelope::check_labels(&labels).map_err(invalid)?;
 
         if !labels.in_reply_to.is_empty() {
             let parent = envelope_id(&labels.in_reply_to)?;
-            let known = state.store.fetch(&sender, &parent).map_err(storage)?.is_some()
-                || state.store.sent(&parent).map_err(storage)?.is_some_and(|s| s.sender_agency == sender.to_string());
+            let known = state
+                .store
+                .fetch(&sender, &parent)
+                .map_err(storage)?
+                .is_some()
+                || state
+                    .store
+                    .sent(&parent)
+                    .map_err(storage)?
+                    .is_some_and(|s| s.sender_agency == sender.to_string());
             if !known {
                 return Err(Status::invalid_argument(format!(
                     "in_reply_to {parent}: no such record in {sender}'s inbox or sent records"
@@ -172,7 +210,11 @@ impl v1::agency_server::Agency for AgencyService {
             sender_agency: sender.to_string(),
         };
         let waiter = state.register_waiter(sealed.id);
-        state.store.enqueue(&sealed.id, &sealed.envelope, &status).await.map_err(storage)?;
+        state
+            .store
+            .enqueue(&sealed.id, &sealed.envelope, &status)
+            .await
+            .map_err(storage)?;
         state.outbox_wakeup.notify_one();
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 
@@ -180,9 +222,17 @@ impl v1::agency_server::Agency for AgencyService {
             .await
             .ok()
             .and_then(Result::ok)
-            .unwrap_or_else(|| SubmitOutcome::Queued("the broker has not answered yet; queued in the outbox".into()));
+            .unwrap_or_else(|| {
+                SubmitOutcome::Queued(
+                    "the broker has not answered yet; queued in the outbox".into(),
+                )
+            });
         let (state_code, detail, log_index) = match outcome {
-            SubmitOutcome::Accepted { log_index } => (v1::SendState::Accepted, "accepted by the broker".to_string(), log_index),
+            SubmitOutcome::Accepted { log_index } => (
+                v1::SendState::Accepted,
+                "accepted by the broker".to_string(),
+                log_index,
+            ),
             SubmitOutcome::Refused(m) => (v1::SendState::Refused, m, 0),
             SubmitOutcome::Queued(m) => (v1::SendState::Queued, m, 0),
         };
@@ -195,11 +245,22 @@ impl v1::agency_server::Agency for AgencyService {
         }))
     }
 
-    async fn list_inbox(&self, req: Request<v1::ListInboxRequest>) -> Result<Response<v1::ListInboxResponse>, Status> {
+    async fn list_inbox(
+        &self,
+        req: Request<v1::ListInboxRequest>,
+    ) -> Result<Response<v1::ListInboxResponse>, Status> {
         let agency = self.agency(&req)?;
         let req = req.into_inner();
-        let after = if req.after.is_empty() { None } else { Some(envelope_id(&req.after)?) };
-        let limit = if req.limit == 0 { 1000 } else { req.limit.min(10_000) as usize };
+        let after = if req.after.is_empty() {
+            None
+        } else {
+            Some(envelope_id(&req.after)?)
+        };
+        let limit = if req.limit == 0 {
+            1000
+        } else {
+            req.limit.min(10_000) as usize
+        };
         let entries = self
             .state
             .store
@@ -213,12 +274,18 @@ impl v1::agency_server::Agency for AgencyService {
 
     type WatchInboxStream = InboxStream;
 
-    async fn watch_inbox(&self, req: Request<v1::WatchInboxRequest>) -> Result<Response<Self::WatchInboxStream>, Status> {
+    async fn watch_inbox(
+        &self,
+        req: Request<v1::WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
         let agency = self.agency(&req)?;
         let state = self.state.clone();
         // Subscribe before listing so nothing falls between the two.
         let mut events = state.inbox_events.subscribe();
-        let existing = state.store.inbox(&agency, None, usize::MAX).map_err(storage)?;
+        let existing = state
+            .store
+            .inbox(&agency, None, usize::MAX)
+            .map_err(storage)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let mut stopping = state.stopping();
         tokio::spawn(async move {
@@ -246,7 +313,9 @@ impl v1::agency_server::Agency for AgencyService {
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let _ = tx
-                            .send(Err(Status::data_loss(format!("watcher fell {n} entries behind; list the inbox again"))))
+                            .send(Err(Status::data_loss(format!(
+                                "watcher fell {n} entries behind; list the inbox again"
+                            ))))
                             .await;
                         return;
                     }
@@ -254,19 +323,29 @@ impl v1::agency_server::Agency for AgencyService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<v1::InboxRecord>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::InboxRecord>, Status> {
         let agency = self.agency(&req)?;
         let id = envelope_id(&req.get_ref().envelope_id)?;
         match self.state.store.fetch(&agency, &id).map_err(storage)? {
             Some(r) => Ok(Response::new(r)),
-            None => Err(Status::not_found(format!("{id} is not in {agency}'s inbox"))),
+            None => Err(Status::not_found(format!(
+                "{id} is not in {agency}'s inbox"
+            ))),
         }
     }
 
-    async fn status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::SendStatus>, Status> {
+    async fn status(
+        &self,
+        req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::SendStatus>, Status> {
         let agency = self.agency(&req)?;
         let id = envelope_id(&req.get_ref().envelope_id)?;
         match self.state.store.sent(&id).map_err(storage)? {
@@ -275,7 +354,10 @@ impl v1::agency_server::Agency for AgencyService {
         }
     }
 
-    async fn list_sent(&self, req: Request<v1::ListSentRequest>) -> Result<Response<v1::ListSentResponse>, Status> {
+    async fn list_sent(
+        &self,
+        req: Request<v1::ListSentRequest>,
+    ) -> Result<Response<v1::ListSentResponse>, Status> {
         let agency = self.agency(&req)?;
         let sent = self.state.store.sent_by(&agency).map_err(storage)?;
         Ok(Response::new(v1::ListSentResponse { sent }))

@@ -52,7 +52,10 @@ pub struct NodeState {
 
 impl NodeState {
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -65,12 +68,20 @@ impl NodeState {
 
     fn register_waiter(&self, id: EnvelopeId) -> oneshot::Receiver<SubmitOutcome> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         rx
     }
 
     fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {
-        if let Some(tx) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+        if let Some(tx) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        {
             let _ = tx.send(outcome);
         }
     }
@@ -91,7 +102,12 @@ impl Node {
         let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
         let root = crate::tls::load_certs(&cfg.tls.root)?.remove(0);
         let national = crate::tls::load_certs(&cfg.national_ca)?.remove(0);
-        let server_tls = ServerTls::new(&identity, &root, Some((cfg.country, national)), &cfg.federation)?;
+        let server_tls = ServerTls::new(
+            &identity,
+            &root,
+            Some((cfg.country, national)),
+            &cfg.federation,
+        )?;
         let client_tls = ClientTls::new(&identity, &root, &cfg.federation)?;
         match crate::tls::role_of(&identity.chain[0], &cfg.federation) {
             Ok(Role::Node(cc)) if cc == cfg.country => {}
@@ -106,9 +122,11 @@ impl Node {
         let key = crate::directory::load_public_key(&cfg.directory_key)?;
         let directory = crate::directory::load(&cfg.directory, &key, &cfg.federation)?;
         match directory.node(cfg.country) {
-            Some(n) if n.signing_key == signing.public_key()
-                && crate::keys::hpke_public_bytes(&<crate::keys::HpkeKem as hpke::Kem>::sk_to_pk(&hpke))
-                    == crate::keys::hpke_public_bytes(&n.hpke_key) => {}
+            Some(n)
+                if n.signing_key == signing.public_key()
+                    && crate::keys::hpke_public_bytes(
+                        &<crate::keys::HpkeKem as hpke::Kem>::sk_to_pk(&hpke),
+                    ) == crate::keys::hpke_public_bytes(&n.hpke_key) => {}
             Some(_) => anyhow::bail!(
                 "the directory lists other keys for node {} than {} and {}",
                 cfg.country,
@@ -133,12 +151,21 @@ impl Node {
             inbox_events: broadcast::channel(256).0,
             stopping: tokio::sync::watch::channel(false).0,
         };
-        Ok(Node { state: Arc::new(state), server_tls, client_tls, broker: cfg.broker.clone() })
+        Ok(Node {
+            state: Arc::new(state),
+            server_tls,
+            client_tls,
+            broker: cfg.broker.clone(),
+        })
     }
 
     /// Runs the uplink to the broker and serves the agency API, gRPC health
     /// and reflection on `listener` until `shutdown` completes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let channel = self.client_tls.channel(&self.broker, Role::Broker)?;
         let client = v1::exchange_client::ExchangeClient::new(channel)
             .max_decoding_message_size(1 << 30)
@@ -154,9 +181,11 @@ impl Node {
             .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let api = v1::agency_server::AgencyServer::new(agency_api::AgencyService::new(self.state.clone()))
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let api = v1::agency_server::AgencyServer::new(agency_api::AgencyService::new(
+            self.state.clone(),
+        ))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
         tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
         let state = self.state.clone();
         let result = tonic::transport::Server::builder()

@@ -34,7 +34,10 @@ fn tx_err(e: TxError) -> StorageError {
 }
 
 fn corrupt(tree: &'static str, e: impl ToString) -> StorageError {
-    StorageError::Corrupt { tree, detail: e.to_string() }
+    StorageError::Corrupt {
+        tree,
+        detail: e.to_string(),
+    }
 }
 
 fn inbox_key(agency: &AgencyId, id: &EnvelopeId) -> Vec<u8> {
@@ -68,7 +71,12 @@ impl NodeStore {
     }
 
     /// Records a sealed envelope as sent (queued) and puts it in the outbox.
-    pub async fn enqueue(&self, id: &EnvelopeId, env: &v1::Envelope, status: &v1::SendStatus) -> Result<(), StorageError> {
+    pub async fn enqueue(
+        &self,
+        id: &EnvelopeId,
+        env: &v1::Envelope,
+        status: &v1::SendStatus,
+    ) -> Result<(), StorageError> {
         {
             let _g = self.lock();
             (&self.outbox, &self.sent)
@@ -88,7 +96,10 @@ impl NodeStore {
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
             let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
-            out.push((id, v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?));
+            out.push((
+                id,
+                v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
+            ));
         }
         Ok(out)
     }
@@ -106,7 +117,9 @@ impl NodeStore {
                     outbox.remove(id.as_bytes().as_slice())?;
                     if let Some(v) = sent.get(id.as_bytes())? {
                         let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
-                            sled::transaction::ConflictableTransactionError::Abort(corrupt("sent", e))
+                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                                "sent", e,
+                            ))
                         })?;
                         update(&mut s);
                         sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
@@ -119,12 +132,17 @@ impl NodeStore {
     }
 
     /// Updates what an agency sees of a record it sent.
-    pub async fn update_sent(&self, id: &EnvelopeId, update: impl Fn(&mut v1::SendStatus)) -> Result<bool, StorageError> {
+    pub async fn update_sent(
+        &self,
+        id: &EnvelopeId,
+        update: impl Fn(&mut v1::SendStatus),
+    ) -> Result<bool, StorageError> {
         let found = {
             let _g = self.lock();
             match self.sent.get(id.as_bytes())? {
                 Some(v) => {
-                    let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
+                    let mut s =
+                        v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
                     update(&mut s);
                     self.sent.insert(id.as_bytes(), s.encode_to_vec())?;
                     true
@@ -195,7 +213,12 @@ impl NodeStore {
     }
 
     /// The inbox of `agency`, oldest first, after `after` if given.
-    pub fn inbox(&self, agency: &AgencyId, after: Option<&EnvelopeId>, limit: usize) -> Result<Vec<v1::InboxRecord>, StorageError> {
+    pub fn inbox(
+        &self,
+        agency: &AgencyId,
+        after: Option<&EnvelopeId>,
+        limit: usize,
+    ) -> Result<Vec<v1::InboxRecord>, StorageError> {
         let prefix = inbox_prefix(agency);
         let start = match after {
             Some(id) => {
@@ -216,7 +239,11 @@ impl NodeStore {
         Ok(out)
     }
 
-    pub fn fetch(&self, agency: &AgencyId, id: &EnvelopeId) -> Result<Option<v1::InboxRecord>, StorageError> {
+    pub fn fetch(
+        &self,
+        agency: &AgencyId,
+        id: &EnvelopeId,
+    ) -> Result<Option<v1::InboxRecord>, StorageError> {
         self.inbox
             .get(inbox_key(agency, id))?
             .map(|v| v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e)))

@@ -68,8 +68,15 @@ pub async fn outbox_loop(state: Arc<NodeState>, mut client: Client) {
 
 /// One attempt. Returns false if the broker could not give an answer, so the
 /// envelope stays queued.
-async fn submit_one(state: &NodeState, client: &mut Client, id: EnvelopeId, env: v1::Envelope) -> bool {
-    let mut req = tonic::Request::new(v1::SubmitRequest { envelope: Some(env) });
+async fn submit_one(
+    state: &NodeState,
+    client: &mut Client,
+    id: EnvelopeId,
+    env: v1::Envelope,
+) -> bool {
+    let mut req = tonic::Request::new(v1::SubmitRequest {
+        envelope: Some(env),
+    });
     req.set_timeout(SUBMIT_TIMEOUT);
     let (outcome, settled) = match client.submit(req).await {
         Ok(resp) => {
@@ -87,7 +94,11 @@ async fn submit_one(state: &NodeState, client: &mut Client, id: EnvelopeId, env:
             (SubmitOutcome::Accepted { log_index: index }, res)
         }
         Err(status) if status.metadata().get(REFUSAL_METADATA).is_some() => {
-            let code = status.metadata().get(REFUSAL_METADATA).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let code = status
+                .metadata()
+                .get(REFUSAL_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if code == v1::RefusalCode::Duplicate.as_str_name() {
                 // Only this node can sign this id: an earlier attempt was
                 // accepted but its answer was lost.
@@ -95,7 +106,8 @@ async fn submit_one(state: &NodeState, client: &mut Client, id: EnvelopeId, env:
                     .store
                     .settle(&id, |s| {
                         s.state = v1::SendState::Accepted as i32;
-                        s.detail = "accepted by the broker (an earlier attempt's answer was lost)".into();
+                        s.detail =
+                            "accepted by the broker (an earlier attempt's answer was lost)".into();
                     })
                     .await;
                 (SubmitOutcome::Accepted { log_index: 0 }, res)
@@ -113,7 +125,11 @@ async fn submit_one(state: &NodeState, client: &mut Client, id: EnvelopeId, env:
             }
         }
         Err(status) => {
-            let why = format!("broker unreachable ({}: {}); queued in the outbox", status.code(), status.message());
+            let why = format!(
+                "broker unreachable ({}: {}); queued in the outbox",
+                status.code(),
+                status.message()
+            );
             tracing::warn!(%id, %why, "submit failed");
             state.resolve_waiter(&id, SubmitOutcome::Queued(why));
             return false;
@@ -170,7 +186,11 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
     }
 }
 
-async fn handle_delivery(state: &NodeState, client: &mut Client, d: v1::Delivery) -> anyhow::Result<()> {
+async fn handle_delivery(
+    state: &NodeState,
+    client: &mut Client,
+    d: v1::Delivery,
+) -> anyhow::Result<()> {
     let receipt = match d.item {
         Some(v1::delivery::Item::Envelope(env)) => Some(accept_envelope(state, &env).await?),
         Some(v1::delivery::Item::Receipt(r)) => {
@@ -179,7 +199,13 @@ async fn handle_delivery(state: &NodeState, client: &mut Client, d: v1::Delivery
         }
         None => anyhow::bail!("empty delivery {}", d.seq),
     };
-    match client.acknowledge(v1::AcknowledgeRequest { seq: d.seq, receipt }).await {
+    match client
+        .acknowledge(v1::AcknowledgeRequest {
+            seq: d.seq,
+            receipt,
+        })
+        .await
+    {
         Ok(_) => Ok(()),
         // Acknowledged already, on an earlier stream.
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
@@ -203,7 +229,10 @@ fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
 
 /// Verifies, opens and files one envelope, returning the signed receipt. A
 /// redelivered envelope gets the receipt it got the first time.
-pub async fn accept_envelope(state: &NodeState, env: &v1::Envelope) -> anyhow::Result<v1::SignedReceipt> {
+pub async fn accept_envelope(
+    state: &NodeState,
+    env: &v1::Envelope,
+) -> anyhow::Result<v1::SignedReceipt> {
     use prost::Message as _;
     let claimed = v1::EnvelopeHeader::decode(env.header.as_slice())
         .ok()
@@ -247,7 +276,15 @@ pub async fn accept_envelope(state: &NodeState, env: &v1::Envelope) -> anyhow::R
             );
             agencies
                 .into_iter()
-                .map(|a| (a, v1::InboxRecord { entry: Some(entry.clone()), record: Some(opened.record.clone()) }))
+                .map(|a| {
+                    (
+                        a,
+                        v1::InboxRecord {
+                            entry: Some(entry.clone()),
+                            record: Some(opened.record.clone()),
+                        },
+                    )
+                })
                 .collect()
         }
         Err(e) => {
