@@ -316,6 +316,9 @@ impl AsyncWrite for TlsConn {
 #[derive(Clone)]
 pub struct ClientTls {
     connector: TlsConnector,
+    // Brokers and nodes hold certificates issued directly by the federation
+    // root; a national CA must not be able to stand in for either.
+    root_only: Arc<dyn ClientCertVerifier>,
     federation: String,
 }
 
@@ -375,6 +378,15 @@ impl ClientTls {
                 let role = leaf
                     .map(|c| role_of(c, &this.federation))
                     .unwrap_or_else(|| Err("no certificate".into()));
+                // Server certificates carry both EKUs, so the root-only
+                // client verifier checks the issuer exactly as the servers do.
+                let direct = leaf.is_some_and(|c| this.root_only.verify_client_cert(c, &[], UnixTime::now()).is_ok());
+                if !direct {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("{address}: certificate is not issued directly by the federation root"),
+                    ));
+                }
                 if role.as_ref() != Ok(&expected) {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
