@@ -337,6 +337,7 @@ impl ClientTls {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ClientTls {
             connector: TlsConnector::from(Arc::new(config)),
+            root_only: client_verifier(std::slice::from_ref(root))?,
             federation: federation.to_string(),
         })
     }
