@@ -12,11 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::broker::Broker;
+use std::sync::Arc;
+
+use crate::broker::{Broker, BrokerState};
 use crate::client::AgencyClient;
 use crate::config::{self, AgencyProfile, BrokerConfig, NodeConfig};
 use crate::ids::{AgencyId, Country};
-use crate::node::Node;
+use crate::node::{Node, NodeState};
 use crate::pki::{self, Federation, InitOptions};
 
 struct Running {
@@ -40,6 +42,8 @@ pub struct LocalFederation {
     node_addrs: BTreeMap<Country, SocketAddr>,
     broker: Option<Running>,
     nodes: BTreeMap<Country, Running>,
+    broker_state: Option<Arc<BrokerState>>,
+    node_states: BTreeMap<Country, Arc<NodeState>>,
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -79,6 +83,8 @@ impl LocalFederation {
             node_addrs,
             broker: None,
             nodes: BTreeMap::new(),
+            broker_state: None,
+            node_states: BTreeMap::new(),
         })
     }
 
@@ -95,6 +101,7 @@ impl LocalFederation {
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.broker.is_none(), "broker already running");
         let broker = Broker::from_config(&self.broker_config)?;
+        self.broker_state = Some(broker.state.clone());
         let listener = bind(self.broker_addr).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(broker.serve(listener, async {
@@ -106,6 +113,7 @@ impl LocalFederation {
 
     /// Stops the broker gracefully and waits until its store is closed.
     pub async fn stop_broker(&mut self) -> anyhow::Result<()> {
+        self.broker_state = None;
         if let Some(r) = self.broker.take() {
             r.stop().await?;
         }
@@ -119,6 +127,7 @@ impl LocalFederation {
             .get(&cc)
             .with_context(|| format!("no node {cc}"))?;
         let node = Node::from_config(cfg)?;
+        self.node_states.insert(cc, node.state.clone());
         let listener = bind(self.node_addrs[&cc]).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(node.serve(listener, async {
@@ -129,10 +138,21 @@ impl LocalFederation {
     }
 
     pub async fn stop_node(&mut self, cc: Country) -> anyhow::Result<()> {
+        self.node_states.remove(&cc);
         if let Some(r) = self.nodes.remove(&cc) {
             r.stop().await?;
         }
         Ok(())
+    }
+
+    /// The running broker's shared state (its store, directory and policy).
+    pub fn broker(&self) -> Option<&Arc<BrokerState>> {
+        self.broker_state.as_ref()
+    }
+
+    /// A running node's shared state.
+    pub fn node(&self, cc: Country) -> Option<&Arc<NodeState>> {
+        self.node_states.get(&cc)
     }
 
     pub fn node_addr(&self, cc: Country) -> Option<SocketAddr> {

@@ -51,7 +51,7 @@ enum Command {
         #[arg(long)]
         record: PathBuf,
         #[command(flatten)]
-        labels: casebridge::cli::LabelArgs,
+        labels: Box<casebridge::cli::LabelArgs>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,

@@ -381,11 +381,17 @@ impl ClientTls {
                     .unwrap_or_else(|| Err("no certificate".into()));
                 // Server certificates carry both EKUs, so the root-only
                 // client verifier checks the issuer exactly as the servers do.
-                let direct = leaf.is_some_and(|c| this.root_only.verify_client_cert(c, &[], UnixTime::now()).is_ok());
+                let direct = leaf.is_some_and(|c| {
+                    this.root_only
+                        .verify_client_cert(c, &[], UnixTime::now())
+                        .is_ok()
+                });
                 if !direct {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
-                        format!("{address}: certificate is not issued directly by the federation root"),
+                        format!(
+                            "{address}: certificate is not issued directly by the federation root"
+                        ),
                     ));
                 }
                 if role.as_ref() != Ok(&expected) {

@@ -51,6 +51,9 @@ impl ExchangeService {
                     ))),
                 }
             }
+            (Ok(Role::Node(cc)), _) => Err(Status::permission_denied(format!(
+                "certificate for node {cc} is not issued directly by the federation root"
+            ))),
             (Ok(role), _) => Err(Status::permission_denied(format!(
                 "the exchange API is for national nodes; this certificate is for {role}"
             ))),

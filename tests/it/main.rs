@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests: a whole federation in this process, on loopback, with
+//! real mutual TLS, real crypto and real stores in temporary directories.
+
+mod authz;
+mod delivery;
+mod durability;
+mod refusals;
+mod support;

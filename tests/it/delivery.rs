@@ -1,0 +1,275 @@
+//! What must work: one-to-one, one-to-many, threads, and the signed receipts
+//! that come back.
+
+use casebridge::envelope;
+use casebridge::proto::v1;
+use v1::audit_event::Event;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn one_to_one_delivers_the_exact_record_with_a_signed_receipt() {
+    let fed = start(&["BA", "HR"]).await;
+    let rec = record("missing_person_trace");
+    let mut l = humanitarian();
+    l.handling = v1::HandlingCode::H3 as i32;
+    l.handling_restriction = "Humanitarian use only.".into();
+    let resp = send(
+        &fed,
+        "BA/missing-persons",
+        &["HR/missing-persons"],
+        rec.clone(),
+        l,
+    )
+    .await;
+    assert_eq!(
+        resp.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        resp.detail
+    );
+
+    let status = settled(&fed, "BA/missing-persons", &resp.envelope_id).await;
+    assert_eq!(status.recipient_status.len(), 1);
+    let rs = &status.recipient_status[0];
+    assert_eq!(rs.state, v1::DeliveryState::Delivered as i32);
+    let body =
+        envelope::verify_receipt(rs.signed_receipt.as_ref().unwrap(), &directory(&fed)).unwrap();
+    assert_eq!(body.recipient_node, "HR");
+    assert_eq!(body.delivered_to, vec!["HR/missing-persons".to_string()]);
+
+    let got = fetch(&fed, "HR/missing-persons", &resp.envelope_id)
+        .await
+        .unwrap();
+    assert_eq!(got.record.as_ref(), Some(&rec), "content arrives unchanged");
+    let entry = got.entry.unwrap();
+    assert_eq!(entry.sender_agency, "BA/missing-persons");
+    assert_eq!(
+        entry.labels.unwrap().handling_restriction,
+        "Humanitarian use only.",
+        "H3 text verbatim"
+    );
+    assert_eq!(entry.categories, resp.categories);
+
+    // Only the addressed agency sees it.
+    assert!(fetch(&fed, "HR/police", &resp.envelope_id).await.is_err());
+    assert!(inbox(&fed, "HR/police").await.is_empty());
+
+    let events = audit(&fed);
+    let kinds = events_of(&events);
+    assert!(matches!(kinds[0], Event::SubmissionAccepted(_)));
+    assert!(
+        matches!(kinds[1], Event::ReceiptRecorded(r) if r.status == v1::ReceiptStatus::Delivered as i32)
+    );
+    assert_eq!(kinds.len(), 2);
+}
+
+#[tokio::test]
+async fn one_to_many_reaches_every_country_once() {
+    let fed = start(&["SI", "HR", "BA", "RS"]).await;
+    let mut l = labels(
+        v1::Purpose::ImmediateThreat,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H0,
+    );
+    l.priority = v1::Priority::Immediate as i32;
+    l.evaluation = Some(v1::Evaluation {
+        source: v1::SourceReliability::B as i32,
+        accuracy: v1::InformationAccuracy::InformationAccuracy2 as i32,
+    });
+    let to = ["HR/police", "BA/police", "RS/police"];
+    let resp = send(&fed, "SI/police", &to, record("wanted_alert"), l).await;
+    let status = settled(&fed, "SI/police", &resp.envelope_id).await;
+    let mut nodes: Vec<&str> = status
+        .recipient_status
+        .iter()
+        .map(|r| r.node.as_str())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["BA", "HR", "RS"]);
+    assert!(
+        status
+            .recipient_status
+            .iter()
+            .all(|r| r.state == v1::DeliveryState::Delivered as i32)
+    );
+    for a in to {
+        let entries = inbox(&fed, a).await;
+        assert_eq!(entries.len(), 1, "{a}");
+        assert_eq!(entries[0].envelope_id, resp.envelope_id);
+        assert_eq!(entries[0].recipients.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn two_agencies_at_one_node_share_one_wrapped_key_and_both_get_it() {
+    let fed = start(&["BA", "HR"]).await;
+    let resp = send(
+        &fed,
+        "BA/police",
+        &["HR/police", "HR/border-police"],
+        record("wanted_alert"),
+        humanitarian_police(),
+    )
+    .await;
+    let status = settled(&fed, "BA/police", &resp.envelope_id).await;
+    assert_eq!(status.recipient_status.len(), 1, "one receipt per node");
+    assert_eq!(status.recipient_status[0].agencies.len(), 2);
+    assert_eq!(inbox(&fed, "HR/police").await.len(), 1);
+    assert_eq!(inbox(&fed, "HR/border-police").await.len(), 1);
+}
+
+fn humanitarian_police() -> v1::Labels {
+    labels(
+        v1::Purpose::InvestigationOther,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H0,
+    )
+}
+
+#[tokio::test]
+async fn a_reply_joins_the_thread_of_its_request() {
+    let fed = start(&["RS", "ME"]).await;
+    let l = labels(
+        v1::Purpose::Prosecution,
+        v1::LegalBasis::EuropeanMlaConvention,
+        v1::HandlingCode::H1,
+    );
+    let req = send(
+        &fed,
+        "RS/prosecutor",
+        &["ME/prosecutor"],
+        record("mla_request"),
+        l.clone(),
+    )
+    .await;
+    settled(&fed, "RS/prosecutor", &req.envelope_id).await;
+
+    let mut reply_labels = l.clone();
+    reply_labels.in_reply_to = req.envelope_id.clone();
+    let reply = send(
+        &fed,
+        "ME/prosecutor",
+        &["RS/prosecutor"],
+        record("mla_response"),
+        reply_labels,
+    )
+    .await;
+    settled(&fed, "ME/prosecutor", &reply.envelope_id).await;
+    let got = fetch(&fed, "RS/prosecutor", &reply.envelope_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.entry.unwrap().labels.unwrap().in_reply_to,
+        req.envelope_id
+    );
+    let evidence = match got.record.unwrap().body {
+        Some(v1::case_record::Body::MlaResponse(r)) => r.evidence,
+        other => panic!("not an MLA response: {other:?}"),
+    };
+    assert!(
+        !evidence.is_empty() && !evidence[0].content.is_empty(),
+        "attachment arrives"
+    );
+
+    // A reply must answer something the replying agency holds.
+    let mut stray = l;
+    stray.in_reply_to = casebridge::ids::EnvelopeId::generate().to_string();
+    let err = try_send(
+        &fed,
+        "ME/prosecutor",
+        &["RS/prosecutor"],
+        record("mla_response"),
+        stray,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("in_reply_to"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn watch_inbox_streams_new_arrivals() {
+    let fed = start(&["BA", "HR"]).await;
+    let mut watcher = fed.client("HR/missing-persons").unwrap();
+    let mut stream = watcher
+        .api
+        .watch_inbox(v1::WatchInboxRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = send(
+        &fed,
+        "BA/missing-persons",
+        &["HR/missing-persons"],
+        record("missing_person_trace"),
+        humanitarian(),
+    )
+    .await;
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        .await
+        .expect("bounded wait")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.envelope_id, resp.envelope_id);
+}
+
+#[tokio::test]
+async fn a_lying_sender_is_caught_by_the_receiving_node_and_logged_as_a_violation() {
+    let fed = start(&["HR", "BA"]).await;
+    // Node HR seals fingerprints but declares identity only.
+    let dir = directory(&fed);
+    let key = node_signing_key(&fed, "HR");
+    let sender: casebridge::ids::AgencyId = "HR/police".parse().unwrap();
+    let recipients = ["BA/police".parse().unwrap()];
+    let rec = record("fingerprints");
+    let now = casebridge::time::now_ms();
+    let input = envelope::SealInput {
+        sender: &sender,
+        recipients: &recipients,
+        record: &rec,
+        labels: humanitarian_police(),
+        created_at_ms: now,
+        expires_at_ms: now + 86_400_000,
+    };
+    let declared = [v1::DataCategory::Identity].into_iter().collect();
+    let sealed = envelope::seal_declaring(&input, declared, &key, &dir).unwrap();
+    let mut hr = exchange_as_node(&fed, "HR");
+    hr.submit(v1::SubmitRequest {
+        envelope: Some(sealed.envelope),
+    })
+    .await
+    .unwrap();
+
+    let events = until("the violation", || {
+        let e = audit(&fed);
+        async move {
+            e.iter()
+                .any(|e| matches!(e.event, Some(Event::ContentViolation(_))))
+                .then_some(e)
+        }
+    })
+    .await;
+    let violation = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(Event::ContentViolation(v)) => Some(v.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(violation.sender_agency, "HR/police");
+    assert_eq!(violation.reporting_node, "BA");
+    assert_eq!(
+        violation.code,
+        v1::RejectionCode::UndeclaredCategories as i32
+    );
+    assert!(
+        violation.detail.contains("biometric"),
+        "{}",
+        violation.detail
+    );
+    assert!(
+        inbox(&fed, "BA/police").await.is_empty(),
+        "content never reaches the agency"
+    );
+}

@@ -1,0 +1,280 @@
+//! Store and forward: records wait for a node that is down, for a broker
+//! that is down, and survive a broker that is killed, without loss and
+//! without duplicates.
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+
+use casebridge::proto::v1;
+use v1::audit_event::Event;
+
+use crate::support::*;
+
+fn police() -> v1::Labels {
+    labels(
+        v1::Purpose::InvestigationOther,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H0,
+    )
+}
+
+#[tokio::test]
+async fn records_wait_for_a_node_that_is_down() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("HR")).await.unwrap();
+    let resp = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    assert_eq!(resp.state, v1::SendState::Accepted as i32);
+    let st = status(&fed, "BA/police", &resp.envelope_id).await;
+    assert_eq!(
+        st.recipient_status[0].state,
+        v1::DeliveryState::Pending as i32
+    );
+    assert_eq!(
+        fed.broker()
+            .unwrap()
+            .store
+            .pending(cc("HR"), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    fed.start_node(cc("HR")).await.unwrap();
+    let st = settled(&fed, "BA/police", &resp.envelope_id).await;
+    assert_eq!(
+        st.recipient_status[0].state,
+        v1::DeliveryState::Delivered as i32
+    );
+    assert_eq!(inbox(&fed, "HR/police").await.len(), 1);
+    assert!(
+        fed.broker()
+            .unwrap()
+            .store
+            .pending(cc("HR"), None, 10)
+            .unwrap()
+            .is_empty(),
+        "payload dropped after the receipt"
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_drains_when_the_broker_returns() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_broker().await.unwrap();
+    let resp = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    assert_eq!(resp.state, v1::SendState::Queued as i32, "{}", resp.detail);
+    assert_eq!(
+        status(&fed, "BA/police", &resp.envelope_id).await.state,
+        v1::SendState::Queued as i32
+    );
+    // The outbox is durable: a node restart while the broker is away keeps it.
+    fed.stop_node(cc("BA")).await.unwrap();
+    fed.start_node(cc("BA")).await.unwrap();
+    assert_eq!(fed.node(cc("BA")).unwrap().store.outbox().unwrap().len(), 1);
+
+    fed.start_broker().await.unwrap();
+    let st = settled(&fed, "BA/police", &resp.envelope_id).await;
+    assert_eq!(st.state, v1::SendState::Accepted as i32);
+    assert_eq!(
+        st.recipient_status[0].state,
+        v1::DeliveryState::Delivered as i32
+    );
+    assert!(
+        fed.node(cc("BA"))
+            .unwrap()
+            .store
+            .outbox()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(inbox(&fed, "HR/police").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_envelope_gets_the_same_receipt_and_one_inbox_entry() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("HR")).await.unwrap();
+    send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    let env = match fed
+        .broker()
+        .unwrap()
+        .store
+        .pending(cc("HR"), None, 1)
+        .unwrap()
+        .remove(0)
+        .1
+    {
+        casebridge::broker::store::MailItem::Envelope(_, env) => env,
+        other => panic!("{other:?}"),
+    };
+    fed.start_node(cc("HR")).await.unwrap();
+    let node = fed.node(cc("HR")).unwrap().clone();
+    let first = casebridge::node::uplink::accept_envelope(&node, &env)
+        .await
+        .unwrap();
+    let second = casebridge::node::uplink::accept_envelope(&node, &env)
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+    until("delivery", || {
+        let fed = &fed;
+        async move { (inbox(fed, "HR/police").await.len() == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(inbox(&fed, "HR/police").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_broker_restart_loses_nothing_and_duplicates_nothing() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("HR")).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            send(
+                &fed,
+                "BA/police",
+                &["HR/police"],
+                record("wanted_alert"),
+                police(),
+            )
+            .await
+            .envelope_id,
+        );
+    }
+    fed.stop_broker().await.unwrap();
+    fed.start_broker().await.unwrap();
+    fed.start_node(cc("HR")).await.unwrap();
+    for id in &ids {
+        settled(&fed, "BA/police", id).await;
+    }
+    let mut got: Vec<String> = inbox(&fed, "HR/police")
+        .await
+        .into_iter()
+        .map(|e| e.envelope_id)
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    let events = audit(&fed);
+    let accepted = events
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::SubmissionAccepted(_))))
+        .count();
+    let receipts = events
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::ReceiptRecorded(_))))
+        .count();
+    assert_eq!((accepted, receipts), (3, 3));
+}
+
+/// The broker as its own process, so it can be killed for real.
+struct BrokerProcess(Child);
+
+impl BrokerProcess {
+    fn spawn(config: &std::path::Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_casebridge"))
+            .args(["broker", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn broker");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("broker output");
+        assert!(
+            line.contains("listening on"),
+            "broker did not start: {line:?}"
+        );
+        BrokerProcess(child)
+    }
+
+    fn kill(mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_broker_loses_no_acknowledged_record() {
+    let mut fed = create(&["BA", "HR"]).await;
+    let mut cfg = fed.broker_config.clone();
+    cfg.listen = fed.broker_addr;
+    let config = fed.fed.dir.join("broker-process.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+
+    let broker = BrokerProcess::spawn(&config);
+    fed.start_node(cc("BA")).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = send(
+            &fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+        assert_eq!(r.state, v1::SendState::Accepted as i32, "{}", r.detail);
+        ids.push(r.envelope_id);
+    }
+    // Every one of them was acknowledged; SIGKILL gives the broker no chance
+    // to flush anything more.
+    tokio::task::spawn_blocking(move || broker.kill())
+        .await
+        .unwrap();
+
+    let broker = tokio::task::spawn_blocking(move || BrokerProcess::spawn(&config))
+        .await
+        .unwrap();
+    fed.start_node(cc("HR")).await.unwrap();
+    for id in &ids {
+        let st = settled(&fed, "BA/police", id).await;
+        assert_eq!(
+            st.recipient_status[0].state,
+            v1::DeliveryState::Delivered as i32
+        );
+    }
+    let mut got: Vec<String> = inbox(&fed, "HR/police")
+        .await
+        .into_iter()
+        .map(|e| e.envelope_id)
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "every acknowledged record, exactly once");
+    fed.f.shutdown().await.unwrap();
+    drop(broker);
+}

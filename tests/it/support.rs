@@ -1,0 +1,254 @@
+//! Shared helpers: start a federation, build labels and records, wait for
+//! deliveries, and talk to the broker as a node would.
+
+use std::future::Future;
+use std::time::Duration;
+
+use casebridge::directory::Directory;
+use casebridge::ids::{Country, Role};
+use casebridge::keys::SigningKey;
+use casebridge::local::LocalFederation;
+use casebridge::proto::v1;
+use casebridge::tls::{ClientTls, Identity};
+use prost::Message as _;
+use tonic::transport::Channel;
+
+pub fn cc(s: &str) -> Country {
+    s.parse().expect("country code")
+}
+
+pub struct Fed {
+    pub f: LocalFederation,
+    // Dropped last: the stores live here.
+    _tmp: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Fed {
+    type Target = LocalFederation;
+    fn deref(&self) -> &LocalFederation {
+        &self.f
+    }
+}
+impl std::ops::DerefMut for Fed {
+    fn deref_mut(&mut self) -> &mut LocalFederation {
+        &mut self.f
+    }
+}
+
+/// Writes a federation of `countries` without starting it.
+pub async fn create(countries: &[&str]) -> Fed {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cs: Vec<Country> = countries.iter().map(|c| cc(c)).collect();
+    let f = LocalFederation::create(tmp.path(), &cs)
+        .await
+        .expect("create federation");
+    Fed { f, _tmp: tmp }
+}
+
+/// Starts the broker and every node of `fed`.
+pub async fn start_all(fed: &mut Fed) {
+    fed.start_broker().await.expect("broker");
+    let ccs: Vec<Country> = fed.node_configs.keys().copied().collect();
+    for c in ccs {
+        fed.start_node(c).await.expect("node");
+    }
+}
+
+pub async fn start(countries: &[&str]) -> Fed {
+    let mut fed = create(countries).await;
+    start_all(&mut fed).await;
+    fed
+}
+
+pub fn record(name: &str) -> v1::CaseRecord {
+    let path = format!(
+        "{}/examples/records/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("example record");
+    serde_json::from_str(&text).expect("record JSON")
+}
+
+pub fn labels(
+    purpose: v1::Purpose,
+    basis: v1::LegalBasis,
+    handling: v1::HandlingCode,
+) -> v1::Labels {
+    v1::Labels {
+        purpose: purpose as i32,
+        legal_basis: basis as i32,
+        handling: handling as i32,
+        classification: v1::Classification::Restricted as i32,
+        priority: v1::Priority::Routine as i32,
+        case_reference: "TEST-CASE-1".into(),
+        ..Default::default()
+    }
+}
+
+pub fn humanitarian() -> v1::Labels {
+    labels(
+        v1::Purpose::MissingPersons,
+        v1::LegalBasis::HumanitarianAgreement,
+        v1::HandlingCode::H0,
+    )
+}
+
+pub async fn send(
+    fed: &Fed,
+    from: &str,
+    to: &[&str],
+    record: v1::CaseRecord,
+    labels: v1::Labels,
+) -> v1::SendResponse {
+    try_send(fed, from, to, record, labels).await.expect("send")
+}
+
+pub async fn try_send(
+    fed: &Fed,
+    from: &str,
+    to: &[&str],
+    record: v1::CaseRecord,
+    labels: v1::Labels,
+) -> Result<v1::SendResponse, tonic::Status> {
+    let mut c = fed.client(from).expect("client");
+    c.api
+        .send(v1::SendRequest {
+            recipients: to.iter().map(ToString::to_string).collect(),
+            record: Some(record),
+            labels: Some(labels),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls `f` until it yields Some. Bounded: gives up after 30 s, so a
+/// broken delivery path fails the test instead of hanging it. The bound is a
+/// safety net, not a measurement.
+pub async fn until<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    mut f: impl FnMut() -> Fut,
+) -> T {
+    for _ in 0..3000 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// The sender's status of `id` once no recipient node is pending.
+pub async fn settled(fed: &Fed, from: &str, id: &str) -> v1::SendStatus {
+    let c = fed.client(from).expect("client");
+    until(&format!("receipts for {id}"), || {
+        let mut c = c.clone();
+        let id = id.to_string();
+        async move {
+            let s = c
+                .api
+                .status(v1::StatusRequest { envelope_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            let done = !s.recipient_status.is_empty()
+                && s.recipient_status
+                    .iter()
+                    .all(|r| r.state != v1::DeliveryState::Pending as i32);
+            done.then_some(s)
+        }
+    })
+    .await
+}
+
+pub async fn status(fed: &Fed, from: &str, id: &str) -> v1::SendStatus {
+    let mut c = fed.client(from).expect("client");
+    c.api
+        .status(v1::StatusRequest {
+            envelope_id: id.into(),
+        })
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+pub async fn inbox(fed: &Fed, agency: &str) -> Vec<v1::InboxEntry> {
+    let mut c = fed.client(agency).expect("client");
+    c.api
+        .list_inbox(v1::ListInboxRequest::default())
+        .await
+        .expect("list inbox")
+        .into_inner()
+        .entries
+}
+
+pub async fn fetch(fed: &Fed, agency: &str, id: &str) -> Result<v1::InboxRecord, tonic::Status> {
+    let mut c = fed.client(agency).expect("client");
+    c.api
+        .fetch(v1::FetchRequest {
+            envelope_id: id.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub fn audit(fed: &Fed) -> Vec<v1::AuditEvent> {
+    let store = &fed.broker().expect("broker running").store;
+    store
+        .audit_range(0, store.audit_len().expect("len"))
+        .expect("audit")
+}
+
+pub fn directory(fed: &Fed) -> Directory {
+    let key =
+        casebridge::directory::load_public_key(&fed.broker_config.directory_key).expect("key");
+    casebridge::directory::load(
+        &fed.broker_config.directory,
+        &key,
+        &fed.broker_config.federation,
+    )
+    .expect("dir")
+}
+
+pub fn node_signing_key(fed: &Fed, c: &str) -> SigningKey {
+    SigningKey::load(&fed.node_configs[&cc(c)].keys.signing).expect("signing key")
+}
+
+/// A client of the broker's exchange API holding `cert`/`key`.
+pub fn exchange_as(
+    fed: &Fed,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> v1::exchange_client::ExchangeClient<Channel> {
+    let id = Identity::load(cert, key).expect("identity");
+    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+        .expect("root")
+        .remove(0);
+    let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).expect("tls");
+    let ch = tls
+        .channel(&fed.broker_addr.to_string(), Role::Broker)
+        .expect("channel");
+    v1::exchange_client::ExchangeClient::new(ch)
+}
+
+/// A client of the broker's exchange API as node `c`.
+pub fn exchange_as_node(fed: &Fed, c: &str) -> v1::exchange_client::ExchangeClient<Channel> {
+    let cfg = &fed.node_configs[&cc(c)];
+    exchange_as(fed, &cfg.tls.cert, &cfg.tls.key)
+}
+
+/// Re-signs the federation's directory after `edit`, as the federation's
+/// directory authority would.
+pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
+    let key = SigningKey::load(&fed.fed.dir.join("ca/directory.key")).expect("directory key");
+    let bytes = std::fs::read(&fed.broker_config.directory).expect("directory");
+    let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
+    let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");
+    edit(&mut dir);
+    dir.version += 1;
+    let signed = Directory::sign(&dir, &key);
+    std::fs::write(&fed.broker_config.directory, signed.encode_to_vec()).expect("write directory");
+}
+
+pub fn events_of(events: &[v1::AuditEvent]) -> Vec<&v1::audit_event::Event> {
+    events.iter().filter_map(|e| e.event.as_ref()).collect()
+}
