@@ -35,12 +35,15 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Waiter>,
+    flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl GroupCommit {
     /// Starts the flush task for `db`. It ends when every handle is dropped.
     pub fn start(db: sled::Db) -> GroupCommit {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
+        let flushes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = flushes.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Everyone already waiting was applied before this flush
@@ -54,6 +57,7 @@ impl GroupCommit {
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string());
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "flush failed; commits in this batch are not acknowledged");
                 }
@@ -62,7 +66,12 @@ impl GroupCommit {
                 }
             }
         });
-        GroupCommit { tx }
+        GroupCommit { tx, flushes }
+    }
+
+    /// How many flushes have completed; commits per flush is the batching.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Returns once everything applied before this call is on disk.

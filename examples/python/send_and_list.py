@@ -92,7 +92,7 @@ def main() -> int:
         agency_pb2.SendRequest(recipients=recipients, record=record, labels=labels),
         timeout=10,
     )
-    cats = ", ".join(enum_name(labels_pb2.DataCategory, c, "DATA_CATEGORY_") for c in resp.categories)
+    cats = ", ".join(enum_name(labels_pb2.DataCategory, c, "DATA_CATEGORY_") for c in resp.categories) or "none"
     print(f"Send as {args.sender} to {', '.join(recipients)}")
     print(f"  envelope   {resp.envelope_id}")
     print(f"  state      {enum_name(agency_pb2.SendState, resp.state, 'SEND_STATE_')}: {resp.detail}")

@@ -128,6 +128,19 @@ impl Broker {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
+        let dir = self.state.directory();
+        if let Some(i) = self
+            .state
+            .store
+            .record_directory(dir.version, dir.digest(), self.state.now_ms())
+            .await?
+        {
+            tracing::info!(
+                version = dir.version,
+                index = i,
+                "directory in force changed"
+            );
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
         let max = self

@@ -101,12 +101,21 @@ pub trait BrokerStore: Send + Sync + 'static {
     fn audit_len(&self) -> Result<u64, StoreError>;
     /// Audit events with index in `[from, to)`.
     fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError>;
+    /// Appends a DirectoryChanged event if `digest` differs from the
+    /// directory last recorded; returns the event's index if it did.
+    async fn record_directory(
+        &self,
+        version: u64,
+        digest: Vec<u8>,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError>;
     /// Forgets seen ids created before `before_ms` (outside the replay window).
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError>;
 }
 
 const META_AUDIT_NEXT: &[u8] = b"audit_next";
 const META_MAIL_NEXT: &[u8] = b"mail_next";
+const META_DIRECTORY: &[u8] = b"directory_sha256";
 const TAG_ENVELOPE: u8 = 0;
 const TAG_RECEIPT: u8 = 1;
 
@@ -142,6 +151,11 @@ impl SledStore {
     /// The underlying database, for tests that corrupt it on purpose.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// Flushes completed so far (see [`GroupCommit::flushes`]).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
     }
 
     fn write<R>(
@@ -409,6 +423,32 @@ impl BrokerStore for SledStore {
         Ok(out)
     }
 
+    async fn record_directory(
+        &self,
+        version: u64,
+        digest: Vec<u8>,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let event = v1::AuditEvent {
+            at_ms,
+            event: Some(v1::audit_event::Event::DirectoryChanged(
+                v1::DirectoryChanged {
+                    version,
+                    directory_sha256: digest.clone(),
+                },
+            )),
+        };
+        let index = self.write(|t| {
+            if t.meta.get(META_DIRECTORY)?.as_deref() == Some(digest.as_slice()) {
+                return Ok(None);
+            }
+            t.meta.insert(META_DIRECTORY, digest.as_slice())?;
+            t.append(&event).map(Some)
+        })?;
+        self.commit.commit().await?;
+        Ok(index)
+    }
+
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError> {
         let mut n = 0;
         for kv in self.seen.iter() {
@@ -425,5 +465,84 @@ impl BrokerStore for SledStore {
         }
         self.commit.commit().await?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(n: u64) -> v1::AuditEvent {
+        v1::AuditEvent {
+            at_ms: n as i64,
+            event: Some(v1::audit_event::Event::SubmissionRefused(
+                v1::SubmissionRefused {
+                    reason: format!("r{n}"),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_commits_share_one_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let s = store.clone();
+                tokio::spawn(async move { s.refuse(refusal(n)).await.unwrap() })
+            })
+            .collect();
+        let mut indices = Vec::new();
+        for t in tasks {
+            indices.push(t.await.unwrap());
+        }
+        indices.sort_unstable();
+        assert_eq!(
+            indices,
+            (0..64).collect::<Vec<u64>>(),
+            "dense, unique indices"
+        );
+        assert_eq!(
+            store.flushes(),
+            1,
+            "64 commits waiting together share one flush"
+        );
+        assert_eq!(store.audit_len().unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_events_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            for n in 0..3 {
+                store.refuse(refusal(n)).await.unwrap();
+            }
+            assert_eq!(
+                store.record_directory(1, vec![1; 32], 0).await.unwrap(),
+                Some(3)
+            );
+            assert_eq!(
+                store.record_directory(1, vec![1; 32], 0).await.unwrap(),
+                None,
+                "same directory: no event"
+            );
+        }
+        // Let the flush task notice that its database is gone.
+        tokio::task::yield_now().await;
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(store.audit_len().unwrap(), 4);
+        let events = store.audit_range(0, 4).unwrap();
+        assert_eq!(events[2], refusal(2));
+        assert!(matches!(
+            events[3].event,
+            Some(v1::audit_event::Event::DirectoryChanged(_))
+        ));
+        assert_eq!(
+            store.record_directory(2, vec![2; 32], 0).await.unwrap(),
+            Some(4)
+        );
     }
 }
