@@ -120,19 +120,16 @@ impl Broker {
         })
     }
 
-    /// Serves the exchange API, gRPC health and reflection on `listener`
-    /// until `shutdown` completes, then drains open calls.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
-        let addr: Option<SocketAddr> = listener.local_addr().ok();
+    /// Records the directory in force in the audit log if it changed since
+    /// the last run. `serve` does this too; calling it first lets a caller
+    /// know the event is written before the first connection.
+    pub async fn record_directory(&self) -> anyhow::Result<()> {
         let dir = self.state.directory();
+        let at = self.state.now_ms();
         if let Some(i) = self
             .state
             .store
-            .record_directory(dir.version, dir.digest(), self.state.now_ms())
+            .record_directory(dir.version, dir.digest(), at)
             .await?
         {
             tracing::info!(
@@ -141,6 +138,18 @@ impl Broker {
                 "directory in force changed"
             );
         }
+        Ok(())
+    }
+
+    /// Serves the exchange API, gRPC health and reflection on `listener`
+    /// until `shutdown` completes, then drains open calls.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        self.record_directory().await?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
         let max = self
