@@ -4,5 +4,6 @@
 mod authz;
 mod delivery;
 mod durability;
+mod health;
 mod refusals;
 mod support;
