@@ -307,7 +307,7 @@ pub async fn send(
     } else {
         println!("{}", resp.envelope_id);
         println!("{}: {}", state_name(resp.state), resp.detail);
-        if resp.log_index > 0 {
+        if resp.state == v1::SendState::Accepted as i32 {
             println!("audit log index {}", resp.log_index);
         }
         println!("categories: {}", categories_text(&resp.categories));
@@ -417,7 +417,7 @@ pub async fn status(profile: &Path, id: &str, json: bool) -> anyhow::Result<()> 
         s.recipients.join(", ")
     );
     println!("{}: {}", state_name(s.state), s.detail);
-    if s.log_index > 0 {
+    if s.state == v1::SendState::Accepted as i32 {
         println!("audit log index {}", s.log_index);
     }
     println!("categories: {}", categories_text(&s.categories));

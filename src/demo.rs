@@ -122,10 +122,8 @@ impl Demo<'_> {
         }
 
         let status = self.await_receipts(&mut sender, &resp.envelope_id).await?;
-        for line in status_lines(&status) {
+        for (rs, line) in status.recipient_status.iter().zip(status_lines(&status)) {
             println!("   receipt:    {line}");
-        }
-        for rs in &status.recipient_status {
             let signed = rs.signed_receipt.as_ref().context("receipt missing")?;
             let body = envelope::verify_receipt(signed, &self.directory)
                 .map_err(|e| anyhow::anyhow!("receipt from {}: {e}", rs.node))?;

@@ -68,7 +68,13 @@ async fn records_wait_for_a_node_that_is_down() {
     fed.start_node(cc("HR")).await.unwrap();
     let entries = inbox(&fed, "HR/police").await;
     assert_eq!(entries.len(), 1);
-    assert!(fetch(&fed, "HR/police", &entries[0].envelope_id).await.unwrap().record.is_some());
+    assert!(
+        fetch(&fed, "HR/police", &entries[0].envelope_id)
+            .await
+            .unwrap()
+            .record
+            .is_some()
+    );
 }
 
 #[tokio::test]
