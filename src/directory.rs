@@ -39,6 +39,8 @@ pub struct NodeInfo {
     pub not_after_ms: i64,
     pub revoked: bool,
     pub eu_member: bool,
+    /// SHA-256 of the national CA certificate (DER) of this country.
+    pub national_ca_sha256: Vec<u8>,
 }
 
 impl NodeInfo {
@@ -111,6 +113,7 @@ impl Directory {
                 not_after_ms: n.not_after_ms,
                 revoked: n.revoked,
                 eu_member: n.regime() == v1::LegalRegime::EuMember,
+                national_ca_sha256: n.national_ca_sha256.clone(),
             };
             if nodes.insert(country, info).is_some() {
                 return Err(DirectoryError::Entry(format!(
@@ -250,6 +253,7 @@ mod tests {
             not_after_ms: i64::MAX,
             revoked: false,
             regime: v1::LegalRegime::EuMember as i32,
+            national_ca_sha256: vec![],
         };
         let agency = v1::AgencyEntry {
             id: "HR/police".into(),

@@ -110,6 +110,7 @@ impl Federation {
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
 }
 
 const HOUR: time::Duration = time::Duration::hours(1);
@@ -143,6 +144,7 @@ fn new_ca(cn: &str, fed: &str, parent: Option<&Ca>, path_len: Option<u8>) -> any
     };
     Ok(Ca {
         cert_pem: cert.pem(),
+        cert_der: cert.der().clone(),
         issuer: Issuer::new(p, key),
     })
 }
@@ -298,6 +300,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             not_before_ms: now - 3_600_000,
             not_after_ms: now + 365 * 86_400_000,
             revoked: false,
+            national_ca_sha256: crate::envelope::sha256(national.cert_der.as_ref()).to_vec(),
             regime: if cc.is_eu_member() {
                 v1::LegalRegime::EuMember
             } else {
