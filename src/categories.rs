@@ -135,6 +135,8 @@ pub fn record_kind(record: &v1::CaseRecord) -> Option<RecordKind> {
         Body::MigrantRegistration(_) => RecordKind::MigrantRegistration,
         Body::JitEvidence(_) => RecordKind::JitEvidence,
         Body::Statistics(_) => RecordKind::Statistics,
+        Body::PermissionRequest(_) => RecordKind::PermissionRequest,
+        Body::PermissionGrant(_) => RecordKind::PermissionGrant,
     })
 }
 
@@ -232,6 +234,8 @@ pub fn kind_short_name(k: RecordKind) -> &'static str {
         K::MigrantRegistration => "migrant_registration",
         K::JitEvidence => "jit_evidence",
         K::Statistics => "statistics",
+        K::PermissionRequest => "permission_request",
+        K::PermissionGrant => "permission_grant",
     }
 }
 
@@ -270,7 +274,7 @@ const ALL_CATEGORIES: [DataCategory; 20] = {
 
 /// Every real record kind, in enum order; the tests check it against the
 /// enum.
-const ALL_KINDS: [RecordKind; 11] = {
+const ALL_KINDS: [RecordKind; 13] = {
     use RecordKind as K;
     [
         K::MlaRequest,
@@ -284,6 +288,8 @@ const ALL_KINDS: [RecordKind; 11] = {
         K::MigrantRegistration,
         K::JitEvidence,
         K::Statistics,
+        K::PermissionRequest,
+        K::PermissionGrant,
     ]
 };
 
@@ -452,6 +458,14 @@ fn walk_body(body: &Body, out: &mut CategorySet) {
             region: _,
             counts: _,
         }) => {}
+        // Control messages about a record, not about a person: the scope is
+        // in the header; the free text explains the request or its terms.
+        Body::PermissionRequest(v1::PermissionRequest { justification }) => {
+            add_if(out, text(justification), C::CaseNarrative);
+        }
+        Body::PermissionGrant(v1::PermissionGrant { conditions }) => {
+            add_if(out, text(conditions), C::CaseNarrative);
+        }
     }
 }
 
@@ -773,6 +787,14 @@ mod tests {
                 RecordKind::JitEvidence,
             ),
             (Body::Statistics(Default::default()), RecordKind::Statistics),
+            (
+                Body::PermissionRequest(Default::default()),
+                RecordKind::PermissionRequest,
+            ),
+            (
+                Body::PermissionGrant(Default::default()),
+                RecordKind::PermissionGrant,
+            ),
         ]
     }
 
@@ -1664,6 +1686,8 @@ mod tests {
             "migrant_registration",
             "jit_evidence",
             "statistics",
+            "permission_request",
+            "permission_grant",
         ] {
             assert!(parse_kind_short_name(name).is_some(), "{name}");
         }

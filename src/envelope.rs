@@ -98,6 +98,10 @@ pub struct SealInput<'a> {
     pub labels: v1::Labels,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+    /// The record this one passes on, if it does.
+    pub onward_of: Option<EnvelopeId>,
+    /// The scope of a permission request or grant.
+    pub permission: Option<v1::PermissionScope>,
 }
 
 /// A sealed envelope with what the sender needs to track it.
@@ -184,6 +188,11 @@ pub fn seal_declaring(
         expires_at_ms: input.expires_at_ms,
         ciphertext_sha256: sha256(&ciphertext).to_vec(),
         wrapped_keys,
+        onward_of: input
+            .onward_of
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default(),
+        permission: input.permission.clone(),
     };
     let header = header.encode_to_vec();
     let signature = key.sign(&header_signing_input(&header));
@@ -216,6 +225,59 @@ pub struct VerifiedHeader {
     pub ciphertext_len: u64,
     /// One wrapped key per recipient node.
     pub wrapped_keys: BTreeMap<Country, v1::WrappedKey>,
+    /// The record this one passes on, if it does.
+    pub onward_of: Option<EnvelopeId>,
+    /// The scope of a permission request or grant.
+    pub permission: Option<Permission>,
+}
+
+/// A checked permission scope: `grantee` may pass `original` on to
+/// `third_agencies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub original: EnvelopeId,
+    pub grantee: AgencyId,
+    pub third_agencies: Vec<AgencyId>,
+}
+
+impl Permission {
+    fn parse(p: &v1::PermissionScope) -> Result<Permission, EnvelopeError> {
+        let bad = |what: String| EnvelopeError::InvalidField(format!("permission scope: {what}"));
+        let original =
+            EnvelopeId::from_bytes(&p.original_envelope_id).map_err(|e| bad(e.to_string()))?;
+        let grantee: AgencyId = p
+            .grantee
+            .parse()
+            .map_err(|e: crate::ids::IdError| bad(e.to_string()))?;
+        if p.third_agencies.is_empty() {
+            return Err(bad("no third agencies".into()));
+        }
+        let third_agencies = p
+            .third_agencies
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e: crate::ids::IdError| bad(e.to_string()))
+            })
+            .collect::<Result<Vec<AgencyId>, _>>()?;
+        Ok(Permission {
+            original,
+            grantee,
+            third_agencies,
+        })
+    }
+
+    pub fn to_proto(&self) -> v1::PermissionScope {
+        v1::PermissionScope {
+            original_envelope_id: self.original.as_bytes().to_vec(),
+            grantee: self.grantee.to_string(),
+            third_agencies: self
+                .third_agencies
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
 }
 
 impl VerifiedHeader {
@@ -416,6 +478,52 @@ pub fn verify(
             now_ms,
         });
     }
+    let onward_of = if h.onward_of.is_empty() {
+        None
+    } else {
+        Some(
+            EnvelopeId::from_bytes(&h.onward_of)
+                .map_err(|e| EnvelopeError::InvalidField(format!("onward_of: {e}")))?,
+        )
+    };
+    let permission = h.permission.as_ref().map(Permission::parse).transpose()?;
+    let is_permission_kind = matches!(
+        kind,
+        v1::RecordKind::PermissionRequest | v1::RecordKind::PermissionGrant
+    );
+    match (&permission, is_permission_kind) {
+        (None, true) => {
+            return Err(EnvelopeError::InvalidField(
+                "a permission message needs a permission scope".into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(EnvelopeError::InvalidField(
+                "only permission messages carry a permission scope".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(p) = &permission {
+        let recipient_is_grantee = recipients.len() == 1 && recipients[0] == p.grantee;
+        let ok = match kind {
+            // The grantee asks; the grant goes back to the grantee.
+            v1::RecordKind::PermissionRequest => p.grantee == sender_agency,
+            _ => recipient_is_grantee,
+        };
+        if !ok {
+            return Err(EnvelopeError::InvalidField(format!(
+                "permission scope names grantee {} which does not fit this {}",
+                p.grantee,
+                categories::kind_short_name(kind)
+            )));
+        }
+        if onward_of.is_some() {
+            return Err(EnvelopeError::InvalidField(
+                "a permission message is not an onward transfer".into(),
+            ));
+        }
+    }
     Ok(VerifiedHeader {
         id,
         sender_node,
@@ -430,6 +538,8 @@ pub fn verify(
         ciphertext_sha256: sha256(&env.ciphertext),
         ciphertext_len: env.ciphertext.len() as u64,
         wrapped_keys,
+        onward_of,
+        permission,
     })
 }
 
@@ -696,6 +806,7 @@ mod tests {
                     not_after_ms: i64::MAX,
                     revoked: false,
                     regime: regime as i32,
+                    national_ca_sha256: vec![],
                 });
                 nodes.push(Node {
                     country: cc(c),
@@ -763,6 +874,8 @@ mod tests {
                 labels: labels(),
                 created_at_ms: CREATED,
                 expires_at_ms: EXPIRES,
+                onward_of: None,
+                permission: None,
             };
             f(&mut input);
             seal(
@@ -1017,6 +1130,8 @@ mod tests {
             labels: labels(),
             created_at_ms: CREATED,
             expires_at_ms: EXPIRES,
+            onward_of: None,
+            permission: None,
         };
         let sealed =
             seal_declaring(&input, declared.clone(), &fx.node("HR").sign, &fx.dir).unwrap();
@@ -1400,6 +1515,8 @@ mod tests {
             labels: labels(),
             created_at_ms: CREATED,
             expires_at_ms: EXPIRES,
+            onward_of: None,
+            permission: None,
         };
         let hr = &fx.node("HR").sign;
         let sealed =

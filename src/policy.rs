@@ -21,9 +21,17 @@ pub struct Decision {
     pub bundle_hash: String,
 }
 
+/// Facts about an onward transfer that only the broker's records establish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Onward {
+    pub originator: crate::ids::AgencyId,
+    pub original_handling: crate::proto::v1::HandlingCode,
+    pub permission_granted: bool,
+}
+
 /// Decides on a header the broker has verified.
 pub trait PolicyEngine: Send + Sync + 'static {
-    fn decide(&self, header: &VerifiedHeader) -> Decision;
+    fn decide(&self, header: &VerifiedHeader, onward: Option<&Onward>) -> Decision;
 }
 
 /// Permits everything. A placeholder, named as one wherever it shows.
@@ -34,7 +42,7 @@ pub struct PermitAllPlaceholder;
 pub const PLACEHOLDER_BUNDLE_HASH: &str = "placeholder:permit-all";
 
 impl PolicyEngine for PermitAllPlaceholder {
-    fn decide(&self, _header: &VerifiedHeader) -> Decision {
+    fn decide(&self, _header: &VerifiedHeader, _onward: Option<&Onward>) -> Decision {
         Decision {
             allowed: true,
             explanation:

@@ -16,6 +16,7 @@ use super::BrokerState;
 use super::store::{Acceptance, EnvelopeAck, MailItem, StoreError};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{Country, EnvelopeId, Role};
+use crate::policy::Onward;
 use crate::proto::v1;
 use crate::tls::{Issuer, peer_of};
 
@@ -104,6 +105,101 @@ impl ExchangeService {
     }
 }
 
+enum Refusal {
+    Onward(String),
+    Storage(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Storage(e)
+    }
+}
+
+type Grants = Vec<(EnvelopeId, crate::ids::AgencyId, crate::ids::AgencyId)>;
+
+impl ExchangeService {
+    /// Checks an onward transfer, permission request or grant against the
+    /// record it is about, as the broker recorded it. Returns the facts
+    /// policy decides on, and the permissions a grant gives.
+    fn onward_and_grants(
+        &self,
+        h: &envelope::VerifiedHeader,
+    ) -> Result<(Option<Onward>, Grants), Refusal> {
+        let store = &self.state.store;
+        let original = |id: &EnvelopeId| -> Result<v1::EnvelopeSummary, Refusal> {
+            match store.accepted(id)? {
+                Some(a) => Ok(a.summary),
+                None => Err(Refusal::Onward(format!(
+                    "record {id} is unknown to the broker"
+                ))),
+            }
+        };
+        let received = |s: &v1::EnvelopeSummary, a: &crate::ids::AgencyId| {
+            s.recipients.iter().any(|r| *r == a.to_string())
+        };
+        let mut onward = None;
+        if let Some(orig_id) = &h.onward_of {
+            let orig = original(orig_id)?;
+            if !received(&orig, &h.sender_agency) {
+                return Err(Refusal::Onward(format!(
+                    "{} did not receive record {orig_id}",
+                    h.sender_agency
+                )));
+            }
+            let mut granted = true;
+            for r in &h.recipients {
+                granted &= store.granted(orig_id, &h.sender_agency, r)?;
+            }
+            let originator = orig
+                .sender_agency
+                .parse()
+                .map_err(|_| Refusal::Onward("original sender unreadable".into()))?;
+            onward = Some(Onward {
+                originator,
+                original_handling: v1::HandlingCode::try_from(orig.handling)
+                    .unwrap_or(v1::HandlingCode::Unspecified),
+                permission_granted: granted,
+            });
+        }
+        let mut grants = Vec::new();
+        if let Some(p) = &h.permission {
+            let orig = original(&p.original)?;
+            if !received(&orig, &p.grantee) {
+                return Err(Refusal::Onward(format!(
+                    "{} did not receive record {}",
+                    p.grantee, p.original
+                )));
+            }
+            let originator = orig.sender_agency.as_str();
+            match h.kind {
+                v1::RecordKind::PermissionRequest => {
+                    if h.recipients.len() != 1 || h.recipients[0].to_string() != originator {
+                        return Err(Refusal::Onward(format!(
+                            "a permission request about {} goes to its originator {originator}",
+                            p.original
+                        )));
+                    }
+                }
+                _ => {
+                    if h.sender_agency.to_string() != originator {
+                        return Err(Refusal::Onward(format!(
+                            "only {originator}, the originator of {}, can grant permission to pass it on",
+                            p.original
+                        )));
+                    }
+                    grants = p
+                        .third_agencies
+                        .iter()
+                        .map(|t| (p.original, p.grantee.clone(), t.clone()))
+                        .collect();
+                }
+            }
+        }
+        Ok((onward, grants))
+    }
+}
+
 /// The gRPC code a refusal answers with.
 fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
     use tonic::Code;
@@ -113,7 +209,7 @@ fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
             Code::InvalidArgument
         }
         R::Oversized => Code::ResourceExhausted,
-        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy => {
+        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy | R::Onward => {
             Code::PermissionDenied
         }
         R::UnknownAgency => Code::NotFound,
@@ -218,7 +314,14 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 .refuse(node, R::Duplicate, reason, Some(&env), None)
                 .await);
         }
-        let decision = self.state.policy.decide(&header);
+        let (onward, grants) = match self.onward_and_grants(&header) {
+            Ok(v) => v,
+            Err(Refusal::Storage(e)) => return Err(storage_status(e)),
+            Err(Refusal::Onward(reason)) => {
+                return Err(self.refuse(node, R::Onward, reason, Some(&env), None).await);
+            }
+        };
+        let decision = self.state.policy.decide(&header, onward.as_ref());
         if !decision.allowed {
             let reason = format!("policy: {}", decision.explanation);
             return Err(self
@@ -245,6 +348,8 @@ impl v1::exchange_server::Exchange for ExchangeService {
             envelope: env,
             recipient_nodes: recipient_nodes.clone(),
             event,
+            summary: header.summary(),
+            grants,
         };
         let index = match self.state.store.accept(acceptance).await {
             Ok(i) => i,

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use prost::Message as _;
 
-use crate::ids::{Country, EnvelopeId};
+use crate::ids::{AgencyId, Country, EnvelopeId};
 use crate::proto::v1;
 use crate::storage::{GroupCommit, StorageError, be, read_be};
 
@@ -22,6 +22,18 @@ pub struct Acceptance {
     pub envelope: v1::Envelope,
     pub recipient_nodes: Vec<Country>,
     pub event: v1::AuditEvent,
+    /// The header's metadata, kept by envelope id for onward transfers,
+    /// permission checks and proofs by id.
+    pub summary: v1::EnvelopeSummary,
+    /// Permissions this envelope grants: (original, grantee, third agency).
+    pub grants: Vec<(EnvelopeId, AgencyId, AgencyId)>,
+}
+
+/// What the broker remembers of an accepted envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub log_index: u64,
+    pub summary: v1::EnvelopeSummary,
 }
 
 /// One queued item for a node.
@@ -77,6 +89,16 @@ pub trait BrokerStore: Send + Sync + 'static {
     async fn refuse(&self, event: v1::AuditEvent) -> Result<u64, StoreError>;
     /// Whether an envelope id was seen (accepted) before.
     fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError>;
+    /// The metadata and log index of an accepted envelope.
+    fn accepted(&self, id: &EnvelopeId) -> Result<Option<Accepted>, StoreError>;
+    /// Whether the originator of `original` granted `grantee` permission to
+    /// pass it on to `third`.
+    fn granted(
+        &self,
+        original: &EnvelopeId,
+        grantee: &AgencyId,
+        third: &AgencyId,
+    ) -> Result<bool, StoreError>;
     /// The queued item `seq` of `node`, if it is still queued.
     fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
     /// Up to `limit` queued items for `node` with seq > `after`.
@@ -127,6 +149,8 @@ pub struct SledStore {
     seen: sled::Tree,
     payload: sled::Tree,
     mail: sled::Tree,
+    accepted: sled::Tree,
+    grants: sled::Tree,
     commit: GroupCommit,
     // Serialises transactions so audit indices and queue sequence numbers
     // are handed out in commit order; the flush happens outside it.
@@ -142,6 +166,8 @@ impl SledStore {
             seen: db.open_tree("seen")?,
             payload: db.open_tree("payload")?,
             mail: db.open_tree("mail")?,
+            accepted: db.open_tree("accepted")?,
+            grants: db.open_tree("grants")?,
             commit: GroupCommit::start(db.clone()),
             db,
             writer: Mutex::new(()),
@@ -170,15 +196,19 @@ impl SledStore {
             &self.seen,
             &self.payload,
             &self.mail,
+            &self.accepted,
+            &self.grants,
         );
         trees
-            .transaction(|(audit, meta, seen, payload, mail)| {
+            .transaction(|(audit, meta, seen, payload, mail, accepted, grants)| {
                 f(&Txn {
                     audit,
                     meta,
                     seen,
                     payload,
                     mail,
+                    accepted,
+                    grants,
                 })
             })
             .map_err(|e| match e {
@@ -197,6 +227,8 @@ struct Txn<'a> {
     seen: &'a TxTree,
     payload: &'a TxTree,
     mail: &'a TxTree,
+    accepted: &'a TxTree,
+    grants: &'a TxTree,
 }
 
 impl Txn<'_> {
@@ -220,6 +252,14 @@ impl Txn<'_> {
 fn mail_key(node: Country, seq: u64) -> Vec<u8> {
     let mut k = node.as_str().as_bytes().to_vec();
     k.extend_from_slice(&be(seq));
+    k
+}
+
+fn grant_key(original: &EnvelopeId, grantee: &AgencyId, third: &AgencyId) -> Vec<u8> {
+    let mut k = original.as_bytes().to_vec();
+    k.extend_from_slice(grantee.to_string().as_bytes());
+    k.push(0);
+    k.extend_from_slice(third.to_string().as_bytes());
     k
 }
 
@@ -262,6 +302,7 @@ impl BrokerStore for SledStore {
         let payload = encode_payload(a.recipient_nodes.len() as u64, a.sender_node, &env_bytes);
         let mut item = vec![TAG_ENVELOPE];
         item.extend_from_slice(a.id.as_bytes());
+        let summary = a.summary.encode_to_vec();
         let index = self.write(|t| {
             if t.seen.get(a.id.as_bytes())?.is_some() {
                 return abort(StoreError::Duplicate);
@@ -272,7 +313,17 @@ impl BrokerStore for SledStore {
             for node in &a.recipient_nodes {
                 t.enqueue(*node, item.clone())?;
             }
-            t.append(&a.event)
+            for (original, grantee, third) in &a.grants {
+                t.grants.insert(
+                    grant_key(original, grantee, third),
+                    a.id.as_bytes().as_slice(),
+                )?;
+            }
+            let index = t.append(&a.event)?;
+            let mut kept = be(index).to_vec();
+            kept.extend_from_slice(&summary);
+            t.accepted.insert(a.id.as_bytes().as_slice(), kept)?;
+            Ok(index)
         })?;
         self.commit.commit().await?;
         Ok(index)
@@ -286,6 +337,30 @@ impl BrokerStore for SledStore {
 
     fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError> {
         Ok(self.seen.contains_key(id.as_bytes())?)
+    }
+
+    fn accepted(&self, id: &EnvelopeId) -> Result<Option<Accepted>, StoreError> {
+        let Some(v) = self.accepted.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        if v.len() < 8 {
+            return Err(corrupt("accepted", "short value"));
+        }
+        let log_index = read_be(&v[..8]).ok_or_else(|| corrupt("accepted", "index"))?;
+        let summary =
+            v1::EnvelopeSummary::decode(&v[8..]).map_err(|e| corrupt("accepted", e.to_string()))?;
+        Ok(Some(Accepted { log_index, summary }))
+    }
+
+    fn granted(
+        &self,
+        original: &EnvelopeId,
+        grantee: &AgencyId,
+        third: &AgencyId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .grants
+            .contains_key(grant_key(original, grantee, third))?)
     }
 
     fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError> {

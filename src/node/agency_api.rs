@@ -97,59 +97,30 @@ impl v1::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
-        let state = &self.state;
-        let dir = state.directory();
-        let now = state.now_ms();
-
-        if req.recipients.is_empty() {
-            return Err(Status::invalid_argument("no recipients"));
-        }
-        let mut recipients = Vec::with_capacity(req.recipients.len());
-        for r in &req.recipients {
-            let a: AgencyId = r
-                .parse()
-                .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
-            match dir.agency(&a) {
-                Some(info) if !info.revoked => {}
-                Some(_) => {
-                    return Err(Status::failed_precondition(format!(
-                        "recipient {a} is revoked"
-                    )));
-                }
-                None => {
-                    return Err(Status::not_found(format!(
-                        "recipient {a} is not in the directory"
-                    )));
-                }
-            }
-            if a == sender {
-                return Err(Status::invalid_argument("an agency cannot send to itself"));
-            }
-            if recipients.contains(&a) {
-                return Err(Status::invalid_argument(format!(
-                    "recipient {a} listed twice"
-                )));
-            }
-            recipients.push(a);
-        }
         let record = req
             .record
             .ok_or_else(|| Status::invalid_argument("no record"))?;
-        let kind = crate::categories::record_kind(&record)
-            .ok_or_else(|| Status::invalid_argument("record has no body"))?;
-        let mut labels = req
+        if matches!(
+            crate::categories::record_kind(&record),
+            Some(v1::RecordKind::PermissionRequest | v1::RecordKind::PermissionGrant)
+        ) {
+            return Err(Status::invalid_argument(
+                "permission messages are sent with RequestPermission and GrantPermission",
+            ));
+        }
+        let labels = req
             .labels
             .ok_or_else(|| Status::invalid_argument("no labels"))?;
-        envelope::check_labels(&labels).map_err(invalid)?;
-
         if !labels.in_reply_to.is_empty() {
             let parent = envelope_id(&labels.in_reply_to)?;
-            let known = state
+            let known = self
+                .state
                 .store
                 .fetch(&sender, &parent)
                 .map_err(storage)?
                 .is_some()
-                || state
+                || self
+                    .state
                     .store
                     .sent(&parent)
                     .map_err(storage)?
@@ -160,89 +131,116 @@ impl v1::agency_server::Agency for AgencyService {
                 )));
             }
         }
+        let out = Outgoing {
+            sender,
+            recipients: req.recipients,
+            record,
+            labels,
+            onward_of: None,
+            permission: None,
+        };
+        self.dispatch(out).await.map(Response::new)
+    }
 
-        let max = now + i64::from(state.retention.max_days) * DAY_MS;
-        if labels.expires_at_ms == 0 {
-            labels.expires_at_ms = now + i64::from(state.retention.default_days) * DAY_MS;
-        } else if labels.expires_at_ms <= now {
-            return Err(Status::invalid_argument("expiry is in the past"));
-        } else if labels.expires_at_ms > max {
-            return Err(Status::invalid_argument(format!(
-                "expiry {} is beyond this node's retention limit of {} days",
-                crate::time::format_ms(labels.expires_at_ms),
-                state.retention.max_days
-            )));
+    async fn forward(
+        &self,
+        req: Request<v1::ForwardRequest>,
+    ) -> Result<Response<v1::SendResponse>, Status> {
+        let sender = self.agency(&req)?;
+        let req = req.into_inner();
+        let id = envelope_id(&req.envelope_id)?;
+        let original = self.inbox_record(&sender, &id)?;
+        let entry = original.entry.unwrap_or_default();
+        let orig_labels = entry.labels.unwrap_or_default();
+        let labels = onward_labels(&orig_labels, req.labels.unwrap_or_default())?;
+        let record = original
+            .record
+            .ok_or_else(|| Status::internal("stored record has no content"))?;
+        let out = Outgoing {
+            sender,
+            recipients: req.recipients,
+            record,
+            labels,
+            onward_of: Some(id),
+            permission: None,
+        };
+        self.dispatch(out).await.map(Response::new)
+    }
+
+    async fn request_permission(
+        &self,
+        req: Request<v1::RequestPermissionRequest>,
+    ) -> Result<Response<v1::SendResponse>, Status> {
+        let sender = self.agency(&req)?;
+        let req = req.into_inner();
+        let id = envelope_id(&req.envelope_id)?;
+        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        if req.third_agencies.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the agencies the record would be passed on to",
+            ));
         }
+        let mut labels = entry.labels.unwrap_or_default();
+        labels.in_reply_to.clone_from(&entry.envelope_id);
+        labels.expires_at_ms = 0;
+        let scope = v1::PermissionScope {
+            original_envelope_id: id.as_bytes().to_vec(),
+            grantee: sender.to_string(),
+            third_agencies: req.third_agencies,
+        };
+        let record = v1::CaseRecord {
+            body: Some(v1::case_record::Body::PermissionRequest(
+                v1::PermissionRequest {
+                    justification: req.justification,
+                },
+            )),
+        };
+        let out = Outgoing {
+            sender,
+            recipients: vec![entry.sender_agency],
+            record,
+            labels,
+            onward_of: None,
+            permission: Some(scope),
+        };
+        self.dispatch(out).await.map(Response::new)
+    }
 
-        let input = SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &record,
-            labels: labels.clone(),
-            created_at_ms: now,
-            expires_at_ms: labels.expires_at_ms,
+    async fn grant_permission(
+        &self,
+        req: Request<v1::GrantPermissionRequest>,
+    ) -> Result<Response<v1::SendResponse>, Status> {
+        let sender = self.agency(&req)?;
+        let req = req.into_inner();
+        let id = envelope_id(&req.request_envelope_id)?;
+        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        let scope = match (entry.kind(), entry.permission.clone()) {
+            (v1::RecordKind::PermissionRequest, Some(scope)) => scope,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "{id} is not a permission request"
+                )));
+            }
         };
-        let sealed = envelope::seal(&input, &state.signing, &dir).map_err(invalid)?;
-        let mut by_node: BTreeMap<Country, Vec<String>> = BTreeMap::new();
-        for a in &recipients {
-            by_node.entry(a.country()).or_default().push(a.to_string());
-        }
-        let status = v1::SendStatus {
-            envelope_id: sealed.id.to_string(),
-            state: v1::SendState::Queued as i32,
-            detail: "in the outbox".into(),
-            log_index: 0,
-            kind: kind as i32,
-            recipients: req.recipients.clone(),
-            categories: sealed.categories.to_vec_i32(),
-            labels: Some(labels),
-            created_at_ms: now,
-            recipient_status: by_node
-                .into_iter()
-                .map(|(node, agencies)| v1::RecipientStatus {
-                    node: node.to_string(),
-                    agencies,
-                    state: v1::DeliveryState::Pending as i32,
-                    receipt: None,
-                    signed_receipt: None,
-                })
-                .collect(),
-            sender_agency: sender.to_string(),
+        let mut labels = entry.labels.unwrap_or_default();
+        labels.in_reply_to.clone_from(&entry.envelope_id);
+        labels.expires_at_ms = 0;
+        let record = v1::CaseRecord {
+            body: Some(v1::case_record::Body::PermissionGrant(
+                v1::PermissionGrant {
+                    conditions: req.conditions,
+                },
+            )),
         };
-        let waiter = state.register_waiter(sealed.id);
-        state
-            .store
-            .enqueue(&sealed.id, &sealed.envelope, &status)
-            .await
-            .map_err(storage)?;
-        state.outbox_wakeup.notify_one();
-        tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
-
-        let outcome = tokio::time::timeout(SEND_WAIT, waiter)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| {
-                SubmitOutcome::Queued(
-                    "the broker has not answered yet; queued in the outbox".into(),
-                )
-            });
-        let (state_code, detail, log_index) = match outcome {
-            SubmitOutcome::Accepted { log_index } => (
-                v1::SendState::Accepted,
-                "accepted by the broker".to_string(),
-                log_index,
-            ),
-            SubmitOutcome::Refused(m) => (v1::SendState::Refused, m, 0),
-            SubmitOutcome::Queued(m) => (v1::SendState::Queued, m, 0),
+        let out = Outgoing {
+            sender,
+            recipients: vec![scope.grantee.clone()],
+            record,
+            labels,
+            onward_of: None,
+            permission: Some(scope),
         };
-        Ok(Response::new(v1::SendResponse {
-            envelope_id: sealed.id.to_string(),
-            state: state_code as i32,
-            detail,
-            log_index,
-            categories: sealed.categories.to_vec_i32(),
-        }))
+        self.dispatch(out).await.map(Response::new)
     }
 
     async fn list_inbox(
@@ -361,5 +359,210 @@ impl v1::agency_server::Agency for AgencyService {
         let agency = self.agency(&req)?;
         let sent = self.state.store.sent_by(&agency).map_err(storage)?;
         Ok(Response::new(v1::ListSentResponse { sent }))
+    }
+}
+
+/// One record an agency sends, however it came to be sent.
+struct Outgoing {
+    sender: AgencyId,
+    recipients: Vec<String>,
+    record: v1::CaseRecord,
+    labels: v1::Labels,
+    onward_of: Option<EnvelopeId>,
+    permission: Option<v1::PermissionScope>,
+}
+
+/// The labels of an onward transfer: what the agency gives, the original's
+/// where it gives nothing, and never a weaker handling code than the
+/// original's restriction.
+fn onward_labels(orig: &v1::Labels, mut l: v1::Labels) -> Result<v1::Labels, Status> {
+    if l.purpose == 0 {
+        l.purpose = orig.purpose;
+    }
+    if l.legal_basis == 0 {
+        l.legal_basis = orig.legal_basis;
+        if l.legal_basis_reference.is_empty() {
+            l.legal_basis_reference
+                .clone_from(&orig.legal_basis_reference);
+        }
+    }
+    if l.classification == 0 {
+        l.classification = orig.classification;
+    }
+    if l.priority == 0 {
+        l.priority = orig.priority;
+    }
+    if l.evaluation.is_none() {
+        l.evaluation = orig.evaluation;
+    }
+    if l.case_reference.is_empty() {
+        l.case_reference.clone_from(&orig.case_reference);
+    }
+    let orig_handling = orig.handling();
+    if l.handling == 0 {
+        l.handling = orig.handling;
+    } else if orig_handling != v1::HandlingCode::H0 && l.handling() != orig_handling {
+        return Err(Status::invalid_argument(format!(
+            "the original's handling code {} travels with it and cannot be changed",
+            orig_handling.as_str_name()
+        )));
+    }
+    if l.handling() == v1::HandlingCode::H3 && l.handling_restriction.is_empty() {
+        l.handling_restriction
+            .clone_from(&orig.handling_restriction);
+    }
+    // Passing a record on never extends its life.
+    if orig.expires_at_ms != 0 && (l.expires_at_ms == 0 || l.expires_at_ms > orig.expires_at_ms) {
+        l.expires_at_ms = orig.expires_at_ms;
+    }
+    Ok(l)
+}
+
+impl AgencyService {
+    fn inbox_record(&self, agency: &AgencyId, id: &EnvelopeId) -> Result<v1::InboxRecord, Status> {
+        self.state
+            .store
+            .fetch(agency, id)
+            .map_err(storage)?
+            .ok_or_else(|| Status::not_found(format!("{id} is not in {agency}'s inbox")))
+    }
+
+    /// Checks, seals, stores in the outbox and waits briefly for the
+    /// broker's answer.
+    async fn dispatch(&self, out: Outgoing) -> Result<v1::SendResponse, Status> {
+        let Outgoing {
+            sender,
+            recipients: requested,
+            record,
+            mut labels,
+            onward_of,
+            permission,
+        } = out;
+        let state = &self.state;
+        let dir = state.directory();
+        let now = state.now_ms();
+
+        if requested.is_empty() {
+            return Err(Status::invalid_argument("no recipients"));
+        }
+        let mut recipients = Vec::with_capacity(requested.len());
+        for r in &requested {
+            let a: AgencyId = r
+                .parse()
+                .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
+            match dir.agency(&a) {
+                Some(info) if !info.revoked => {}
+                Some(_) => {
+                    return Err(Status::failed_precondition(format!(
+                        "recipient {a} is revoked"
+                    )));
+                }
+                None => {
+                    return Err(Status::not_found(format!(
+                        "recipient {a} is not in the directory"
+                    )));
+                }
+            }
+            if a == sender {
+                return Err(Status::invalid_argument("an agency cannot send to itself"));
+            }
+            if recipients.contains(&a) {
+                return Err(Status::invalid_argument(format!(
+                    "recipient {a} listed twice"
+                )));
+            }
+            recipients.push(a);
+        }
+        let kind = crate::categories::record_kind(&record)
+            .ok_or_else(|| Status::invalid_argument("record has no body"))?;
+        envelope::check_labels(&labels).map_err(invalid)?;
+
+        let max = now + i64::from(state.retention.max_days) * DAY_MS;
+        if labels.expires_at_ms == 0 {
+            labels.expires_at_ms = now + i64::from(state.retention.default_days) * DAY_MS;
+        } else if labels.expires_at_ms <= now {
+            return Err(Status::invalid_argument("expiry is in the past"));
+        } else if labels.expires_at_ms > max {
+            return Err(Status::invalid_argument(format!(
+                "expiry {} is beyond this node's retention limit of {} days",
+                crate::time::format_ms(labels.expires_at_ms),
+                state.retention.max_days
+            )));
+        }
+
+        let input = SealInput {
+            sender: &sender,
+            recipients: &recipients,
+            record: &record,
+            labels: labels.clone(),
+            created_at_ms: now,
+            expires_at_ms: labels.expires_at_ms,
+            onward_of,
+            permission,
+        };
+        let sealed = envelope::seal(&input, &state.signing, &dir).map_err(invalid)?;
+        // Check the envelope as the broker and the recipients will, so that
+        // nothing malformed leaves the country.
+        envelope::verify(&sealed.envelope, &dir, now).map_err(invalid)?;
+        let mut by_node: BTreeMap<Country, Vec<String>> = BTreeMap::new();
+        for a in &recipients {
+            by_node.entry(a.country()).or_default().push(a.to_string());
+        }
+        let status = v1::SendStatus {
+            envelope_id: sealed.id.to_string(),
+            state: v1::SendState::Queued as i32,
+            detail: "in the outbox".into(),
+            log_index: 0,
+            kind: kind as i32,
+            recipients: requested.clone(),
+            categories: sealed.categories.to_vec_i32(),
+            labels: Some(labels),
+            created_at_ms: now,
+            recipient_status: by_node
+                .into_iter()
+                .map(|(node, agencies)| v1::RecipientStatus {
+                    node: node.to_string(),
+                    agencies,
+                    state: v1::DeliveryState::Pending as i32,
+                    receipt: None,
+                    signed_receipt: None,
+                })
+                .collect(),
+            sender_agency: sender.to_string(),
+        };
+        let waiter = state.register_waiter(sealed.id);
+        state
+            .store
+            .enqueue(&sealed.id, &sealed.envelope, &status)
+            .await
+            .map_err(storage)?;
+        state.outbox_wakeup.notify_one();
+        tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
+
+        let outcome = tokio::time::timeout(SEND_WAIT, waiter)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| {
+                SubmitOutcome::Queued(
+                    "the broker has not answered yet; queued in the outbox".into(),
+                )
+            });
+        let (state_code, detail, log_index) = match outcome {
+            SubmitOutcome::Accepted { log_index } => (
+                v1::SendState::Accepted,
+                "accepted by the broker".to_string(),
+                log_index,
+            ),
+            SubmitOutcome::Refused(m) => (v1::SendState::Refused, m, 0),
+            SubmitOutcome::Queued(m) => (v1::SendState::Queued, m, 0),
+        };
+        Ok(v1::SendResponse {
+            envelope_id: sealed.id.to_string(),
+            state: state_code as i32,
+            detail,
+            log_index,
+            categories: sealed.categories.to_vec_i32(),
+        })
     }
 }

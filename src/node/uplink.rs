@@ -269,6 +269,15 @@ pub async fn accept_envelope(
                 created_at_ms: header.created_at_ms,
                 received_at_ms: now,
                 expires_at_ms: header.expires_at_ms,
+                restrictions: Some(restrictions(&header)),
+                onward_of: header
+                    .onward_of
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                permission: header
+                    .permission
+                    .as_ref()
+                    .map(crate::envelope::Permission::to_proto),
             };
             tracing::info!(
                 id = %header.id, from = %header.sender_agency, kind = header.kind.as_str_name(),
@@ -304,6 +313,40 @@ pub async fn accept_envelope(
         }
     }
     Ok(receipt)
+}
+
+/// What the handling code obliges the recipient's systems to respect.
+pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
+    let from = &h.sender_agency;
+    let mut r = v1::UsageRestrictions::default();
+    match h.labels.handling() {
+        v1::HandlingCode::H0 => {
+            r.crime_prevention_only = true;
+            r.notices
+                .push("H0: to be used to prevent and combat crime only".into());
+        }
+        v1::HandlingCode::H1 => {
+            r.no_evidential_use = true;
+            r.notices.push(format!(
+                "H1: not to be used as evidence in judicial proceedings without the permission of {from}"
+            ));
+        }
+        v1::HandlingCode::H2 => {
+            r.no_onward_transfer = true;
+            r.notices.push(format!(
+                "H2: not to be passed on without the permission of {from}"
+            ));
+        }
+        v1::HandlingCode::H3 => {
+            r.provider_restriction = h.labels.handling_restriction.clone();
+            r.notices.push(format!(
+                "H3 restriction by {from}: {}",
+                h.labels.handling_restriction
+            ));
+        }
+        v1::HandlingCode::Unspecified => {}
+    }
+    r
 }
 
 /// Records a receipt relayed by the broker for an envelope this node sent.

@@ -237,6 +237,8 @@ async fn a_lying_sender_is_caught_by_the_receiving_node_and_logged_as_a_violatio
         labels: humanitarian_police(),
         created_at_ms: now,
         expires_at_ms: now + 86_400_000,
+        onward_of: None,
+        permission: None,
     };
     let declared = [v1::DataCategory::Identity].into_iter().collect();
     let sealed = envelope::seal_declaring(&input, declared, &key, &dir).unwrap();

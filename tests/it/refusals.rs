@@ -40,6 +40,8 @@ fn seal(
         labels: police_labels(),
         created_at_ms: created,
         expires_at_ms: expires,
+        onward_of: None,
+        permission: None,
     };
     envelope::seal(&input, &node_signing_key(fed, node), &directory(fed)).unwrap()
 }
@@ -392,6 +394,8 @@ async fn oversized_record() {
         labels: police_labels(),
         created_at_ms: now,
         expires_at_ms: now + DAY,
+        onward_of: None,
+        permission: None,
     };
     let env = envelope::seal(&input, &node_signing_key(&fed, "HR"), &directory(&fed))
         .unwrap()
