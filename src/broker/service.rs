@@ -85,7 +85,7 @@ impl ExchangeService {
                 },
             )),
         };
-        let index = match self.state.store.refuse(event).await {
+        let index = match self.state.store.append(event).await {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "could not record a refusal");
@@ -547,6 +547,54 @@ impl v1::exchange_server::Exchange for ExchangeService {
             self.state.wakeup(sender).notify_waiters();
         }
         tracing::info!(%id, %node, status = status.as_str_name(), index, "receipt recorded");
+        Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
+    }
+
+    async fn report_purge(
+        &self,
+        req: Request<v1::PurgeReport>,
+    ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
+        let node = self.node(&req)?;
+        let mut ids = Vec::new();
+        for raw in &req.get_ref().envelope_ids {
+            let id =
+                EnvelopeId::from_bytes(raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            // Only what this node actually received belongs in its purge.
+            let received = self
+                .state
+                .store
+                .accepted(&id)
+                .map_err(storage_status)?
+                .is_some_and(|a| {
+                    a.summary
+                        .recipients
+                        .iter()
+                        .any(|r| r.starts_with(&format!("{node}/")))
+                });
+            if !received {
+                return Err(Status::invalid_argument(format!(
+                    "node {node} never received {id}"
+                )));
+            }
+            ids.push(raw.clone());
+        }
+        if ids.is_empty() {
+            return Ok(Response::new(v1::AcknowledgeResponse { log_index: 0 }));
+        }
+        let event = v1::AuditEvent {
+            at_ms: self.state.now_ms(),
+            event: Some(v1::audit_event::Event::RecordsPurged(v1::RecordsPurged {
+                node: node.to_string(),
+                envelope_ids: ids,
+            })),
+        };
+        let index = self
+            .state
+            .store
+            .append(event)
+            .await
+            .map_err(storage_status)?;
+        tracing::info!(%node, index, "purge recorded");
         Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
     }
 

@@ -85,8 +85,8 @@ pub trait BrokerStore: Send + Sync + 'static {
     /// one queue entry per recipient node and its audit event. Returns the
     /// event's log index. Fails with `Duplicate` if the id was seen before.
     async fn accept(&self, a: Acceptance) -> Result<u64, StoreError>;
-    /// Appends the audit event of a refusal, and nothing else.
-    async fn refuse(&self, event: v1::AuditEvent) -> Result<u64, StoreError>;
+    /// Appends one audit event (a refusal, a purge), and nothing else.
+    async fn append(&self, event: v1::AuditEvent) -> Result<u64, StoreError>;
     /// Whether an envelope id was seen (accepted) before.
     fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError>;
     /// The metadata and log index of an accepted envelope.
@@ -329,7 +329,7 @@ impl BrokerStore for SledStore {
         Ok(index)
     }
 
-    async fn refuse(&self, event: v1::AuditEvent) -> Result<u64, StoreError> {
+    async fn append(&self, event: v1::AuditEvent) -> Result<u64, StoreError> {
         let index = self.write(|t| t.append(&event))?;
         self.commit.commit().await?;
         Ok(index)
@@ -566,7 +566,7 @@ mod tests {
         let tasks: Vec<_> = (0..64)
             .map(|n| {
                 let s = store.clone();
-                tokio::spawn(async move { s.refuse(refusal(n)).await.unwrap() })
+                tokio::spawn(async move { s.append(refusal(n)).await.unwrap() })
             })
             .collect();
         let mut indices = Vec::new();
@@ -593,7 +593,7 @@ mod tests {
         {
             let store = SledStore::open(dir.path()).unwrap();
             for n in 0..3 {
-                store.refuse(refusal(n)).await.unwrap();
+                store.append(refusal(n)).await.unwrap();
             }
             assert_eq!(
                 store.record_directory(1, vec![1; 32], 0).await.unwrap(),

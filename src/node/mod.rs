@@ -171,7 +171,8 @@ impl Node {
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);
         let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
-        let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client));
+        let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
+        let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -201,6 +202,7 @@ impl Node {
         self.state.stopping.send_replace(true);
         let _ = outbox.await;
         let _ = receive.await;
+        let _ = purge.await;
         tracing::info!(node = %self.state.country, "node stopped");
         Ok(result?)
     }

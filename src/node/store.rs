@@ -20,6 +20,7 @@ pub struct NodeStore {
     received: sled::Tree,
     outbox: sled::Tree,
     sent: sled::Tree,
+    purged: sled::Tree,
     commit: GroupCommit,
     writer: Mutex<()>,
 }
@@ -61,6 +62,7 @@ impl NodeStore {
             received: db.open_tree("received")?,
             outbox: db.open_tree("outbox")?,
             sent: db.open_tree("sent")?,
+            purged: db.open_tree("purged")?,
             commit: GroupCommit::start(db),
             writer: Mutex::new(()),
         })
@@ -248,5 +250,63 @@ impl NodeStore {
             .get(inbox_key(agency, id))?
             .map(|v| v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e)))
             .transpose()
+    }
+
+    /// Deletes every inbox record that expired by `now_ms`, remembering the
+    /// envelope ids (nothing else) until the broker has logged the purge.
+    /// Returns the ids purged now.
+    pub async fn purge_expired(&self, now_ms: i64) -> Result<Vec<EnvelopeId>, StorageError> {
+        let mut expired = Vec::new();
+        for kv in self.inbox.iter() {
+            let (k, v) = kv?;
+            let rec = v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?;
+            let expires = rec.entry.as_ref().map_or(i64::MAX, |e| e.expires_at_ms);
+            if expires != 0 && expires <= now_ms {
+                let id = k
+                    .len()
+                    .checked_sub(16)
+                    .and_then(|at| EnvelopeId::from_bytes(&k[at..]).ok());
+                expired.push((k, id.ok_or_else(|| corrupt("inbox", "key"))?));
+            }
+        }
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        {
+            let _g = self.lock();
+            (&self.inbox, &self.purged)
+                .transaction(|(inbox, purged)| {
+                    for (k, id) in &expired {
+                        inbox.remove(k.as_ref())?;
+                        purged.insert(id.as_bytes().as_slice(), &[])?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await?;
+        let mut ids: Vec<EnvelopeId> = expired.into_iter().map(|(_, id)| id).collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Purged envelope ids the broker has not yet logged.
+    pub fn unreported_purges(&self) -> Result<Vec<EnvelopeId>, StorageError> {
+        self.purged
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map_err(StorageError::from)
+                    .and_then(|k| EnvelopeId::from_bytes(&k).map_err(|e| corrupt("purged", e)))
+            })
+            .collect()
+    }
+
+    /// Forgets purged ids once the broker has logged them.
+    pub async fn purges_reported(&self, ids: &[EnvelopeId]) -> Result<(), StorageError> {
+        for id in ids {
+            self.purged.remove(id.as_bytes())?;
+        }
+        self.commit.commit().await
     }
 }

@@ -16,7 +16,8 @@ use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, EnvelopeId};
 use crate::proto::v1;
 
-type Client = v1::exchange_client::ExchangeClient<Channel>;
+/// The node's client of the broker's exchange API.
+pub type Client = v1::exchange_client::ExchangeClient<Channel>;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -313,6 +314,49 @@ pub async fn accept_envelope(
         }
     }
     Ok(receipt)
+}
+
+/// How often a node looks for expired records.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Purges expired records now and then, and reports the purges.
+pub async fn purge_loop(state: Arc<NodeState>, mut client: Client) {
+    let mut stopping = state.stopping();
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = purge_once(&state, &mut client, state.now_ms()).await {
+            tracing::warn!(error = %e, "purge not completed; will try again");
+        }
+    }
+}
+
+/// Deletes every inbox record expired at `now_ms` and reports every purge
+/// the broker has not yet logged. Only envelope ids leave the node.
+pub async fn purge_once(
+    state: &NodeState,
+    client: &mut Client,
+    now_ms: i64,
+) -> anyhow::Result<Vec<EnvelopeId>> {
+    let purged = state.store.purge_expired(now_ms).await?;
+    if !purged.is_empty() {
+        tracing::info!(count = purged.len(), ids = ?purged.iter().map(ToString::to_string).collect::<Vec<_>>(), "purged expired records");
+    }
+    let unreported = state.store.unreported_purges()?;
+    if !unreported.is_empty() {
+        let report = v1::PurgeReport {
+            envelope_ids: unreported.iter().map(|id| id.as_bytes().to_vec()).collect(),
+        };
+        client
+            .report_purge(report)
+            .await
+            .map_err(|s| anyhow::anyhow!("reporting purge: {s}"))?;
+        state.store.purges_reported(&unreported).await?;
+    }
+    Ok(purged)
 }
 
 /// What the handling code obliges the recipient's systems to respect.

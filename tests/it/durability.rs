@@ -291,3 +291,72 @@ async fn a_killed_broker_loses_no_acknowledged_record() {
     fed.f.shutdown().await.unwrap();
     drop(broker);
 }
+
+#[tokio::test]
+async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
+    let fed = start(&["BA", "HR"]).await;
+    let mut l = police();
+    let now = casebridge::time::now_ms();
+    l.expires_at_ms = now + 2 * 86_400_000;
+    let keep = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    let short = send(&fed, "BA/police", &["HR/police"], record("wanted_alert"), l).await;
+    settled(&fed, "BA/police", &short.envelope_id).await;
+    settled(&fed, "BA/police", &keep.envelope_id).await;
+
+    let node = fed.node(cc("HR")).unwrap().clone();
+    let mut client = exchange_as_node(&fed, "HR");
+    let purged = casebridge::node::uplink::purge_once(&node, &mut client, now + 3 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        purged.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec![short.envelope_id.clone()]
+    );
+    let left: Vec<String> = inbox(&fed, "HR/police")
+        .await
+        .into_iter()
+        .map(|e| e.envelope_id)
+        .collect();
+    assert_eq!(left, vec![keep.envelope_id]);
+    assert!(
+        node.store.unreported_purges().unwrap().is_empty(),
+        "the broker logged it"
+    );
+
+    let events = audit(&fed);
+    let purge = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Some(Event::RecordsPurged(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .expect("purge event");
+    assert_eq!(purge.node, "HR");
+    let ids: Vec<String> = purge
+        .envelope_ids
+        .iter()
+        .map(|b| {
+            casebridge::ids::EnvelopeId::from_bytes(b)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, vec![short.envelope_id]);
+
+    // A node cannot log purges of records it never received.
+    let stranger = casebridge::ids::EnvelopeId::generate();
+    let err = exchange_as_node(&fed, "BA")
+        .report_purge(v1::PurgeReport {
+            envelope_ids: vec![stranger.as_bytes().to_vec()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
