@@ -23,7 +23,7 @@ use crate::ids::Country;
 use crate::policy::{PermitAllPlaceholder, PolicyEngine};
 use crate::proto::v1;
 use crate::tls::{Identity, ServerTls};
-use store::{BrokerStore, SledStore};
+use store::{BrokerStore, SledStore, Subject};
 
 /// A clock in Unix milliseconds; tests substitute their own.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -125,18 +125,16 @@ impl Broker {
     /// know the event is written before the first connection.
     pub async fn record_directory(&self) -> anyhow::Result<()> {
         let dir = self.state.directory();
-        let at = self.state.now_ms();
-        if let Some(i) = self
-            .state
-            .store
-            .record_directory(dir.version, dir.digest(), at)
-            .await?
-        {
-            tracing::info!(
-                version = dir.version,
-                index = i,
-                "directory in force changed"
-            );
+        let event = v1::AuditEvent {
+            at_ms: self.state.now_ms(),
+            event: Some(v1::audit_event::Event::DirectoryChanged(v1::DirectoryChanged {
+                version: dir.version,
+                directory_sha256: dir.digest(),
+            })),
+        };
+        let recorded = self.state.store.record_if_changed(Subject::Directory, dir.digest(), event).await?;
+        if let Some(index) = recorded {
+            tracing::info!(version = dir.version, index, "directory in force changed");
         }
         Ok(())
     }

@@ -123,13 +123,14 @@ pub trait BrokerStore: Send + Sync + 'static {
     fn audit_len(&self) -> Result<u64, StoreError>;
     /// Audit events with index in `[from, to)`.
     fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError>;
-    /// Appends a DirectoryChanged event if `digest` differs from the
-    /// directory last recorded; returns the event's index if it did.
-    async fn record_directory(
+    /// Appends `event` if `digest` differs from the one last recorded for
+    /// `subject` (the directory or the policy set in force); returns the
+    /// event's index if it did.
+    async fn record_if_changed(
         &self,
-        version: u64,
+        subject: Subject,
         digest: Vec<u8>,
-        at_ms: i64,
+        event: v1::AuditEvent,
     ) -> Result<Option<u64>, StoreError>;
     /// Forgets seen ids created before `before_ms` (outside the replay window).
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError>;
@@ -137,7 +138,22 @@ pub trait BrokerStore: Send + Sync + 'static {
 
 const META_AUDIT_NEXT: &[u8] = b"audit_next";
 const META_MAIL_NEXT: &[u8] = b"mail_next";
-const META_DIRECTORY: &[u8] = b"directory_sha256";
+
+/// What a change event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Directory,
+    Policy,
+}
+
+impl Subject {
+    fn meta_key(self) -> &'static [u8] {
+        match self {
+            Subject::Directory => b"directory_sha256",
+            Subject::Policy => b"policy_set_sha256",
+        }
+    }
+}
 const TAG_ENVELOPE: u8 = 0;
 const TAG_RECEIPT: u8 = 1;
 
@@ -498,26 +514,18 @@ impl BrokerStore for SledStore {
         Ok(out)
     }
 
-    async fn record_directory(
+    async fn record_if_changed(
         &self,
-        version: u64,
+        subject: Subject,
         digest: Vec<u8>,
-        at_ms: i64,
+        event: v1::AuditEvent,
     ) -> Result<Option<u64>, StoreError> {
-        let event = v1::AuditEvent {
-            at_ms,
-            event: Some(v1::audit_event::Event::DirectoryChanged(
-                v1::DirectoryChanged {
-                    version,
-                    directory_sha256: digest.clone(),
-                },
-            )),
-        };
+        let key = subject.meta_key();
         let index = self.write(|t| {
-            if t.meta.get(META_DIRECTORY)?.as_deref() == Some(digest.as_slice()) {
+            if t.meta.get(key)?.as_deref() == Some(digest.as_slice()) {
                 return Ok(None);
             }
-            t.meta.insert(META_DIRECTORY, digest.as_slice())?;
+            t.meta.insert(key, digest.as_slice())?;
             t.append(&event).map(Some)
         })?;
         self.commit.commit().await?;
@@ -559,6 +567,16 @@ mod tests {
         }
     }
 
+    fn dir_event(version: u64) -> v1::AuditEvent {
+        v1::AuditEvent {
+            at_ms: 0,
+            event: Some(v1::audit_event::Event::DirectoryChanged(v1::DirectoryChanged {
+                version,
+                directory_sha256: vec![version as u8; 32],
+            })),
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn concurrent_commits_share_one_flush() {
         let dir = tempfile::tempdir().unwrap();
@@ -596,11 +614,11 @@ mod tests {
                 store.append(refusal(n)).await.unwrap();
             }
             assert_eq!(
-                store.record_directory(1, vec![1; 32], 0).await.unwrap(),
+                store.record_if_changed(Subject::Directory, vec![1; 32], dir_event(1)).await.unwrap(),
                 Some(3)
             );
             assert_eq!(
-                store.record_directory(1, vec![1; 32], 0).await.unwrap(),
+                store.record_if_changed(Subject::Directory, vec![1; 32], dir_event(1)).await.unwrap(),
                 None,
                 "same directory: no event"
             );
@@ -616,7 +634,7 @@ mod tests {
             Some(v1::audit_event::Event::DirectoryChanged(_))
         ));
         assert_eq!(
-            store.record_directory(2, vec![2; 32], 0).await.unwrap(),
+            store.record_if_changed(Subject::Directory, vec![2; 32], dir_event(2)).await.unwrap(),
             Some(4)
         );
     }
