@@ -492,7 +492,10 @@ fn walk_person(p: &v1::Person, out: &mut CategorySet) {
         sensitive,
         criminal_record,
         victim,
-        role,
+        // The person's part in the case ("missing person", "relative",
+        // "witness"): it adds no category beyond those the person already
+        // carries, so a tracing record can name relatives as relatives.
+        role: _,
     } = p;
     let identity = [
         family_name,
@@ -529,9 +532,6 @@ fn walk_person(p: &v1::Person, out: &mut CategorySet) {
         victim.as_ref().is_some_and(victim_status),
         C::VictimStatus,
     );
-    // Free text tying the person to the case ("suspect", "witness"), which
-    // says more than their identity alone.
-    add_if(out, text(role), C::CaseNarrative);
 }
 
 fn walk_sensitive(s: &v1::SensitiveAttributes, out: &mut CategorySet) {
@@ -1001,7 +1001,7 @@ mod tests {
                     role: s("witness"),
                     ..Default::default()
                 },
-                &[C::CaseNarrative],
+                &[],
             ),
         ];
         for (p, expected) in cases {
@@ -1130,7 +1130,12 @@ mod tests {
             .filter(|c| {
                 !matches!(
                     c,
-                    C::Location | C::TravelMovement | C::Vehicle | C::Financial | C::Communications
+                    C::Location
+                        | C::TravelMovement
+                        | C::Vehicle
+                        | C::Financial
+                        | C::Communications
+                        | C::CaseNarrative
                 )
             })
             .collect();

@@ -56,6 +56,9 @@ fn default_skew() -> u64 {
 fn default_log() -> LogFormat {
     LogFormat::Human
 }
+fn default_reload() -> u64 {
+    5
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +109,11 @@ pub struct BrokerConfig {
     /// The pinned directory public key (hex).
     pub directory_key: PathBuf,
     pub tls: TlsFiles,
+    /// The policy set: `framework/` and `agencies/<CC>/<name>/` bundles.
+    pub policies: PathBuf,
+    /// How often to look for changed policy bundles, in seconds. Default 5.
+    #[serde(default = "default_reload")]
+    pub policy_reload_secs: u64,
     #[serde(default)]
     pub limits: Limits,
     /// "human" or "json". Default "human".
@@ -172,6 +180,12 @@ pub struct NodeConfig {
     /// issued are accepted on the agency API.
     pub national_ca: PathBuf,
     pub keys: NodeKeys,
+    /// The federation's policy set, for checking before anything leaves
+    /// the country (the broker decides with authority).
+    pub policies: PathBuf,
+    /// How often to look for changed policy bundles, in seconds. Default 5.
+    #[serde(default = "default_reload")]
+    pub policy_reload_secs: u64,
     #[serde(default)]
     pub retention: Retention,
     #[serde(default = "default_log")]
@@ -266,6 +280,18 @@ fn check_files(file: &str, files: &[(&'static str, &Path)]) -> Result<(), Config
     Ok(())
 }
 
+fn check_dir(file: &str, key: &'static str, p: &Path) -> Result<(), ConfigError> {
+    if p.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            reason: format!("{} is not a directory", p.display()),
+        })
+    }
+}
+
 fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
     let ok = !fed.is_empty()
         && fed.len() <= 253
@@ -301,10 +327,12 @@ impl Resolve for BrokerConfig {
         rebase(&mut self.data_dir, base);
         rebase(&mut self.directory, base);
         rebase(&mut self.directory_key, base);
+        rebase(&mut self.policies, base);
         self.tls.resolve(base);
     }
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         check_federation(file, &self.federation)?;
+        check_dir(file, "policies", &self.policies)?;
         check_files(
             file,
             &[
@@ -341,10 +369,12 @@ impl Resolve for NodeConfig {
         rebase(&mut self.national_ca, base);
         rebase(&mut self.keys.signing, base);
         rebase(&mut self.keys.hpke, base);
+        rebase(&mut self.policies, base);
         self.tls.resolve(base);
     }
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         check_federation(file, &self.federation)?;
+        check_dir(file, "policies", &self.policies)?;
         check_host_port(file, "broker", &self.broker)?;
         check_files(
             file,
@@ -407,7 +437,7 @@ mod tests {
         std::fs::write(
             &p,
             "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\ndirectory = \"missing.bin\"\n\
-             directory_key = \"k\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
+             directory_key = \"k\"\npolicies = \".\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
         )
         .unwrap();
         let e = load::<BrokerConfig>(&p).unwrap_err().to_string();

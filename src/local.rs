@@ -102,7 +102,7 @@ impl LocalFederation {
         anyhow::ensure!(self.broker.is_none(), "broker already running");
         let broker = Broker::from_config(&self.broker_config)?;
         self.broker_state = Some(broker.state.clone());
-        broker.record_directory().await?;
+        broker.record_state().await?;
         let listener = bind(self.broker_addr).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(broker.serve(listener, async {

@@ -327,6 +327,8 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
                 signing: rel(&format!("{cc}/signing.key")),
                 hpke: rel(&format!("{cc}/hpke.key")),
             },
+            policies: rel("../policies"),
+            policy_reload_secs: 5,
             retention: Retention::default(),
             log: LogFormat::Human,
         };
@@ -418,6 +420,15 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     let signed = Directory::sign(&directory, &dir_key);
     write_public(&dir.join("directory.bin"), &signed.encode_to_vec())?;
 
+    // The example policy bundles, each signed by its owner: the framework
+    // with the directory key, each agency with its own key.
+    crate::policy::install_examples(
+        &dir.join("policies"),
+        dir,
+        &crate::policy::agencies_of(&countries),
+    )
+    .context("installing the example policy bundles")?;
+
     let broker = BrokerConfig {
         federation: fed.to_string(),
         listen: broker_addr.parse()?,
@@ -429,6 +440,8 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             key: rel("broker/broker.key"),
             root: rel("ca/root.crt"),
         },
+        policies: rel("policies"),
+        policy_reload_secs: 5,
         limits: Limits::default(),
         log: LogFormat::Human,
     };

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::config::{BrokerConfig, Limits};
 use crate::directory::Directory;
 use crate::ids::Country;
-use crate::policy::{PermitAllPlaceholder, PolicyEngine};
+use crate::policy::{LivePolicies, Policies, Reload};
 use crate::proto::v1;
 use crate::tls::{Identity, ServerTls};
 use store::{BrokerStore, SledStore, Subject};
@@ -33,7 +33,7 @@ pub struct BrokerState {
     pub federation: String,
     directory: RwLock<Arc<Directory>>,
     pub store: Arc<dyn BrokerStore>,
-    pub policy: Arc<dyn PolicyEngine>,
+    policies: LivePolicies,
     pub limits: Limits,
     pub clock: Clock,
     wakeups: Mutex<HashMap<Country, Arc<Notify>>>,
@@ -45,7 +45,7 @@ impl BrokerState {
         federation: String,
         directory: Directory,
         store: Arc<dyn BrokerStore>,
-        policy: Arc<dyn PolicyEngine>,
+        policies: LivePolicies,
         limits: Limits,
         clock: Clock,
     ) -> Self {
@@ -53,7 +53,7 @@ impl BrokerState {
             federation,
             directory: RwLock::new(Arc::new(directory)),
             store,
-            policy,
+            policies,
             limits,
             clock,
             wakeups: Mutex::new(HashMap::new()),
@@ -70,6 +70,53 @@ impl BrokerState {
 
     pub fn now_ms(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// The policy set in force.
+    pub fn policies(&self) -> Policies {
+        self.policies.current()
+    }
+
+    /// Reads the policy bundles again. A valid new set takes effect at once;
+    /// a change and a refused set are both audit events, and a refused set
+    /// leaves the one in force.
+    pub async fn reload_policies(&self) -> anyhow::Result<Reload> {
+        let outcome = self.policies.reload(&self.directory());
+        let detail = match &outcome {
+            Reload::Unchanged | Reload::Refused { first: false, .. } => return Ok(outcome),
+            Reload::Replaced {
+                previous, bundles, ..
+            } => {
+                tracing::info!(%bundles, "new policy set in force");
+                format!("in force: {bundles} (replaces set {previous})")
+            }
+            Reload::Refused {
+                reason,
+                first: true,
+            } => {
+                tracing::error!(%reason, "policy bundles refused; the set in force stays");
+                format!("refused, the set in force stays: {reason}")
+            }
+        };
+        let current = self.policies();
+        let event = v1::AuditEvent {
+            at_ms: self.now_ms(),
+            event: Some(v1::audit_event::Event::PolicyChanged(v1::PolicyChanged {
+                bundle_hash: current.hash().to_string(),
+                detail,
+            })),
+        };
+        match &outcome {
+            Reload::Replaced { hash, .. } => {
+                self.store
+                    .record_if_changed(Subject::Policy, hash.as_bytes().to_vec(), event)
+                    .await?;
+            }
+            _ => {
+                self.store.append(event).await?;
+            }
+        }
+        Ok(outcome)
     }
 
     /// Resolves once the broker begins to shut down; long-lived streams end
@@ -93,6 +140,7 @@ impl BrokerState {
 pub struct Broker {
     pub state: Arc<BrokerState>,
     tls: ServerTls,
+    policy_reload: std::time::Duration,
 }
 
 impl Broker {
@@ -104,37 +152,66 @@ impl Broker {
         let tls = ServerTls::new(&identity, &root, None, &cfg.federation)?;
         let key = crate::directory::load_public_key(&cfg.directory_key)?;
         let directory = crate::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let policies = LivePolicies::load(&cfg.policies, &directory, key)
+            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
         let state = BrokerState::new(
             cfg.federation.clone(),
             directory,
             Arc::new(store),
-            Arc::new(PermitAllPlaceholder),
+            policies,
             cfg.limits.clone(),
             Arc::new(crate::time::now_ms),
         );
         Ok(Broker {
             state: Arc::new(state),
             tls,
+            policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
         })
     }
 
-    /// Records the directory in force in the audit log if it changed since
-    /// the last run. `serve` does this too; calling it first lets a caller
-    /// know the event is written before the first connection.
-    pub async fn record_directory(&self) -> anyhow::Result<()> {
-        let dir = self.state.directory();
+    /// Records the directory and the policy set in force in the audit log
+    /// if either changed since the last run. `serve` does this too; calling
+    /// it first lets a caller know the events are written before the first
+    /// connection.
+    pub async fn record_state(&self) -> anyhow::Result<()> {
+        let state = &self.state;
+        let dir = state.directory();
         let event = v1::AuditEvent {
-            at_ms: self.state.now_ms(),
-            event: Some(v1::audit_event::Event::DirectoryChanged(v1::DirectoryChanged {
-                version: dir.version,
-                directory_sha256: dir.digest(),
+            at_ms: state.now_ms(),
+            event: Some(v1::audit_event::Event::DirectoryChanged(
+                v1::DirectoryChanged {
+                    version: dir.version,
+                    directory_sha256: dir.digest(),
+                },
+            )),
+        };
+        if let Some(index) = state
+            .store
+            .record_if_changed(Subject::Directory, dir.digest(), event)
+            .await?
+        {
+            tracing::info!(version = dir.version, index, "directory in force changed");
+        }
+        let policies = state.policies();
+        let event = v1::AuditEvent {
+            at_ms: state.now_ms(),
+            event: Some(v1::audit_event::Event::PolicyChanged(v1::PolicyChanged {
+                bundle_hash: policies.hash().to_string(),
+                detail: format!(
+                    "in force at start: {}",
+                    crate::policy::bundle_list(&policies)
+                ),
             })),
         };
-        let recorded = self.state.store.record_if_changed(Subject::Directory, dir.digest(), event).await?;
-        if let Some(index) = recorded {
-            tracing::info!(version = dir.version, index, "directory in force changed");
+        let digest = policies.hash().as_bytes().to_vec();
+        if let Some(index) = state
+            .store
+            .record_if_changed(Subject::Policy, digest, event)
+            .await?
+        {
+            tracing::info!(hash = policies.hash(), index, "policy set in force changed");
         }
         Ok(())
     }
@@ -147,7 +224,25 @@ impl Broker {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
-        self.record_directory().await?;
+        self.record_state().await?;
+        let reloader = {
+            let state = self.state.clone();
+            let every = self.policy_reload;
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    if let Err(e) = state.reload_policies().await {
+                        tracing::error!(error = %e, "could not record a policy change");
+                    }
+                }
+            })
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
         let max = self
@@ -181,6 +276,8 @@ impl Broker {
                 }
             })
             .await?;
+        self.state.stopping.send_replace(true);
+        let _ = reloader.await;
         tracing::info!("broker stopped");
         Ok(())
     }

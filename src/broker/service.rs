@@ -321,7 +321,15 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 return Err(self.refuse(node, R::Onward, reason, Some(&env), None).await);
             }
         };
-        let decision = self.state.policy.decide(&header, onward.as_ref());
+        let transfer = match crate::policy::Transfer::from_header(&header, &dir, onward) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self
+                    .refuse(node, R::UnknownAgency, e.to_string(), Some(&env), None)
+                    .await);
+            }
+        };
+        let decision = self.state.policies().decide(&transfer);
         if !decision.allowed {
             let reason = format!("policy: {}", decision.explanation);
             return Err(self

@@ -570,10 +570,12 @@ mod tests {
     fn dir_event(version: u64) -> v1::AuditEvent {
         v1::AuditEvent {
             at_ms: 0,
-            event: Some(v1::audit_event::Event::DirectoryChanged(v1::DirectoryChanged {
-                version,
-                directory_sha256: vec![version as u8; 32],
-            })),
+            event: Some(v1::audit_event::Event::DirectoryChanged(
+                v1::DirectoryChanged {
+                    version,
+                    directory_sha256: vec![version as u8; 32],
+                },
+            )),
         }
     }
 
@@ -614,11 +616,17 @@ mod tests {
                 store.append(refusal(n)).await.unwrap();
             }
             assert_eq!(
-                store.record_if_changed(Subject::Directory, vec![1; 32], dir_event(1)).await.unwrap(),
+                store
+                    .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
+                    .await
+                    .unwrap(),
                 Some(3)
             );
             assert_eq!(
-                store.record_if_changed(Subject::Directory, vec![1; 32], dir_event(1)).await.unwrap(),
+                store
+                    .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
+                    .await
+                    .unwrap(),
                 None,
                 "same directory: no event"
             );
@@ -634,7 +642,10 @@ mod tests {
             Some(v1::audit_event::Event::DirectoryChanged(_))
         ));
         assert_eq!(
-            store.record_if_changed(Subject::Directory, vec![2; 32], dir_event(2)).await.unwrap(),
+            store
+                .record_if_changed(Subject::Directory, vec![2; 32], dir_event(2))
+                .await
+                .unwrap(),
             Some(4)
         );
     }

@@ -427,6 +427,73 @@ impl AgencyService {
             .ok_or_else(|| Status::not_found(format!("{id} is not in {agency}'s inbox")))
     }
 
+    /// The transfer as policy sees it, with what this node knows of an
+    /// original being passed on and of the permissions its originator gave.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &self,
+        sender: &AgencyId,
+        recipients: &[AgencyId],
+        kind: v1::RecordKind,
+        record: &v1::CaseRecord,
+        labels: &v1::Labels,
+        now: i64,
+        onward_of: Option<EnvelopeId>,
+    ) -> Result<crate::policy::Transfer, Status> {
+        use crate::policy::{AgencyFacts, Onward, Transfer};
+        let dir = self.state.directory();
+        let facts = |a: &AgencyId| {
+            AgencyFacts::from_directory(&dir, a)
+                .ok_or_else(|| Status::not_found(format!("{a} is not in the directory")))
+        };
+        let onward = match onward_of {
+            None => None,
+            Some(id) => {
+                let entry = self.inbox_record(sender, &id)?.entry.unwrap_or_default();
+                let originator: AgencyId = entry
+                    .sender_agency
+                    .parse()
+                    .map_err(|_| Status::internal("stored sender agency unreadable"))?;
+                let grants = self.grants(sender, &id)?;
+                Some(Onward {
+                    originator,
+                    original_handling: entry.labels.unwrap_or_default().handling(),
+                    permission_granted: recipients.iter().all(|r| grants.contains(&r.to_string())),
+                })
+            }
+        };
+        Ok(Transfer {
+            sender: facts(sender)?,
+            recipients: recipients.iter().map(facts).collect::<Result<_, _>>()?,
+            kind,
+            categories: crate::categories::derive(record),
+            labels: labels.clone(),
+            created_at_ms: now,
+            expires_at_ms: labels.expires_at_ms,
+            onward,
+        })
+    }
+
+    /// The agencies `grantee` may pass `original` on to, by the grants in
+    /// its inbox.
+    fn grants(&self, grantee: &AgencyId, original: &EnvelopeId) -> Result<Vec<String>, Status> {
+        let entries = self
+            .state
+            .store
+            .inbox(grantee, None, usize::MAX)
+            .map_err(storage)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|r| r.entry)
+            .filter(|e| e.kind() == v1::RecordKind::PermissionGrant)
+            .filter_map(|e| e.permission)
+            .filter(|p| {
+                p.original_envelope_id == original.as_bytes() && p.grantee == grantee.to_string()
+            })
+            .flat_map(|p| p.third_agencies)
+            .collect())
+    }
+
     /// Checks, seals, stores in the outbox and waits briefly for the
     /// broker's answer.
     async fn dispatch(&self, out: Outgoing) -> Result<v1::SendResponse, Status> {
@@ -488,6 +555,15 @@ impl AgencyService {
                 crate::time::format_ms(labels.expires_at_ms),
                 state.retention.max_days
             )));
+        }
+
+        // Nothing leaves the country that the broker would refuse.
+        let transfer =
+            self.transfer(&sender, &recipients, kind, &record, &labels, now, onward_of)?;
+        let decision = state.policies().decide(&transfer);
+        if !decision.allowed {
+            tracing::info!(from = %sender, reason = %decision.explanation, "refused before sealing");
+            return Err(Status::permission_denied(decision.explanation));
         }
 
         let input = SealInput {

@@ -42,6 +42,8 @@ pub struct NodeState {
     signing: SigningKey,
     hpke: HpkePrivateKey,
     pub store: NodeStore,
+    policies: crate::policy::LivePolicies,
+    policy_reload: std::time::Duration,
     pub retention: Retention,
     pub clock: Clock,
     outbox_wakeup: Notify,
@@ -60,6 +62,29 @@ impl NodeState {
 
     pub fn now_ms(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// The policy set in force for the pre-check.
+    pub fn policies(&self) -> crate::policy::Policies {
+        self.policies.current()
+    }
+
+    /// Reads the policy bundles again; a refused set leaves the one in force.
+    pub fn reload_policies(&self) -> crate::policy::Reload {
+        let outcome = self.policies.reload(&self.directory());
+        match &outcome {
+            crate::policy::Reload::Replaced { bundles, .. } => {
+                tracing::info!(node = %self.country, %bundles, "new policy set in force");
+            }
+            crate::policy::Reload::Refused {
+                reason,
+                first: true,
+            } => {
+                tracing::error!(node = %self.country, %reason, "policy bundles refused; the set in force stays");
+            }
+            _ => {}
+        }
+        outcome
     }
 
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -135,6 +160,8 @@ impl Node {
             ),
             None => anyhow::bail!("node {} is not in the directory", cfg.country),
         }
+        let policies = crate::policy::LivePolicies::load(&cfg.policies, &directory, key)
+            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = NodeStore::open(&cfg.data_dir)
             .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
         let state = NodeState {
@@ -144,6 +171,8 @@ impl Node {
             signing,
             hpke,
             store,
+            policies,
+            policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
             retention: cfg.retention.clone(),
             clock: Arc::new(crate::time::now_ms),
             outbox_wakeup: Notify::new(),
@@ -173,6 +202,21 @@ impl Node {
         let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
         let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
+        let reloader = {
+            let state = self.state.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(state.policy_reload);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    state.reload_policies();
+                }
+            })
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -203,6 +247,7 @@ impl Node {
         let _ = outbox.await;
         let _ = receive.await;
         let _ = purge.await;
+        let _ = reloader.await;
         tracing::info!(node = %self.state.country, "node stopped");
         Ok(result?)
     }

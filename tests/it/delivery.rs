@@ -57,16 +57,36 @@ async fn one_to_one_delivers_the_exact_record_with_a_signed_receipt() {
 
     let events = audit(&fed);
     let kinds = events_of(&events);
-    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
     assert!(
         matches!(kinds[0], Event::DirectoryChanged(d) if d.version == 1),
         "the directory in force comes first"
     );
+    let policy_hash = match kinds[1] {
+        Event::PolicyChanged(p) => p.bundle_hash.clone(),
+        other => panic!("then the policy set in force: {other:?}"),
+    };
+    match kinds[2] {
+        Event::SubmissionAccepted(a) => {
+            assert_eq!(
+                a.envelope.as_ref().unwrap().sender_agency,
+                "BA/missing-persons"
+            );
+            assert_eq!(
+                a.policy_bundle_hash, policy_hash,
+                "each decision names the set in force"
+            );
+            assert!(
+                a.policy_explanation
+                    .contains("missing-persons-inbound-tracing"),
+                "{}",
+                a.policy_explanation
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(
-        matches!(kinds[1], Event::SubmissionAccepted(a) if a.envelope.as_ref().unwrap().sender_agency == "BA/missing-persons")
-    );
-    assert!(
-        matches!(kinds[2], Event::ReceiptRecorded(r) if r.status == v1::ReceiptStatus::Delivered as i32)
+        matches!(kinds[3], Event::ReceiptRecorded(r) if r.status == v1::ReceiptStatus::Delivered as i32)
     );
 }
 
@@ -75,7 +95,7 @@ async fn one_to_many_reaches_every_country_once() {
     let fed = start(&["SI", "HR", "BA", "RS"]).await;
     let mut l = labels(
         v1::Purpose::ImmediateThreat,
-        v1::LegalBasis::RegionalPoliceConvention,
+        v1::LegalBasis::SpecificSituationDerogation,
         v1::HandlingCode::H0,
     );
     l.priority = v1::Priority::Immediate as i32;
@@ -115,7 +135,7 @@ async fn two_agencies_at_one_node_share_one_wrapped_key_and_both_get_it() {
         "BA/police",
         &["HR/police", "HR/border-police"],
         record("wanted_alert"),
-        humanitarian_police(),
+        immediate_alert(),
     )
     .await;
     let status = settled(&fed, "BA/police", &resp.envelope_id).await;
@@ -125,12 +145,18 @@ async fn two_agencies_at_one_node_share_one_wrapped_key_and_both_get_it() {
     assert_eq!(inbox(&fed, "HR/border-police").await.len(), 1);
 }
 
-fn humanitarian_police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
+fn immediate_alert() -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::ImmediateThreat,
         v1::LegalBasis::RegionalPoliceConvention,
         v1::HandlingCode::H0,
-    )
+    );
+    l.priority = v1::Priority::Immediate as i32;
+    l
+}
+
+fn humanitarian_police() -> v1::Labels {
+    police_to_third_country()
 }
 
 #[tokio::test]

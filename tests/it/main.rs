@@ -5,5 +5,7 @@ mod authz;
 mod delivery;
 mod durability;
 mod health;
+mod onward;
+mod policy_table;
 mod refusals;
 mod support;

@@ -14,11 +14,7 @@ use crate::support::*;
 const DAY: i64 = 86_400_000;
 
 fn police_labels() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
+    police_to_third_country()
 }
 
 /// Seals a record as node `node` would, from `from` to `to`.

@@ -81,8 +81,18 @@ pub fn labels(
         classification: v1::Classification::Restricted as i32,
         priority: v1::Priority::Routine as i32,
         case_reference: "TEST-CASE-1".into(),
+        legal_basis_reference: "Test agreement, Art. 5".into(),
         ..Default::default()
     }
+}
+
+/// Labels for police transfers from an EU member to a non-member.
+pub fn police_to_third_country() -> v1::Labels {
+    labels(
+        v1::Purpose::InvestigationOther,
+        v1::LegalBasis::SpecificSituationDerogation,
+        v1::HandlingCode::H0,
+    )
 }
 
 pub fn humanitarian() -> v1::Labels {

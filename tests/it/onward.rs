@@ -1,0 +1,343 @@
+//! Handling codes after delivery: H2 records are passed on only with the
+//! originator's permission, asked and granted through casebridge itself and
+//! checked by the broker.
+
+use casebridge::envelope::{self, SealInput};
+use casebridge::ids::{AgencyId, EnvelopeId};
+use casebridge::proto::v1;
+use tonic::Code;
+use v1::audit_event::Event;
+
+use crate::support::*;
+
+fn h2_labels() -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::InvestigationMigrantSmuggling,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H2,
+    );
+    l.legal_basis_reference = "Police Cooperation Convention for Southeast Europe".into();
+    l.evaluation = Some(v1::Evaluation {
+        source: v1::SourceReliability::B as i32,
+        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
+    });
+    l
+}
+
+fn forward(id: &str, to: &str) -> v1::ForwardRequest {
+    v1::ForwardRequest {
+        envelope_id: id.into(),
+        recipients: vec![to.into()],
+        labels: None,
+    }
+}
+
+/// Seals an envelope as node `node` with an explicit onward or permission
+/// field, bypassing the node's own checks, as a misbehaving node could.
+fn seal_raw(
+    fed: &Fed,
+    node: &str,
+    from: &str,
+    to: &str,
+    record: v1::CaseRecord,
+    onward_of: Option<EnvelopeId>,
+    permission: Option<v1::PermissionScope>,
+) -> v1::Envelope {
+    let sender: AgencyId = from.parse().unwrap();
+    let recipients = [to.parse().unwrap()];
+    let now = casebridge::time::now_ms();
+    let input = SealInput {
+        sender: &sender,
+        recipients: &recipients,
+        record: &record,
+        labels: h2_labels(),
+        created_at_ms: now,
+        expires_at_ms: now + 86_400_000,
+        onward_of,
+        permission,
+    };
+    envelope::seal(&input, &node_signing_key(fed, node), &directory(fed))
+        .unwrap()
+        .envelope
+}
+
+#[tokio::test]
+async fn h2_onward_transfer_needs_the_originators_permission() {
+    let fed = start(&["MK", "RS", "AL", "ME", "BA"]).await;
+    let report = send(
+        &fed,
+        "MK/police",
+        &["RS/police"],
+        record("intelligence_report"),
+        h2_labels(),
+    )
+    .await;
+    settled(&fed, "MK/police", &report.envelope_id).await;
+    let entry = &inbox(&fed, "RS/police").await[0];
+    let r = entry.restrictions.as_ref().unwrap();
+    assert!(
+        r.no_onward_transfer && r.notices[0].contains("MK/police"),
+        "{r:?}"
+    );
+
+    // The RS node refuses locally with the explanation: nothing leaves.
+    let before = audit(&fed).len();
+    let mut rs = fed.client("RS/police").unwrap();
+    let err = rs
+        .api
+        .forward(forward(&report.envelope_id, "AL/police"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(
+        err.message().contains("h2-onward-needs-permission"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(audit(&fed).len(), before, "the broker saw nothing");
+
+    // The broker refuses it too, should a node skip its own check.
+    let original: EnvelopeId = report.envelope_id.parse().unwrap();
+    let env = seal_raw(
+        &fed,
+        "RS",
+        "RS/police",
+        "AL/police",
+        record("intelligence_report"),
+        Some(original),
+        None,
+    );
+    let err = exchange_as_node(&fed, "RS")
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("h2-onward-needs-permission"),
+        "{}",
+        err.message()
+    );
+    let refusal = audit(&fed).pop().unwrap();
+    match refusal.event {
+        Some(Event::SubmissionRefused(r)) => {
+            assert_eq!(r.code, v1::RefusalCode::Policy as i32);
+            assert!(!r.policy_bundle_hash.is_empty());
+            assert!(r.policy_explanation.contains("h2-onward-needs-permission"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Nobody but the originator can grant.
+    let scope = v1::PermissionScope {
+        original_envelope_id: original.as_bytes().to_vec(),
+        grantee: "RS/police".into(),
+        third_agencies: vec!["AL/police".into()],
+    };
+    let fake_grant = v1::CaseRecord {
+        body: Some(v1::case_record::Body::PermissionGrant(
+            v1::PermissionGrant {
+                conditions: String::new(),
+            },
+        )),
+    };
+    let env = seal_raw(
+        &fed,
+        "BA",
+        "BA/police",
+        "RS/police",
+        fake_grant,
+        None,
+        Some(scope),
+    );
+    let err = exchange_as_node(&fed, "BA")
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("only MK/police"),
+        "{}",
+        err.message()
+    );
+
+    // Ask, and the originator grants.
+    let req = rs
+        .api
+        .request_permission(v1::RequestPermissionRequest {
+            envelope_id: report.envelope_id.clone(),
+            third_agencies: vec!["AL/police".into()],
+            justification: "route continues through AL".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
+    settled(&fed, "RS/police", &req.envelope_id).await;
+    let asked = fetch(&fed, "MK/police", &req.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(asked.kind, v1::RecordKind::PermissionRequest as i32);
+    assert_eq!(
+        asked.permission.as_ref().unwrap().third_agencies,
+        vec!["AL/police".to_string()]
+    );
+
+    let mut mk = fed.client("MK/police").unwrap();
+    let grant = mk
+        .api
+        .grant_permission(v1::GrantPermissionRequest {
+            request_envelope_id: req.envelope_id,
+            conditions: "H2 stays".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grant.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        grant.detail
+    );
+    settled(&fed, "MK/police", &grant.envelope_id).await;
+
+    // Now it goes through, to AL and only to AL.
+    let onward = rs
+        .api
+        .forward(forward(&report.envelope_id, "AL/police"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        onward.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        onward.detail
+    );
+    settled(&fed, "RS/police", &onward.envelope_id).await;
+    let got = fetch(&fed, "AL/police", &onward.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(got.onward_of, report.envelope_id);
+    assert_eq!(
+        got.labels.unwrap().handling,
+        v1::HandlingCode::H2 as i32,
+        "H2 travels with the record"
+    );
+    let err = rs
+        .api
+        .forward(forward(&report.envelope_id, "ME/police"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "the grant covers AL only"
+    );
+}
+
+#[tokio::test]
+async fn only_a_recipient_can_pass_a_record_on() {
+    let fed = start(&["MK", "RS", "AL"]).await;
+    let report = send(
+        &fed,
+        "MK/police",
+        &["RS/police"],
+        record("intelligence_report"),
+        h2_labels(),
+    )
+    .await;
+    settled(&fed, "MK/police", &report.envelope_id).await;
+    let original: EnvelopeId = report.envelope_id.parse().unwrap();
+    // AL never received it, yet claims to pass it on.
+    let env = seal_raw(
+        &fed,
+        "AL",
+        "AL/police",
+        "RS/prosecutor",
+        record("intelligence_report"),
+        Some(original),
+        None,
+    );
+    let err = exchange_as_node(&fed, "AL")
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("did not receive"),
+        "{}",
+        err.message()
+    );
+    // And the agency API will not forward what is not in the inbox.
+    let mut al = fed.client("AL/police").unwrap();
+    let err = al
+        .api
+        .forward(forward(&report.envelope_id, "RS/prosecutor"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn h1_and_h3_reach_the_recipient_as_restrictions() {
+    let fed = start(&["RS", "ME"]).await;
+    let mut l = labels(
+        v1::Purpose::Prosecution,
+        v1::LegalBasis::EuropeanMlaConvention,
+        v1::HandlingCode::H1,
+    );
+    let h1 = send(
+        &fed,
+        "RS/prosecutor",
+        &["ME/prosecutor"],
+        record("mla_request"),
+        l.clone(),
+    )
+    .await;
+    l.handling = v1::HandlingCode::H3 as i32;
+    l.handling_restriction = "Only for case KTO-112; destroy after the hearing.".into();
+    let h3 = send(
+        &fed,
+        "RS/prosecutor",
+        &["ME/prosecutor"],
+        record("mla_request"),
+        l,
+    )
+    .await;
+    settled(&fed, "RS/prosecutor", &h3.envelope_id).await;
+    settled(&fed, "RS/prosecutor", &h1.envelope_id).await;
+    let r1 = fetch(&fed, "ME/prosecutor", &h1.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap()
+        .restrictions
+        .unwrap();
+    assert!(r1.no_evidential_use && !r1.no_onward_transfer);
+    assert!(
+        r1.notices[0].contains("not to be used as evidence"),
+        "{:?}",
+        r1.notices
+    );
+    let r3 = fetch(&fed, "ME/prosecutor", &h3.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap()
+        .restrictions
+        .unwrap();
+    assert_eq!(
+        r3.provider_restriction, "Only for case KTO-112; destroy after the hearing.",
+        "verbatim"
+    );
+}
