@@ -20,6 +20,7 @@ pub mod node;
 pub mod note;
 pub mod pki;
 pub mod policy;
+pub mod policy_cli;
 pub mod proto;
 pub mod shutdown;
 pub mod storage;

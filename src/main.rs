@@ -26,6 +26,9 @@ enum Command {
     /// Public-key infrastructure.
     #[command(subcommand)]
     Pki(Pki),
+    /// Data-protection policy bundles: validate, sign, explain decisions.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Run the broker.
     Broker {
         #[arg(long)]
@@ -81,6 +84,31 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Check one bundle: files, manifest, syntax, schema, scope; with
+    /// --federation also its signature.
+    Validate {
+        dir: PathBuf,
+        /// A federation directory (from `pki init`) to check the signature against.
+        #[arg(long)]
+        federation: Option<PathBuf>,
+    },
+    /// Sign a bundle: with the keys of a federation directory, or with a key
+    /// (and the agency's certificate chain).
+    Sign {
+        dir: PathBuf,
+        #[arg(long)]
+        federation: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Decide a transfer and name the policies that determined the decision.
+    Explain(Box<casebridge::policy_cli::ExplainArgs>),
 }
 
 #[derive(Subcommand)]
@@ -157,6 +185,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("  auditor {name}: {}", p.display());
             }
             Ok(true)
+        }
+        Command::Policy(cmd) => {
+            init_logging(LogFormat::Human, "warn");
+            match cmd {
+                PolicyCmd::Validate { dir, federation } => {
+                    casebridge::policy_cli::validate(&dir, federation.as_deref())
+                }
+                PolicyCmd::Sign {
+                    dir,
+                    federation,
+                    key,
+                    cert,
+                } => {
+                    casebridge::policy_cli::sign(
+                        &dir,
+                        federation.as_deref(),
+                        key.as_deref(),
+                        cert.as_deref(),
+                    )?;
+                    Ok(true)
+                }
+                PolicyCmd::Explain(args) => casebridge::policy_cli::explain(&args).map(|_| true),
+            }
         }
         Command::Broker { config } => {
             let cfg: BrokerConfig = config::load(&config)?;

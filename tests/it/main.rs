@@ -6,6 +6,7 @@ mod delivery;
 mod durability;
 mod health;
 mod onward;
+mod policy_live;
 mod policy_table;
 mod refusals;
 mod support;
