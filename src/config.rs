@@ -446,4 +446,15 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_deploy_examples_name_every_key_correctly() {
+        let b: BrokerConfig =
+            toml::from_str(include_str!("../deploy/broker.example.toml")).unwrap();
+        assert_eq!(b.policy_reload_secs, 5);
+        let n: NodeConfig = toml::from_str(include_str!("../deploy/node.example.toml")).unwrap();
+        assert_eq!(n.country.as_str(), "HR");
+        let _: AgencyProfile =
+            toml::from_str(include_str!("../deploy/agency-profile.example.toml")).unwrap();
+    }
 }
