@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/casebridge/v1/audit.proto",
     "proto/casebridge/v1/exchange.proto",
     "proto/casebridge/v1/agency.proto",
+    "proto/casebridge/v1/auditor.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -109,6 +109,9 @@ pub struct BrokerConfig {
     /// The pinned directory public key (hex).
     pub directory_key: PathBuf,
     pub tls: TlsFiles,
+    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs the audit log's
+    /// checkpoints; the directory pins its public half.
+    pub log_key: PathBuf,
     /// The policy set: `framework/` and `agencies/<CC>/<name>/` bundles.
     pub policies: PathBuf,
     /// How often to look for changed policy bundles, in seconds. Default 5.
@@ -328,6 +331,7 @@ impl Resolve for BrokerConfig {
         rebase(&mut self.directory, base);
         rebase(&mut self.directory_key, base);
         rebase(&mut self.policies, base);
+        rebase(&mut self.log_key, base);
         self.tls.resolve(base);
     }
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
@@ -336,6 +340,7 @@ impl Resolve for BrokerConfig {
         check_files(
             file,
             &[
+                ("log_key", &self.log_key),
                 ("directory", &self.directory),
                 ("directory_key", &self.directory_key),
                 ("tls.cert", &self.tls.cert),
@@ -437,7 +442,7 @@ mod tests {
         std::fs::write(
             &p,
             "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\ndirectory = \"missing.bin\"\n\
-             directory_key = \"k\"\npolicies = \".\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
+             directory_key = \"k\"\npolicies = \".\"\nlog_key = \"l\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
         )
         .unwrap();
         let e = load::<BrokerConfig>(&p).unwrap_err().to_string();

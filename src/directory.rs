@@ -68,7 +68,17 @@ pub struct Directory {
     nodes: BTreeMap<Country, NodeInfo>,
     agencies: BTreeMap<AgencyId, AgencyInfo>,
     auditors: BTreeMap<String, bool>,
+    log: Option<LogInfo>,
     signed: v1::SignedDirectory,
+}
+
+/// The broker's transparency log as the directory pins it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    /// The checkpoint origin line.
+    pub origin: String,
+    /// The Ed25519 key that signs checkpoints.
+    pub public_key: [u8; 32],
 }
 
 impl Directory {
@@ -146,6 +156,15 @@ impl Directory {
             .iter()
             .map(|a| (a.name.clone(), a.revoked))
             .collect();
+        let log = match &dir.log {
+            None => None,
+            Some(l) => Some(LogInfo {
+                origin: l.origin.clone(),
+                public_key: l.public_key.as_slice().try_into().map_err(|_| {
+                    DirectoryError::Entry("transparency log key is not 32 bytes".into())
+                })?,
+            }),
+        };
         Ok(Directory {
             version: dir.version,
             federation: dir.federation,
@@ -153,6 +172,7 @@ impl Directory {
             nodes,
             agencies,
             auditors,
+            log,
             signed: signed.clone(),
         })
     }
@@ -193,6 +213,10 @@ impl Directory {
     /// Whether `name` is a listed, unrevoked auditor.
     pub fn auditor_active(&self, name: &str) -> bool {
         self.auditors.get(name) == Some(&false)
+    }
+    /// The broker's transparency log: checkpoint origin and key.
+    pub fn log(&self) -> Option<&LogInfo> {
+        self.log.as_ref()
     }
     pub fn signed(&self) -> &v1::SignedDirectory {
         &self.signed
@@ -268,6 +292,7 @@ mod tests {
             nodes: vec![node],
             agencies: vec![agency],
             auditors: vec![],
+            log: None,
         };
         (dir, key)
     }

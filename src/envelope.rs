@@ -833,6 +833,7 @@ mod tests {
                     agency("RS/revoked", v1::AgencyKind::CriminalPolice, true),
                 ],
                 auditors: vec![],
+                log: None,
             };
             let dir = sign_dir(&raw, &dir_key);
             Fx {

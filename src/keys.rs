@@ -114,6 +114,11 @@ impl SigningKey {
         })
     }
 
+    /// The ring key pair, for signing formats of its own (C2SP notes).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
     pub fn public_key(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
         out.copy_from_slice(self.pair.public_key().as_ref());
@@ -122,6 +127,12 @@ impl SigningKey {
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         self.pair.sign(msg).as_ref().to_vec()
+    }
+}
+
+impl std::borrow::Borrow<Ed25519KeyPair> for SigningKey {
+    fn borrow(&self) -> &Ed25519KeyPair {
+        &self.pair
     }
 }
 

@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of this crate.
 #![forbid(unsafe_code)]
 
+pub mod audit_cli;
 pub mod broker;
 pub mod categories;
 pub mod cli;

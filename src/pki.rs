@@ -259,12 +259,21 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         false,
         true,
     )?;
+    let (log_key, log_pkcs8) = SigningKey::generate()?;
+    keys::write_secret(
+        &dir.join("broker/log.key"),
+        keys::to_pem(&log_pkcs8, "PRIVATE KEY").as_bytes(),
+    )?;
 
     let now = crate::time::now_ms();
     let mut directory = v1::Directory {
         version: 1,
         federation: fed.to_string(),
         issued_at_ms: now,
+        log: Some(v1::TransparencyLog {
+            origin: format!("{fed}/audit-log"),
+            public_key: log_key.public_key().to_vec(),
+        }),
         ..Default::default()
     };
     let broker_addr = format!("127.0.0.1:{}", port(0)?);
@@ -440,6 +449,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             key: rel("broker/broker.key"),
             root: rel("ca/root.crt"),
         },
+        log_key: rel("broker/log.key"),
         policies: rel("policies"),
         policy_reload_secs: 5,
         limits: Limits::default(),

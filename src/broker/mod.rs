@@ -5,6 +5,8 @@
 //! [`store::BrokerStore`]. The broker never holds a key that opens a payload:
 //! it has the directory (public keys) and its own TLS identity, nothing else.
 
+pub mod audit_api;
+pub mod log;
 pub mod service;
 pub mod store;
 
@@ -34,6 +36,8 @@ pub struct BrokerState {
     directory: RwLock<Arc<Directory>>,
     pub store: Arc<dyn BrokerStore>,
     policies: LivePolicies,
+    /// Signs checkpoints of the audit log.
+    pub log: log::TransparencyLog,
     pub limits: Limits,
     pub clock: Clock,
     wakeups: Mutex<HashMap<Country, Arc<Notify>>>,
@@ -46,6 +50,7 @@ impl BrokerState {
         directory: Directory,
         store: Arc<dyn BrokerStore>,
         policies: LivePolicies,
+        log: log::TransparencyLog,
         limits: Limits,
         clock: Clock,
     ) -> Self {
@@ -54,6 +59,7 @@ impl BrokerState {
             directory: RwLock::new(Arc::new(directory)),
             store,
             policies,
+            log,
             limits,
             clock,
             wakeups: Mutex::new(HashMap::new()),
@@ -156,11 +162,18 @@ impl Broker {
             .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let log =
+            log::TransparencyLog::new(crate::keys::SigningKey::load(&cfg.log_key)?, &directory)
+                .with_context(|| format!("{}", cfg.log_key.display()))?;
+        if let Some(size) = log.verify_stored(&store)? {
+            tracing::info!(size, "stored audit log matches its latest checkpoint");
+        }
         let state = BrokerState::new(
             cfg.federation.clone(),
             directory,
             Arc::new(store),
             policies,
+            log,
             cfg.limits.clone(),
             Arc::new(crate::time::now_ms),
         );
@@ -243,6 +256,27 @@ impl Broker {
                 }
             })
         };
+        let checkpointer = {
+            let state = self.state.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                // At least one checkpoint a second while entries arrive.
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                    if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
+                        tracing::error!(error = %e, "could not sign a checkpoint");
+                    }
+                }
+                // A final checkpoint covers everything acknowledged.
+                if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
+                    tracing::error!(error = %e, "could not sign the final checkpoint");
+                }
+            })
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
         let max = self
@@ -254,6 +288,9 @@ impl Broker {
         health
             .set_serving::<v1::exchange_server::ExchangeServer<service::ExchangeService>>()
             .await;
+        health
+            .set_serving::<v1::audit_server::AuditServer<audit_api::AuditService>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -262,6 +299,9 @@ impl Broker {
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(v1::audit_server::AuditServer::new(
+                audit_api::AuditService::new(self.state.clone()),
+            ))
             .add_service(
                 v1::exchange_server::ExchangeServer::new(exchange)
                     .max_decoding_message_size(max)
@@ -278,6 +318,7 @@ impl Broker {
             .await?;
         self.state.stopping.send_replace(true);
         let _ = reloader.await;
+        let _ = checkpointer.await;
         tracing::info!("broker stopped");
         Ok(())
     }

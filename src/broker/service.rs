@@ -606,6 +606,62 @@ impl v1::exchange_server::Exchange for ExchangeService {
         Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
     }
 
+    async fn get_checkpoint(
+        &self,
+        req: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::CheckpointResponse>, Status> {
+        self.node(&req)?;
+        checkpoint_response(&self.state, req.get_ref().from_size).map(Response::new)
+    }
+
+    async fn cosign(
+        &self,
+        req: Request<v1::CosignRequest>,
+    ) -> Result<Response<v1::CosignResponse>, Status> {
+        let node = self.node(&req)?;
+        let req = req.into_inner();
+        let text = String::from_utf8(req.checkpoint)
+            .map_err(|_| Status::invalid_argument("checkpoint is not UTF-8"))?;
+        let cp = crate::note::Checkpoint::parse(&text)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stored = self
+            .state
+            .store
+            .checkpoint(cp.size())
+            .map_err(storage_status)?
+            .ok_or_else(|| Status::not_found(format!("no checkpoint of size {}", cp.size())))?;
+        let stored =
+            crate::note::Note::parse(&stored).map_err(|e| Status::internal(e.to_string()))?;
+        if stored.text() != text {
+            return Err(Status::invalid_argument(
+                "that is not the checkpoint this log signed",
+            ));
+        }
+        let sig = crate::note::NoteSignature::parse_line(&req.cosignature)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let dir = self.state.directory();
+        let verifier = super::log::witness_verifier(&dir, node)
+            .ok_or_else(|| Status::permission_denied(format!("node {node} has no witness key")))?;
+        crate::note::verify_cosignature(&cp, &sig, &verifier)
+            .map_err(|e| Status::permission_denied(format!("cosignature does not verify: {e}")))?;
+        self.state
+            .store
+            .put_cosignature(cp.size(), node, sig.to_line())
+            .await
+            .map_err(storage_status)?;
+        tracing::debug!(%node, size = cp.size(), "cosignature recorded");
+        Ok(Response::new(v1::CosignResponse {}))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<v1::InclusionProofRequest>,
+    ) -> Result<Response<v1::InclusionProof>, Status> {
+        self.node(&req)?;
+        let r = req.get_ref();
+        inclusion_proof(&self.state, r.index, r.tree_size).map(Response::new)
+    }
+
     async fn get_directory(
         &self,
         req: Request<v1::GetDirectoryRequest>,
@@ -613,4 +669,80 @@ impl v1::exchange_server::Exchange for ExchangeService {
         self.node(&req)?;
         Ok(Response::new(self.state.directory().signed().clone()))
     }
+}
+
+/// The latest checkpoint with its cosignatures, and a consistency proof from
+/// `from_size` to it.
+pub(crate) fn checkpoint_response(
+    state: &BrokerState,
+    from_size: u64,
+) -> Result<v1::CheckpointResponse, Status> {
+    let (size, checkpoint) = state
+        .log
+        .checkpoint_note(state.store.as_ref(), None)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| Status::unavailable("no checkpoint yet"))?;
+    if from_size > size {
+        return Err(Status::invalid_argument(format!(
+            "from_size {from_size} is beyond the latest checkpoint ({size})"
+        )));
+    }
+    let consistency_proof = if from_size == 0 || from_size == size {
+        Vec::new()
+    } else {
+        state
+            .store
+            .consistency_proof(from_size, size)
+            .map_err(storage_status)?
+            .iter()
+            .map(|h| h.to_vec())
+            .collect()
+    };
+    Ok(v1::CheckpointResponse {
+        checkpoint,
+        consistency_proof,
+    })
+}
+
+/// An inclusion proof of entry `index` against the checkpoint of
+/// `tree_size` (the latest if 0).
+pub(crate) fn inclusion_proof(
+    state: &BrokerState,
+    index: u64,
+    tree_size: u64,
+) -> Result<v1::InclusionProof, Status> {
+    let size = if tree_size == 0 {
+        None
+    } else {
+        Some(tree_size)
+    };
+    let (size, checkpoint) = state
+        .log
+        .checkpoint_note(state.store.as_ref(), size)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .ok_or_else(|| {
+            Status::unavailable("no checkpoint of that size yet; try again in a second")
+        })?;
+    if index >= size {
+        return Err(Status::unavailable(format!(
+            "entry {index} is not yet in a checkpoint (latest covers {size}); try again in a second"
+        )));
+    }
+    let proof = state
+        .store
+        .inclusion_proof(index, size)
+        .map_err(storage_status)?;
+    let leaf = state
+        .store
+        .leaves(index, index + 1)
+        .map_err(storage_status)?
+        .pop()
+        .ok_or_else(|| Status::internal("entry missing"))?;
+    Ok(v1::InclusionProof {
+        index,
+        tree_size: size,
+        leaf,
+        proof: proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint,
+    })
 }

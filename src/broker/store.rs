@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use prost::Message as _;
 
 use crate::ids::{AgencyId, Country, EnvelopeId};
+use crate::merkle;
 use crate::proto::v1;
 use crate::storage::{GroupCommit, StorageError, be, read_be};
 
@@ -132,6 +133,31 @@ pub trait BrokerStore: Send + Sync + 'static {
         digest: Vec<u8>,
         event: v1::AuditEvent,
     ) -> Result<Option<u64>, StoreError>;
+    /// The log entries (leaves, exactly as hashed) with index in `[from, to)`.
+    fn leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The Merkle root of the first `size` entries, from stored nodes.
+    fn root(&self, size: u64) -> Result<merkle::Hash, StoreError>;
+    /// An inclusion proof of entry `index` in the tree of `size` entries.
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<merkle::Hash>, StoreError>;
+    /// A consistency proof between trees of `size1` and `size2` entries.
+    fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<merkle::Hash>, StoreError>;
+    /// The stored leaf hash of entry `index` (written when it was appended).
+    fn leaf_hash(&self, index: u64) -> Result<Option<merkle::Hash>, StoreError>;
+    /// Stores a signed checkpoint (C2SP note bytes) for its tree size.
+    async fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<(), StoreError>;
+    /// The latest stored checkpoint: (size, signed note bytes).
+    fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// The stored checkpoint of exactly `size` entries.
+    fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a witness's cosignature line for the checkpoint of `size`.
+    async fn put_cosignature(
+        &self,
+        size: u64,
+        witness: Country,
+        line: String,
+    ) -> Result<(), StoreError>;
+    /// The cosignature lines held for the checkpoint of `size`.
+    fn cosignatures(&self, size: u64) -> Result<Vec<String>, StoreError>;
     /// Forgets seen ids created before `before_ms` (outside the replay window).
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError>;
 }
@@ -167,6 +193,9 @@ pub struct SledStore {
     mail: sled::Tree,
     accepted: sled::Tree,
     grants: sled::Tree,
+    nodes: sled::Tree,
+    checkpoints: sled::Tree,
+    cosignatures: sled::Tree,
     commit: GroupCommit,
     // Serialises transactions so audit indices and queue sequence numbers
     // are handed out in commit order; the flush happens outside it.
@@ -184,6 +213,9 @@ impl SledStore {
             mail: db.open_tree("mail")?,
             accepted: db.open_tree("accepted")?,
             grants: db.open_tree("grants")?,
+            nodes: db.open_tree("merkle_nodes")?,
+            checkpoints: db.open_tree("checkpoints")?,
+            cosignatures: db.open_tree("cosignatures")?,
             commit: GroupCommit::start(db.clone()),
             db,
             writer: Mutex::new(()),
@@ -214,19 +246,23 @@ impl SledStore {
             &self.mail,
             &self.accepted,
             &self.grants,
+            &self.nodes,
         );
         trees
-            .transaction(|(audit, meta, seen, payload, mail, accepted, grants)| {
-                f(&Txn {
-                    audit,
-                    meta,
-                    seen,
-                    payload,
-                    mail,
-                    accepted,
-                    grants,
-                })
-            })
+            .transaction(
+                |(audit, meta, seen, payload, mail, accepted, grants, nodes)| {
+                    f(&Txn {
+                        audit,
+                        meta,
+                        seen,
+                        payload,
+                        mail,
+                        accepted,
+                        grants,
+                        nodes,
+                    })
+                },
+            )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
                 sled::transaction::TransactionError::Storage(e) => e.into(),
@@ -245,6 +281,7 @@ struct Txn<'a> {
     mail: &'a TxTree,
     accepted: &'a TxTree,
     grants: &'a TxTree,
+    nodes: &'a TxTree,
 }
 
 impl Txn<'_> {
@@ -253,9 +290,25 @@ impl Txn<'_> {
         self.meta.insert(key, &be(n + 1))?;
         Ok(n)
     }
+    /// Appends an event as the next leaf of the log, with the Merkle nodes
+    /// it completes, so the tree and the log can never disagree.
     fn append(&self, event: &v1::AuditEvent) -> TxResult<u64> {
         let i = self.next(META_AUDIT_NEXT)?;
-        self.audit.insert(&be(i), event.encode_to_vec())?;
+        let leaf = event.encode_to_vec();
+        let completed = merkle::completed_nodes(&TxNodes(self.nodes), i, merkle::leaf_hash(&leaf))
+            .map_err(|e| match e {
+                TxNodeError::Tx(e) => e.into(),
+                TxNodeError::Missing(n) => {
+                    sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                        "merkle_nodes",
+                        format!("missing node {n:?} while appending leaf {i}"),
+                    ))
+                }
+            })?;
+        for (node, hash) in completed {
+            self.nodes.insert(node_key(node), hash.as_slice())?;
+        }
+        self.audit.insert(&be(i), leaf)?;
         Ok(i)
     }
     fn enqueue(&self, node: Country, item: Vec<u8>) -> TxResult<u64> {
@@ -271,12 +324,58 @@ fn mail_key(node: Country, seq: u64) -> Vec<u8> {
     k
 }
 
+fn node_key(n: merkle::NodeId) -> Vec<u8> {
+    let mut k = vec![n.level];
+    k.extend_from_slice(&be(n.index));
+    k
+}
+
+struct TxNodes<'a>(&'a TxTree);
+
+enum TxNodeError {
+    Tx(sled::transaction::UnabortableTransactionError),
+    Missing(merkle::NodeId),
+}
+
+impl merkle::HashReader for TxNodes<'_> {
+    type Error = TxNodeError;
+    fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, TxNodeError> {
+        match self.0.get(node_key(node)).map_err(TxNodeError::Tx)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| TxNodeError::Missing(node)),
+            None => Err(TxNodeError::Missing(node)),
+        }
+    }
+}
+
+/// Reads committed Merkle nodes.
+pub struct StoredNodes<'a>(&'a sled::Tree);
+
+impl merkle::HashReader for StoredNodes<'_> {
+    type Error = StoreError;
+    fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, StoreError> {
+        match self.0.get(node_key(node))? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("merkle_nodes", format!("node {node:?} is not 32 bytes"))),
+            None => Err(corrupt("merkle_nodes", format!("node {node:?} is missing"))),
+        }
+    }
+}
+
 fn grant_key(original: &EnvelopeId, grantee: &AgencyId, third: &AgencyId) -> Vec<u8> {
     let mut k = original.as_bytes().to_vec();
     k.extend_from_slice(grantee.to_string().as_bytes());
     k.push(0);
     k.extend_from_slice(third.to_string().as_bytes());
     k
+}
+
+fn prove_error(e: &merkle::ProveError<StoreError>) -> StoreError {
+    corrupt("merkle_nodes", e.to_string())
 }
 
 fn abort<T>(e: StoreError) -> TxResult<T> {
@@ -530,6 +629,83 @@ impl BrokerStore for SledStore {
         })?;
         self.commit.commit().await?;
         Ok(index)
+    }
+
+    fn leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for (expected, kv) in (from..).zip(self.audit.range(be(from)..be(to))) {
+            let (k, v) = kv?;
+            // A gap means an entry was removed behind the store's back.
+            if read_be(&k) != Some(expected) {
+                return Err(corrupt("audit", format!("entry {expected} is missing")));
+            }
+            out.push(v.to_vec());
+        }
+        Ok(out)
+    }
+
+    fn root(&self, size: u64) -> Result<merkle::Hash, StoreError> {
+        merkle::tree_root(&StoredNodes(&self.nodes), size)
+    }
+
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<merkle::Hash>, StoreError> {
+        merkle::inclusion_proof(&StoredNodes(&self.nodes), index, size).map_err(|e| prove_error(&e))
+    }
+
+    fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<merkle::Hash>, StoreError> {
+        merkle::consistency_proof(&StoredNodes(&self.nodes), size1, size2)
+            .map_err(|e| prove_error(&e))
+    }
+
+    fn leaf_hash(&self, index: u64) -> Result<Option<merkle::Hash>, StoreError> {
+        Ok(self
+            .nodes
+            .get(node_key(merkle::NodeId::new(0, index)))?
+            .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    async fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<(), StoreError> {
+        self.checkpoints.insert(be(size), note)?;
+        self.commit.commit().await?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        match self.checkpoints.last()? {
+            Some((k, v)) => {
+                let size = read_be(&k).ok_or_else(|| corrupt("checkpoints", "key"))?;
+                Ok(Some((size, v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.checkpoints.get(be(size))?.map(|v| v.to_vec()))
+    }
+
+    async fn put_cosignature(
+        &self,
+        size: u64,
+        witness: Country,
+        line: String,
+    ) -> Result<(), StoreError> {
+        let mut k = be(size).to_vec();
+        k.extend_from_slice(witness.as_str().as_bytes());
+        self.cosignatures.insert(k, line.into_bytes())?;
+        self.commit.commit().await?;
+        Ok(())
+    }
+
+    fn cosignatures(&self, size: u64) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.cosignatures.scan_prefix(be(size)) {
+            let (_, v) = kv?;
+            out.push(
+                String::from_utf8(v.to_vec()).map_err(|_| corrupt("cosignatures", "not UTF-8"))?,
+            );
+        }
+        Ok(out)
     }
 
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError> {

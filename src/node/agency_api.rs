@@ -605,6 +605,7 @@ impl AgencyService {
                 })
                 .collect(),
             sender_agency: sender.to_string(),
+            inclusion_verified_at: 0,
         };
         let waiter = state.register_waiter(sealed.id);
         state

@@ -8,6 +8,7 @@
 pub mod agency_api;
 pub mod store;
 pub mod uplink;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -202,6 +203,29 @@ impl Node {
         let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
         let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
+        let witness = {
+            let state = self.state.clone();
+            let mut client = client.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    match witness::witness_once(&state, &mut client).await {
+                        Ok(_) => {}
+                        Err(e @ witness::WitnessError::Inconsistent(_)) => {
+                            tracing::error!(node = %state.country, error = %e, "witness alarm")
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %state.country, error = %e, "witness round incomplete")
+                        }
+                    }
+                }
+            })
+        };
         let reloader = {
             let state = self.state.clone();
             let mut stopping = state.stopping();
@@ -248,6 +272,7 @@ impl Node {
         let _ = receive.await;
         let _ = purge.await;
         let _ = reloader.await;
+        let _ = witness.await;
         tracing::info!(node = %self.state.country, "node stopped");
         Ok(result?)
     }

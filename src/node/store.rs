@@ -21,6 +21,7 @@ pub struct NodeStore {
     outbox: sled::Tree,
     sent: sled::Tree,
     purged: sled::Tree,
+    witness: sled::Tree,
     commit: GroupCommit,
     writer: Mutex<()>,
 }
@@ -63,6 +64,7 @@ impl NodeStore {
             outbox: db.open_tree("outbox")?,
             sent: db.open_tree("sent")?,
             purged: db.open_tree("purged")?,
+            witness: db.open_tree("witness")?,
             commit: GroupCommit::start(db),
             writer: Mutex::new(()),
         })
@@ -308,5 +310,52 @@ impl NodeStore {
             self.purged.remove(id.as_bytes())?;
         }
         self.commit.commit().await
+    }
+
+    /// The last checkpoint this node accepted as witness (signed note).
+    pub fn accepted_checkpoint(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.witness.get(b"accepted")?.map(|v| v.to_vec()))
+    }
+
+    /// Records a checkpoint as accepted.
+    pub async fn accept_checkpoint(&self, note: &[u8]) -> Result<(), StorageError> {
+        self.witness.insert(b"accepted", note)?;
+        self.commit.commit().await
+    }
+
+    /// Keeps the evidence of an inconsistent log.
+    pub async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
+        let mut k = b"evidence/".to_vec();
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        self.witness.insert(k, evidence.as_bytes())?;
+        self.commit.commit().await
+    }
+
+    /// Every piece of evidence kept, oldest first.
+    pub fn evidence(&self) -> Result<Vec<String>, StorageError> {
+        self.witness
+            .scan_prefix(b"evidence/")
+            .values()
+            .map(|v| {
+                v.map_err(StorageError::from)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            })
+            .collect()
+    }
+
+    /// Records sent (accepted) that still wait for an inclusion check.
+    pub fn awaiting_inclusion(&self) -> Result<Vec<v1::SendStatus>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.sent.iter() {
+            let (_, v) = kv?;
+            let s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
+            if s.state == v1::SendState::Accepted as i32
+                && s.inclusion_verified_at == 0
+                && s.log_index > 0
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 }
