@@ -667,7 +667,7 @@ impl StateDir {
             .open(&hashes_path)
             .with_context(|| format!("opening {}", hashes_path.display()))?;
         let kept = kept.min(leaf_hashes.len() as u64);
-        let write = || -> std::io::Result<()> {
+        let mut write = || -> std::io::Result<()> {
             use std::io::{Seek as _, SeekFrom};
             file.set_len(kept * merkle::HASH_LEN as u64)?;
             file.seek(SeekFrom::End(0))?;

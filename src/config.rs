@@ -340,8 +340,8 @@ impl Resolve for BrokerConfig {
         check_files(
             file,
             &[
-                ("log_key", &self.log_key),
                 ("directory", &self.directory),
+                ("log_key", &self.log_key),
                 ("directory_key", &self.directory_key),
                 ("tls.cert", &self.tls.cert),
                 ("tls.key", &self.tls.key),
