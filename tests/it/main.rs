@@ -10,3 +10,4 @@ mod policy_live;
 mod policy_table;
 mod refusals;
 mod support;
+mod transparency;

@@ -1,0 +1,411 @@
+//! The audit log as a transparency log: checkpoints, witnesses, proofs for
+//! auditors, and tampering detected.
+
+use casebridge::broker::log::{log_verifier, witness_verifier};
+use casebridge::ids::Role;
+use casebridge::merkle::{self, MemoryTree};
+use casebridge::node::witness::{self, WitnessError};
+use casebridge::note::{self, Checkpoint, NoteSigner, Verifiers};
+use casebridge::proto::v1;
+use casebridge::tls::{ClientTls, Identity};
+use prost::Message as _;
+use tonic::Code;
+
+use crate::support::*;
+
+fn auditor(fed: &Fed) -> v1::audit_client::AuditClient<tonic::transport::Channel> {
+    let d = fed.fed.dir.join("auditors/auditor");
+    audit_as(fed, &d.join("auditor.crt"), &d.join("auditor.key"))
+}
+
+fn audit_as(
+    fed: &Fed,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> v1::audit_client::AuditClient<tonic::transport::Channel> {
+    let id = Identity::load(cert, key).unwrap();
+    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+        .unwrap()
+        .remove(0);
+    let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).unwrap();
+    v1::audit_client::AuditClient::new(
+        tls.channel(&fed.broker_addr.to_string(), Role::Broker)
+            .unwrap(),
+    )
+}
+
+fn police() -> v1::Labels {
+    labels(
+        v1::Purpose::InvestigationOther,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H0,
+    )
+}
+
+/// Sends `n` records BA → RS and waits for their receipts.
+async fn traffic(fed: &Fed, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = send(
+            fed,
+            "BA/police",
+            &["RS/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+        settled(fed, "BA/police", &r.envelope_id).await;
+        ids.push(r.envelope_id);
+    }
+    ids
+}
+
+async fn checkpoint_now(fed: &Fed) -> u64 {
+    let b = fed.broker().unwrap();
+    b.log.checkpoint(b.store.as_ref()).await.unwrap();
+    b.store.latest_checkpoint().unwrap().unwrap().0
+}
+
+fn verifiers(fed: &Fed) -> Verifiers {
+    Verifiers::new([log_verifier(&directory(fed)).unwrap()]).unwrap()
+}
+
+#[tokio::test]
+async fn nodes_witness_and_cosign_checkpoints_and_verify_their_own_inclusion() {
+    let fed = start(&["BA", "RS"]).await;
+    let ids = traffic(&fed, 3).await;
+    let size = checkpoint_now(&fed).await;
+    assert_eq!(size, fed.broker().unwrap().store.audit_len().unwrap());
+
+    for c in ["BA", "RS"] {
+        let node = fed.node(cc(c)).unwrap().clone();
+        let mut client = exchange_as_node(&fed, c);
+        let w = witness::witness_once(&node, &mut client).await.unwrap();
+        assert_eq!(w.size, size);
+        assert!(w.cosigned);
+        if c == "BA" {
+            assert_eq!(
+                w.inclusions_verified, 3,
+                "the sender proves each of its submissions is in the log"
+            );
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            status(&fed, "BA/police", id).await.inclusion_verified_at,
+            size
+        );
+    }
+
+    // The checkpoint now carries both cosignatures, each verifiable with the
+    // node's key from the directory.
+    let resp = auditor(&fed)
+        .get_checkpoint(v1::GetCheckpointRequest { from_size: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let opened = note::open_checkpoint(&resp.checkpoint, &verifiers(&fed)).unwrap();
+    let cp = opened.checkpoint().clone();
+    assert_eq!(cp.size(), size);
+    let parsed = note::Note::parse(&resp.checkpoint).unwrap();
+    let dir = directory(&fed);
+    let mut witnesses = 0;
+    for c in ["BA", "RS"] {
+        let v = witness_verifier(&dir, cc(c)).unwrap();
+        let sig = parsed
+            .signatures()
+            .iter()
+            .find(|s| s.key_id() == v.key_id())
+            .expect("cosignature");
+        note::verify_cosignature(&cp, sig, &v).unwrap();
+        witnesses += 1;
+    }
+    assert_eq!(witnesses, 2);
+
+    // More entries: the next round is proven consistent with the last.
+    traffic(&fed, 2).await;
+    let bigger = checkpoint_now(&fed).await;
+    let node = fed.node(cc("RS")).unwrap().clone();
+    let w = witness::witness_once(&node, &mut exchange_as_node(&fed, "RS"))
+        .await
+        .unwrap();
+    assert_eq!(w.size, bigger);
+    assert!(bigger > size);
+}
+
+#[tokio::test]
+async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
+    let fed = start(&["BA", "RS"]).await;
+    traffic(&fed, 2).await;
+    checkpoint_now(&fed).await;
+    let node = fed.node(cc("RS")).unwrap().clone();
+    witness::witness_once(&node, &mut exchange_as_node(&fed, "RS"))
+        .await
+        .unwrap();
+    let accepted = note::open_checkpoint(
+        &node.store.accepted_checkpoint().unwrap().unwrap(),
+        &verifiers(&fed),
+    )
+    .unwrap()
+    .checkpoint()
+    .clone();
+
+    // The broker's operator signs a rewritten history for RS only: a tree
+    // with other entries, larger than what RS accepted.
+    let key = casebridge::keys::SigningKey::load(&fed.fed.dir.join("broker/log.key")).unwrap();
+    let origin = directory(&fed).log().unwrap().origin.clone();
+    let mut forged = MemoryTree::new();
+    for i in 0..(accepted.size() + 3) {
+        forged.append(merkle::leaf_hash(format!("rewritten entry {i}").as_bytes()));
+    }
+    let cp = Checkpoint::new(origin.clone(), forged.size(), forged.current_root()).unwrap();
+    let signer = NoteSigner::new(&origin, key.key_pair()).unwrap();
+    let note_bytes = note::sign_checkpoint(&cp, &signer).unwrap().to_bytes();
+    let proof: Vec<Vec<u8>> = merkle::consistency_proof(&forged, accepted.size(), forged.size())
+        .unwrap()
+        .iter()
+        .map(|h| h.to_vec())
+        .collect();
+
+    let err = witness::check_and_accept(&node, &note_bytes, &proof)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WitnessError::Inconsistent(_)), "{err}");
+    let evidence = node.store.evidence().unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert!(
+        evidence[0].contains("accepted checkpoint") && evidence[0].contains("offered checkpoint")
+    );
+    assert!(
+        evidence[0].contains(&format!("{}\n", forged.size())),
+        "both checkpoints are kept"
+    );
+    // The node stays on the checkpoint it accepted.
+    let still = note::open_checkpoint(
+        &node.store.accepted_checkpoint().unwrap().unwrap(),
+        &verifiers(&fed),
+    )
+    .unwrap();
+    assert_eq!(still.checkpoint().size(), accepted.size());
+
+    // A shrunken log and a different root at the same size are refused too.
+    let mut small = MemoryTree::new();
+    small.append(merkle::leaf_hash(b"x"));
+    let cp = Checkpoint::new(origin.clone(), 1, small.current_root()).unwrap();
+    let shrunk = note::sign_checkpoint(&cp, &signer).unwrap().to_bytes();
+    assert!(matches!(
+        witness::check_and_accept(&node, &shrunk, &[]).await,
+        Err(WitnessError::Inconsistent(_))
+    ));
+    // A checkpoint not signed by the log key is not even considered.
+    let (other, _) = casebridge::keys::SigningKey::generate().unwrap();
+    let impostor = NoteSigner::new(&origin, other.key_pair()).unwrap();
+    let fake = note::sign_checkpoint(&Checkpoint::new(origin, 99, [0; 32]).unwrap(), &impostor)
+        .unwrap()
+        .to_bytes();
+    assert!(matches!(
+        witness::check_and_accept(&node, &fake, &[]).await,
+        Err(WitnessError::BadCheckpoint(_))
+    ));
+}
+
+#[tokio::test]
+async fn auditors_get_entries_and_proofs_that_verify() {
+    let fed = start(&["BA", "RS"]).await;
+    let ids = traffic(&fed, 3).await;
+    let size = checkpoint_now(&fed).await;
+    let mut a = auditor(&fed);
+
+    let entries = a
+        .get_entries(v1::GetEntriesRequest {
+            start: 0,
+            end: size,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len() as u64, size);
+    let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(&e.leaf)).collect();
+    let cp_bytes = a
+        .get_checkpoint(v1::GetCheckpointRequest { from_size: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoint;
+    let cp = note::open_checkpoint(&cp_bytes, &verifiers(&fed))
+        .unwrap()
+        .checkpoint()
+        .clone();
+    assert_eq!(
+        &merkle::root_from_leaves(&leaves),
+        cp.root_hash(),
+        "the entries give the signed root"
+    );
+
+    let proof = a
+        .prove_inclusion(v1::ProveInclusionRequest {
+            target: Some(v1::prove_inclusion_request::Target::EnvelopeId(
+                ids[1].clone(),
+            )),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    merkle::verify_inclusion_bytes(
+        proof.index,
+        proof.tree_size,
+        &merkle::leaf_hash(&proof.leaf),
+        &proof.proof,
+        cp.root_hash(),
+    )
+    .unwrap();
+    assert!(matches!(
+        v1::AuditEvent::decode(proof.leaf.as_slice()).unwrap().event,
+        Some(v1::audit_event::Event::SubmissionAccepted(_))
+    ));
+
+    traffic(&fed, 1).await;
+    let bigger = checkpoint_now(&fed).await;
+    let c = a
+        .prove_consistency(v1::ProveConsistencyRequest {
+            first_size: size,
+            second_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = note::open_checkpoint(&c.checkpoint, &verifiers(&fed))
+        .unwrap()
+        .checkpoint()
+        .clone();
+    assert_eq!(second.size(), bigger);
+    merkle::verify_consistency_bytes(size, bigger, cp.root_hash(), second.root_hash(), &c.proof)
+        .unwrap();
+
+    let refused_before = audit(&fed).len();
+    let q = a
+        .query(v1::QueryRequest {
+            agency: "RS/police".into(),
+            decision: "accepted".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.entries.len(), 4);
+    let q = a
+        .query(v1::QueryRequest {
+            country: "HR".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(q.entries.is_empty());
+    let q = a
+        .query(v1::QueryRequest {
+            kind: "wanted_alert".into(),
+            decision: "delivered".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(q.entries.is_empty(), "receipts carry no kind");
+    assert_eq!(audit(&fed).len(), refused_before, "reading changes nothing");
+}
+
+#[tokio::test]
+async fn only_auditors_read_the_log() {
+    let fed = start(&["BA"]).await;
+    let cfg = &fed.node_configs[&cc("BA")];
+    let err = audit_as(&fed, &cfg.tls.cert, &cfg.tls.key)
+        .get_entries(v1::GetEntriesRequest { start: 0, end: 10 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("for auditors"), "{}", err.message());
+}
+
+/// Stops the broker, lets `tamper` change its store, and checks that the
+/// broker refuses to start, naming `index`.
+async fn tampered(mut fed: Fed, tamper: impl FnOnce(&sled::Tree), index: u64) {
+    fed.stop_broker().await.unwrap();
+    {
+        let db = sled::open(&fed.broker_config.data_dir).unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        tamper(&audit);
+        db.flush().unwrap();
+    }
+    let err = fed.start_broker().await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&format!("first bad index {index}")), "{msg}");
+    assert!(msg.contains("refusing to start"), "{msg}");
+}
+
+async fn logged(entries: usize) -> Fed {
+    let mut fed = start(&["BA", "RS"]).await;
+    traffic(&fed, entries).await;
+    checkpoint_now(&fed).await;
+    fed.stop_node(cc("BA")).await.unwrap();
+    fed.stop_node(cc("RS")).await.unwrap();
+    fed
+}
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+#[tokio::test]
+async fn a_changed_leaf_stops_the_broker_at_start() {
+    let fed = logged(3).await;
+    tampered(
+        fed,
+        |audit| {
+            let mut v = audit.get(key(3)).unwrap().unwrap().to_vec();
+            let last = v.len() - 1;
+            v[last] ^= 1;
+            audit.insert(key(3), v).unwrap();
+        },
+        3,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_leaf_stops_the_broker_at_start() {
+    let fed = logged(3).await;
+    tampered(fed, |audit| drop(audit.remove(key(4)).unwrap()), 4).await;
+}
+
+#[tokio::test]
+async fn swapped_leaves_stop_the_broker_at_start() {
+    let fed = logged(3).await;
+    tampered(
+        fed,
+        |audit| {
+            let a = audit.get(key(2)).unwrap().unwrap();
+            let b = audit.get(key(5)).unwrap().unwrap();
+            audit.insert(key(2), b).unwrap();
+            audit.insert(key(5), a).unwrap();
+        },
+        2,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_untouched_log_restarts_cleanly_with_every_acknowledged_entry() {
+    let mut fed = logged(2).await;
+    let before = audit(&fed).len();
+    fed.stop_broker().await.unwrap();
+    fed.start_broker().await.unwrap();
+    let b = fed.broker().unwrap();
+    assert!(b.store.audit_len().unwrap() as usize >= before);
+    assert_eq!(
+        b.log.verify_stored(b.store.as_ref()).unwrap(),
+        Some(before as u64)
+    );
+}
