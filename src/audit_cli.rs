@@ -163,12 +163,15 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             let mut out = std::io::stdout().lock();
             if json {
                 for e in &entries {
-                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                    writeln!(out, "{}", entry_json_line(e)?)?;
                 }
             } else if csv {
                 writeln!(out, "{}", csv_line(ROW_COLUMNS))?;
                 for e in &entries {
-                    let r = row(e.index, e.event.as_ref().unwrap_or(&v1::AuditEvent::default()));
+                    let r = row(
+                        e.index,
+                        e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
+                    );
                     writeln!(out, "{}", csv_line(&r.csv_fields()))?;
                 }
             } else {
@@ -176,7 +179,10 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                     eprintln!("no entries match");
                 }
                 for e in &entries {
-                    let r = row(e.index, e.event.as_ref().unwrap_or(&v1::AuditEvent::default()));
+                    let r = row(
+                        e.index,
+                        e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
+                    );
                     writeln!(out, "{}", r.text_line())?;
                 }
             }
@@ -383,15 +389,16 @@ impl LogTrust {
                 }
                 continue;
             };
-            let timestamp = note::verify_cosignature(&checkpoint, sig, &w.verifier).map_err(|e| {
-                anyhow!(
-                    "checkpoint of size {} carries a cosignature by {} (node {}) that does not \
+            let timestamp =
+                note::verify_cosignature(&checkpoint, sig, &w.verifier).map_err(|e| {
+                    anyhow!(
+                        "checkpoint of size {} carries a cosignature by {} (node {}) that does not \
                      verify: {e}",
-                    checkpoint.size(),
-                    sig.name(),
-                    w.country
-                )
-            })?;
+                        checkpoint.size(),
+                        sig.name(),
+                        w.country
+                    )
+                })?;
             let entry = by_country.entry(w.country).or_insert(Cosignature {
                 country: w.country,
                 name: w.verifier.name().to_string(),
@@ -1065,8 +1072,15 @@ where
     // 3. Every entry, every leaf hash.
     let saved_hashes: &[Hash] = saved.as_ref().map_or(&[], |s| &s.leaf_hashes);
     let saved_size = saved.as_ref().map_or(0, |s| s.checkpoint.size());
-    let fetched = fetch_all(auditor, size, saved_hashes, saved_size, &mut findings, &mut visit)
-        .await?;
+    let fetched = fetch_all(
+        auditor,
+        size,
+        saved_hashes,
+        saved_size,
+        &mut findings,
+        &mut visit,
+    )
+    .await?;
 
     // 4. The root.
     let root_ok = fetched.complete && merkle::root_from_leaves(&fetched.hashes) == root;
@@ -1078,7 +1092,9 @@ where
             }
             t
         };
-        let saved_prefix_matches = !findings.iter().any(|f| f.index.is_some_and(|i| i < saved_size));
+        let saved_prefix_matches = !findings
+            .iter()
+            .any(|f| f.index.is_some_and(|i| i < saved_size));
         let good = match proven_from {
             Some(m) if saved_prefix_matches && m <= served.size() => m,
             _ => 0,
@@ -1094,7 +1110,12 @@ where
                 "log inconsistent: the entries served do not lead to the checkpoint's root, and \
                  searching for the first bad index failed",
             )?;
-        findings.extend(f);
+        // One finding per index: the first one found there says enough.
+        for x in f {
+            if x.index.is_none() || !findings.iter().any(|y| y.index == x.index) {
+                findings.push(x);
+            }
+        }
     }
 
     if !findings.is_empty() {
@@ -1150,7 +1171,8 @@ async fn fetch_all<F>(
 where
     F: FnMut(u64, &v1::AuditEvent),
 {
-    let mut hashes: Vec<Hash> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // The size is the broker's claim: reserve for it only up to a bound.
+    let mut hashes: Vec<Hash> = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
     let mut progress = Progress::new("fetching the audit log", size);
     let mut first_saved_mismatch = false;
     let mut first_malformed = false;
@@ -1188,7 +1210,8 @@ where
             let hash = merkle::leaf_hash(&entry.leaf);
             let event = match v1::AuditEvent::decode(entry.leaf.as_slice()) {
                 Ok(ev) => {
-                    if entry.event.as_ref().is_some_and(|served| *served != ev) && !first_malformed {
+                    if entry.event.as_ref().is_some_and(|served| *served != ev) && !first_malformed
+                    {
                         first_malformed = true;
                         findings.push(Finding::at(
                             next,
@@ -1294,11 +1317,15 @@ async fn search_first_bad(
                 Err(_) => None,
             };
             match ev {
-                Some(ev) => format!("the entry served ({}, leaf {})", event_summary(&ev), short_hash(&h)),
-                None => format!("the entry served (leaf {})", short_hash(&h)),
+                Some(ev) => format!(
+                    "the entry served at {f} ({}, leaf {}) is not",
+                    event_summary(&ev),
+                    short_hash(&h)
+                ),
+                None => format!("the entry served at {f} (leaf {}) is not", short_hash(&h)),
             }
         }
-        None => "no entry served".to_string(),
+        None => format!("the broker serves no entry {f}"),
     };
     let detail = match committed {
         Some((h, leaf)) => {
@@ -1306,14 +1333,14 @@ async fn search_first_bad(
                 .map(|ev| event_summary(&ev))
                 .unwrap_or_else(|_| "not an AuditEvent".to_string());
             format!(
-                "entries 0..{f} are proven in the checkpoint of size {size}, but {served_text} is \
-                 not its leaf {f}: the checkpoint commits to leaf {} ({what})",
+                "entries 0..{f} are proven in the checkpoint of size {size}, but {served_text}: \
+                 the checkpoint commits to leaf {} there ({what})",
                 short_hash(&h)
             )
         }
         None => format!(
-            "entries 0..{f} are proven in the checkpoint of size {size}, but {served_text} is \
-             not, and the broker gives no valid inclusion proof for index {f}"
+            "entries 0..{f} are proven in the checkpoint of size {size}, but {served_text}, \
+             and the broker gives no valid inclusion proof for index {f}"
         ),
     };
     findings.push(Finding::at(f, detail));
@@ -1364,7 +1391,11 @@ impl ProveReport {
             ),
             format!("  leaf hash {}", hex::encode(self.leaf_hash)),
         ];
-        lines.extend(event_details(&self.event).into_iter().map(|(k, v)| format!("  {k}: {v}")));
+        lines.extend(
+            event_details(&self.event)
+                .into_iter()
+                .map(|(k, v)| format!("  {k}: {v}")),
+        );
         lines.push(format!(
             "inclusion proof verified against checkpoint of size {} signed by {}",
             cp.size(),
@@ -1378,9 +1409,8 @@ impl ProveReport {
         );
         match self.matches_saved {
             Some(true) => lines.push("the same leaf you verified before at this index".into()),
-            Some(false) => {
-                lines.push("WARNING: a different leaf than you verified before at this index".into())
-            }
+            Some(false) => lines
+                .push("WARNING: a different leaf than you verified before at this index".into()),
             None => {}
         }
         lines
@@ -1440,8 +1470,12 @@ pub fn check_inclusion(
             p.tree_size
         )
     })?;
-    let event = v1::AuditEvent::decode(p.leaf.as_slice())
-        .with_context(|| format!("entry {}: the leaf is not a casebridge.v1.AuditEvent", p.index))?;
+    let event = v1::AuditEvent::decode(p.leaf.as_slice()).with_context(|| {
+        format!(
+            "entry {}: the leaf is not a casebridge.v1.AuditEvent",
+            p.index
+        )
+    })?;
     let is_submission = matches!(
         event.event,
         Some(Event::SubmissionAccepted(_) | Event::SubmissionRefused(_))
@@ -1729,7 +1763,12 @@ impl Row {
 
 fn one_line(s: &str) -> Cow<'_, str> {
     if s.contains(['\n', '\r']) {
-        Cow::Owned(s.split(['\n', '\r']).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / "))
+        Cow::Owned(
+            s.split(['\n', '\r'])
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" / "),
+        )
     } else {
         Cow::Borrowed(s)
     }
@@ -1796,10 +1835,8 @@ pub fn event_details(event: &v1::AuditEvent) -> Vec<(&'static str, String)> {
 /// writes itself starts so, only text from peers could.
 pub fn csv_field(s: &str) -> Cow<'_, str> {
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let needs_quotes = formula
-        || s.contains([',', '"', '\n', '\r'])
-        || s.starts_with(' ')
-        || s.ends_with(' ');
+    let needs_quotes =
+        formula || s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ');
     if !needs_quotes {
         return Cow::Borrowed(s);
     }
@@ -1915,8 +1952,12 @@ pub async fn query(
     let resp = grpc("Query", auditor.api.query(req).await)?;
     let mut entries = resp.entries;
     for e in &mut entries {
-        let ev = v1::AuditEvent::decode(e.leaf.as_slice())
-            .with_context(|| format!("entry {}: the leaf is not a casebridge.v1.AuditEvent", e.index))?;
+        let ev = v1::AuditEvent::decode(e.leaf.as_slice()).with_context(|| {
+            format!(
+                "entry {}: the leaf is not a casebridge.v1.AuditEvent",
+                e.index
+            )
+        })?;
         if e.event.as_ref().is_some_and(|served| *served != ev) {
             bail!(
                 "entry {}: the event the broker served is not the event its leaf holds",
@@ -1926,6 +1967,20 @@ pub async fn query(
         e.event = Some(ev);
     }
     Ok(entries)
+}
+
+/// One entry as proto3 JSON (pbjson) on one line. proto3 JSON leaves out
+/// fields with default values, which would drop `"index"` from entry 0; it is
+/// always written here (a uint64, so a JSON string, as proto3 JSON wants).
+pub fn entry_json_line(e: &v1::LogEntry) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(e)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "index".into(),
+            serde_json::Value::String(e.index.to_string()),
+        );
+    }
+    Ok(serde_json::to_string(&v)?)
 }
 
 /// Parses RFC 3339 (`2025-03-01T12:00:00Z`, fractions and `±HH:MM` offsets
@@ -1939,7 +1994,9 @@ pub fn parse_time_ms(s: &str) -> anyhow::Result<i64> {
         if !digits.iter().all(u8::is_ascii_digit) {
             return Err(bad());
         }
-        Ok(digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+        Ok(digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
     };
     let sep = |at: usize, c: &[u8]| -> anyhow::Result<()> {
         match b.get(at) {
@@ -2062,12 +2119,7 @@ impl LogSummary {
         self.agencies.entry(id.to_string()).or_default()
     }
 
-    fn count_submission(
-        &mut self,
-        e: &v1::EnvelopeSummary,
-        decision: &'static str,
-        refused: bool,
-    ) {
+    fn count_submission(&mut self, e: &v1::EnvelopeSummary, decision: &'static str, refused: bool) {
         let kind = kind_name(e.kind);
         let purpose = purpose_name(e.purpose);
         let sender = e.sender_agency.clone();
@@ -2156,7 +2208,9 @@ impl LogSummary {
                     None => self.unattributed.push(r),
                 }
             }
-            Some(Event::RecordsPurged(_) | Event::DirectoryChanged(_) | Event::PolicyChanged(_))
+            Some(
+                Event::RecordsPurged(_) | Event::DirectoryChanged(_) | Event::PolicyChanged(_),
+            )
             | None => self.federation_events.push(r),
         }
     }
@@ -2409,7 +2463,12 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
         ("directory version", v.directory_version.to_string()),
         ("entries from", period),
     ] {
-        let _ = write!(h, "<tr><th>{}</th><td><code>{}</code></td></tr>", esc(k), esc(&val));
+        let _ = write!(
+            h,
+            "<tr><th>{}</th><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&val)
+        );
     }
     h.push_str("</table>");
     let _ = write!(
@@ -2442,7 +2501,12 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
         h.push_str("</table>");
     }
     if !v.checkpoint.missing.is_empty() {
-        let m: Vec<String> = v.checkpoint.missing.iter().map(Country::to_string).collect();
+        let m: Vec<String> = v
+            .checkpoint
+            .missing
+            .iter()
+            .map(Country::to_string)
+            .collect();
         let _ = write!(h, "<p>Not cosigned by: {}.</p>", esc(&m.join(", ")));
     }
     if !v.checkpoint.unknown.is_empty() {
@@ -2702,9 +2766,15 @@ mod tests {
 
     fn signed_checkpoint(origin: &str, hashes: &[Hash]) -> Vec<u8> {
         let signer = NoteSigner::from_seed(origin, &[3; 32]).expect("signer");
-        let cp = Checkpoint::new(origin, hashes.len() as u64, merkle::root_from_leaves(hashes))
-            .expect("checkpoint");
-        note::sign_checkpoint(&cp, &signer).expect("sign").to_bytes()
+        let cp = Checkpoint::new(
+            origin,
+            hashes.len() as u64,
+            merkle::root_from_leaves(hashes),
+        )
+        .expect("checkpoint");
+        note::sign_checkpoint(&cp, &signer)
+            .expect("sign")
+            .to_bytes()
     }
 
     #[test]
@@ -2818,12 +2888,20 @@ mod tests {
         let trust = trust_with(
             origin,
             [1; 32],
-            &[("HR", [2; 32], false), ("RS", [3; 32], false), ("BA", [4; 32], true)],
+            &[
+                ("HR", [2; 32], false),
+                ("RS", [3; 32], false),
+                ("BA", [4; 32], true),
+            ],
         );
         let bytes = cosigned(
             origin,
             7,
-            &[("HR", [2; 32], 1_700_000_000), ("BA", [4; 32], 1_700_000_100), ("ME", [5; 32], 1)],
+            &[
+                ("HR", [2; 32], 1_700_000_000),
+                ("BA", [4; 32], 1_700_000_100),
+                ("ME", [5; 32], 1),
+            ],
         );
         let c = trust.open(&bytes).expect("open");
         assert_eq!(c.checkpoint.size(), 7);
@@ -2842,15 +2920,24 @@ mod tests {
         let text = String::from_utf8(forged).expect("utf8");
         let (body, sigs) = text.split_at(text.rfind("\n\n").expect("sigs") + 2);
         let mut lines: Vec<String> = sigs.lines().map(str::to_string).collect();
-        let hr = lines.iter_mut().find(|l| l.contains("/node/HR")).expect("hr");
+        let hr = lines
+            .iter_mut()
+            .find(|l| l.contains("/node/HR"))
+            .expect("hr");
         let sig = hr.rsplit(' ').next().expect("b64").to_string();
         let mut raw = STANDARD.decode(&sig).expect("b64");
         let last = raw.len() - 1;
         raw[last] ^= 1;
         *hr = hr.replace(&sig, &STANDARD.encode(raw));
         let tampered = format!("{body}{}\n", lines.join("\n"));
-        let err = format!("{:#}", trust.open(tampered.as_bytes()).expect_err("bad cosig"));
-        assert!(err.contains("does not verify") && err.contains("node HR"), "{err}");
+        let err = format!(
+            "{:#}",
+            trust.open(tampered.as_bytes()).expect_err("bad cosig")
+        );
+        assert!(
+            err.contains("does not verify") && err.contains("node HR"),
+            "{err}"
+        );
 
         // Signed by another log key.
         let other = trust_with(origin, [9; 32], &[]);
@@ -2989,21 +3076,28 @@ mod tests {
         assert_eq!(r.envelope_id, "01010101-0101-0101-0101-010101010101");
         assert_eq!(r.policy_bundle_hash, "sha256:1234");
         let line = r.text_line();
-        assert!(line.contains("HR/police → RS/police, RS/prosecutor, BA/police"), "{line}");
+        assert!(
+            line.contains("HR/police → RS/police, RS/prosecutor, BA/police"),
+            "{line}"
+        );
         assert!(line.contains("[identity]"), "{line}");
         let r = row(2, &log[2]);
         assert_eq!((r.decision, r.code.as_str()), ("refused", "policy"));
         let r = row(4, &log[4]);
-        assert_eq!((r.decision, r.code.as_str()), ("rejected", "undeclared-categories"));
+        assert_eq!(
+            (r.decision, r.code.as_str()),
+            ("rejected", "undeclared-categories")
+        );
         assert_eq!(row(5, &log[5]).decision, "violation");
         assert_eq!(row(6, &log[6]).sender, "node ME");
         assert_eq!(row(0, &log[0]).decision, "directory");
         assert_eq!(row(9, &v1::AuditEvent::default()).event, "unknown");
-        assert_eq!(
-            event_envelope_id(&log[3]),
-            Some([1u8; 16].as_slice())
+        assert_eq!(event_envelope_id(&log[3]), Some([1u8; 16].as_slice()));
+        assert!(
+            event_details(&log[1])
+                .iter()
+                .any(|(k, v)| *k == "policy explanation" && v.contains("framework"))
         );
-        assert!(event_details(&log[1]).iter().any(|(k, v)| *k == "policy explanation" && v.contains("framework")));
         assert_eq!(ROW_COLUMNS.len(), r.csv_fields().len());
     }
 
@@ -3028,6 +3122,24 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(",HR/police,"), "{line}");
+    }
+
+    #[test]
+    fn json_lines_always_carry_the_index() {
+        let log = synthetic_log();
+        for index in [0u64, 7] {
+            let e = v1::LogEntry {
+                index,
+                leaf: log[1].encode_to_vec(),
+                event: Some(log[1].clone()),
+            };
+            let line = entry_json_line(&e).expect("json");
+            assert!(!line.contains('\n'));
+            let v: serde_json::Value = serde_json::from_str(&line).expect("parse");
+            assert_eq!(v["index"], serde_json::Value::String(index.to_string()));
+            let back: v1::LogEntry = serde_json::from_str(&line).expect("LogEntry");
+            assert_eq!(back, e);
+        }
     }
 
     #[test]
@@ -3096,10 +3208,22 @@ mod tests {
         assert_eq!(req.limit, 10);
         assert!(req.from_ms < req.to_ms);
         for bad in [
-            QueryArgs { agency: Some("police".into()), ..Default::default() },
-            QueryArgs { country: Some("Croatia".into()), ..Default::default() },
-            QueryArgs { kind: Some("gossip".into()), ..Default::default() },
-            QueryArgs { decision: Some("maybe".into()), ..Default::default() },
+            QueryArgs {
+                agency: Some("police".into()),
+                ..Default::default()
+            },
+            QueryArgs {
+                country: Some("Croatia".into()),
+                ..Default::default()
+            },
+            QueryArgs {
+                kind: Some("gossip".into()),
+                ..Default::default()
+            },
+            QueryArgs {
+                decision: Some("maybe".into()),
+                ..Default::default()
+            },
             QueryArgs {
                 from: Some("2025-02-01".into()),
                 to: Some("2025-01-01".into()),
@@ -3116,7 +3240,11 @@ mod tests {
             summary.add(i as u64, ev);
         }
         let origin = "casebridge.test/audit-log";
-        let trust = trust_with(origin, [1; 32], &[("HR", [2; 32], false), ("RS", [3; 32], false)]);
+        let trust = trust_with(
+            origin,
+            [1; 32],
+            &[("HR", [2; 32], false), ("RS", [3; 32], false)],
+        );
         let note = cosigned(origin, log.len() as u64, &[("HR", [2; 32], 1_700_000_100)]);
         let verified = VerifyReport {
             checkpoint: trust.open(&note).expect("open"),
@@ -3178,7 +3306,9 @@ mod tests {
         }
         // Peer text is escaped, never markup.
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("forbidden by &lt;framework&gt; &amp; &quot;H3&quot;, &#39;quoted&#39;"));
+        assert!(
+            html.contains("forbidden by &lt;framework&gt; &amp; &quot;H3&quot;, &#39;quoted&#39;")
+        );
         assert!(html.contains("Criminal police &lt;HR&gt;"));
         // The checkpoint and the witnesses.
         assert!(html.contains("casebridge.test/audit-log"));
@@ -3191,8 +3321,363 @@ mod tests {
         assert!(html.contains("<title>HR → RS: 2</title>"));
         assert!(html.contains("undeclared-categories"));
         // Balanced tables.
-        assert_eq!(html.matches("<table").count(), html.matches("</table>").count());
-        assert_eq!(html.matches("<section").count(), html.matches("</section>").count());
+        assert_eq!(
+            html.matches("<table").count(),
+            html.matches("</table>").count()
+        );
+        assert_eq!(
+            html.matches("<section").count(),
+            html.matches("</section>").count()
+        );
+    }
+
+    // ---- against a broker over mTLS ----
+
+    /// A broker's audit API over an honest tree, serving entries that may
+    /// differ from it.
+    struct FakeLog {
+        origin: String,
+        log_key: crate::keys::SigningKey,
+        hr_key: crate::keys::SigningKey,
+        /// The leaves the checkpoint and the proofs are made from.
+        leaves: Vec<Vec<u8>>,
+        /// The leaves GetEntries serves.
+        served: Vec<Vec<u8>>,
+        /// Break HR's cosignature.
+        forge_cosignature: bool,
+    }
+
+    fn fake_leaf(i: u64, tag: &str) -> Vec<u8> {
+        v1::AuditEvent {
+            at_ms: 1_700_000_000_000 + i as i64,
+            event: Some(Event::SubmissionAccepted(v1::SubmissionAccepted {
+                envelope: Some(summary_of(
+                    &[i as u8; 16],
+                    "HR/police",
+                    &["RS/police"],
+                    v1::RecordKind::WantedAlert,
+                )),
+                policy_bundle_hash: tag.to_string(),
+                policy_explanation: String::new(),
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    impl FakeLog {
+        fn tree(&self) -> MemoryTree {
+            tree(
+                &self
+                    .leaves
+                    .iter()
+                    .map(|l| merkle::leaf_hash(l))
+                    .collect::<Vec<_>>(),
+            )
+        }
+
+        fn note(&self) -> Vec<u8> {
+            use std::borrow::Borrow as _;
+            let t = self.tree();
+            let cp = Checkpoint::new(self.origin.clone(), t.size(), t.current_root())
+                .expect("checkpoint");
+            let log: &ring::signature::Ed25519KeyPair = self.log_key.borrow();
+            let signer = NoteSigner::new(&self.origin, log).expect("signer");
+            let mut n = note::sign_checkpoint(&cp, &signer).expect("sign");
+            let hr: &ring::signature::Ed25519KeyPair = self.hr_key.borrow();
+            let name = witness_name("casebridge.test", "HR".parse().expect("cc"));
+            let cosigner = Cosigner::new(&name, hr).expect("cosigner");
+            let sig = cosigner.cosign(&cp, 1_700_000_000).expect("cosign");
+            let sig = if self.forge_cosignature {
+                let mut raw = sig.signature().to_vec();
+                raw[20] ^= 1;
+                note::NoteSignature::new(sig.name(), sig.key_id(), raw).expect("sig")
+            } else {
+                sig
+            };
+            n.add_signature(sig).expect("add");
+            n.to_bytes()
+        }
+    }
+
+    #[derive(Clone)]
+    struct FakeBroker(std::sync::Arc<std::sync::Mutex<FakeLog>>);
+
+    impl FakeBroker {
+        fn log(&self) -> std::sync::MutexGuard<'_, FakeLog> {
+            self.0.lock().expect("lock")
+        }
+    }
+
+    #[tonic::async_trait]
+    impl v1::audit_server::Audit for FakeBroker {
+        async fn get_checkpoint(
+            &self,
+            _: tonic::Request<v1::GetCheckpointRequest>,
+        ) -> Result<tonic::Response<v1::CheckpointResponse>, tonic::Status> {
+            Ok(tonic::Response::new(v1::CheckpointResponse {
+                checkpoint: self.log().note(),
+                consistency_proof: vec![],
+            }))
+        }
+
+        async fn get_entries(
+            &self,
+            req: tonic::Request<v1::GetEntriesRequest>,
+        ) -> Result<tonic::Response<v1::GetEntriesResponse>, tonic::Status> {
+            let r = req.into_inner();
+            let log = self.log();
+            // Short pages, to exercise paging.
+            let end = r.end.min(log.served.len() as u64).min(r.start + 7);
+            let entries = (r.start..end)
+                .map(|i| {
+                    let leaf = log.served[i as usize].clone();
+                    v1::LogEntry {
+                        index: i,
+                        event: v1::AuditEvent::decode(leaf.as_slice()).ok(),
+                        leaf,
+                    }
+                })
+                .collect();
+            Ok(tonic::Response::new(v1::GetEntriesResponse { entries }))
+        }
+
+        async fn prove_inclusion(
+            &self,
+            req: tonic::Request<v1::ProveInclusionRequest>,
+        ) -> Result<tonic::Response<v1::InclusionProof>, tonic::Status> {
+            let r = req.into_inner();
+            let log = self.log();
+            let t = log.tree();
+            let index = match r.target {
+                Some(v1::prove_inclusion_request::Target::Index(i)) => i,
+                Some(v1::prove_inclusion_request::Target::EnvelopeId(id)) => {
+                    let id: EnvelopeId = id.parse().expect("id");
+                    u64::from(id.as_bytes()[0])
+                }
+                None => return Err(tonic::Status::invalid_argument("no target")),
+            };
+            let proof = merkle::inclusion_proof(&t, index, t.size())
+                .map_err(|e| tonic::Status::not_found(e.to_string()))?;
+            Ok(tonic::Response::new(v1::InclusionProof {
+                index,
+                tree_size: t.size(),
+                leaf: log.leaves[index as usize].clone(),
+                proof: proof.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: log.note(),
+            }))
+        }
+
+        async fn prove_consistency(
+            &self,
+            req: tonic::Request<v1::ProveConsistencyRequest>,
+        ) -> Result<tonic::Response<v1::ConsistencyProof>, tonic::Status> {
+            let r = req.into_inner();
+            let log = self.log();
+            let t = log.tree();
+            if r.second_size != 0 && r.second_size != t.size() {
+                return Err(tonic::Status::not_found("no checkpoint of that size"));
+            }
+            let proof = merkle::consistency_proof(&t, r.first_size, t.size())
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            Ok(tonic::Response::new(v1::ConsistencyProof {
+                first_size: r.first_size,
+                second_size: t.size(),
+                proof: proof.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: log.note(),
+            }))
+        }
+
+        async fn query(
+            &self,
+            _: tonic::Request<v1::QueryRequest>,
+        ) -> Result<tonic::Response<v1::QueryResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("query"))
+        }
+    }
+
+    /// A federation from `pki init` whose auditor profile points at a fake
+    /// broker; returns the profile path and the fake.
+    async fn fake_federation(dir: &Path) -> (PathBuf, FakeBroker) {
+        let mut opts = crate::pki::InitOptions::new(dir.join("fed"));
+        opts.countries = vec!["HR".parse().expect("cc"), "RS".parse().expect("cc")];
+        opts.base_port = 0;
+        let fed = crate::pki::init(&opts).expect("pki init");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_, profile) = fed.auditor_profiles[0].clone();
+        let text = std::fs::read_to_string(&profile).expect("profile");
+        let text = text.replace("127.0.0.1:0", &addr.to_string());
+        std::fs::write(&profile, text).expect("profile");
+
+        let fed_dir = fed.dir.clone();
+        let key = |p: &str| crate::keys::SigningKey::load(&fed_dir.join(p)).expect("key");
+        let fake = FakeBroker(std::sync::Arc::new(std::sync::Mutex::new(FakeLog {
+            origin: "casebridge.test/audit-log".into(),
+            log_key: key("broker/log.key"),
+            hr_key: key("nodes/HR/signing.key"),
+            leaves: vec![],
+            served: vec![],
+            forge_cosignature: false,
+        })));
+        let identity = Identity::load(
+            &fed_dir.join("broker/broker.crt"),
+            &fed_dir.join("broker/broker.key"),
+        )
+        .expect("identity");
+        let root = crate::tls::load_certs(&fed_dir.join("ca/root.crt")).expect("root");
+        let tls =
+            crate::tls::ServerTls::new(&identity, &root[0], None, "casebridge.test").expect("tls");
+        let svc = v1::audit_server::AuditServer::new(fake.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tls.incoming(listener))
+                .await;
+        });
+        (profile, fake)
+    }
+
+    fn set_log(fake: &FakeBroker, n: u64, tag: &str) {
+        let mut log = fake.log();
+        log.leaves = (0..n).map(|i| fake_leaf(i, tag)).collect();
+        log.served = log.leaves.clone();
+    }
+
+    async fn verify_err(profile: &Path) -> Inconsistent {
+        let err = verify(profile, None).await.expect_err("must fail");
+        eprintln!("error: {err:#}");
+        err.downcast_ref::<Inconsistent>()
+            .unwrap_or_else(|| panic!("not an inconsistency: {err:#}"))
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn verify_names_the_first_bad_index_against_a_broker() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (profile, fake) = fake_federation(tmp.path()).await;
+
+        // No saved state, entry 13 of 40 served altered: found by the search.
+        set_log(&fake, 40, "a");
+        fake.log().served[13] = fake_leaf(13, "altered");
+        fake.log().served[30] = fake_leaf(30, "altered too");
+        let e = verify_err(&profile).await;
+        assert_eq!(e.first_bad_index, Some(13), "{e}");
+        assert!(e.to_string().contains("checkpoint commits to leaf"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("log inconsistent: first bad index 13: "),
+            "{e}"
+        );
+        // Nothing was saved.
+        let state = StateDir::new(tmp.path().join("fed/auditors/auditor/state"));
+        assert!(
+            state
+                .load("casebridge.test/audit-log")
+                .expect("load")
+                .is_none()
+        );
+
+        // Honest: verified and saved.
+        set_log(&fake, 40, "a");
+        let r = verify(&profile, None).await.expect("verify");
+        assert_eq!(r.size(), 40);
+        assert_eq!(r.previous_size, None);
+        assert_eq!(r.checkpoint.cosignatures.len(), 1);
+        assert_eq!(
+            r.checkpoint.missing,
+            vec!["RS".parse::<Country>().expect("cc")]
+        );
+
+        // Grown, honest: consistent with the saved checkpoint.
+        {
+            let mut log = fake.log();
+            for i in 40..55 {
+                log.leaves.push(fake_leaf(i, "a"));
+            }
+            log.served = log.leaves.clone();
+        }
+        let r = verify(&profile, None).await.expect("verify");
+        assert_eq!(r.previous_size, Some(40));
+        assert!(
+            r.to_string()
+                .contains("consistent with the checkpoint you saved at size 40")
+        );
+
+        // History rewritten at 7 and re-signed: the signed tree is
+        // self-consistent, but not with what this auditor saw.
+        {
+            let mut log = fake.log();
+            log.leaves[7] = fake_leaf(7, "rewritten");
+            log.leaves.push(fake_leaf(55, "a"));
+            log.served = log.leaves.clone();
+        }
+        let e = verify_err(&profile).await;
+        assert_eq!(e.first_bad_index, Some(7), "{e}");
+        assert!(e.to_string().contains("history was rewritten"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("does not extend the checkpoint of size 55"),
+            "{e}"
+        );
+
+        // Shrunk below what was saved.
+        set_log(&fake, 50, "a");
+        let e = verify_err(&profile).await;
+        assert_eq!(e.first_bad_index, Some(50), "{e}");
+
+        // Served entries missing (the page stops short).
+        set_log(&fake, 60, "a");
+        fake.log().served.truncate(58);
+        let e = verify_err(&profile).await;
+        assert_eq!(e.first_bad_index, Some(58), "{e}");
+
+        // A forged witness cosignature fails the checkpoint.
+        set_log(&fake, 60, "a");
+        fake.log().forge_cosignature = true;
+        let err = format!("{:#}", verify(&profile, None).await.expect_err("forged"));
+        eprintln!("error: {err}");
+        assert!(
+            err.contains("cosignature by casebridge.test/node/HR"),
+            "{err}"
+        );
+        fake.log().forge_cosignature = false;
+
+        // Honest again: saved state still at 55 and consistent.
+        let r = verify(&profile, None).await.expect("verify");
+        assert_eq!(r.previous_size, Some(55));
+
+        // prove: the fake finds envelope [i; 16] at index i.
+        let id = EnvelopeId::from_bytes(&[9u8; 16]).expect("id");
+        let p = prove(&profile, None, &id.to_string()).await.expect("prove");
+        assert_eq!(p.index, 9);
+        assert_eq!(p.matches_saved, Some(true));
+        assert!(p.to_string().contains(
+            "inclusion proof verified against checkpoint of size 60 signed by casebridge.test/audit-log"
+        ));
+        // A broker proving another entry than the one asked for.
+        let other = EnvelopeId::from_bytes(
+            &[{ 9u8 }; 15]
+                .iter()
+                .chain([1u8].iter())
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .expect("id");
+        let err = format!(
+            "{:#}",
+            prove(&profile, None, &other.to_string())
+                .await
+                .expect_err("other")
+        );
+        assert!(err.contains("not the submission of envelope"), "{err}");
+
+        // report: verified, then written.
+        let out = tmp.path().join("report.html");
+        report(&profile, None, &out).await.expect("report");
+        let html = std::fs::read_to_string(&out).expect("html");
+        assert!(html.contains("Verified: all 60 entries"));
     }
 
     #[test]

@@ -65,6 +65,16 @@ impl LocalFederation {
         let probe = bind("127.0.0.1:0".parse()?).await?;
         let broker_addr = probe.local_addr()?;
         drop(probe);
+        // Auditors dial the broker at the address it will really have.
+        for (_, profile) in &fed.auditor_profiles {
+            let text = std::fs::read_to_string(profile)?;
+            let mut table: toml::Table = toml::from_str(&text)?;
+            table.insert(
+                "broker".into(),
+                toml::Value::String(broker_addr.to_string()),
+            );
+            std::fs::write(profile, toml::to_string(&table)?)?;
+        }
         let mut node_configs = BTreeMap::new();
         let mut node_addrs = BTreeMap::new();
         for (cc, p) in &fed.node_configs {

@@ -78,6 +78,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the broker's audit log with proofs (auditors).
+    #[command(subcommand)]
+    Audit(casebridge::audit_cli::AuditCmd),
     /// Play the scenarios on a throwaway federation and print what happens.
     Demo {
         /// Keep the federation in this directory instead of a temporary one.
@@ -255,6 +258,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             init_logging(LogFormat::Human, "warn");
             casebridge::cli::status(&profile, &envelope_id, json).await?;
             Ok(true)
+        }
+        Command::Audit(cmd) => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::audit_cli::run(cmd).await
         }
         Command::Demo { dir } => {
             // The demo tells its own story; the daemons' warnings about the

@@ -898,8 +898,10 @@ impl<K> fmt::Debug for NoteSigner<K> {
 /// `0x04`).
 ///
 /// The Ed25519 cosignature message does not include the cosigner's name, so
-/// tlog-cosignature requires a distinct key per cosigner; never reuse a node's
-/// envelope or note key here.
+/// each cosigner needs a key of its own. casebridge nodes cosign with their
+/// directory signing key: their other signatures are over 32-byte
+/// domain-separated hashes, and a cosignature message starts with
+/// `cosignature/v1\n` and is longer, so no signature can stand for the other.
 pub struct Cosigner<K = Ed25519KeyPair> {
     name: String,
     key_id: u32,
