@@ -195,7 +195,7 @@ pub fn seal_declaring(
         permission: input.permission.clone(),
     };
     let header = header.encode_to_vec();
-    let signature = key.sign(&header_signing_input(&header));
+    let signature = sign_header(&header, key);
     Ok(Sealed {
         id,
         envelope: v1::Envelope {
@@ -685,6 +685,12 @@ pub fn verify_receipt(
         return Err(EnvelopeError::BadReceiptSignature(cc));
     }
     Ok(body)
+}
+
+/// Signs serialized header bytes as a node does: Ed25519 over the
+/// domain-separated SHA-256 of the bytes.
+pub fn sign_header(header: &[u8], key: &SigningKey) -> Vec<u8> {
+    key.sign(&header_signing_input(header))
 }
 
 fn header_signing_input(header: &[u8]) -> [u8; 32] {

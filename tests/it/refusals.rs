@@ -42,6 +42,22 @@ fn seal(
     envelope::seal(&input, &node_signing_key(fed, node), &directory(fed)).unwrap()
 }
 
+/// An envelope whose header `node` signed after it was changed.
+fn resigned(
+    fed: &Fed,
+    node: &str,
+    header: &v1::EnvelopeHeader,
+    ciphertext: Vec<u8>,
+) -> v1::Envelope {
+    let header = header.encode_to_vec();
+    let signature = envelope::sign_header(&header, &node_signing_key(fed, node));
+    v1::Envelope {
+        header,
+        signature,
+        ciphertext,
+    }
+}
+
 fn fresh(fed: &Fed) -> envelope::Sealed {
     let now = casebridge::time::now_ms();
     seal(fed, "HR", "HR/police", &["BA/police"], now, now + DAY)
@@ -153,11 +169,7 @@ async fn signature_by_another_nodes_key() {
     let fed = start(&["HR", "BA", "RS"]).await;
     let mut env = fresh(&fed).envelope;
     // RS signs a header that says it comes from HR; HR's connection submits it.
-    let rs = node_signing_key(&fed, "RS");
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"casebridge/v1 envelope-header\0");
-    ctx.update(&env.header);
-    env.signature = rs.sign(ctx.finish().as_ref());
+    env.signature = envelope::sign_header(&env.header, &node_signing_key(&fed, "RS"));
     assert_refused(
         &fed,
         "HR",
@@ -193,16 +205,7 @@ async fn sender_agency_of_another_country() {
     let sealed = seal(&fed, "HR", "RS/police", &["BA/police"], now, now + DAY);
     let mut header = v1::EnvelopeHeader::decode(sealed.envelope.header.as_slice()).unwrap();
     header.sender_node = "HR".into();
-    let bytes = header.encode_to_vec();
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"casebridge/v1 envelope-header\0");
-    ctx.update(&bytes);
-    let signature = node_signing_key(&fed, "HR").sign(ctx.finish().as_ref());
-    let env = v1::Envelope {
-        header: bytes,
-        signature,
-        ciphertext: sealed.envelope.ciphertext,
-    };
+    let env = resigned(&fed, "HR", &header, sealed.envelope.ciphertext);
     assert_refused(
         &fed,
         "HR",
@@ -220,16 +223,7 @@ async fn unknown_recipient_agency() {
     let sealed = fresh(&fed);
     let mut header = v1::EnvelopeHeader::decode(sealed.envelope.header.as_slice()).unwrap();
     header.recipients = vec!["BA/customs".into()];
-    let bytes = header.encode_to_vec();
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"casebridge/v1 envelope-header\0");
-    ctx.update(&bytes);
-    let signature = node_signing_key(&fed, "HR").sign(ctx.finish().as_ref());
-    let env = v1::Envelope {
-        header: bytes,
-        signature,
-        ciphertext: sealed.envelope.ciphertext,
-    };
+    let env = resigned(&fed, "HR", &header, sealed.envelope.ciphertext);
     assert_refused(
         &fed,
         "HR",
