@@ -409,3 +409,47 @@ async fn an_untouched_log_restarts_cleanly_with_every_acknowledged_entry() {
         Some(before as u64)
     );
 }
+
+#[tokio::test]
+async fn the_auditor_commands_verify_the_live_log_and_keep_track_between_runs() {
+    let fed = start(&["BA", "RS"]).await;
+    let ids = traffic(&fed, 2).await;
+    let first = checkpoint_now(&fed).await;
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+
+    let report = casebridge::audit_cli::verify(&profile, None).await.unwrap();
+    assert_eq!(report.size(), first);
+    assert_eq!(report.previous_size, None, "first run: nothing saved yet");
+
+    traffic(&fed, 1).await;
+    let second = checkpoint_now(&fed).await;
+    let report = casebridge::audit_cli::verify(&profile, None).await.unwrap();
+    assert_eq!(report.size(), second);
+    assert_eq!(
+        report.previous_size,
+        Some(first),
+        "proven consistent with the checkpoint saved last time"
+    );
+
+    let proof = casebridge::audit_cli::prove(&profile, None, &ids[0])
+        .await
+        .unwrap();
+    assert_eq!(proof.envelope_id.to_string(), ids[0]);
+    assert_eq!(proof.matches_saved, Some(true));
+    assert!(matches!(
+        proof.event.event,
+        Some(v1::audit_event::Event::SubmissionAccepted(_))
+    ));
+
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("report.html");
+    casebridge::audit_cli::report(&profile, None, &path)
+        .await
+        .unwrap();
+    let html = std::fs::read_to_string(&path).unwrap();
+    assert!(html.contains("<svg") && html.contains("BA/police") && html.contains("RS/police"));
+    assert!(
+        !html.contains("Volkswagen") && !html.contains("TESTVIN"),
+        "metadata only: no record content"
+    );
+}
