@@ -2237,7 +2237,7 @@ padding:0 1rem;color:#0f172a;line-height:1.4}\
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #cbd5e1}\
 h3{margin:1.4rem 0 .4rem}.meta{color:#475569}\
 table{border-collapse:collapse;margin:.4rem 0 1rem}\
-th,td{border:1px solid #cbd5e1;padding:.2rem .5rem;text-align:left;vertical-align:top}\
+th,td{border:1px solid #cbd5e1;padding:.2rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 th{background:#f1f5f9}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}\
 pre{background:#f8fafc;border:1px solid #e2e8f0;padding:.6rem;overflow-x:auto}\
