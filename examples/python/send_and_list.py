@@ -75,8 +75,8 @@ def main() -> int:
     # categories from the record itself.
     labels = labels_pb2.Labels(
         purpose=labels_pb2.PURPOSE_IMMEDIATE_THREAT,
-        legal_basis=labels_pb2.LEGAL_BASIS_REGIONAL_POLICE_CONVENTION,
-        legal_basis_reference="Police Cooperation Convention for Southeast Europe",
+        legal_basis=labels_pb2.LEGAL_BASIS_SPECIFIC_SITUATION_DEROGATION,
+        legal_basis_reference="LED Art. 38(1)(c): immediate and serious threat to public security",
         handling=labels_pb2.HANDLING_CODE_H0,
         evaluation=labels_pb2.Evaluation(
             source=labels_pb2.SOURCE_RELIABILITY_B,
