@@ -248,7 +248,9 @@ impl Demo<'_> {
             ),
             Err(s) => bail!("{step}: expected a policy refusal, got {}", status_line(&s)),
         };
-        println!("   REFUSED, nothing left the country. The explanation the agency receives:");
+        println!(
+            "   REFUSED before sealing: no record left the country, only the refusal for the audit log. The explanation:"
+        );
         for line in why.lines() {
             println!("      {line}");
         }

@@ -662,6 +662,50 @@ impl v1::exchange_server::Exchange for ExchangeService {
         inclusion_proof(&self.state, r.index, r.tree_size).map(Response::new)
     }
 
+    async fn report_refusal(
+        &self,
+        req: Request<v1::RefusalReport>,
+    ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
+        let node = self.node(&req)?;
+        let r = req.into_inner();
+        let transfer = r
+            .transfer
+            .ok_or_else(|| Status::invalid_argument("no transfer"))?;
+        // A node reports only its own agencies' refusals.
+        let sender: crate::ids::AgencyId = transfer
+            .sender_agency
+            .parse()
+            .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
+        if sender.country() != node || transfer.sender_node != node.as_str() {
+            return Err(Status::permission_denied(format!(
+                "node {node} cannot report for {sender}"
+            )));
+        }
+        let event = v1::AuditEvent {
+            at_ms: self.state.now_ms(),
+            event: Some(v1::audit_event::Event::SubmissionRefused(
+                v1::SubmissionRefused {
+                    submitting_node: node.to_string(),
+                    code: v1::RefusalCode::Policy as i32,
+                    reason: format!(
+                        "refused by node {node} before sealing: {}",
+                        r.policy_explanation
+                    ),
+                    envelope: Some(transfer),
+                    policy_bundle_hash: r.policy_bundle_hash,
+                    policy_explanation: r.policy_explanation,
+                },
+            )),
+        };
+        let index = self
+            .state
+            .store
+            .append(event)
+            .await
+            .map_err(storage_status)?;
+        Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
+    }
+
     async fn get_directory(
         &self,
         req: Request<v1::GetDirectoryRequest>,

@@ -362,6 +362,28 @@ impl v1::agency_server::Agency for AgencyService {
     }
 }
 
+/// The labels of a transfer refused before sealing, as an audit event
+/// records them (no envelope id, no digests: nothing was sealed).
+fn refused_summary(t: &crate::policy::Transfer, node: Country) -> v1::EnvelopeSummary {
+    v1::EnvelopeSummary {
+        sender_node: node.to_string(),
+        sender_agency: t.sender.id.to_string(),
+        recipients: t.recipients.iter().map(|r| r.id.to_string()).collect(),
+        kind: t.kind as i32,
+        declared_categories: t.categories.to_vec_i32(),
+        purpose: t.labels.purpose,
+        legal_basis: t.labels.legal_basis,
+        handling: t.labels.handling,
+        classification: t.labels.classification,
+        priority: t.labels.priority,
+        case_reference: t.labels.case_reference.clone(),
+        created_at_ms: t.created_at_ms,
+        expires_at_ms: t.expires_at_ms,
+        in_reply_to: t.labels.in_reply_to.clone(),
+        ..Default::default()
+    }
+}
+
 /// One record an agency sends, however it came to be sent.
 struct Outgoing {
     sender: AgencyId,
@@ -563,6 +585,11 @@ impl AgencyService {
         let decision = state.policies().decide(&transfer);
         if !decision.allowed {
             tracing::info!(from = %sender, reason = %decision.explanation, "refused before sealing");
+            state.report_refusal(v1::RefusalReport {
+                transfer: Some(refused_summary(&transfer, state.country)),
+                policy_bundle_hash: decision.bundle_hash.clone(),
+                policy_explanation: decision.explanation.clone(),
+            });
             return Err(Status::permission_denied(decision.explanation));
         }
 

@@ -50,6 +50,8 @@ pub struct NodeState {
     outbox_wakeup: Notify,
     waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
     inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
+    refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
+    refusal_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<v1::RefusalReport>>>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -86,6 +88,11 @@ impl NodeState {
             _ => {}
         }
         outcome
+    }
+
+    /// Queues a local policy refusal for the broker's audit log.
+    fn report_refusal(&self, report: v1::RefusalReport) {
+        let _ = self.refusals.send(report);
     }
 
     fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -165,6 +172,7 @@ impl Node {
             .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = NodeStore::open(&cfg.data_dir)
             .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
+        let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
         let state = NodeState {
             country: cfg.country,
             federation: cfg.federation.clone(),
@@ -179,6 +187,8 @@ impl Node {
             outbox_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             inbox_events: broadcast::channel(256).0,
+            refusals,
+            refusal_queue: Mutex::new(Some(refusal_queue)),
             stopping: tokio::sync::watch::channel(false).0,
         };
         Ok(Node {
@@ -203,6 +213,39 @@ impl Node {
         let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
         let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
+        let reporter = {
+            let queue = self
+                .state
+                .refusal_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let mut client = client.clone();
+            let mut stopping = self.state.stopping();
+            tokio::spawn(async move {
+                let Some(mut queue) = queue else { return };
+                loop {
+                    let report = tokio::select! {
+                        r = queue.recv() => match r { Some(r) => r, None => return },
+                        _ = stopping.wait_for(|s| *s) => return,
+                    };
+                    // Best effort: a refusal that never left the node has no
+                    // acknowledgement to honour, but the auditors should see it.
+                    for attempt in 0..3u32 {
+                        match client.report_refusal(report.clone()).await {
+                            Ok(_) => break,
+                            Err(s) => {
+                                tracing::warn!(status = %s, attempt, "could not report a local refusal");
+                                tokio::time::sleep(std::time::Duration::from_millis(
+                                    200 << attempt,
+                                ))
+                                .await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let witness = {
             let state = self.state.clone();
             let mut client = client.clone();
@@ -273,6 +316,7 @@ impl Node {
         let _ = purge.await;
         let _ = reloader.await;
         let _ = witness.await;
+        let _ = reporter.await;
         tracing::info!(node = %self.state.country, "node stopped");
         Ok(result?)
     }

@@ -94,7 +94,32 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         "{}",
         err.message()
     );
-    assert_eq!(audit(&fed).len(), before, "the broker saw nothing");
+    // Nothing was sealed or sent, but the refusal and its explanation reach
+    // the audit log as the node reports them.
+    let reported = until("the reported refusal", || {
+        let events = audit(&fed);
+        async move { (events.len() > before).then(|| events[before].clone()) }
+    })
+    .await;
+    match reported.event {
+        Some(Event::SubmissionRefused(r)) => {
+            assert_eq!(r.submitting_node, "RS");
+            assert!(
+                r.reason.contains("before sealing")
+                    && r.reason.contains("h2-onward-needs-permission"),
+                "{}",
+                r.reason
+            );
+            let t = r.envelope.unwrap();
+            assert!(
+                t.envelope_id.is_empty() && t.ciphertext_sha256.is_empty(),
+                "nothing was sealed"
+            );
+            assert_eq!(t.recipients, vec!["AL/police".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(audit(&fed).len(), before + 1);
 
     // The broker refuses it too, should a node skip its own check.
     let original: EnvelopeId = report.envelope_id.parse().unwrap();
@@ -340,4 +365,25 @@ async fn h1_and_h3_reach_the_recipient_as_restrictions() {
         r3.provider_restriction, "Only for case KTO-112; destroy after the hearing.",
         "verbatim"
     );
+}
+
+#[tokio::test]
+async fn a_node_reports_refusals_only_for_its_own_agencies() {
+    let fed = start(&["RS", "HR"]).await;
+    let report = v1::RefusalReport {
+        transfer: Some(v1::EnvelopeSummary {
+            sender_node: "HR".into(),
+            sender_agency: "HR/police".into(),
+            ..Default::default()
+        }),
+        policy_bundle_hash: String::new(),
+        policy_explanation: "made up".into(),
+    };
+    let before = audit(&fed).len();
+    let err = exchange_as_node(&fed, "RS")
+        .report_refusal(report)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(audit(&fed).len(), before);
 }
