@@ -477,9 +477,11 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 body.recipient_node
             )));
         }
-        let header_sha = envelope::sha256(&env.header);
+        // The queued header was verified at submission; read it once here
+        // for the receipt check, a violation and the relay to the sender.
+        let summary = envelope::unverified_summary(&env).unwrap_or_default();
         if EnvelopeId::from_bytes(&body.envelope_id).ok() != Some(id)
-            || body.header_sha256 != header_sha
+            || body.header_sha256 != summary.header_sha256
         {
             return Err(Status::invalid_argument(format!(
                 "receipt does not answer envelope {id}"
@@ -509,8 +511,8 @@ impl v1::exchange_server::Exchange for ExchangeService {
             body.code(),
             v1::RejectionCode::UndeclaredCategories | v1::RejectionCode::KindMismatch
         );
+        let sender: Option<Country> = summary.sender_node.parse().ok();
         if status == v1::ReceiptStatus::Rejected && violation {
-            let summary = envelope::unverified_summary(&env).unwrap_or_default();
             tracing::warn!(%id, sender = %summary.sender_agency, reporter = %node, reason = %body.reason, "content violation");
             events.push(v1::AuditEvent {
                 at_ms: now,
@@ -527,8 +529,6 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 )),
             });
         }
-        let sender: Option<Country> =
-            envelope::unverified_summary(&env).and_then(|s| s.sender_node.parse().ok());
         let index = match self
             .state
             .store

@@ -61,6 +61,19 @@ fn seal_raw(
         .envelope
 }
 
+/// Submits `env` as node `node`, bypassing its own checks, and expects the
+/// broker to refuse it with a message containing `says`.
+async fn submit_refused(fed: &Fed, node: &str, env: v1::Envelope, says: &str) {
+    let err = exchange_as_node(fed, node)
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains(says), "{}", err.message());
+}
+
 #[tokio::test]
 async fn h2_onward_transfer_needs_the_originators_permission() {
     let fed = start(&["MK", "RS", "AL", "ME", "BA"]).await;
@@ -132,18 +145,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         Some(original),
         None,
     );
-    let err = exchange_as_node(&fed, "RS")
-        .submit(v1::SubmitRequest {
-            envelope: Some(env),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("h2-onward-needs-permission"),
-        "{}",
-        err.message()
-    );
+    submit_refused(&fed, "RS", env, "h2-onward-needs-permission").await;
     let refusal = audit(&fed).pop().unwrap();
     match refusal.event {
         Some(Event::SubmissionRefused(r)) => {
@@ -176,18 +178,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         None,
         Some(scope),
     );
-    let err = exchange_as_node(&fed, "BA")
-        .submit(v1::SubmitRequest {
-            envelope: Some(env),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("only MK/police"),
-        "{}",
-        err.message()
-    );
+    submit_refused(&fed, "BA", env, "only MK/police").await;
 
     // Ask, and the originator grants.
     let req = rs
@@ -291,18 +282,7 @@ async fn only_a_recipient_can_pass_a_record_on() {
         Some(original),
         None,
     );
-    let err = exchange_as_node(&fed, "AL")
-        .submit(v1::SubmitRequest {
-            envelope: Some(env),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("did not receive"),
-        "{}",
-        err.message()
-    );
+    submit_refused(&fed, "AL", env, "did not receive").await;
     // And the agency API will not forward what is not in the inbox.
     let mut al = fed.client("AL/police").unwrap();
     let err = al
