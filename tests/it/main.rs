@@ -1,6 +1,7 @@
 //! Integration tests: a whole federation in this process, on loopback, with
 //! real mutual TLS, real crypto and real stores in temporary directories.
 
+mod adversary;
 mod authz;
 mod delivery;
 mod durability;
