@@ -6,6 +6,7 @@
 //! it has the directory (public keys) and its own TLS identity, nothing else.
 
 pub mod audit_api;
+pub mod leaf;
 pub mod log;
 pub mod service;
 pub mod store;

@@ -68,6 +68,9 @@ pub enum StoreError {
         found: String,
         expected: EnvelopeId,
     },
+    /// An event too large for the audit log even with its free text cut.
+    #[error(transparent)]
+    Leaf(#[from] super::leaf::LeafTooLarge),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -291,10 +294,14 @@ impl Txn<'_> {
         Ok(n)
     }
     /// Appends an event as the next leaf of the log, with the Merkle nodes
-    /// it completes, so the tree and the log can never disagree.
+    /// it completes, so the tree and the log can never disagree. The leaf
+    /// is capped ([`super::leaf::encode`]): nothing oversized is stored.
     fn append(&self, event: &v1::AuditEvent) -> TxResult<u64> {
+        let leaf = match super::leaf::encode(event) {
+            Ok(leaf) => leaf,
+            Err(e) => return abort(e.into()),
+        };
         let i = self.next(META_AUDIT_NEXT)?;
-        let leaf = event.encode_to_vec();
         let completed = merkle::completed_nodes(&TxNodes(self.nodes), i, merkle::leaf_hash(&leaf))
             .map_err(|e| match e {
                 TxNodeError::Tx(e) => e.into(),
@@ -824,5 +831,40 @@ mod tests {
                 .unwrap(),
             Some(4)
         );
+    }
+
+    #[tokio::test]
+    async fn no_leaf_is_stored_over_the_cap() {
+        use crate::broker::leaf::MAX_LEAF_BYTES;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut long = refusal(0);
+        if let Some(v1::audit_event::Event::SubmissionRefused(r)) = &mut long.event {
+            r.reason = "x".repeat(20 << 20);
+        }
+        let i = store.append(long).await.unwrap();
+        let leaf = store.leaves(i, i + 1).unwrap().remove(0);
+        assert!(
+            leaf.len() <= MAX_LEAF_BYTES,
+            "free text cut: {}",
+            leaf.len()
+        );
+        assert_eq!(
+            store.leaf_hash(i).unwrap(),
+            Some(merkle::leaf_hash(&leaf)),
+            "the tree holds the leaf as stored"
+        );
+        let uncuttable = v1::AuditEvent {
+            at_ms: 1,
+            event: Some(v1::audit_event::Event::RecordsPurged(v1::RecordsPurged {
+                node: "HR".into(),
+                envelope_ids: vec![vec![1; 16]; MAX_LEAF_BYTES / 16],
+            })),
+        };
+        assert!(matches!(
+            store.append(uncuttable).await,
+            Err(StoreError::Leaf(_))
+        ));
+        assert_eq!(store.audit_len().unwrap(), 1, "nothing appended");
     }
 }
