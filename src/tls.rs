@@ -131,6 +131,20 @@ pub struct Peer {
     pub remote: Option<SocketAddr>,
 }
 
+/// Requests one connection may have open at once on the broker's and the
+/// nodes' servers: 64. Advertised as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS
+/// (a client waits for a free stream) and enforced again in front of the
+/// services. An open delivery stream counts as one while it is open.
+pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// A gRPC server with the per-connection limits every casebridge server
+/// applies.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .concurrency_limit_per_connection(MAX_CONCURRENT_STREAMS as usize)
+}
+
 /// Server-side TLS: accepts any certificate chaining to the federation root,
 /// then classifies the peer so services can authorise by role, country and
 /// issuer.

@@ -42,6 +42,8 @@ pub struct BrokerState {
     pub limits: Limits,
     pub clock: Clock,
     wakeups: Mutex<HashMap<Country, Arc<Notify>>>,
+    /// Per node, the generation of its delivery stream in use.
+    deliveries: Mutex<HashMap<Country, tokio::sync::watch::Sender<u64>>>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -64,6 +66,7 @@ impl BrokerState {
             limits,
             clock,
             wakeups: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
         }
     }
@@ -130,6 +133,19 @@ impl BrokerState {
     /// on it so the server can drain.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.stopping.subscribe()
+    }
+
+    /// Makes a new delivery stream `node`'s only one: returns its generation
+    /// and a receiver that changes when a newer stream replaces it. A node
+    /// has one delivery stream at a time, so it cannot pile them up.
+    pub fn claim_delivery(&self, node: Country) -> (u64, tokio::sync::watch::Receiver<u64>) {
+        let mut all = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = all
+            .entry(node)
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        let generation = tx.borrow().wrapping_add(1);
+        tx.send_replace(generation);
+        (generation, tx.subscribe())
     }
 
     /// The wake-up for `node`'s delivery streams.
@@ -297,7 +313,7 @@ impl Broker {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         tracing::info!(?addr, "broker serving");
-        tonic::transport::Server::builder()
+        crate::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(v1::audit_server::AuditServer::new(

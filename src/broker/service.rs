@@ -389,7 +389,15 @@ impl v1::exchange_server::Exchange for ExchangeService {
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut stopping = state.stopping();
+        // One delivery stream per node: this one ends an older one, and a
+        // newer one ends this.
+        let (generation, mut current) = state.claim_delivery(node);
         tokio::spawn(async move {
+            let replaced = || {
+                Status::aborted(format!(
+                    "a newer delivery stream of node {node} replaced this one"
+                ))
+            };
             let wakeup = state.wakeup(node);
             let mut after = None;
             loop {
@@ -410,6 +418,10 @@ impl v1::exchange_server::Exchange for ExchangeService {
                         _ = &mut notified => continue,
                         _ = tx.closed() => return,
                         _ = stopping.wait_for(|s| *s) => return,
+                        _ = current.wait_for(|g| *g != generation) => {
+                            let _ = tx.try_send(Err(replaced()));
+                            return;
+                        }
                     }
                 }
                 for (seq, item) in items {
@@ -418,20 +430,21 @@ impl v1::exchange_server::Exchange for ExchangeService {
                         MailItem::Envelope(_, env) => v1::delivery::Item::Envelope(env),
                         MailItem::Receipt(r) => v1::delivery::Item::Receipt(r),
                     };
-                    if tx
-                        .send(Ok(v1::Delivery {
-                            seq,
-                            item: Some(item),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    let delivery = v1::Delivery {
+                        seq,
+                        item: Some(item),
+                    };
+                    tokio::select! {
+                        sent = tx.send(Ok(delivery)) => if sent.is_err() { return },
+                        _ = current.wait_for(|g| *g != generation) => {
+                            let _ = tx.try_send(Err(replaced()));
+                            return;
+                        }
                     }
                 }
             }
         });
-        tracing::info!(%node, "delivery stream opened");
+        tracing::info!(%node, generation, "delivery stream opened");
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

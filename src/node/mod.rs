@@ -300,7 +300,7 @@ impl Node {
         .max_encoding_message_size(64 << 20);
         tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
         let state = self.state.clone();
-        let result = tonic::transport::Server::builder()
+        let result = crate::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)
