@@ -47,15 +47,23 @@ use crate::proto::v1;
 use crate::proto::v1::audit_event::Event;
 use crate::tls::{ClientTls, Identity};
 
-/// Entries asked for per `GetEntries` call (the API's maximum).
-pub const PAGE: u64 = 1000;
+/// Entries asked for per `GetEntries` call (the API's maximum). The broker
+/// may answer with fewer (it also bounds a page by bytes); the next call
+/// starts after the last entry received.
+pub const PAGE: u64 = crate::broker::audit_api::PAGE_ENTRIES;
 
 /// The saved checkpoint in an auditor's state directory (signed note bytes).
 pub const LAST_CHECKPOINT_FILE: &str = "last-checkpoint";
 /// The saved leaf hashes, 32 bytes per entry in index order, append-only.
 pub const LEAF_HASHES_FILE: &str = "leaf-hashes";
 
-const MAX_MESSAGE: usize = 64 << 20;
+/// The largest answer the auditor's client accepts: 128 MiB. That is more
+/// than the broker sends ([`crate::broker::audit_api::MAX_RESPONSE_BYTES`]),
+/// and more than a single leaf written before leaves were capped could be
+/// (two copies of a request under the broker's former 32 MiB limit), so
+/// every log a broker wrote can be read.
+const MAX_MESSAGE: usize = 128 << 20;
+const _: () = assert!(MAX_MESSAGE >= crate::broker::audit_api::MAX_RESPONSE_BYTES);
 
 // ---- command line -----------------------------------------------------------
 
@@ -93,9 +101,13 @@ pub struct QueryArgs {
     /// Entries before this time (RFC 3339, or a date YYYY-MM-DD).
     #[arg(long)]
     pub to: Option<String>,
-    /// At most this many entries.
+    /// At most this many entries (the broker returns at most 10,000).
     #[arg(long)]
     pub limit: Option<u32>,
+    /// Scan from this log index: where a result the broker cut says to
+    /// continue.
+    #[arg(long)]
+    pub start: Option<u64>,
 }
 
 /// `casebridge audit ...`.
@@ -159,15 +171,16 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             json,
             csv,
         } => {
-            let entries = query(&auditor.profile, auditor.directory.as_deref(), &filter).await?;
+            let result = query(&auditor.profile, auditor.directory.as_deref(), &filter).await?;
+            let entries = &result.entries;
             let mut out = std::io::stdout().lock();
             if json {
-                for e in &entries {
+                for e in entries {
                     writeln!(out, "{}", entry_json_line(e)?)?;
                 }
             } else if csv {
                 writeln!(out, "{}", csv_line(ROW_COLUMNS))?;
-                for e in &entries {
+                for e in entries {
                     let r = row(
                         e.index,
                         e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
@@ -178,13 +191,17 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                 if entries.is_empty() {
                     eprintln!("no entries match");
                 }
-                for e in &entries {
+                for e in entries {
                     let r = row(
                         e.index,
                         e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
                     );
                     writeln!(out, "{}", r.text_line())?;
                 }
+            }
+            // On stderr, so JSON and CSV on stdout stay whole.
+            if let Some(notice) = result.cut_notice() {
+                eprintln!("{notice}");
             }
             Ok(true)
         }
@@ -1640,12 +1657,20 @@ pub fn row(index: u64, event: &v1::AuditEvent) -> Row {
         Some(Event::SubmissionRefused(x)) => {
             r.event = "submission-refused";
             r.decision = "refused";
-            match &x.envelope {
+            // A refusal is the submitting node's; the header's labels show
+            // only when they are that node's own.
+            match crate::broker::audit_api::attributed(x) {
                 Some(e) => with_envelope(&mut r, e),
                 None => r.sender = format!("node {}", x.submitting_node),
             }
             r.code = refusal_code(x.code);
-            r.reason = x.reason.clone();
+            // A node's own refusal states its explanation once, apart.
+            r.reason =
+                if x.policy_explanation.is_empty() || x.reason.contains(&x.policy_explanation) {
+                    x.reason.clone()
+                } else {
+                    format!("{}: {}", x.reason, x.policy_explanation)
+                };
             r.policy_bundle_hash = x.policy_bundle_hash.clone();
         }
         Some(Event::ReceiptRecorded(x)) => {
@@ -1796,7 +1821,7 @@ pub fn event_details(event: &v1::AuditEvent) -> Vec<(&'static str, String)> {
         }
     }
     if let Some(Event::SubmissionRefused(x)) = &event.event {
-        if let Some(e) = &x.envelope {
+        if let Some(e) = crate::broker::audit_api::attributed(x) {
             d.push(("categories", categories_text(&e.declared_categories)));
         }
     }
@@ -1935,7 +1960,30 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
         bail!("--to must be after --from");
     }
     req.limit = args.limit.unwrap_or(0);
+    req.start = args.start.unwrap_or(0);
     Ok(req)
+}
+
+/// What `casebridge audit query` found.
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    pub entries: Vec<v1::LogEntry>,
+    /// Set when the broker cut the result (entry, byte or time limit): its
+    /// reason and the index to continue from (`--start`).
+    pub cut: Option<(String, u64)>,
+}
+
+impl QueryResult {
+    /// The line saying the result was cut, if it was.
+    pub fn cut_notice(&self) -> Option<String> {
+        self.cut.as_ref().map(|(reason, next)| {
+            format!(
+                "result cut by the broker after {} entries ({reason}); more entries may match: \
+                 continue with --start {next}",
+                self.entries.len()
+            )
+        })
+    }
 }
 
 /// `casebridge audit query`: the matching entries, each with its event
@@ -1946,10 +1994,18 @@ pub async fn query(
     profile: &Path,
     directory: Option<&Path>,
     args: &QueryArgs,
-) -> anyhow::Result<Vec<v1::LogEntry>> {
+) -> anyhow::Result<QueryResult> {
     let req = query_request(args)?;
     let mut auditor = Auditor::connect(profile, directory)?;
     let resp = grpc("Query", auditor.api.query(req).await)?;
+    let cut = resp.truncated.then(|| {
+        let reason = if resp.truncated_reason.is_empty() {
+            "no reason given".to_string()
+        } else {
+            crate::broker::leaf::clip(&one_line(&resp.truncated_reason), 200).into_owned()
+        };
+        (reason, resp.next_index)
+    });
     let mut entries = resp.entries;
     for e in &mut entries {
         let ev = v1::AuditEvent::decode(e.leaf.as_slice()).with_context(|| {
@@ -1966,7 +2022,7 @@ pub async fn query(
         }
         e.event = Some(ev);
     }
-    Ok(entries)
+    Ok(QueryResult { entries, cut })
 }
 
 /// One entry as proto3 JSON (pbjson) on one line. proto3 JSON leaves out
@@ -2168,7 +2224,7 @@ impl LogSummary {
                 }
                 _ => self.unattributed.push(r),
             },
-            Some(Event::SubmissionRefused(x)) => match &x.envelope {
+            Some(Event::SubmissionRefused(x)) => match crate::broker::audit_api::attributed(x) {
                 Some(e) if !e.sender_agency.is_empty() => {
                     self.count_submission(e, "refused", true);
                     self.agency(&e.sender_agency).refusals.push(r);
@@ -3201,11 +3257,13 @@ mod tests {
             from: Some("2025-01-01".into()),
             to: Some("2025-02-01T00:00:00Z".into()),
             limit: Some(10),
+            start: Some(7),
         };
         let req = query_request(&ok).expect("request");
         assert_eq!(req.country, "RS");
         assert_eq!(req.decision, "refused");
         assert_eq!(req.limit, 10);
+        assert_eq!(req.start, 7);
         assert!(req.from_ms < req.to_ms);
         for bad in [
             QueryArgs {

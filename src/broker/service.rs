@@ -13,6 +13,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
+use super::leaf;
 use super::store::{Acceptance, EnvelopeAck, MailItem, StoreError};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{Country, EnvelopeId, Role};
@@ -25,6 +26,9 @@ use crate::tls::{Issuer, peer_of};
 pub const REFUSAL_METADATA: &str = "casebridge-refusal";
 /// gRPC metadata key carrying the log index of a refusal's audit event.
 pub const LOG_INDEX_METADATA: &str = "casebridge-log-index";
+/// The longest refusal reason recorded or answered, in bytes; a reason
+/// quoting more of what a peer sent is cut with a marker.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -69,9 +73,16 @@ impl ExchangeService {
         node: Country,
         code: v1::RefusalCode,
         reason: String,
-        env: Option<&v1::Envelope>,
+        seen: Seen<'_>,
         decision: Option<&crate::policy::Decision>,
     ) -> Status {
+        // The reason may quote what the peer sent; the event keeps a prefix.
+        let reason = leaf::clip(&reason, MAX_REASON_BYTES).into_owned();
+        let (envelope, unverified_header_sha256) = match seen {
+            Seen::Nothing => (None, Vec::new()),
+            Seen::Unverified(env) => (None, envelope::sha256(&env.header).to_vec()),
+            Seen::Verified(h) => (Some(h.summary()), Vec::new()),
+        };
         let event = v1::AuditEvent {
             at_ms: self.state.now_ms(),
             event: Some(v1::audit_event::Event::SubmissionRefused(
@@ -79,18 +90,16 @@ impl ExchangeService {
                     submitting_node: node.to_string(),
                     code: code as i32,
                     reason: reason.clone(),
-                    envelope: env.and_then(envelope::unverified_summary),
+                    envelope,
                     policy_bundle_hash: decision.map(|d| d.bundle_hash.clone()).unwrap_or_default(),
                     policy_explanation: decision.map(|d| d.explanation.clone()).unwrap_or_default(),
+                    unverified_header_sha256,
                 },
             )),
         };
         let index = match self.state.store.append(event).await {
             Ok(i) => i,
-            Err(e) => {
-                tracing::error!(error = %e, "could not record a refusal");
-                return Status::unavailable("broker storage unavailable; try again");
-            }
+            Err(e) => return storage_status(e),
         };
         tracing::info!(%node, code = code.as_str_name(), %reason, index, "submission refused");
         let mut status = Status::new(refusal_status(code), format!("refused: {reason}"));
@@ -103,6 +112,18 @@ impl ExchangeService {
         }
         status
     }
+}
+
+/// What a refusal event may state about the envelope it refuses. Only a
+/// header whose signature verified is recorded as what it says; of one that
+/// did not, the event keeps the hash of its bytes and nothing it claims.
+enum Seen<'a> {
+    /// No envelope came.
+    Nothing,
+    /// The header was not verified (or failed verification).
+    Unverified(&'a v1::Envelope),
+    /// The header verified against the directory: its sending node signed it.
+    Verified(&'a envelope::VerifiedHeader),
 }
 
 enum Refusal {
@@ -200,6 +221,202 @@ impl ExchangeService {
     }
 }
 
+/// The longest explanation a node may give with a refusal it reports.
+pub const MAX_REFUSAL_EXPLANATION_BYTES: usize = 16 * 1024;
+/// The longest policy set hash a refusal report may name.
+pub const MAX_BUNDLE_HASH_BYTES: usize = 128;
+/// The longest case reference, as in a header's labels.
+const MAX_CASE_REFERENCE_BYTES: usize = 128;
+
+/// A short, quoted prefix of something a peer sent, for error messages.
+fn quoted(s: &str) -> String {
+    format!("{:?}", leaf::clip(s, 64))
+}
+
+/// A refusal report a node may make: for an active agency of its own, with
+/// labels that name only what the directory and the vocabulary know, and
+/// nothing a sealed envelope would have (nothing was sealed). Each error
+/// names the field and the limit it broke.
+struct RefusalReport {
+    transfer: v1::EnvelopeSummary,
+    policy_bundle_hash: String,
+    policy_explanation: String,
+}
+
+fn check_refusal_report(
+    node: Country,
+    r: v1::RefusalReport,
+    dir: &crate::directory::Directory,
+) -> Result<RefusalReport, Status> {
+    let invalid = |field: &str, why: String| Status::invalid_argument(format!("{field}: {why}"));
+    let denied = |field: &str, why: String| Status::permission_denied(format!("{field}: {why}"));
+    let t = r
+        .transfer
+        .ok_or_else(|| invalid("transfer", "missing".into()))?;
+    // Who: only the reporting node's own agencies that the directory lists.
+    if t.sender_node != node.as_str() {
+        return Err(denied(
+            "transfer.sender_node",
+            format!(
+                "node {node} reports only its own refusals, not {}",
+                quoted(&t.sender_node)
+            ),
+        ));
+    }
+    let sender: crate::ids::AgencyId = t.sender_agency.parse().map_err(|_| {
+        invalid(
+            "transfer.sender_agency",
+            format!("{} is not an agency id (CC/name)", quoted(&t.sender_agency)),
+        )
+    })?;
+    if sender.country() != node {
+        return Err(denied(
+            "transfer.sender_agency",
+            format!("node {node} cannot report for {sender}"),
+        ));
+    }
+    match dir.agency(&sender) {
+        Some(a) if !a.revoked => {}
+        Some(_) => {
+            return Err(denied(
+                "transfer.sender_agency",
+                format!("{sender} is revoked"),
+            ));
+        }
+        None => {
+            return Err(denied(
+                "transfer.sender_agency",
+                format!("{sender} is not in the directory"),
+            ));
+        }
+    }
+    // Nothing was sealed, so nothing a sealed envelope has may be claimed.
+    for (field, given) in [
+        ("transfer.envelope_id", !t.envelope_id.is_empty()),
+        ("transfer.header_sha256", !t.header_sha256.is_empty()),
+        (
+            "transfer.ciphertext_sha256",
+            !t.ciphertext_sha256.is_empty(),
+        ),
+        ("transfer.ciphertext_len", t.ciphertext_len != 0),
+    ] {
+        if given {
+            return Err(invalid(
+                field,
+                "must be empty: a refusal before sealing has no envelope".into(),
+            ));
+        }
+    }
+    // Recipients: agencies the directory lists, each once, so at most as
+    // many as it lists.
+    let listed = dir.agencies().count();
+    if t.recipients.is_empty() || t.recipients.len() > listed {
+        return Err(invalid(
+            "transfer.recipients",
+            format!(
+                "{} given; between 1 and {listed} (the agencies in the directory)",
+                t.recipients.len()
+            ),
+        ));
+    }
+    let mut recipients = std::collections::BTreeSet::new();
+    for (i, a) in t.recipients.iter().enumerate() {
+        let field = format!("transfer.recipients[{i}]");
+        let id: crate::ids::AgencyId = a
+            .parse()
+            .map_err(|_| invalid(&field, format!("{} is not an agency id", quoted(a))))?;
+        if dir.agency(&id).is_none() {
+            return Err(invalid(&field, format!("{id} is not in the directory")));
+        }
+        if !recipients.insert(id) {
+            return Err(invalid(&field, format!("{a} is listed twice")));
+        }
+    }
+    // Labels: values of the vocabulary, each category once.
+    let mut categories = std::collections::BTreeSet::new();
+    for (i, c) in t.declared_categories.iter().enumerate() {
+        let field = format!("transfer.declared_categories[{i}]");
+        if !matches!(v1::DataCategory::try_from(*c), Ok(d) if d != v1::DataCategory::Unspecified) {
+            return Err(invalid(&field, format!("{c} is not a data category")));
+        }
+        if !categories.insert(*c) {
+            return Err(invalid(&field, format!("{c} is listed twice")));
+        }
+    }
+    let known = [
+        (
+            "transfer.kind",
+            v1::RecordKind::try_from(t.kind).is_ok_and(|k| k != v1::RecordKind::Unspecified),
+        ),
+        (
+            "transfer.purpose",
+            v1::Purpose::try_from(t.purpose).is_ok_and(|p| p != v1::Purpose::Unspecified),
+        ),
+        (
+            "transfer.legal_basis",
+            v1::LegalBasis::try_from(t.legal_basis).is_ok_and(|b| b != v1::LegalBasis::Unspecified),
+        ),
+        (
+            "transfer.handling",
+            v1::HandlingCode::try_from(t.handling)
+                .is_ok_and(|h| h != v1::HandlingCode::Unspecified),
+        ),
+        (
+            "transfer.classification",
+            v1::Classification::try_from(t.classification).is_ok(),
+        ),
+        (
+            "transfer.priority",
+            v1::Priority::try_from(t.priority).is_ok(),
+        ),
+    ];
+    for (field, ok) in known {
+        if !ok {
+            return Err(invalid(field, "missing or not a known value".into()));
+        }
+    }
+    if t.case_reference.len() > MAX_CASE_REFERENCE_BYTES {
+        return Err(invalid(
+            "transfer.case_reference",
+            format!(
+                "{} bytes; the limit is {MAX_CASE_REFERENCE_BYTES}",
+                t.case_reference.len()
+            ),
+        ));
+    }
+    if !t.in_reply_to.is_empty() && t.in_reply_to.parse::<EnvelopeId>().is_err() {
+        return Err(invalid(
+            "transfer.in_reply_to",
+            format!("{} is not an envelope id", quoted(&t.in_reply_to)),
+        ));
+    }
+    if r.policy_bundle_hash.len() > MAX_BUNDLE_HASH_BYTES
+        || !r.policy_bundle_hash.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "policy_bundle_hash",
+            format!(
+                "{} bytes; at most {MAX_BUNDLE_HASH_BYTES} printable ASCII",
+                r.policy_bundle_hash.len()
+            ),
+        ));
+    }
+    if r.policy_explanation.len() > MAX_REFUSAL_EXPLANATION_BYTES {
+        return Err(invalid(
+            "policy_explanation",
+            format!(
+                "{} bytes; the limit is {MAX_REFUSAL_EXPLANATION_BYTES}",
+                r.policy_explanation.len()
+            ),
+        ));
+    }
+    Ok(RefusalReport {
+        transfer: t,
+        policy_bundle_hash: r.policy_bundle_hash,
+        policy_explanation: r.policy_explanation,
+    })
+}
+
 /// The gRPC code a refusal answers with.
 fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
     use tonic::Code;
@@ -237,6 +454,10 @@ fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
 }
 
 fn storage_status(e: StoreError) -> Status {
+    if let StoreError::Leaf(e) = &e {
+        tracing::error!(error = %e, "an audit event over the leaf cap was not recorded");
+        return Status::internal(format!("the broker could not record this: {e}"));
+    }
     tracing::error!(error = %e, "broker storage failure");
     Status::unavailable("broker storage unavailable; try again")
 }
@@ -257,7 +478,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
                     node,
                     R::Malformed,
                     "request carries no envelope".into(),
-                    None,
+                    Seen::Nothing,
                     None,
                 )
                 .await);
@@ -267,7 +488,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
         if size > max {
             let reason = format!("envelope is {size} bytes; the limit is {max}");
             return Err(self
-                .refuse(node, R::Oversized, reason, Some(&env), None)
+                .refuse(node, R::Oversized, reason, Seen::Unverified(&env), None)
                 .await);
         }
         let now = self.state.now_ms();
@@ -276,7 +497,13 @@ impl v1::exchange_server::Exchange for ExchangeService {
             Ok(h) => h,
             Err(e) => {
                 return Err(self
-                    .refuse(node, refusal_code(&e), e.to_string(), Some(&env), None)
+                    .refuse(
+                        node,
+                        refusal_code(&e),
+                        e.to_string(),
+                        Seen::Unverified(&env),
+                        None,
+                    )
                     .await);
             }
         };
@@ -286,7 +513,13 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 header.sender_node
             );
             return Err(self
-                .refuse(node, R::WrongSenderNode, reason, Some(&env), None)
+                .refuse(
+                    node,
+                    R::WrongSenderNode,
+                    reason,
+                    Seen::Verified(&header),
+                    None,
+                )
                 .await);
         }
         let window_ms = i64::try_from(self.state.limits.replay_window_secs.saturating_mul(1000))
@@ -299,33 +532,45 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 crate::time::format_ms(header.created_at_ms),
                 self.state.limits.replay_window_secs
             );
-            return Err(self.refuse(node, R::Replay, reason, Some(&env), None).await);
+            return Err(self
+                .refuse(node, R::Replay, reason, Seen::Verified(&header), None)
+                .await);
         }
         if header.created_at_ms > now.saturating_add(skew_ms) {
             let reason = format!(
                 "created at {}, in the future",
                 crate::time::format_ms(header.created_at_ms)
             );
-            return Err(self.refuse(node, R::Replay, reason, Some(&env), None).await);
+            return Err(self
+                .refuse(node, R::Replay, reason, Seen::Verified(&header), None)
+                .await);
         }
         if self.state.store.seen(&header.id).map_err(storage_status)? {
             let reason = format!("envelope id {} was already submitted", header.id);
             return Err(self
-                .refuse(node, R::Duplicate, reason, Some(&env), None)
+                .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
                 .await);
         }
         let (onward, grants) = match self.onward_and_grants(&header) {
             Ok(v) => v,
             Err(Refusal::Storage(e)) => return Err(storage_status(e)),
             Err(Refusal::Onward(reason)) => {
-                return Err(self.refuse(node, R::Onward, reason, Some(&env), None).await);
+                return Err(self
+                    .refuse(node, R::Onward, reason, Seen::Verified(&header), None)
+                    .await);
             }
         };
         let transfer = match crate::policy::Transfer::from_header(&header, &dir, onward) {
             Ok(t) => t,
             Err(e) => {
                 return Err(self
-                    .refuse(node, R::UnknownAgency, e.to_string(), Some(&env), None)
+                    .refuse(
+                        node,
+                        R::UnknownAgency,
+                        e.to_string(),
+                        Seen::Verified(&header),
+                        None,
+                    )
                     .await);
             }
         };
@@ -333,7 +578,13 @@ impl v1::exchange_server::Exchange for ExchangeService {
         if !decision.allowed {
             let reason = format!("policy: {}", decision.explanation);
             return Err(self
-                .refuse(node, R::Policy, reason, Some(&env), Some(&decision))
+                .refuse(
+                    node,
+                    R::Policy,
+                    reason,
+                    Seen::Verified(&header),
+                    Some(&decision),
+                )
                 .await);
         }
 
@@ -363,7 +614,9 @@ impl v1::exchange_server::Exchange for ExchangeService {
             Ok(i) => i,
             Err(StoreError::Duplicate) => {
                 let reason = format!("envelope id {} was already submitted", header.id);
-                return Err(self.refuse(node, R::Duplicate, reason, None, None).await);
+                return Err(self
+                    .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
+                    .await);
             }
             Err(e) => return Err(storage_status(e)),
         };
@@ -680,33 +933,18 @@ impl v1::exchange_server::Exchange for ExchangeService {
         req: Request<v1::RefusalReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
-        let r = req.into_inner();
-        let transfer = r
-            .transfer
-            .ok_or_else(|| Status::invalid_argument("no transfer"))?;
-        // A node reports only its own agencies' refusals.
-        let sender: crate::ids::AgencyId = transfer
-            .sender_agency
-            .parse()
-            .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))?;
-        if sender.country() != node || transfer.sender_node != node.as_str() {
-            return Err(Status::permission_denied(format!(
-                "node {node} cannot report for {sender}"
-            )));
-        }
+        let r = check_refusal_report(node, req.into_inner(), &self.state.directory())?;
         let event = v1::AuditEvent {
             at_ms: self.state.now_ms(),
             event: Some(v1::audit_event::Event::SubmissionRefused(
                 v1::SubmissionRefused {
                     submitting_node: node.to_string(),
                     code: v1::RefusalCode::Policy as i32,
-                    reason: format!(
-                        "refused by node {node} before sealing: {}",
-                        r.policy_explanation
-                    ),
-                    envelope: Some(transfer),
+                    reason: format!("refused by node {node} before sealing"),
+                    envelope: Some(r.transfer),
                     policy_bundle_hash: r.policy_bundle_hash,
                     policy_explanation: r.policy_explanation,
+                    unverified_header_sha256: Vec::new(),
                 },
             )),
         };

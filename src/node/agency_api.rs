@@ -588,7 +588,13 @@ impl AgencyService {
             state.report_refusal(v1::RefusalReport {
                 transfer: Some(refused_summary(&transfer, state.country)),
                 policy_bundle_hash: decision.bundle_hash.clone(),
-                policy_explanation: decision.explanation.clone(),
+                // The broker takes an explanation up to its limit; a longer
+                // one is reported cut, with a marker.
+                policy_explanation: crate::broker::leaf::clip(
+                    &decision.explanation,
+                    crate::broker::service::MAX_REFUSAL_EXPLANATION_BYTES,
+                )
+                .into_owned(),
             });
             return Err(Status::permission_denied(decision.explanation));
         }

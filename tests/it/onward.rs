@@ -119,9 +119,10 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
             assert_eq!(r.submitting_node, "RS");
             assert!(
                 r.reason.contains("before sealing")
-                    && r.reason.contains("h2-onward-needs-permission"),
-                "{}",
-                r.reason
+                    && r.policy_explanation.contains("h2-onward-needs-permission"),
+                "{} / {}",
+                r.reason,
+                r.policy_explanation
             );
             let t = r.envelope.unwrap();
             assert!(
