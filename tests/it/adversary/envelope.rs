@@ -58,7 +58,14 @@ fn seal_as(
 
 /// An honest-looking envelope from HR/police to BA/police, sealed by HR.
 fn fresh(fed: &Fed) -> v1::Envelope {
-    seal_as(fed, "HR", "HR/police", &["BA/police"], &record("wanted_alert")).envelope
+    seal_as(
+        fed,
+        "HR",
+        "HR/police",
+        &["BA/police"],
+        &record("wanted_alert"),
+    )
+    .envelope
 }
 
 /// Lets `edit` change the header, then signs it with `node`'s real key: the
@@ -192,7 +199,11 @@ async fn assert_refused(
             assert_eq!(r.code, refusal as i32);
             assert_eq!(r.submitting_node, node);
             assert!(r.reason.contains(says));
-            assert!(r.reason.len() <= SHORT, "reason is {} bytes", r.reason.len());
+            assert!(
+                r.reason.len() <= SHORT,
+                "reason is {} bytes",
+                r.reason.len()
+            );
         }
         other => panic!("expected a refusal event, got {other:?}"),
     }
@@ -228,7 +239,12 @@ async fn still_serves(fed: &Fed) {
         police_to_third_country(),
     )
     .await;
-    assert_eq!(sent.state, v1::SendState::Accepted as i32, "{}", sent.detail);
+    assert_eq!(
+        sent.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        sent.detail
+    );
     let status = settled(fed, "HR/police", &sent.envelope_id).await;
     assert_eq!(
         status.recipient_status[0].state,
@@ -296,7 +312,28 @@ async fn recipients_given_different_data_keys_both_refuse() {
             receipts[node].reason
         );
     }
+    // RS unwraps the committed key, which opens nothing; BA unwraps a key
+    // the header does not commit to and refuses before decrypting.
     assert_eq!(receipts["RS"].code, v1::RejectionCode::Undecryptable as i32);
+    assert_eq!(receipts["BA"].code, v1::RejectionCode::KeyCommitment as i32);
+    assert!(
+        receipts["BA"]
+            .reason
+            .contains("not the one the signed header commits to"),
+        "{}",
+        receipts["BA"].reason
+    );
+    // BA's refusal is evidence against the sender, logged as such.
+    let violations: Vec<_> = audit(&fed)
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Some(Event::ContentViolation(v)) if v.envelope_id == id.as_bytes() => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].reporting_node, "BA");
+    assert_eq!(violations[0].code, v1::RejectionCode::KeyCommitment as i32);
     for agency in ["RS/police", "BA/police"] {
         assert!(inbox(&fed, agency).await.is_empty(), "{agency}'s inbox");
     }
@@ -323,6 +360,25 @@ async fn recipients_given_different_data_keys_both_refuse() {
     still_serves(&fed).await;
 }
 
+#[tokio::test]
+async fn broker_refuses_a_header_without_a_key_commitment() {
+    let fed = start(&["HR", "BA"]).await;
+    for len in [0, 31] {
+        let mut env = fresh(&fed);
+        resign(&fed, "HR", &mut env, |h| h.data_key_sha256.truncate(len));
+        assert_refused(
+            &fed,
+            "HR",
+            env,
+            Code::InvalidArgument,
+            R::Malformed,
+            &format!("data_key_sha256 is {len} bytes long"),
+        )
+        .await;
+    }
+    still_serves(&fed).await;
+}
+
 // ---------------------------------------------------------------------------
 // Bounded header fields, refused by the broker
 
@@ -341,6 +397,44 @@ async fn broker_refuses_more_declared_categories_than_there_are() {
         Code::InvalidArgument,
         R::InvalidLabels,
         "declared_categories has 300003 entries; the limit is 20",
+    )
+    .await;
+    still_serves(&fed).await;
+}
+
+#[tokio::test]
+async fn broker_refuses_more_recipients_than_configured() {
+    let mut fed = create(&["HR", "RS", "BA"]).await;
+    fed.broker_config.limits.max_recipients = 1;
+    start_all(&mut fed).await;
+    // An honest node configured for more sends; the broker's limit holds.
+    let r = send(
+        &fed,
+        "HR/police",
+        &["RS/police", "BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    assert_eq!(r.state, v1::SendState::Refused as i32, "{}", r.detail);
+    assert!(
+        r.detail
+            .contains("recipients has 2 entries; the limit is 1"),
+        "{}",
+        r.detail
+    );
+    // A hostile node's header with a million copies of one recipient.
+    let mut env = fresh(&fed);
+    resign(&fed, "HR", &mut env, |h| {
+        h.recipients = vec!["BA/police".into(); 1_000_000]
+    });
+    assert_refused(
+        &fed,
+        "HR",
+        env,
+        Code::InvalidArgument,
+        R::InvalidLabels,
+        "recipients has 1000000 entries; the limit is 1",
     )
     .await;
     still_serves(&fed).await;
@@ -423,7 +517,11 @@ async fn assert_send_refused(
         "message {:?} lacks {says:?}",
         short(err.message())
     );
-    assert!(err.message().len() <= SHORT, "{} bytes", err.message().len());
+    assert!(
+        err.message().len() <= SHORT,
+        "{} bytes",
+        err.message().len()
+    );
     assert_eq!(audit(fed).len(), audit_before, "nothing reached the broker");
     let node = fed.node(cc("HR")).unwrap();
     assert!(node.store.outbox().unwrap().is_empty(), "nothing sealed");
@@ -469,7 +567,119 @@ async fn send_quotes_only_a_prefix_of_a_huge_recipient() {
         police_to_third_country(),
     )
     .await;
-    assert_send_refused(&fed, r, Code::InvalidArgument, "BA/ppp", before).await;
+    assert_send_refused(
+        &fed,
+        r,
+        Code::InvalidArgument,
+        "recipients is 1048579 bytes long; the limit is 35",
+        before,
+    )
+    .await;
+    still_serves(&fed).await;
+}
+
+#[tokio::test]
+async fn send_refuses_more_recipients_than_the_node_allows() {
+    let mut fed = create(&["HR", "RS", "BA"]).await;
+    fed.node_configs
+        .get_mut(&cc("HR"))
+        .unwrap()
+        .limits
+        .max_recipients = 1;
+    start_all(&mut fed).await;
+    let before = audit(&fed).len();
+    let r = try_send(
+        &fed,
+        "HR/police",
+        &["RS/police", "BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    assert_send_refused(
+        &fed,
+        r,
+        Code::InvalidArgument,
+        "recipients has 2 entries; the limit is 1",
+        before,
+    )
+    .await;
+    still_serves(&fed).await;
+}
+
+#[tokio::test]
+async fn permission_requests_are_bounded() {
+    let fed = start(&["HR", "BA"]).await;
+    let sent = send(
+        &fed,
+        "HR/police",
+        &["BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    settled(&fed, "HR/police", &sent.envelope_id).await;
+    let before = audit(&fed).len();
+    let mut ba = fed.client("BA/police").unwrap();
+    let ask = |third: Vec<String>, justification: String| v1::RequestPermissionRequest {
+        envelope_id: sent.envelope_id.clone(),
+        third_agencies: third,
+        justification,
+    };
+    let cases = [
+        (
+            ask(vec!["BA/border-police".into(); 65], String::new()),
+            "third_agencies has 65 entries; the limit is 64",
+        ),
+        (
+            ask(vec![format!("BA/{}", "p".repeat(MIB))], String::new()),
+            "third_agencies is 1048579 bytes long; the limit is 35",
+        ),
+        (
+            ask(vec!["BA/border-police".into(); 2], String::new()),
+            "third agency BA/border-police listed twice",
+        ),
+        (
+            ask(vec!["BA/border-police".into()], "j".repeat(5 * MIB)),
+            "justification is 5242880 bytes long; the limit is 4096",
+        ),
+    ];
+    for (req, says) in cases {
+        let err = ba.api.request_permission(req).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{}",
+            short(err.message())
+        );
+        assert!(err.message().contains(says), "{}", short(err.message()));
+        assert!(err.message().len() <= SHORT);
+    }
+    let err = ba
+        .api
+        .request_permission(v1::RequestPermissionRequest {
+            envelope_id: "e".repeat(MIB),
+            third_agencies: vec!["BA/border-police".into()],
+            justification: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("envelope_id is 1048576 bytes long; the limit is 45"),
+        "{}",
+        short(err.message())
+    );
+    assert_eq!(audit(&fed).len(), before, "nothing reached the broker");
+    assert!(
+        fed.node(cc("BA"))
+            .unwrap()
+            .store
+            .outbox()
+            .unwrap()
+            .is_empty()
+    );
     still_serves(&fed).await;
 }
 
@@ -525,7 +735,14 @@ async fn oversized_submit_gets_a_typed_refusal() {
     let mut fed = create(&["HR", "BA"]).await;
     fed.broker_config.limits.max_envelope_bytes = 64 * 1024;
     start_all(&mut fed).await;
-    let env = seal_as(&fed, "HR", "HR/police", &["BA/police"], &evidence(180 * 1024)).envelope;
+    let env = seal_as(
+        &fed,
+        "HR",
+        "HR/police",
+        &["BA/police"],
+        &evidence(180 * 1024),
+    )
+    .envelope;
     assert_refused(
         &fed,
         "HR",
@@ -563,11 +780,21 @@ async fn outbox_moves_on_past_a_record_the_broker_refuses_for_good() {
         police_to_third_country(),
     )
     .await;
-    assert_eq!(small.state, v1::SendState::Accepted as i32, "{}", small.detail);
+    assert_eq!(
+        small.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        small.detail
+    );
     let s = status(&fed, "HR/police", &big.envelope_id).await;
     assert_eq!(s.state, v1::SendState::Refused as i32);
     assert!(
-        fed.node(cc("HR")).unwrap().store.outbox().unwrap().is_empty(),
+        fed.node(cc("HR"))
+            .unwrap()
+            .store
+            .outbox()
+            .unwrap()
+            .is_empty(),
         "nothing left in the outbox"
     );
     assert!(inbox(&fed, "BA/police").await.len() <= 1);
