@@ -671,15 +671,77 @@ async fn permission_requests_are_bounded() {
         "{}",
         short(err.message())
     );
-    assert_eq!(audit(&fed).len(), before, "nothing reached the broker");
+    let err = fed
+        .client("HR/police")
+        .unwrap()
+        .api
+        .grant_permission(v1::GrantPermissionRequest {
+            request_envelope_id: sent.envelope_id.clone(),
+            conditions: "c".repeat(5 * MIB),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        fed.node(cc("BA"))
-            .unwrap()
-            .store
-            .outbox()
-            .unwrap()
-            .is_empty()
+        err.message()
+            .contains("conditions is 5242880 bytes long; the limit is 4096"),
+        "{}",
+        short(err.message())
     );
+    assert_eq!(audit(&fed).len(), before, "nothing reached the broker");
+    for node in ["HR", "BA"] {
+        let outbox = fed.node(cc(node)).unwrap().store.outbox().unwrap();
+        assert!(outbox.is_empty(), "{node}'s outbox");
+    }
+    still_serves(&fed).await;
+}
+
+/// The receiving node applies its own bounds again: a header the broker
+/// let through under wider limits, but over the node's, is rejected on
+/// delivery with a signed receipt and filed nowhere.
+#[tokio::test]
+async fn receiving_node_checks_the_bounds_again() {
+    let mut fed = create(&["HR", "RS", "BA"]).await;
+    let ba_limits = &mut fed.node_configs.get_mut(&cc("BA")).unwrap().limits;
+    ba_limits.max_recipients = 1;
+    start_all(&mut fed).await;
+    let sent = send(
+        &fed,
+        "HR/police",
+        &["RS/police", "BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    assert_eq!(
+        sent.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        sent.detail
+    );
+    let status = settled(&fed, "HR/police", &sent.envelope_id).await;
+    let at = |node: &str| {
+        status
+            .recipient_status
+            .iter()
+            .find(|r| r.node == node)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(at("RS").state, v1::DeliveryState::Delivered as i32);
+    let ba = at("BA");
+    assert_eq!(ba.state, v1::DeliveryState::Rejected as i32);
+    let receipt = ba.receipt.unwrap();
+    assert_eq!(receipt.code, v1::RejectionCode::InvalidHeader as i32);
+    assert!(
+        receipt
+            .reason
+            .contains("recipients has 2 entries; the limit is 1"),
+        "{}",
+        receipt.reason
+    );
+    assert!(inbox(&fed, "BA/police").await.is_empty());
+    assert_eq!(inbox(&fed, "RS/police").await.len(), 1);
     still_serves(&fed).await;
 }
 
