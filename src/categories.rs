@@ -120,6 +120,39 @@ impl fmt::Display for CategorySet {
     }
 }
 
+/// How many data categories there are; a list of categories holds each at
+/// most once, so never more than this.
+pub const CATEGORY_COUNT: usize = ALL_CATEGORIES.len();
+
+/// Why a list of categories from a peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("{0}")]
+    TooMany(crate::bounds::Exceeded),
+    #[error("data category {0}")]
+    Unknown(i32),
+    #[error("data category {} listed twice", short_name(*.0))]
+    Twice(DataCategory),
+}
+
+/// Parses a declared list of categories (the wire's `repeated
+/// DataCategory`): each a known category, each listed once, and so at most
+/// [`CATEGORY_COUNT`] of them. The count is checked before anything else.
+pub fn parse_declared(field: &'static str, raw: &[i32]) -> Result<CategorySet, ListError> {
+    crate::bounds::check_count(field, raw.len(), CATEGORY_COUNT).map_err(ListError::TooMany)?;
+    let mut set = CategorySet::new();
+    for &value in raw {
+        let c = DataCategory::try_from(value)
+            .ok()
+            .filter(|c| *c != DataCategory::Unspecified)
+            .ok_or(ListError::Unknown(value))?;
+        if !set.insert(c) {
+            return Err(ListError::Twice(c));
+        }
+    }
+    Ok(set)
+}
+
 /// The kind of a record, which is fixed by the body it carries; `None` when
 /// the record has no body.
 pub fn record_kind(record: &v1::CaseRecord) -> Option<RecordKind> {
@@ -1804,5 +1837,40 @@ mod tests {
         let undeclared = derive(&record).difference(&declared);
         assert!(undeclared.contains(C::Biometric));
         assert!(undeclared.has_special());
+    }
+
+    #[test]
+    fn declared_lists_are_unique_known_and_bounded() {
+        let all: Vec<i32> = ALL_CATEGORIES.iter().map(|c| *c as i32).collect();
+        assert_eq!(
+            parse_declared("declared_categories", &all).map(|s| s.len()),
+            Ok(CATEGORY_COUNT)
+        );
+        assert_eq!(
+            parse_declared("declared_categories", &[]),
+            Ok(CategorySet::new())
+        );
+        let too_many: Vec<i32> = all.iter().cycle().take(300_003).copied().collect();
+        assert_eq!(
+            parse_declared("declared_categories", &too_many)
+                .unwrap_err()
+                .to_string(),
+            "declared_categories has 300003 entries; the limit is 20"
+        );
+        let twice = [C::Identity as i32, C::Health as i32, C::Identity as i32];
+        assert_eq!(
+            parse_declared("declared_categories", &twice),
+            Err(ListError::Twice(C::Identity))
+        );
+        assert_eq!(
+            ListError::Twice(C::Identity).to_string(),
+            "data category identity listed twice"
+        );
+        for bad in [0, 13, -1, 999] {
+            assert_eq!(
+                parse_declared("declared_categories", &[C::Health as i32, bad]),
+                Err(ListError::Unknown(bad))
+            );
+        }
     }
 }

@@ -45,7 +45,10 @@ fn default_federation() -> String {
     "casebridge.test".into()
 }
 fn default_max_envelope() -> usize {
-    16 * 1024 * 1024
+    crate::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+}
+fn default_max_recipients() -> usize {
+    crate::bounds::DEFAULT_MAX_RECIPIENTS
 }
 fn default_replay_window() -> u64 {
     7 * 24 * 3600
@@ -81,6 +84,10 @@ pub struct Limits {
     /// How far ahead of the broker's clock a creation time may lie. Default 300 s.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
+    /// Most recipients of one envelope (and third agencies of one
+    /// permission). Default 64.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
 }
 
 impl Default for Limits {
@@ -89,8 +96,75 @@ impl Default for Limits {
             max_envelope_bytes: default_max_envelope(),
             replay_window_secs: default_replay_window(),
             clock_skew_secs: default_skew(),
+            max_recipients: default_max_recipients(),
         }
     }
+}
+
+impl Limits {
+    /// The bounds headers are checked against.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds {
+            max_recipients: self.max_recipients,
+        }
+    }
+}
+
+/// Limits a node applies to what its agencies ask it to send and to what
+/// it receives. They should equal the broker's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLimits {
+    /// The broker's envelope limit, in bytes (header + signature +
+    /// ciphertext): a record whose envelope would be larger is refused at
+    /// Send, before it is sealed. Default 16 MiB.
+    #[serde(default = "default_max_envelope")]
+    pub max_envelope_bytes: usize,
+    /// Most recipients of one envelope (and third agencies of one
+    /// permission), for sending and receiving. Default 64.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_envelope_bytes: default_max_envelope(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+impl NodeLimits {
+    /// The bounds headers are checked against.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds {
+            max_recipients: self.max_recipients,
+        }
+    }
+}
+
+fn check_envelope_limit(file: &str, key: &'static str, max: usize) -> Result<(), ConfigError> {
+    if !(1024..=1 << 30).contains(&max) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: "must be between 1 KiB and 1 GiB".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_recipient_limit(file: &str, key: &'static str, max: usize) -> Result<(), ConfigError> {
+    let ceiling = crate::bounds::MAX_RECIPIENTS_CEILING;
+    if !(1..=ceiling).contains(&max) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: format!("must be between 1 and {ceiling}"),
+        });
+    }
+    Ok(())
 }
 
 /// `broker.toml`.
@@ -191,6 +265,8 @@ pub struct NodeConfig {
     pub policy_reload_secs: u64,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub limits: NodeLimits,
     #[serde(default = "default_log")]
     pub log: LogFormat,
 }
@@ -348,13 +424,12 @@ impl Resolve for BrokerConfig {
                 ("tls.root", &self.tls.root),
             ],
         )?;
-        if self.limits.max_envelope_bytes < 1024 || self.limits.max_envelope_bytes > 1 << 30 {
-            return Err(ConfigError::Invalid {
-                file: file.into(),
-                key: "limits.max_envelope_bytes",
-                reason: "must be between 1 KiB and 1 GiB".into(),
-            });
-        }
+        check_envelope_limit(
+            file,
+            "limits.max_envelope_bytes",
+            self.limits.max_envelope_bytes,
+        )?;
+        check_recipient_limit(file, "limits.max_recipients", self.limits.max_recipients)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -402,6 +477,12 @@ impl Resolve for NodeConfig {
                 reason: format!("must be between 1 and retention.max_days ({})", r.max_days),
             });
         }
+        check_envelope_limit(
+            file,
+            "limits.max_envelope_bytes",
+            self.limits.max_envelope_bytes,
+        )?;
+        check_recipient_limit(file, "limits.max_recipients", self.limits.max_recipients)?;
         Ok(())
     }
 }
@@ -457,9 +538,47 @@ mod tests {
         let b: BrokerConfig =
             toml::from_str(include_str!("../deploy/broker.example.toml")).unwrap();
         assert_eq!(b.policy_reload_secs, 5);
+        assert_eq!(
+            b.limits.max_envelope_bytes,
+            crate::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        assert_eq!(
+            b.limits.max_recipients,
+            crate::bounds::DEFAULT_MAX_RECIPIENTS
+        );
         let n: NodeConfig = toml::from_str(include_str!("../deploy/node.example.toml")).unwrap();
         assert_eq!(n.country.as_str(), "HR");
+        assert_eq!(
+            n.limits.max_envelope_bytes,
+            crate::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        assert_eq!(
+            n.limits.max_recipients,
+            crate::bounds::DEFAULT_MAX_RECIPIENTS
+        );
         let _: AgencyProfile =
             toml::from_str(include_str!("../deploy/agency-profile.example.toml")).unwrap();
+    }
+
+    #[test]
+    fn limits_default_and_refuse_values_out_of_range() {
+        let n: NodeLimits = toml::from_str("").unwrap();
+        assert_eq!(n.max_envelope_bytes, 16 << 20);
+        assert_eq!(n.max_recipients, 64);
+        let b: Limits = toml::from_str("max_recipients = 8").unwrap();
+        assert_eq!((b.max_recipients, b.bounds().max_recipients), (8, 8));
+        for bad in [0, 1025] {
+            let e = check_recipient_limit("node.toml", "limits.max_recipients", bad)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                "node.toml: key `limits.max_recipients`: must be between 1 and 1024"
+            );
+        }
+        assert!(check_recipient_limit("f", "k", 1024).is_ok());
+        assert!(check_envelope_limit("f", "k", 1023).is_err());
+        assert!(check_envelope_limit("f", "k", 1 << 30).is_ok());
+        assert!(check_envelope_limit("f", "k", (1 << 30) + 1).is_err());
     }
 }

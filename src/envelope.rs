@@ -15,6 +15,7 @@ use ring::aead::{self, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::digest;
 use ring::rand::{SecureRandom as _, SystemRandom};
 
+use crate::bounds::{self, Bounds, Exceeded};
 use crate::categories::{self, CategorySet};
 use crate::directory::Directory;
 use crate::ids::{AgencyId, Country, EnvelopeId};
@@ -26,7 +27,8 @@ pub const HEADER_VERSION: u32 = 1;
 const HEADER_DOMAIN: &[u8] = b"casebridge/v1 envelope-header\0";
 const RECEIPT_DOMAIN: &[u8] = b"casebridge/v1 receipt\0";
 const WRAP_INFO: &[u8] = b"casebridge/v1 data-key\0";
-const NONCE_LEN: usize = 12;
+const KEY_COMMITMENT_DOMAIN: &[u8] = b"casebridge/v1 data-key-commitment\0";
+const NONCE_LEN: usize = bounds::NONCE_LEN;
 
 type Aead = hpke::aead::AesGcm256;
 type Kdf = hpke::kdf::HkdfSha256;
@@ -48,6 +50,17 @@ pub enum EnvelopeError {
     BadSignature(Country),
     #[error("ciphertext does not match the SHA-256 bound in the signed header")]
     CiphertextMismatch,
+    #[error(
+        "ciphertext is {0} bytes long; nonce and tag alone take {min}",
+        min = NONCE_LEN + bounds::TAG_LEN
+    )]
+    ShortCiphertext(usize),
+    #[error("{0}")]
+    OutOfBounds(#[from] Exceeded),
+    #[error(
+        "data_key_sha256 is {0} bytes long; a header commits to its data key with a 32-byte SHA-256"
+    )]
+    KeyCommitmentLength(usize),
     #[error("agency {0} is not in the directory")]
     UnknownAgency(AgencyId),
     #[error("agency {0} is revoked")]
@@ -62,6 +75,8 @@ pub enum EnvelopeError {
     NotARecipient(Country),
     #[error("cannot unwrap the data key: {0}")]
     Unwrap(&'static str),
+    #[error("the data key wrapped for this node is not the one the signed header commits to")]
+    KeyCommitmentMismatch,
     #[error("payload does not decrypt under the unwrapped data key")]
     Decrypt,
     #[error("payload is not a valid CaseRecord protobuf")]
@@ -175,25 +190,15 @@ pub fn seal_declaring(
         });
     }
 
-    let header = v1::EnvelopeHeader {
-        version: HEADER_VERSION,
-        envelope_id: id.as_bytes().to_vec(),
-        sender_node: input.sender.country().to_string(),
-        sender_agency: input.sender.to_string(),
-        recipients: input.recipients.iter().map(ToString::to_string).collect(),
-        kind: kind as i32,
-        declared_categories: declared.to_vec_i32(),
-        labels: Some(input.labels.clone()),
-        created_at_ms: input.created_at_ms,
-        expires_at_ms: input.expires_at_ms,
-        ciphertext_sha256: sha256(&ciphertext).to_vec(),
+    let header = header_of(
+        input,
+        kind,
+        &declared,
+        id.as_bytes(),
+        sha256(&ciphertext),
+        key_commitment(&id, &data_key),
         wrapped_keys,
-        onward_of: input
-            .onward_of
-            .map(|id| id.as_bytes().to_vec())
-            .unwrap_or_default(),
-        permission: input.permission.clone(),
-    };
+    );
     let header = header.encode_to_vec();
     let signature = sign_header(&header, key);
     Ok(Sealed {
@@ -205,6 +210,69 @@ pub fn seal_declaring(
         },
         categories: declared,
     })
+}
+
+/// The header [`seal`] signs for `input`.
+fn header_of(
+    input: &SealInput<'_>,
+    kind: v1::RecordKind,
+    declared: &CategorySet,
+    id: &[u8; bounds::ENVELOPE_ID_LEN],
+    ciphertext_sha256: [u8; 32],
+    data_key_sha256: [u8; 32],
+    wrapped_keys: Vec<v1::WrappedKey>,
+) -> v1::EnvelopeHeader {
+    v1::EnvelopeHeader {
+        version: HEADER_VERSION,
+        envelope_id: id.to_vec(),
+        sender_node: input.sender.country().to_string(),
+        sender_agency: input.sender.to_string(),
+        recipients: input.recipients.iter().map(ToString::to_string).collect(),
+        kind: kind as i32,
+        declared_categories: declared.to_vec_i32(),
+        labels: Some(input.labels.clone()),
+        created_at_ms: input.created_at_ms,
+        expires_at_ms: input.expires_at_ms,
+        ciphertext_sha256: ciphertext_sha256.to_vec(),
+        wrapped_keys,
+        onward_of: input
+            .onward_of
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default(),
+        permission: input.permission.clone(),
+        data_key_sha256: data_key_sha256.to_vec(),
+    }
+}
+
+/// The size, as the broker counts it (header + signature + ciphertext), of
+/// the envelope [`seal`] makes of `input`, computed without sealing: every
+/// field that sealing fills in has a fixed length.
+pub fn sealed_len(input: &SealInput<'_>) -> Result<usize, EnvelopeError> {
+    let kind = categories::record_kind(input.record).ok_or(EnvelopeError::EmptyRecord)?;
+    let nodes: BTreeSet<Country> = input.recipients.iter().map(AgencyId::country).collect();
+    let wrapped_keys = nodes
+        .into_iter()
+        .map(|cc| v1::WrappedKey {
+            node: cc.to_string(),
+            encapsulated_key: vec![0; bounds::ENCAPSULATED_KEY_LEN],
+            sealed_key: vec![0; bounds::SEALED_KEY_LEN],
+        })
+        .collect();
+    let declared = categories::derive(input.record);
+    let header = header_of(
+        input,
+        kind,
+        &declared,
+        &[0; bounds::ENVELOPE_ID_LEN],
+        [0; 32],
+        [0; 32],
+        wrapped_keys,
+    );
+    Ok(header.encoded_len()
+        + bounds::SIGNATURE_LEN
+        + NONCE_LEN
+        + input.record.encoded_len()
+        + bounds::TAG_LEN)
 }
 
 /// A header whose signature, ciphertext binding, sender and recipients have
@@ -229,6 +297,8 @@ pub struct VerifiedHeader {
     pub onward_of: Option<EnvelopeId>,
     /// The scope of a permission request or grant.
     pub permission: Option<Permission>,
+    /// The signed commitment to the data key.
+    pub data_key_sha256: [u8; 32],
 }
 
 /// A checked permission scope: `grantee` may pass `original` on to
@@ -241,8 +311,24 @@ pub struct Permission {
 }
 
 impl Permission {
-    fn parse(p: &v1::PermissionScope) -> Result<Permission, EnvelopeError> {
+    fn parse(p: &v1::PermissionScope, bounds: &Bounds) -> Result<Permission, EnvelopeError> {
         let bad = |what: String| EnvelopeError::InvalidField(format!("permission scope: {what}"));
+        bounds::check_len(
+            "permission.original_envelope_id",
+            &p.original_envelope_id,
+            bounds::ENVELOPE_ID_LEN,
+        )?;
+        bounds::check_len(
+            "permission.grantee",
+            p.grantee.as_bytes(),
+            bounds::MAX_AGENCY_ID,
+        )?;
+        bounds::check_strings(
+            "permission.third_agencies",
+            &p.third_agencies,
+            bounds.max_recipients,
+            bounds::MAX_AGENCY_ID,
+        )?;
         let original =
             EnvelopeId::from_bytes(&p.original_envelope_id).map_err(|e| bad(e.to_string()))?;
         let grantee: AgencyId = p
@@ -252,14 +338,16 @@ impl Permission {
         if p.third_agencies.is_empty() {
             return Err(bad("no third agencies".into()));
         }
-        let third_agencies = p
-            .third_agencies
-            .iter()
-            .map(|a| {
-                a.parse()
-                    .map_err(|e: crate::ids::IdError| bad(e.to_string()))
-            })
-            .collect::<Result<Vec<AgencyId>, _>>()?;
+        let mut third_agencies: Vec<AgencyId> = Vec::with_capacity(p.third_agencies.len());
+        for a in &p.third_agencies {
+            let a: AgencyId = a
+                .parse()
+                .map_err(|e: crate::ids::IdError| bad(e.to_string()))?;
+            if third_agencies.contains(&a) {
+                return Err(bad(format!("third agency {a} listed twice")));
+            }
+            third_agencies.push(a);
+        }
         Ok(Permission {
             original,
             grantee,
@@ -347,19 +435,31 @@ pub fn unverified_summary(env: &v1::Envelope) -> Option<v1::EnvelopeSummary> {
     })
 }
 
-/// Verifies an envelope's header against the directory at time `now_ms`:
-/// signature by the sending node, ciphertext binding, sender agency,
-/// recipients, wrapped keys, labels and expiry. Never re-encodes the header.
+/// [`verify_within`] the default [`Bounds`].
 pub fn verify(
     env: &v1::Envelope,
     dir: &Directory,
     now_ms: i64,
+) -> Result<VerifiedHeader, EnvelopeError> {
+    verify_within(env, dir, now_ms, &Bounds::default())
+}
+
+/// Verifies an envelope's header against the directory at time `now_ms`:
+/// the bounds of every field, signature by the sending node, ciphertext
+/// binding, sender agency, recipients, wrapped keys, the data-key
+/// commitment's presence, labels and expiry. Never re-encodes the header.
+pub fn verify_within(
+    env: &v1::Envelope,
+    dir: &Directory,
+    now_ms: i64,
+    bounds: &Bounds,
 ) -> Result<VerifiedHeader, EnvelopeError> {
     let h = v1::EnvelopeHeader::decode(env.header.as_slice())
         .map_err(|_| EnvelopeError::MalformedHeader)?;
     if h.version != HEADER_VERSION {
         return Err(EnvelopeError::UnsupportedVersion(h.version));
     }
+    check_bounds(&h, bounds)?;
     let sender_node: Country = h
         .sender_node
         .parse()
@@ -381,6 +481,14 @@ pub fn verify(
     if h.ciphertext_sha256.as_slice() != sha256(&env.ciphertext) {
         return Err(EnvelopeError::CiphertextMismatch);
     }
+    if env.ciphertext.len() < NONCE_LEN + bounds::TAG_LEN {
+        return Err(EnvelopeError::ShortCiphertext(env.ciphertext.len()));
+    }
+    let data_key_sha256: [u8; 32] = h
+        .data_key_sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::KeyCommitmentLength(h.data_key_sha256.len()))?;
     let id = EnvelopeId::from_bytes(&h.envelope_id)
         .map_err(|e| EnvelopeError::InvalidField(format!("envelope_id: {e}")))?;
     let sender_agency: AgencyId = h
@@ -436,6 +544,17 @@ pub fn verify(
                 "key for {cc}, which serves no recipient"
             )));
         }
+        if w.encapsulated_key.len() != bounds::ENCAPSULATED_KEY_LEN
+            || w.sealed_key.len() != bounds::SEALED_KEY_LEN
+        {
+            return Err(EnvelopeError::WrappedKeys(format!(
+                "key for {cc} has a {}-byte encapsulated key and a {}-byte sealed key; they are {} and {} bytes",
+                w.encapsulated_key.len(),
+                w.sealed_key.len(),
+                bounds::ENCAPSULATED_KEY_LEN,
+                bounds::SEALED_KEY_LEN
+            )));
+        }
         if wrapped_keys.insert(cc, w).is_some() {
             return Err(EnvelopeError::WrappedKeys(format!("two keys for {cc}")));
         }
@@ -450,14 +569,13 @@ pub fn verify(
         .ok()
         .filter(|k| *k != v1::RecordKind::Unspecified)
         .ok_or_else(|| EnvelopeError::InvalidField(format!("kind {}", h.kind)))?;
-    let mut cats = CategorySet::new();
-    for c in h.declared_categories {
-        let c = v1::DataCategory::try_from(c)
-            .ok()
-            .filter(|c| *c != v1::DataCategory::Unspecified)
-            .ok_or_else(|| EnvelopeError::InvalidField(format!("data category {c}")))?;
-        cats.insert(c);
-    }
+    let cats =
+        categories::parse_declared("declared_categories", &h.declared_categories).map_err(|e| {
+            match e {
+                categories::ListError::TooMany(e) => EnvelopeError::OutOfBounds(e),
+                e => EnvelopeError::InvalidField(e.to_string()),
+            }
+        })?;
     let labels = h
         .labels
         .ok_or_else(|| EnvelopeError::InvalidField("no labels".into()))?;
@@ -486,7 +604,11 @@ pub fn verify(
                 .map_err(|e| EnvelopeError::InvalidField(format!("onward_of: {e}")))?,
         )
     };
-    let permission = h.permission.as_ref().map(Permission::parse).transpose()?;
+    let permission = h
+        .permission
+        .as_ref()
+        .map(|p| Permission::parse(p, bounds))
+        .transpose()?;
     let is_permission_kind = matches!(
         kind,
         v1::RecordKind::PermissionRequest | v1::RecordKind::PermissionGrant
@@ -540,7 +662,50 @@ pub fn verify(
         wrapped_keys,
         onward_of,
         permission,
+        data_key_sha256,
     })
+}
+
+/// The lengths and counts of a header's fields, checked before anything
+/// else is done with them. Labels are bounded by [`check_labels`], the
+/// permission scope by its parser.
+fn check_bounds(h: &v1::EnvelopeHeader, b: &Bounds) -> Result<(), EnvelopeError> {
+    use bounds::{check_count, check_len, check_strings};
+    if h.envelope_id.len() != bounds::ENVELOPE_ID_LEN {
+        return Err(EnvelopeError::InvalidField(format!(
+            "envelope_id: {} bytes long; an envelope id is {}",
+            h.envelope_id.len(),
+            bounds::ENVELOPE_ID_LEN
+        )));
+    }
+    check_len("sender_node", h.sender_node.as_bytes(), bounds::COUNTRY_LEN)?;
+    check_len(
+        "sender_agency",
+        h.sender_agency.as_bytes(),
+        bounds::MAX_AGENCY_ID,
+    )?;
+    check_strings(
+        "recipients",
+        &h.recipients,
+        b.max_recipients,
+        bounds::MAX_AGENCY_ID,
+    )?;
+    check_count(
+        "declared_categories",
+        h.declared_categories.len(),
+        categories::CATEGORY_COUNT,
+    )?;
+    check_count("wrapped_keys", h.wrapped_keys.len(), b.max_recipients)?;
+    check_len(
+        "ciphertext_sha256",
+        &h.ciphertext_sha256,
+        bounds::DIGEST_LEN,
+    )?;
+    check_len("onward_of", &h.onward_of, bounds::ENVELOPE_ID_LEN)?;
+    if h.data_key_sha256.len() != bounds::DIGEST_LEN {
+        return Err(EnvelopeError::KeyCommitmentLength(h.data_key_sha256.len()));
+    }
+    Ok(())
 }
 
 fn check_agency(dir: &Directory, a: &AgencyId) -> Result<(), EnvelopeError> {
@@ -555,6 +720,26 @@ fn check_agency(dir: &Directory, a: &AgencyId) -> Result<(), EnvelopeError> {
 /// node before sealing and by every verifier after.
 pub fn check_labels(l: &v1::Labels) -> Result<(), EnvelopeError> {
     let bad = |what: &str| Err(EnvelopeError::InvalidField(what.to_string()));
+    bounds::check_len(
+        "labels.legal_basis_reference",
+        l.legal_basis_reference.as_bytes(),
+        bounds::MAX_LEGAL_BASIS_REFERENCE,
+    )?;
+    bounds::check_len(
+        "labels.case_reference",
+        l.case_reference.as_bytes(),
+        bounds::MAX_CASE_REFERENCE,
+    )?;
+    bounds::check_len(
+        "labels.handling_restriction",
+        l.handling_restriction.as_bytes(),
+        bounds::MAX_HANDLING_RESTRICTION,
+    )?;
+    bounds::check_len(
+        "labels.in_reply_to",
+        l.in_reply_to.as_bytes(),
+        bounds::MAX_ENVELOPE_ID_TEXT,
+    )?;
     if !matches!(v1::Purpose::try_from(l.purpose), Ok(p) if p != v1::Purpose::Unspecified) {
         return bad("purpose is missing or unknown");
     }
@@ -584,12 +769,6 @@ pub fn check_labels(l: &v1::Labels) -> Result<(), EnvelopeError> {
         {
             return bad("4x4 evaluation is unknown");
         }
-    }
-    if l.case_reference.len() > 128 {
-        return bad("case reference is longer than 128 bytes");
-    }
-    if l.handling_restriction.len() > 4096 {
-        return bad("restriction text is longer than 4096 bytes");
     }
     if !l.in_reply_to.is_empty() && l.in_reply_to.parse::<EnvelopeId>().is_err() {
         return bad("in_reply_to is not an envelope id");
@@ -627,6 +806,14 @@ pub fn open(
         &[],
     )
     .map_err(|_| EnvelopeError::Unwrap("HPKE open failed"))?;
+    // Every recipient must read the same record: only the key the signed
+    // header commits to may open the payload.
+    if !constant_time_eq(
+        &key_commitment(&header.id, &data_key),
+        &header.data_key_sha256,
+    ) {
+        return Err(EnvelopeError::KeyCommitmentMismatch);
+    }
     if data_key.len() != 32 || env.ciphertext.len() < NONCE_LEN + AES_256_GCM.tag_len() {
         return Err(EnvelopeError::Decrypt);
     }
@@ -702,6 +889,23 @@ fn domain_hash(domain: &[u8], bytes: &[u8]) -> [u8; 32] {
     ctx.update(domain);
     ctx.update(bytes);
     to32(ctx.finish().as_ref())
+}
+
+/// The commitment to a data key that a header carries:
+/// SHA-256("casebridge/v1 data-key-commitment\0" || envelope id || data key).
+pub fn key_commitment(id: &EnvelopeId, data_key: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(KEY_COMMITMENT_DOMAIN);
+    ctx.update(id.as_bytes());
+    ctx.update(data_key);
+    to32(ctx.finish().as_ref())
+}
+
+/// Compares two digests without a branch on their contents. (ring's own
+/// comparison is deprecated and makes no promise about timing.)
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 fn wrap_info(id: &EnvelopeId, node: Country) -> Vec<u8> {
@@ -984,6 +1188,7 @@ mod tests {
         resign(env, &fx.node(signer).sign, |h| {
             h.ciphertext_sha256 = hash;
             h.wrapped_keys = wrapped;
+            h.data_key_sha256 = key_commitment(&id, &data_key).to_vec();
         });
     }
 
@@ -1354,7 +1559,7 @@ mod tests {
             Some(EnvelopeError::Unwrap("HPKE open failed"))
         );
 
-        // An encapsulated key of the wrong length.
+        // An encapsulated key of the wrong length does not get past verify.
         let mut env = sealed.envelope.clone();
         resign(&mut env, hr, |h| {
             h.wrapped_keys
@@ -1363,10 +1568,12 @@ mod tests {
                 .unwrap()
                 .encapsulated_key = vec![1, 2, 3, 4, 5];
         });
-        let vh = fx.verify(&env);
         assert_eq!(
-            fx.open(&env, &vh, "BA").err(),
-            Some(EnvelopeError::Unwrap("malformed encapsulated key"))
+            fx.verify_err(&env),
+            EnvelopeError::WrappedKeys(
+                "key for BA has a 5-byte encapsulated key and a 48-byte sealed key; they are 32 and 48 bytes"
+                    .into()
+            )
         );
 
         // The wrapped keys of BA and RS swapped: each is bound to its node by the HPKE info.
@@ -1432,6 +1639,289 @@ mod tests {
         assert_eq!(fx.open(&env, &vh, "BA").err(), Some(EnvelopeError::Decrypt));
     }
 
+    /// AES-GCM under a fresh key, as a dishonest sender would make it.
+    fn encrypt_under(key: &[u8; 32], id: &EnvelopeId, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).unwrap();
+        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+        let mut buf = plaintext.to_vec();
+        k.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(id.as_bytes()),
+            &mut buf,
+        )
+        .unwrap();
+        [nonce.to_vec(), buf].concat()
+    }
+
+    #[test]
+    fn key_commitment_is_the_documented_hash() {
+        let id = EnvelopeId::generate();
+        let key = [0x42u8; 32];
+        let spelled_out = sha256(
+            &[
+                b"casebridge/v1 data-key-commitment\0".as_slice(),
+                id.as_bytes(),
+                &key,
+            ]
+            .concat(),
+        );
+        assert_eq!(key_commitment(&id, &key), spelled_out);
+        assert_ne!(key_commitment(&id, &[0x43; 32]), spelled_out);
+        assert_ne!(key_commitment(&EnvelopeId::generate(), &key), spelled_out);
+        assert!(constant_time_eq(&spelled_out, &spelled_out.clone()));
+        let mut other = spelled_out;
+        other[31] ^= 1;
+        assert!(!constant_time_eq(&spelled_out, &other));
+    }
+
+    #[test]
+    fn sealing_commits_to_the_data_key() {
+        let fx = Fx::new();
+        let rec = record("wanted_alert.json");
+        let sealed = fx.seal("HR/police", &["BA/police", "RS/police"], &rec);
+        let vh = fx.verify(&sealed.envelope);
+        // Both recipients unwrap the committed key and read the same record.
+        let at_ba = fx.open(&sealed.envelope, &vh, "BA").unwrap();
+        let at_rs = fx.open(&sealed.envelope, &vh, "RS").unwrap();
+        assert_eq!(at_ba.record, at_rs.record);
+        let h = v1::EnvelopeHeader::decode(sealed.envelope.header.as_slice()).unwrap();
+        assert_eq!(h.data_key_sha256.len(), 32);
+        assert_eq!(vh.data_key_sha256.to_vec(), h.data_key_sha256);
+    }
+
+    #[test]
+    fn header_without_a_key_commitment_is_malformed() {
+        let fx = Fx::new();
+        let sealed = fx.seal("HR/police", &["BA/police"], &record("wanted_alert.json"));
+        for len in [0, 31, 33] {
+            let mut env = sealed.envelope.clone();
+            resign(&mut env, &fx.node("HR").sign, |h| {
+                h.data_key_sha256.resize(len, 7)
+            });
+            assert_eq!(fx.verify_err(&env), EnvelopeError::KeyCommitmentLength(len));
+        }
+    }
+
+    /// One signed header, a different data key wrapped for each recipient
+    /// node: whichever node unwraps a key other than the committed one
+    /// refuses before decrypting, so no two recipients read different
+    /// records.
+    #[test]
+    fn recipients_given_different_data_keys_cannot_read_different_records() {
+        let fx = Fx::new();
+        let rec = record("wanted_alert.json");
+        let sealed = fx.seal("HR/police", &["BA/police", "RS/police"], &rec);
+        let id = sealed.id;
+        let mut other = rec.clone();
+        if let Some(v1::case_record::Body::WantedAlert(w)) = &mut other.body {
+            w.instructions = "Disregard the earlier alert.".into();
+        }
+        let second = [0x17u8; 32];
+        let rewrap_ba = |h: &mut v1::EnvelopeHeader| {
+            let ba = h.wrapped_keys.iter_mut().find(|w| w.node == "BA").unwrap();
+            *ba = wrap_for(&second, &id, cc("BA"), &fx.dir);
+        };
+
+        // The payload opens under BA's (uncommitted) key only: both refuse.
+        let mut env = sealed.envelope.clone();
+        env.ciphertext = encrypt_under(&second, &id, &other.encode_to_vec());
+        let hash = sha256(&env.ciphertext).to_vec();
+        resign(&mut env, &fx.node("HR").sign, |h| {
+            h.ciphertext_sha256 = hash;
+            rewrap_ba(h);
+        });
+        let vh = fx.verify(&env);
+        assert_eq!(
+            fx.open(&env, &vh, "BA").err(),
+            Some(EnvelopeError::KeyCommitmentMismatch)
+        );
+        assert_eq!(fx.open(&env, &vh, "RS").err(), Some(EnvelopeError::Decrypt));
+
+        // The payload opens under the committed key: RS reads it, BA (given
+        // another key) refuses rather than read something else.
+        let mut env = sealed.envelope.clone();
+        resign(&mut env, &fx.node("HR").sign, rewrap_ba);
+        let vh = fx.verify(&env);
+        assert_eq!(fx.open(&env, &vh, "RS").unwrap().record, rec);
+        assert_eq!(
+            fx.open(&env, &vh, "BA").err(),
+            Some(EnvelopeError::KeyCommitmentMismatch)
+        );
+
+        // Committing to the second key instead moves the refusal to RS.
+        let commitment = key_commitment(&id, &second).to_vec();
+        let mut env = sealed.envelope.clone();
+        env.ciphertext = encrypt_under(&second, &id, &other.encode_to_vec());
+        let hash = sha256(&env.ciphertext).to_vec();
+        resign(&mut env, &fx.node("HR").sign, |h| {
+            h.ciphertext_sha256 = hash;
+            h.data_key_sha256 = commitment;
+            rewrap_ba(h);
+        });
+        let vh = fx.verify(&env);
+        assert_eq!(fx.open(&env, &vh, "BA").unwrap().record, other);
+        assert_eq!(
+            fx.open(&env, &vh, "RS").err(),
+            Some(EnvelopeError::KeyCommitmentMismatch)
+        );
+    }
+
+    #[test]
+    fn header_fields_are_bounded() {
+        let fx = Fx::new();
+        let rec = record("wanted_alert.json");
+        let sealed = fx.seal("HR/police", &["BA/police", "RS/police"], &rec);
+        let hr = &fx.node("HR").sign;
+        let forge = |b: &Bounds, f: &dyn Fn(&mut v1::EnvelopeHeader)| {
+            let mut env = sealed.envelope.clone();
+            resign(&mut env, hr, f);
+            verify_within(&env, &fx.dir, NOW, b).expect_err("must be refused")
+        };
+        let d = Bounds::default();
+        let len =
+            |field, len, max| EnvelopeError::OutOfBounds(Exceeded::Length { field, len, max });
+        let count =
+            |field, count, max| EnvelopeError::OutOfBounds(Exceeded::Count { field, count, max });
+        assert_eq!(
+            forge(&d, &|h| h.recipients = vec!["BA/police".into(); 65]),
+            count("recipients", 65, 64)
+        );
+        // The configured maximum, not the default, applies.
+        let two = Bounds { max_recipients: 1 };
+        assert_eq!(forge(&two, &|_| {}), count("recipients", 2, 1));
+        assert_eq!(
+            forge(&d, &|h| h.recipients[0] =
+                format!("BA/{}", "p".repeat(1 << 20))),
+            len("recipients", (1 << 20) + 3, 35)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.sender_agency =
+                "HR/".to_string() + &"p".repeat(33)),
+            len("sender_agency", 36, 35)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.sender_node = "HRV".into()),
+            len("sender_node", 3, 2)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.wrapped_keys =
+                vec![h.wrapped_keys[0].clone(); 65]),
+            count("wrapped_keys", 65, 64)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.onward_of = vec![1; 17]),
+            len("onward_of", 17, 16)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.ciphertext_sha256 = vec![1; 33]),
+            len("ciphertext_sha256", 33, 32)
+        );
+        assert_eq!(
+            forge(&d, &|h| h.envelope_id.push(0)),
+            EnvelopeError::InvalidField("envelope_id: 17 bytes long; an envelope id is 16".into())
+        );
+        assert_eq!(
+            forge(&d, &|h| h.labels.as_mut().unwrap().legal_basis_reference =
+                "x".repeat(5 << 20)),
+            len("labels.legal_basis_reference", 5 << 20, 512)
+        );
+        // A bound is checked before the signature: nothing large is worked on.
+        let mut env = sealed.envelope.clone();
+        resign(&mut env, &fx.node("RS").sign, |h| {
+            h.recipients = vec!["BA/police".into(); 100_000]
+        });
+        assert_eq!(fx.verify_err(&env), count("recipients", 100_000, 64));
+    }
+
+    #[test]
+    fn permission_scope_is_bounded() {
+        let scope = |third: Vec<String>| v1::PermissionScope {
+            original_envelope_id: EnvelopeId::generate().as_bytes().to_vec(),
+            grantee: "RS/police".into(),
+            third_agencies: third,
+        };
+        let d = Bounds::default();
+        assert!(Permission::parse(&scope(vec!["BA/police".into()]), &d).is_ok());
+        assert_eq!(
+            Permission::parse(&scope(vec!["BA/police".into(); 65]), &d),
+            Err(EnvelopeError::OutOfBounds(Exceeded::Count {
+                field: "permission.third_agencies",
+                count: 65,
+                max: 64
+            }))
+        );
+        assert_eq!(
+            Permission::parse(&scope(vec!["BA/police".into(); 2]), &d),
+            Err(EnvelopeError::InvalidField(
+                "permission scope: third agency BA/police listed twice".into()
+            ))
+        );
+        assert_eq!(
+            Permission::parse(&scope(vec!["BA/".to_string() + &"p".repeat(40)]), &d),
+            Err(EnvelopeError::OutOfBounds(Exceeded::Length {
+                field: "permission.third_agencies",
+                len: 43,
+                max: 35
+            }))
+        );
+        let mut long_id = scope(vec!["BA/police".into()]);
+        long_id.original_envelope_id = vec![0; 1 << 20];
+        assert_eq!(
+            Permission::parse(&long_id, &d),
+            Err(EnvelopeError::OutOfBounds(Exceeded::Length {
+                field: "permission.original_envelope_id",
+                len: 1 << 20,
+                max: 16
+            }))
+        );
+    }
+
+    #[test]
+    fn sealed_len_is_the_size_of_the_sealed_envelope() {
+        let fx = Fx::new();
+        let big = v1::CaseRecord {
+            body: Some(v1::case_record::Body::JitEvidence(v1::JitEvidence {
+                jit_reference: "JIT".into(),
+                description: "scan".into(),
+                attachments: vec![v1::Attachment {
+                    filename: "scan.bin".into(),
+                    media_type: "application/octet-stream".into(),
+                    content: vec![7; 300_000],
+                    contains: vec![],
+                }],
+            })),
+        };
+        for (rec, to) in [
+            (record("wanted_alert.json"), vec!["BA/police"]),
+            (record("fingerprints.json"), vec!["BA/police", "RS/police"]),
+            (
+                record("statistics.json"),
+                vec!["BA/police", "BA/missing-persons"],
+            ),
+            (big, vec!["RS/police", "BA/police", "BA/missing-persons"]),
+        ] {
+            let sender = ag("HR/police");
+            let recipients: Vec<AgencyId> = to.iter().map(|r| ag(r)).collect();
+            let input = SealInput {
+                sender: &sender,
+                recipients: &recipients,
+                record: &rec,
+                labels: labels(),
+                created_at_ms: CREATED,
+                expires_at_ms: EXPIRES,
+                onward_of: Some(EnvelopeId::generate()),
+                permission: None,
+            };
+            let env = seal(&input, &fx.node("HR").sign, &fx.dir).unwrap().envelope;
+            assert_eq!(
+                sealed_len(&input),
+                Ok(env.header.len() + env.signature.len() + env.ciphertext.len()),
+                "{to:?}"
+            );
+        }
+    }
+
     #[test]
     fn payload_is_bound_to_the_envelope_id() {
         let fx = Fx::new();
@@ -1449,19 +1939,28 @@ mod tests {
     }
 
     #[test]
-    fn short_ciphertext_fails_to_decrypt() {
+    fn ciphertext_shorter_than_nonce_and_tag_is_refused_by_verify() {
         let fx = Fx::new();
-        let mut env = fx
-            .seal("HR/police", &["BA/police"], &record("wanted_alert.json"))
-            .envelope;
-        env.ciphertext
-            .truncate(NONCE_LEN + AES_256_GCM.tag_len() - 1);
-        let hash = sha256(&env.ciphertext).to_vec();
-        resign(&mut env, &fx.node("HR").sign, |h| {
-            h.ciphertext_sha256 = hash
-        });
-        let vh = fx.verify(&env);
-        assert_eq!(fx.open(&env, &vh, "BA").err(), Some(EnvelopeError::Decrypt));
+        let sealed = fx.seal("HR/police", &["BA/police"], &record("wanted_alert.json"));
+        for len in [0, 1, NONCE_LEN, NONCE_LEN + AES_256_GCM.tag_len() - 1] {
+            let mut env = sealed.envelope.clone();
+            env.ciphertext.truncate(len);
+            let hash = sha256(&env.ciphertext).to_vec();
+            resign(&mut env, &fx.node("HR").sign, |h| {
+                h.ciphertext_sha256 = hash
+            });
+            let err = fx.verify_err(&env);
+            assert_eq!(err, EnvelopeError::ShortCiphertext(len));
+            assert_eq!(
+                err.to_string(),
+                format!("ciphertext is {len} bytes long; nonce and tag alone take 28")
+            );
+        }
+        // Nonce and tag around an empty record are the shortest payload.
+        let mut env = sealed.envelope.clone();
+        reseal_payload(&fx, &mut env, &[], None, "HR");
+        assert_eq!(env.ciphertext.len(), 28);
+        assert!(verify(&env, &fx.dir, NOW).is_ok());
     }
 
     #[test]
@@ -1824,13 +2323,27 @@ mod tests {
             forge(&|h| h.labels.as_mut().unwrap().purpose = 0),
             EnvelopeError::InvalidField("purpose is missing or unknown".into())
         );
-        // Duplicate declared categories collapse.
-        let mut env = sealed.envelope.clone();
-        resign(&mut env, hr, |h| {
-            let again = h.declared_categories.clone();
-            h.declared_categories.extend(again);
-        });
-        assert_eq!(fx.verify(&env).categories, sealed.categories);
+        // Each declared category once, so never more than there are.
+        let first = sealed
+            .categories
+            .iter()
+            .next()
+            .expect("wanted alert has categories");
+        assert_eq!(
+            forge(&|h| h.declared_categories.push(first as i32)),
+            EnvelopeError::InvalidField(format!(
+                "data category {} listed twice",
+                categories::short_name(first)
+            ))
+        );
+        assert_eq!(
+            forge(&|h| h.declared_categories = vec![first as i32; 300_003]),
+            EnvelopeError::OutOfBounds(Exceeded::Count {
+                field: "declared_categories",
+                count: 300_003,
+                max: categories::CATEGORY_COUNT
+            })
+        );
     }
 
     #[test]
@@ -1948,17 +2461,6 @@ mod tests {
                 "4x4 evaluation is unknown",
             ),
             (
-                |l| l.case_reference = "x".repeat(129),
-                "case reference is longer than 128 bytes",
-            ),
-            (
-                |l| {
-                    l.handling = v1::HandlingCode::H3 as i32;
-                    l.handling_restriction = "x".repeat(4097);
-                },
-                "restriction text is longer than 4096 bytes",
-            ),
-            (
                 |l| l.in_reply_to = "not-a-uuid".into(),
                 "in_reply_to is not an envelope id",
             ),
@@ -1972,12 +2474,60 @@ mod tests {
                 "{why}"
             );
         }
+        let too_long: &[(LabelsEdit, &str, usize, usize)] = &[
+            (
+                |l| l.case_reference = "x".repeat(129),
+                "labels.case_reference",
+                129,
+                128,
+            ),
+            (
+                |l| {
+                    l.handling = v1::HandlingCode::H3 as i32;
+                    l.handling_restriction = "x".repeat(4097);
+                },
+                "labels.handling_restriction",
+                4097,
+                4096,
+            ),
+            (
+                |l| l.legal_basis_reference = "x".repeat(5 << 20),
+                "labels.legal_basis_reference",
+                5 << 20,
+                512,
+            ),
+            (
+                |l| l.in_reply_to = "x".repeat(46),
+                "labels.in_reply_to",
+                46,
+                45,
+            ),
+        ];
+        for (f, field, len, max) in too_long {
+            let mut l = labels();
+            f(&mut l);
+            let err = check_labels(&l).unwrap_err();
+            assert_eq!(
+                err,
+                EnvelopeError::OutOfBounds(Exceeded::Length {
+                    field,
+                    len: *len,
+                    max: *max
+                })
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("{field} is {len} bytes long; the limit is {max}")
+            );
+        }
         let accepted: &[LabelsEdit] = &[
             |l| {
                 l.handling = v1::HandlingCode::H3 as i32;
                 l.handling_restriction = "x".repeat(4096);
             },
             |l| l.case_reference = "x".repeat(128),
+            |l| l.legal_basis_reference = "x".repeat(512),
+            |l| l.in_reply_to = format!("urn:uuid:{}", EnvelopeId::generate()),
             |l| l.in_reply_to = EnvelopeId::generate().to_string(),
             |l| l.evaluation = None,
             |l| l.handling = v1::HandlingCode::H0 as i32,

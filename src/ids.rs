@@ -7,7 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Why an identifier was refused.
+use crate::bounds::{quote, quote_hex};
+
+/// Why an identifier was refused. Each quotes at most a short prefix of
+/// the input ([`crate::bounds::quote`]), which may have come from a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error(
@@ -50,7 +53,7 @@ impl FromStr for Country {
         if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) {
             Ok(Country([b[0], b[1]]))
         } else {
-            Err(IdError::Country(s.to_string()))
+            Err(IdError::Country(quote(s)))
         }
     }
 }
@@ -76,7 +79,7 @@ impl AgencyId {
                 name: name.to_string(),
             })
         } else {
-            Err(IdError::Agency(format!("{country}/{name}")))
+            Err(IdError::Agency(quote(&format!("{country}/{name}"))))
         }
     }
     pub fn country(&self) -> Country {
@@ -99,11 +102,9 @@ fn valid_name(name: &str) -> bool {
 impl FromStr for AgencyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let (cc, name) = s
-            .split_once('/')
-            .ok_or_else(|| IdError::Agency(s.to_string()))?;
-        let country = cc.parse().map_err(|_| IdError::Agency(s.to_string()))?;
-        AgencyId::new(country, name).map_err(|_| IdError::Agency(s.to_string()))
+        let (cc, name) = s.split_once('/').ok_or_else(|| IdError::Agency(quote(s)))?;
+        let country = cc.parse().map_err(|_| IdError::Agency(quote(s)))?;
+        AgencyId::new(country, name).map_err(|_| IdError::Agency(quote(s)))
     }
 }
 
@@ -125,7 +126,7 @@ impl EnvelopeId {
     pub fn from_bytes(b: &[u8]) -> Result<Self, IdError> {
         uuid::Uuid::from_slice(b)
             .map(EnvelopeId)
-            .map_err(|_| IdError::Envelope(hex::encode(b)))
+            .map_err(|_| IdError::Envelope(quote_hex(b)))
     }
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
@@ -137,7 +138,7 @@ impl FromStr for EnvelopeId {
     fn from_str(s: &str) -> Result<Self, IdError> {
         uuid::Uuid::parse_str(s.trim())
             .map(EnvelopeId)
-            .map_err(|_| IdError::Envelope(s.to_string()))
+            .map_err(|_| IdError::Envelope(quote(s)))
     }
 }
 
@@ -171,7 +172,7 @@ impl Role {
     /// Parses `spiffe://<federation>/<role path>`, requiring the expected
     /// trust domain.
     pub fn from_spiffe_uri(uri: &str, federation: &str) -> Result<Role, IdError> {
-        let err = |why| IdError::Spiffe(uri.to_string(), why);
+        let err = |why| IdError::Spiffe(quote(uri), why);
         let rest = uri
             .strip_prefix("spiffe://")
             .ok_or_else(|| err("not a spiffe:// URI"))?;
@@ -254,5 +255,25 @@ mod tests {
         assert_eq!(a.to_string().parse::<EnvelopeId>().unwrap(), a);
         assert_eq!(EnvelopeId::from_bytes(a.as_bytes()).unwrap(), a);
         assert!(EnvelopeId::from_bytes(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn errors_quote_only_a_prefix_of_the_input() {
+        let huge = format!("BA/{}", "p".repeat(1 << 20));
+        for e in [
+            huge.parse::<AgencyId>().unwrap_err(),
+            huge.parse::<Country>().unwrap_err(),
+            huge.parse::<EnvelopeId>().unwrap_err(),
+            EnvelopeId::from_bytes(huge.as_bytes()).unwrap_err(),
+            Role::from_spiffe_uri(&huge, "casebridge.test").unwrap_err(),
+        ] {
+            let text = e.to_string();
+            assert!(text.len() < 200, "{} bytes: {}", text.len(), &text[..200]);
+            assert!(text.contains("bytes)"), "{text}");
+        }
+        assert_eq!(
+            "BA/Police".parse::<AgencyId>().unwrap_err().to_string(),
+            "invalid agency id \"BA/Police\": expected CC/name with name in [a-z0-9-]{1,32}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit_cli;
+pub mod bounds;
 pub mod broker;
 pub mod categories;
 pub mod cli;

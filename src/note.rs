@@ -132,7 +132,8 @@ pub enum NoteError {
     /// A signature line must start with an em dash (U+2014) and a space.
     #[error("signature line {line} does not start with an em dash and a space")]
     SignaturePrefix { line: usize },
-    /// The key name of a signature line is invalid.
+    /// The key name of a signature line is invalid (quoted by at most a
+    /// short prefix: it may come from a peer).
     #[error("signature line {line}: invalid key name {name:?}")]
     InvalidKeyName { line: usize, name: String },
     /// A key name with nothing after it.
@@ -264,7 +265,7 @@ impl NoteSignature {
         if !is_valid_key_name(name) {
             return Err(NoteError::InvalidKeyName {
                 line: 1,
-                name: name.to_owned(),
+                name: crate::bounds::quote(name),
             });
         }
         if signature.is_empty() {
@@ -302,7 +303,7 @@ impl NoteSignature {
         if !is_valid_key_name(name) {
             return Err(NoteError::InvalidKeyName {
                 line: number,
-                name: name.to_owned(),
+                name: crate::bounds::quote(name),
             });
         }
         if encoded.is_empty() {
@@ -2100,5 +2101,14 @@ mod tests {
                 key_id: w.key_id()
             }))
         );
+    }
+
+    #[test]
+    fn an_invalid_key_name_is_quoted_by_a_short_prefix() {
+        let line = format!("\u{2014} {}+ AAAAAAA=", "n".repeat(1 << 20));
+        let err = NoteSignature::parse_line(&line).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 120, "{} bytes", text.len());
+        assert!(text.contains("(1048577 bytes)"), "{text}");
     }
 }

@@ -16,7 +16,8 @@ use rcgen::{
 };
 
 use crate::config::{
-    AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, Retention, TlsFiles,
+    AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, NodeLimits, Retention,
+    TlsFiles,
 };
 use crate::directory::Directory;
 use crate::ids::{AgencyId, Country, Role};
@@ -339,6 +340,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             policies: rel("../policies"),
             policy_reload_secs: 5,
             retention: Retention::default(),
+            limits: NodeLimits::default(),
             log: LogFormat::Human,
         };
         let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));

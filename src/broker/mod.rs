@@ -296,12 +296,9 @@ impl Broker {
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         let exchange = service::ExchangeService::new(self.state.clone());
-        let max = self
-            .state
-            .limits
-            .max_envelope_bytes
-            .saturating_mul(2)
-            .saturating_add(64 * 1024);
+        // Above the envelope limit, so that an oversized envelope is read and
+        // gets its typed, audited refusal rather than a transport error.
+        let max = crate::bounds::transport_limit(self.state.limits.max_envelope_bytes);
         health
             .set_serving::<v1::exchange_server::ExchangeServer<service::ExchangeService>>()
             .await;

@@ -441,15 +441,45 @@ fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
     match e {
         EnvelopeError::MalformedHeader
         | EnvelopeError::UnsupportedVersion(_)
-        | EnvelopeError::WrappedKeys(_) => R::Malformed,
-        EnvelopeError::InvalidField(_) => R::InvalidLabels,
+        | EnvelopeError::WrappedKeys(_)
+        | EnvelopeError::ShortCiphertext(_)
+        | EnvelopeError::KeyCommitmentLength(_) => R::Malformed,
+        EnvelopeError::InvalidField(_) | EnvelopeError::OutOfBounds(_) => R::InvalidLabels,
         EnvelopeError::UnknownNode(_) | EnvelopeError::UnknownAgency(_) => R::UnknownAgency,
         EnvelopeError::InactiveNode(_) | EnvelopeError::RevokedAgency(_) => R::Revoked,
         EnvelopeError::BadSignature(_) => R::BadSignature,
         EnvelopeError::CiphertextMismatch => R::CiphertextMismatch,
         EnvelopeError::ForeignSenderAgency { .. } => R::ForeignAgency,
         EnvelopeError::Expired { .. } => R::Expired,
-        _ => R::Malformed,
+        // Opening, receipts and sealing: not what verifying a header yields.
+        EnvelopeError::NotARecipient(_)
+        | EnvelopeError::Unwrap(_)
+        | EnvelopeError::KeyCommitmentMismatch
+        | EnvelopeError::Decrypt
+        | EnvelopeError::MalformedRecord
+        | EnvelopeError::KindMismatch { .. }
+        | EnvelopeError::UndeclaredCategories(_)
+        | EnvelopeError::MalformedReceipt
+        | EnvelopeError::BadReceiptSignature(_)
+        | EnvelopeError::EmptyRecord
+        | EnvelopeError::Seal => R::Malformed,
+    }
+}
+
+/// Whether a rejection proves the sender's signed header false about what
+/// it sent, which the audit log records as a content violation.
+fn is_content_violation(code: v1::RejectionCode) -> bool {
+    use v1::RejectionCode as C;
+    match code {
+        C::UndeclaredCategories | C::KindMismatch | C::KeyCommitment => true,
+        C::Unspecified
+        | C::BadSignature
+        | C::Undecryptable
+        | C::MalformedRecord
+        | C::Expired
+        | C::NotARecipient
+        | C::Policy
+        | C::InvalidHeader => false,
     }
 }
 
@@ -493,7 +523,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
         }
         let now = self.state.now_ms();
         let dir = self.state.directory();
-        let header = match envelope::verify(&env, &dir, now) {
+        let header = match envelope::verify_within(&env, &dir, now, &self.state.limits.bounds()) {
             Ok(h) => h,
             Err(e) => {
                 return Err(self
@@ -773,10 +803,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
                 },
             )),
         }];
-        let violation = matches!(
-            body.code(),
-            v1::RejectionCode::UndeclaredCategories | v1::RejectionCode::KindMismatch
-        );
+        let violation = is_content_violation(body.code());
         let sender: Option<Country> = summary.sender_node.parse().ok();
         if status == v1::ReceiptStatus::Rejected && violation {
             tracing::warn!(%id, sender = %summary.sender_agency, reporter = %node, reason = %body.reason, "content violation");

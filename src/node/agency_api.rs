@@ -13,6 +13,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{NodeState, SubmitOutcome};
+use crate::bounds::{self, Exceeded};
 use crate::envelope::{self, EnvelopeError, SealInput};
 use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::proto::v1;
@@ -78,12 +79,18 @@ fn storage(e: StorageError) -> Status {
     Status::unavailable("node storage unavailable; try again")
 }
 
-fn envelope_id(s: &str) -> Result<EnvelopeId, Status> {
+/// Parses the envelope id in request field `field`.
+fn envelope_id(field: &'static str, s: &str) -> Result<EnvelopeId, Status> {
+    bounds::check_len(field, s.as_bytes(), bounds::MAX_ENVELOPE_ID_TEXT).map_err(exceeded)?;
     s.parse()
-        .map_err(|e: crate::ids::IdError| Status::invalid_argument(e.to_string()))
+        .map_err(|e: crate::ids::IdError| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 fn invalid(e: EnvelopeError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn exceeded(e: Exceeded) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
@@ -112,7 +119,7 @@ impl v1::agency_server::Agency for AgencyService {
             .labels
             .ok_or_else(|| Status::invalid_argument("no labels"))?;
         if !labels.in_reply_to.is_empty() {
-            let parent = envelope_id(&labels.in_reply_to)?;
+            let parent = envelope_id("labels.in_reply_to", &labels.in_reply_to)?;
             let known = self
                 .state
                 .store
@@ -148,7 +155,7 @@ impl v1::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
-        let id = envelope_id(&req.envelope_id)?;
+        let id = envelope_id("envelope_id", &req.envelope_id)?;
         let original = self.inbox_record(&sender, &id)?;
         let entry = original.entry.unwrap_or_default();
         let orig_labels = entry.labels.unwrap_or_default();
@@ -173,13 +180,38 @@ impl v1::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
-        let id = envelope_id(&req.envelope_id)?;
-        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        bounds::check_strings(
+            "third_agencies",
+            &req.third_agencies,
+            self.state.limits.max_recipients,
+            bounds::MAX_AGENCY_ID,
+        )
+        .map_err(exceeded)?;
+        bounds::check_len(
+            "justification",
+            req.justification.as_bytes(),
+            bounds::MAX_PERMISSION_TEXT,
+        )
+        .map_err(exceeded)?;
+        let id = envelope_id("envelope_id", &req.envelope_id)?;
         if req.third_agencies.is_empty() {
             return Err(Status::invalid_argument(
                 "name the agencies the record would be passed on to",
             ));
         }
+        let mut third: Vec<AgencyId> = Vec::with_capacity(req.third_agencies.len());
+        for a in &req.third_agencies {
+            let a: AgencyId = a.parse().map_err(|e: crate::ids::IdError| {
+                Status::invalid_argument(format!("third_agencies: {e}"))
+            })?;
+            if third.contains(&a) {
+                return Err(Status::invalid_argument(format!(
+                    "third agency {a} listed twice"
+                )));
+            }
+            third.push(a);
+        }
+        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
         let mut labels = entry.labels.unwrap_or_default();
         labels.in_reply_to.clone_from(&entry.envelope_id);
         labels.expires_at_ms = 0;
@@ -212,7 +244,13 @@ impl v1::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
-        let id = envelope_id(&req.request_envelope_id)?;
+        bounds::check_len(
+            "conditions",
+            req.conditions.as_bytes(),
+            bounds::MAX_PERMISSION_TEXT,
+        )
+        .map_err(exceeded)?;
+        let id = envelope_id("request_envelope_id", &req.request_envelope_id)?;
         let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
         let scope = match (entry.kind(), entry.permission.clone()) {
             (v1::RecordKind::PermissionRequest, Some(scope)) => scope,
@@ -252,7 +290,7 @@ impl v1::agency_server::Agency for AgencyService {
         let after = if req.after.is_empty() {
             None
         } else {
-            Some(envelope_id(&req.after)?)
+            Some(envelope_id("after", &req.after)?)
         };
         let limit = if req.limit == 0 {
             1000
@@ -331,7 +369,7 @@ impl v1::agency_server::Agency for AgencyService {
         req: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::InboxRecord>, Status> {
         let agency = self.agency(&req)?;
-        let id = envelope_id(&req.get_ref().envelope_id)?;
+        let id = envelope_id("envelope_id", &req.get_ref().envelope_id)?;
         match self.state.store.fetch(&agency, &id).map_err(storage)? {
             Some(r) => Ok(Response::new(r)),
             None => Err(Status::not_found(format!(
@@ -345,7 +383,7 @@ impl v1::agency_server::Agency for AgencyService {
         req: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::SendStatus>, Status> {
         let agency = self.agency(&req)?;
-        let id = envelope_id(&req.get_ref().envelope_id)?;
+        let id = envelope_id("envelope_id", &req.get_ref().envelope_id)?;
         match self.state.store.sent(&id).map_err(storage)? {
             Some(s) if s.sender_agency == agency.to_string() => Ok(Response::new(s)),
             _ => Err(Status::not_found(format!("{agency} sent no record {id}"))),
@@ -531,6 +569,13 @@ impl AgencyService {
         let dir = state.directory();
         let now = state.now_ms();
 
+        bounds::check_strings(
+            "recipients",
+            &requested,
+            state.limits.max_recipients,
+            bounds::MAX_AGENCY_ID,
+        )
+        .map_err(exceeded)?;
         if requested.is_empty() {
             return Err(Status::invalid_argument("no recipients"));
         }
@@ -579,6 +624,26 @@ impl AgencyService {
             )));
         }
 
+        let input = SealInput {
+            sender: &sender,
+            recipients: &recipients,
+            record: &record,
+            labels: labels.clone(),
+            created_at_ms: now,
+            expires_at_ms: labels.expires_at_ms,
+            onward_of,
+            permission,
+        };
+        // The broker would refuse a larger envelope, and its answer would
+        // come only after the record had been sealed and queued.
+        let size = envelope::sealed_len(&input).map_err(invalid)?;
+        let max = state.limits.max_envelope_bytes;
+        if size > max {
+            return Err(Status::invalid_argument(format!(
+                "the record would make an envelope of {size} bytes; the broker's limit is {max} bytes"
+            )));
+        }
+
         // Nothing leaves the country that the broker would refuse.
         let transfer =
             self.transfer(&sender, &recipients, kind, &record, &labels, now, onward_of)?;
@@ -599,20 +664,11 @@ impl AgencyService {
             return Err(Status::permission_denied(decision.explanation));
         }
 
-        let input = SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &record,
-            labels: labels.clone(),
-            created_at_ms: now,
-            expires_at_ms: labels.expires_at_ms,
-            onward_of,
-            permission,
-        };
         let sealed = envelope::seal(&input, &state.signing, &dir).map_err(invalid)?;
         // Check the envelope as the broker and the recipients will, so that
         // nothing malformed leaves the country.
-        envelope::verify(&sealed.envelope, &dir, now).map_err(invalid)?;
+        envelope::verify_within(&sealed.envelope, &dir, now, &state.limits.bounds())
+            .map_err(invalid)?;
         let mut by_node: BTreeMap<Country, Vec<String>> = BTreeMap::new();
         for a in &recipients {
             by_node.entry(a.country()).or_default().push(a.to_string());

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::broker::Clock;
-use crate::config::{NodeConfig, Retention};
+use crate::config::{NodeConfig, NodeLimits, Retention};
 use crate::directory::Directory;
 use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::keys::{HpkePrivateKey, SigningKey};
@@ -46,6 +46,8 @@ pub struct NodeState {
     policies: crate::policy::LivePolicies,
     policy_reload: std::time::Duration,
     pub retention: Retention,
+    /// Bounds on what agencies send and what the node receives.
+    pub limits: NodeLimits,
     pub clock: Clock,
     outbox_wakeup: Notify,
     waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
@@ -183,6 +185,7 @@ impl Node {
             policies,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
             retention: cfg.retention.clone(),
+            limits: cfg.limits.clone(),
             clock: Arc::new(crate::time::now_ms),
             outbox_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
@@ -293,11 +296,14 @@ impl Node {
             .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // Above the envelope limit, so that a record too large to send is
+        // read and refused with a reason rather than cut off by the transport.
+        let max = crate::bounds::transport_limit(self.state.limits.max_envelope_bytes);
         let api = v1::agency_server::AgencyServer::new(agency_api::AgencyService::new(
             self.state.clone(),
         ))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
         let state = self.state.clone();
         let result = crate::tls::server_builder()

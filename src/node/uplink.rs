@@ -3,7 +3,10 @@
 //! opens and files deliveries and relays receipts.
 //!
 //! Both loops retry with capped exponential backoff while the broker is
-//! unreachable, and end when the node shuts down.
+//! unreachable, and end when the node shuts down. Any definitive answer to a
+//! submission (accepted, refused with a refusal code, or a status no retry
+//! can change) settles that record, so nothing blocks the records queued
+//! behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,11 +128,30 @@ async fn submit_one(
                 (SubmitOutcome::Refused(msg), res)
             }
         }
+        Err(status) if is_final(status.code()) => {
+            // Not a refusal with its audit event, but an answer all the same:
+            // submitting this envelope again would get it again, and would
+            // hold up every record queued behind it.
+            let msg = format!(
+                "refused by the broker ({}): {}",
+                status.code(),
+                crate::bounds::quote(status.message())
+            );
+            let res = state
+                .store
+                .settle(&id, |s| {
+                    s.state = v1::SendState::Refused as i32;
+                    s.detail = msg.clone();
+                })
+                .await;
+            tracing::warn!(%id, reason = %msg, "broker refused without a refusal code");
+            (SubmitOutcome::Refused(msg), res)
+        }
         Err(status) => {
             let why = format!(
                 "broker unreachable ({}: {}); queued in the outbox",
                 status.code(),
-                status.message()
+                crate::bounds::quote(status.message())
             );
             tracing::warn!(%id, %why, "submit failed");
             state.resolve_waiter(&id, SubmitOutcome::Queued(why));
@@ -142,6 +164,33 @@ async fn submit_one(
     }
     state.resolve_waiter(&id, outcome);
     true
+}
+
+/// Whether a failed Submit's status is the broker's answer for good, as
+/// opposed to a failure that a later attempt may not meet.
+fn is_final(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    match code {
+        C::InvalidArgument
+        | C::NotFound
+        | C::AlreadyExists
+        | C::PermissionDenied
+        | C::FailedPrecondition
+        | C::OutOfRange
+        | C::Unimplemented
+        | C::Unauthenticated => true,
+        // The broker down, overloaded or restarting, the connection lost, a
+        // deadline passed: try again.
+        C::Ok
+        | C::Cancelled
+        | C::Unknown
+        | C::DeadlineExceeded
+        | C::ResourceExhausted
+        | C::Aborted
+        | C::Internal
+        | C::Unavailable
+        | C::DataLoss => false,
+    }
 }
 
 /// Keeps a delivery stream open, handling each delivery in order.
@@ -219,12 +268,28 @@ fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
     match e {
         EnvelopeError::BadSignature(_) => R::BadSignature,
         EnvelopeError::Unwrap(_) | EnvelopeError::Decrypt => R::Undecryptable,
+        EnvelopeError::KeyCommitmentMismatch => R::KeyCommitment,
         EnvelopeError::MalformedRecord | EnvelopeError::EmptyRecord => R::MalformedRecord,
         EnvelopeError::UndeclaredCategories(_) => R::UndeclaredCategories,
         EnvelopeError::KindMismatch { .. } => R::KindMismatch,
         EnvelopeError::Expired { .. } => R::Expired,
         EnvelopeError::NotARecipient(_) => R::NotARecipient,
-        _ => R::InvalidHeader,
+        EnvelopeError::MalformedHeader
+        | EnvelopeError::UnsupportedVersion(_)
+        | EnvelopeError::InvalidField(_)
+        | EnvelopeError::OutOfBounds(_)
+        | EnvelopeError::UnknownNode(_)
+        | EnvelopeError::InactiveNode(_)
+        | EnvelopeError::CiphertextMismatch
+        | EnvelopeError::ShortCiphertext(_)
+        | EnvelopeError::KeyCommitmentLength(_)
+        | EnvelopeError::UnknownAgency(_)
+        | EnvelopeError::RevokedAgency(_)
+        | EnvelopeError::ForeignSenderAgency { .. }
+        | EnvelopeError::WrappedKeys(_)
+        | EnvelopeError::MalformedReceipt
+        | EnvelopeError::BadReceiptSignature(_)
+        | EnvelopeError::Seal => R::InvalidHeader,
     }
 }
 
@@ -253,7 +318,7 @@ pub async fn accept_envelope(
         header_sha256,
         ..Default::default()
     };
-    let checked = envelope::verify(env, &dir, now)
+    let checked = envelope::verify_within(env, &dir, now, &state.limits.bounds())
         .and_then(|h| envelope::open(env, &h, me, &state.hpke).map(|o| (h, o)));
     let entries = match checked {
         Ok((header, opened)) => {
