@@ -657,9 +657,26 @@ impl v1::exchange_server::Exchange for ExchangeService {
         &self,
         req: Request<v1::InclusionProofRequest>,
     ) -> Result<Response<v1::InclusionProof>, Status> {
-        self.node(&req)?;
+        let node = self.node(&req)?;
         let r = req.get_ref();
-        inclusion_proof(&self.state, r.index, r.tree_size).map(Response::new)
+        let id = EnvelopeId::from_bytes(&r.envelope_id).map_err(|_| {
+            Status::invalid_argument(format!(
+                "envelope_id must be 16 bytes, not {}",
+                r.envelope_id.len()
+            ))
+        })?;
+        // Only the sending node learns where its submission is in the log;
+        // for any other envelope the answer is the one for an unknown id.
+        let accepted = self.state.store.accepted(&id).map_err(storage_status)?;
+        let index = match accepted {
+            Some(a) if a.summary.sender_node == node.as_str() => a.log_index,
+            _ => {
+                return Err(Status::not_found(format!(
+                    "no submission {id} of node {node} in the log"
+                )));
+            }
+        };
+        inclusion_proof(&self.state, index, r.tree_size).map(Response::new)
     }
 
     async fn report_refusal(

@@ -75,6 +75,8 @@ async fn submit_one(
     id: EnvelopeId,
     env: v1::Envelope,
 ) -> bool {
+    // What the broker's acceptance entry must say, checked by the witness.
+    let expected = envelope::unverified_summary(&env);
     let mut req = tonic::Request::new(v1::SubmitRequest {
         envelope: Some(env),
     });
@@ -84,14 +86,12 @@ async fn submit_one(
             let r = resp.into_inner();
             let at = r.accepted_at_ms;
             let index = r.log_index;
-            let res = state
-                .store
-                .settle(&id, |s| {
-                    s.state = v1::SendState::Accepted as i32;
-                    s.log_index = index;
-                    s.detail = format!("accepted by the broker at {}", crate::time::format_ms(at));
-                })
-                .await;
+            let res = settle_accepted(state, &id, expected.as_ref(), |s| {
+                s.state = v1::SendState::Accepted as i32;
+                s.log_index = index;
+                s.detail = format!("accepted by the broker at {}", crate::time::format_ms(at));
+            })
+            .await;
             (SubmitOutcome::Accepted { log_index: index }, res)
         }
         Err(status) if status.metadata().get(REFUSAL_METADATA).is_some() => {
@@ -102,15 +102,18 @@ async fn submit_one(
                 .unwrap_or("");
             if code == v1::RefusalCode::Duplicate.as_str_name() {
                 // Only this node can sign this id: an earlier attempt was
-                // accepted but its answer was lost.
-                let res = state
-                    .store
-                    .settle(&id, |s| {
-                        s.state = v1::SendState::Accepted as i32;
-                        s.detail =
-                            "accepted by the broker (an earlier attempt's answer was lost)".into();
-                    })
-                    .await;
+                // accepted but its answer was lost. The log index stays 0
+                // (unknown) until the witness fetches the acceptance's
+                // inclusion proof by envelope id, checks it and records the
+                // index it proves; a broker that claims a duplicate it never
+                // logged is caught there.
+                let res = settle_accepted(state, &id, expected.as_ref(), |s| {
+                    s.state = v1::SendState::Accepted as i32;
+                    s.detail = "accepted by the broker (an earlier attempt's answer was lost; \
+                                log index to be proven)"
+                        .into();
+                })
+                .await;
                 (SubmitOutcome::Accepted { log_index: 0 }, res)
             } else {
                 let msg = status.message().to_string();
@@ -142,6 +145,21 @@ async fn submit_one(
     }
     state.resolve_waiter(&id, outcome);
     true
+}
+
+/// Settles an accepted envelope, keeping the summary its log entry must
+/// carry (none only if this node's own header did not parse, which sealing
+/// rules out; the witness then has nothing to check it against).
+async fn settle_accepted(
+    state: &NodeState,
+    id: &EnvelopeId,
+    expected: Option<&v1::EnvelopeSummary>,
+    update: impl Fn(&mut v1::SendStatus),
+) -> Result<(), crate::storage::StorageError> {
+    match expected {
+        Some(e) => state.store.settle_accepted(id, e, update).await,
+        None => state.store.settle(id, update).await,
+    }
 }
 
 /// Keeps a delivery stream open, handling each delivery in order.
