@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::BrokerState;
 use super::store::{Acceptance, EnvelopeAck, MailItem, StoreError};
 use crate::envelope::{self, EnvelopeError};
-use crate::ids::{Country, EnvelopeId, Role};
+use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::policy::Onward;
 use crate::proto::v1;
 use crate::tls::{Issuer, peer_of};
@@ -25,6 +25,8 @@ use crate::tls::{Issuer, peer_of};
 pub const REFUSAL_METADATA: &str = "casebridge-refusal";
 /// gRPC metadata key carrying the log index of a refusal's audit event.
 pub const LOG_INDEX_METADATA: &str = "casebridge-log-index";
+/// The most envelope ids one purge report may name.
+pub const MAX_PURGE_IDS: usize = 1000;
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -198,6 +200,58 @@ impl ExchangeService {
         }
         Ok((onward, grants))
     }
+}
+
+/// At most a short prefix of a peer's string, for messages and logs.
+fn quote(s: &str) -> &str {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+/// A receipt names, as delivered to, only agencies that are recipients of
+/// the envelope at the node that signed it, each once; a rejection names
+/// none. What a node claims here goes into the audit log and to the sender.
+fn check_delivered_to(
+    body: &v1::ReceiptBody,
+    summary: &v1::EnvelopeSummary,
+    node: Country,
+    id: EnvelopeId,
+) -> Result<(), Status> {
+    if body.status() != v1::ReceiptStatus::Delivered {
+        if !body.delivered_to.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "a rejection of envelope {id} names agencies in delivered_to; it reached none"
+            )));
+        }
+        return Ok(());
+    }
+    if body.delivered_to.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "a delivery of envelope {id} names no agency in delivered_to"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for a in &body.delivered_to {
+        let here = a
+            .parse::<AgencyId>()
+            .is_ok_and(|agency| agency.country() == node)
+            && summary.recipients.iter().any(|r| r == a);
+        if !here {
+            return Err(Status::invalid_argument(format!(
+                "receipt names {:?} in delivered_to, which is not a recipient of envelope {id} at node {node}",
+                quote(a)
+            )));
+        }
+        if !seen.insert(a.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "receipt names {a} twice in delivered_to"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The gRPC code a refusal answers with.
@@ -491,6 +545,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
         if status == v1::ReceiptStatus::Unspecified {
             return Err(Status::invalid_argument("receipt has no status"));
         }
+        check_delivered_to(&body, &summary, node, id)?;
         let receipt_sha = envelope::sha256(&receipt.body).to_vec();
         let now = self.state.now_ms();
         let mut events = vec![v1::AuditEvent {
@@ -539,6 +594,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
                     id,
                     receipt,
                     events,
+                    delivered: status == v1::ReceiptStatus::Delivered,
                 },
             )
             .await
@@ -563,25 +619,36 @@ impl v1::exchange_server::Exchange for ExchangeService {
         req: Request<v1::PurgeReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
+        let reported = &req.get_ref().envelope_ids;
+        if reported.len() > MAX_PURGE_IDS {
+            return Err(Status::invalid_argument(format!(
+                "envelope_ids names {} envelopes; the limit is {MAX_PURGE_IDS} per report",
+                reported.len()
+            )));
+        }
         let mut ids = Vec::new();
-        for raw in &req.get_ref().envelope_ids {
-            let id =
-                EnvelopeId::from_bytes(raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            // Only what this node actually received belongs in its purge.
-            let received = self
+        for raw in reported {
+            let id = EnvelopeId::from_bytes(raw).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "envelope_ids: an id is 16 bytes, not {}",
+                    raw.len()
+                ))
+            })?;
+            if ids.contains(raw) {
+                return Err(Status::invalid_argument(format!(
+                    "envelope_ids names {id} twice"
+                )));
+            }
+            // Only what was delivered to this node belongs in its purge; an
+            // unknown id and another node's envelope are answered alike.
+            if !self
                 .state
                 .store
-                .accepted(&id)
+                .delivered(&id, node)
                 .map_err(storage_status)?
-                .is_some_and(|a| {
-                    a.summary
-                        .recipients
-                        .iter()
-                        .any(|r| r.starts_with(&format!("{node}/")))
-                });
-            if !received {
-                return Err(Status::invalid_argument(format!(
-                    "node {node} never received {id}"
+            {
+                return Err(Status::not_found(format!(
+                    "envelope {id} was not delivered to node {node}; nothing was recorded"
                 )));
             }
             ids.push(raw.clone());

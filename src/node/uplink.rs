@@ -11,7 +11,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
-use crate::broker::service::REFUSAL_METADATA;
+use crate::broker::service::{MAX_PURGE_IDS, REFUSAL_METADATA};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, EnvelopeId};
 use crate::proto::v1;
@@ -364,15 +364,15 @@ pub async fn purge_once(
         tracing::info!(count = purged.len(), ids = ?purged.iter().map(ToString::to_string).collect::<Vec<_>>(), "purged expired records");
     }
     let unreported = state.store.unreported_purges()?;
-    if !unreported.is_empty() {
+    for chunk in unreported.chunks(MAX_PURGE_IDS) {
         let report = v1::PurgeReport {
-            envelope_ids: unreported.iter().map(|id| id.as_bytes().to_vec()).collect(),
+            envelope_ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect(),
         };
         client
             .report_purge(report)
             .await
             .map_err(|s| anyhow::anyhow!("reporting purge: {s}"))?;
-        state.store.purges_reported(&unreported).await?;
+        state.store.purges_reported(chunk).await?;
     }
     Ok(purged)
 }

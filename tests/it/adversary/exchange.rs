@@ -1,7 +1,10 @@
 //! Adversarial cases: the Exchange API against a node that asks about
-//! exchanges it is not party to; and the node's inclusion checks against a
-//! broker that answers "duplicate", lies about an index or denies an
-//! acceptance.
+//! exchanges it is not party to, names agencies in receipts that were never
+//! recipients, or reports purges of records it never held; and the node's inclusion
+//! checks against a broker that answers "duplicate", lies about an index or
+//! denies an acceptance.
+
+use std::time::Duration;
 
 use casebridge::envelope::{self, SealInput};
 use casebridge::ids::{AgencyId, EnvelopeId};
@@ -90,6 +93,325 @@ async fn a_node_cannot_read_the_log_entry_of_an_exchange_it_did_not_send() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_node_reports_purges_only_of_records_delivered_to_it() {
+    let mut fed = start(&["BA", "RS", "ME"]).await;
+    let delivered = send(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    settled(&fed, "BA/police", &delivered.envelope_id).await;
+    let foreign = send(
+        &fed,
+        "BA/police",
+        &["ME/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    settled(&fed, "BA/police", &foreign.envelope_id).await;
+    // Addressed to RS but not delivered: RS is down, the envelope waits.
+    fed.stop_node(cc("RS")).await.unwrap();
+    let waiting = send(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    assert_eq!(waiting.state, v1::SendState::Accepted as i32);
+
+    let before = audit(&fed).len();
+    let mut rs = exchange_as_node(&fed, "RS");
+    let unknown = EnvelopeId::generate();
+    for ids in [
+        vec![id_of(&waiting)],
+        vec![id_of(&foreign)],
+        vec![unknown],
+        vec![id_of(&delivered), id_of(&foreign)],
+    ] {
+        let err = rs
+            .report_purge(v1::PurgeReport {
+                envelope_ids: ids.iter().map(|i| i.as_bytes().to_vec()).collect(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+        assert!(
+            err.message().contains("was not delivered to node RS"),
+            "{}",
+            err.message()
+        );
+    }
+    let d = id_of(&delivered).as_bytes().to_vec();
+    for (ids, says) in [
+        (vec![d.clone(), d.clone()], "twice"),
+        (vec![vec![7; 15]], "an id is 16 bytes, not 15"),
+        (
+            vec![d.clone(); 1001],
+            "names 1001 envelopes; the limit is 1000",
+        ),
+    ] {
+        let err = rs
+            .report_purge(v1::PurgeReport { envelope_ids: ids })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+    assert_eq!(audit(&fed).len(), before, "a refused report logs nothing");
+
+    // What was delivered can be reported.
+    let ok = rs
+        .report_purge(v1::PurgeReport {
+            envelope_ids: vec![id_of(&delivered).as_bytes().to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match &audit(&fed)[ok.log_index as usize].event {
+        Some(Event::RecordsPurged(p)) => {
+            assert_eq!(p.node, "RS");
+            assert_eq!(p.envelope_ids, vec![id_of(&delivered).as_bytes().to_vec()]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- receipts ----
+
+/// Takes the first envelope queued for `node` off the broker, as that node
+/// would (the node itself is stopped).
+async fn first_queued(fed: &Fed, node: &str) -> (u64, v1::Envelope) {
+    let mut stream = exchange_as_node(fed, node)
+        .receive(v1::ReceiveRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // A safety net only: the envelope is queued before this is called.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let d = stream.message().await.unwrap().expect("a delivery");
+            if let Some(v1::delivery::Item::Envelope(env)) = d.item {
+                return (d.seq, env);
+            }
+        }
+    })
+    .await
+    .expect("a queued envelope")
+}
+
+/// A receipt for `env` signed with `node`'s own key.
+fn receipt(
+    fed: &Fed,
+    node: &str,
+    env: &v1::Envelope,
+    status: v1::ReceiptStatus,
+    delivered_to: &[&str],
+) -> v1::SignedReceipt {
+    let h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+    let body = v1::ReceiptBody {
+        envelope_id: h.envelope_id,
+        recipient_node: node.into(),
+        status: status as i32,
+        code: if status == v1::ReceiptStatus::Rejected {
+            v1::RejectionCode::Policy as i32
+        } else {
+            0
+        },
+        delivered_to: delivered_to.iter().map(ToString::to_string).collect(),
+        at_ms: casebridge::time::now_ms(),
+        header_sha256: envelope::sha256(&env.header).to_vec(),
+        ..Default::default()
+    };
+    envelope::sign_receipt(&body, &node_signing_key(fed, node))
+}
+
+#[tokio::test]
+async fn a_receipt_names_only_recipients_of_the_envelope_at_the_signing_node() {
+    let mut fed = start(&["BA", "RS"]).await;
+    fed.stop_node(cc("RS")).await.unwrap();
+    let sent = send(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    let (seq, env) = first_queued(&fed, "RS").await;
+    let before = audit(&fed).len();
+    let mut rs = exchange_as_node(&fed, "RS");
+    use v1::ReceiptStatus::{Delivered, Rejected};
+    let cases: [(v1::ReceiptStatus, &[&str], &str); 5] = [
+        (
+            Delivered,
+            &["RS/police", "RS/prosecutor"],
+            "\"RS/prosecutor\" in delivered_to, which is not a recipient of envelope",
+        ),
+        (
+            Delivered,
+            &["BA/police"],
+            "\"BA/police\" in delivered_to, which is not a recipient of envelope",
+        ),
+        (
+            Delivered,
+            &["RS/police", "RS/police"],
+            "names RS/police twice",
+        ),
+        (Delivered, &[], "names no agency in delivered_to"),
+        (Rejected, &["RS/police"], "it reached none"),
+    ];
+    for (status, to, says) in cases {
+        let err = rs
+            .acknowledge(v1::AcknowledgeRequest {
+                seq,
+                receipt: Some(receipt(&fed, "RS", &env, status, to)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+    assert_eq!(
+        audit(&fed).len(),
+        before,
+        "no audit event for a refused receipt"
+    );
+    let store = &fed.broker().unwrap().store;
+    assert!(
+        store.queued(cc("RS"), seq).unwrap().is_some(),
+        "the envelope stays queued"
+    );
+    let s = status(&fed, "BA/police", &sent.envelope_id).await;
+    assert_eq!(
+        s.recipient_status[0].state,
+        v1::DeliveryState::Pending as i32,
+        "nothing reached the sender"
+    );
+
+    // The true receipt is taken, logged and relayed.
+    let ok = rs
+        .acknowledge(v1::AcknowledgeRequest {
+            seq,
+            receipt: Some(receipt(&fed, "RS", &env, Delivered, &["RS/police"])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match &audit(&fed)[ok.log_index as usize].event {
+        Some(Event::ReceiptRecorded(r)) => assert_eq!(r.delivered_to, vec!["RS/police"]),
+        other => panic!("{other:?}"),
+    }
+    let s = settled(&fed, "BA/police", &sent.envelope_id).await;
+    assert_eq!(
+        s.recipient_status[0].receipt.as_ref().unwrap().delivered_to,
+        vec!["RS/police"]
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_refused_on_every_exchange_call() {
+    let mut fed = start(&["BA", "RS"]).await;
+    fed.stop_node(cc("RS")).await.unwrap();
+    let sent = send(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    let (seq, env) = first_queued(&fed, "RS").await;
+    fed.stop_broker().await.unwrap();
+    edit_directory(&fed, |d| {
+        for n in &mut d.nodes {
+            if n.country == "RS" {
+                n.revoked = true;
+            }
+        }
+    });
+    fed.start_broker().await.unwrap();
+    let before = audit(&fed).len();
+    let mut rs = exchange_as_node(&fed, "RS");
+    let revoked = |r: Result<(), tonic::Status>| {
+        let err = r.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+        assert!(
+            err.message().contains("node RS is revoked"),
+            "{}",
+            err.message()
+        );
+    };
+    let good = receipt(
+        &fed,
+        "RS",
+        &env,
+        v1::ReceiptStatus::Delivered,
+        &["RS/police"],
+    );
+    revoked(
+        rs.acknowledge(v1::AcknowledgeRequest {
+            seq,
+            receipt: Some(good),
+        })
+        .await
+        .map(drop),
+    );
+    revoked(rs.receive(v1::ReceiveRequest {}).await.map(drop));
+    revoked(
+        rs.submit(v1::SubmitRequest {
+            envelope: Some(env.clone()),
+        })
+        .await
+        .map(drop),
+    );
+    revoked(
+        rs.report_purge(v1::PurgeReport {
+            envelope_ids: vec![id_of(&sent).as_bytes().to_vec()],
+        })
+        .await
+        .map(drop),
+    );
+    revoked(
+        rs.get_inclusion_proof(v1::InclusionProofRequest {
+            envelope_id: id_of(&sent).as_bytes().to_vec(),
+            tree_size: 0,
+        })
+        .await
+        .map(drop),
+    );
+    revoked(
+        rs.get_checkpoint(v1::GetCheckpointRequest { from_size: 0 })
+            .await
+            .map(drop),
+    );
+    revoked(rs.get_directory(v1::GetDirectoryRequest {}).await.map(drop));
+    assert_eq!(
+        audit(&fed).len(),
+        before,
+        "nothing logged for a revoked node"
+    );
+    assert!(
+        fed.broker()
+            .unwrap()
+            .store
+            .queued(cc("RS"), seq)
+            .unwrap()
+            .is_some()
+    );
+    // The broker still serves the others.
+    exchange_as_node(&fed, "BA")
+        .get_directory(v1::GetDirectoryRequest {})
+        .await
+        .unwrap();
 }
 
 // ---- inclusion checks the broker cannot defeat ----
