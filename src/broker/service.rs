@@ -13,7 +13,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
-use super::store::{Acceptance, EnvelopeAck, MailItem, StoreError};
+use super::store::{Acceptance, Accepted, EnvelopeAck, MailItem, StoreError};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::policy::Onward;
@@ -118,78 +118,99 @@ impl From<StoreError> for Refusal {
     }
 }
 
-type Grants = Vec<(EnvelopeId, crate::ids::AgencyId, crate::ids::AgencyId)>;
+type Grants = Vec<(EnvelopeId, AgencyId, AgencyId)>;
 
 impl ExchangeService {
     /// Checks an onward transfer, permission request or grant against the
     /// record it is about, as the broker recorded it. Returns the facts
     /// policy decides on, and the permissions a grant gives.
+    ///
+    /// The provider of a record is the sender of the original, however many
+    /// times it was passed on: the broker checked the provider named in each
+    /// onward header against the record passed on before it accepted it,
+    /// so the provider of any accepted record is one read away. Only the
+    /// provider is asked, only the provider grants, and a grant names the
+    /// record the grantee received and the third agencies it covers.
     fn onward_and_grants(
         &self,
         h: &envelope::VerifiedHeader,
     ) -> Result<(Option<Onward>, Grants), Refusal> {
         let store = &self.state.store;
-        let original = |id: &EnvelopeId| -> Result<v1::EnvelopeSummary, Refusal> {
+        // A record as `agency` received it. An unknown id and a record the
+        // agency never received are refused alike: the answer tells a node
+        // nothing about exchanges it is not party to.
+        let received_by = |id: &EnvelopeId, agency: &AgencyId| -> Result<Accepted, Refusal> {
             match store.accepted(id)? {
-                Some(a) => Ok(a.summary),
-                None => Err(Refusal::Onward(format!(
-                    "record {id} is unknown to the broker"
+                Some(a)
+                    if a.summary
+                        .recipients
+                        .iter()
+                        .any(|r| *r == agency.to_string()) =>
+                {
+                    Ok(a)
+                }
+                _ => Err(Refusal::Onward(format!(
+                    "{agency} did not receive record {id}"
                 ))),
             }
         };
-        let received = |s: &v1::EnvelopeSummary, a: &crate::ids::AgencyId| {
-            s.recipients.iter().any(|r| *r == a.to_string())
+        let provider_of = |a: &Accepted, id: &EnvelopeId| {
+            a.provider().ok_or_else(|| {
+                Refusal::Onward(format!("the provider of record {id} is unreadable"))
+            })
         };
+        let named = h.labels.provider.as_str();
         let mut onward = None;
         if let Some(orig_id) = &h.onward_of {
-            let orig = original(orig_id)?;
-            if !received(&orig, &h.sender_agency) {
+            let orig = received_by(orig_id, &h.sender_agency)?;
+            let provider = provider_of(&orig, orig_id)?;
+            if named != provider.to_string() {
                 return Err(Refusal::Onward(format!(
-                    "{} did not receive record {orig_id}",
-                    h.sender_agency
+                    "record {orig_id} was provided by {provider}; the header names provider {:?}",
+                    quote(named)
                 )));
             }
             let mut granted = true;
             for r in &h.recipients {
                 granted &= store.granted(orig_id, &h.sender_agency, r)?;
             }
-            let originator = orig
-                .sender_agency
-                .parse()
-                .map_err(|_| Refusal::Onward("original sender unreadable".into()))?;
             onward = Some(Onward {
-                originator,
-                original_handling: v1::HandlingCode::try_from(orig.handling)
+                originator: provider,
+                original_handling: v1::HandlingCode::try_from(orig.summary.handling)
                     .unwrap_or(v1::HandlingCode::Unspecified),
                 permission_granted: granted,
             });
+        } else if !named.is_empty() {
+            return Err(Refusal::Onward(format!(
+                "the header names provider {:?} but passes no record on",
+                quote(named)
+            )));
         }
         let mut grants = Vec::new();
         if let Some(p) = &h.permission {
-            let orig = original(&p.original)?;
-            if !received(&orig, &p.grantee) {
-                return Err(Refusal::Onward(format!(
-                    "{} did not receive record {}",
-                    p.grantee, p.original
-                )));
-            }
-            let originator = orig.sender_agency.as_str();
             match h.kind {
                 v1::RecordKind::PermissionRequest => {
-                    if h.recipients.len() != 1 || h.recipients[0].to_string() != originator {
+                    // The grantee is the sender (envelope::verify checked).
+                    let orig = received_by(&p.original, &p.grantee)?;
+                    let provider = provider_of(&orig, &p.original)?;
+                    if h.recipients.len() != 1 || h.recipients[0] != provider {
                         return Err(Refusal::Onward(format!(
-                            "a permission request about {} goes to its originator {originator}",
+                            "a permission request about {} goes to its provider {provider}",
                             p.original
                         )));
                     }
                 }
                 _ => {
-                    if h.sender_agency.to_string() != originator {
+                    // Whether the sender is the provider is asked first, so
+                    // nobody else learns who provided the record.
+                    let provider = store.accepted(&p.original)?.and_then(|a| a.provider());
+                    if provider.as_ref() != Some(&h.sender_agency) {
                         return Err(Refusal::Onward(format!(
-                            "only {originator}, the originator of {}, can grant permission to pass it on",
-                            p.original
+                            "only the provider of record {} can grant permission to pass it on; {} is not",
+                            p.original, h.sender_agency
                         )));
                     }
+                    received_by(&p.original, &p.grantee)?;
                     grants = p
                         .third_agencies
                         .iter()

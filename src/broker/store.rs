@@ -37,6 +37,21 @@ pub struct Accepted {
     pub summary: v1::EnvelopeSummary,
 }
 
+impl Accepted {
+    /// The agency that provided the original record: the sender of a
+    /// record that passes nothing on, else the provider the broker checked
+    /// against the record passed on when it accepted this one. One read per
+    /// hop, however long the chain of onward transfers.
+    pub fn provider(&self) -> Option<AgencyId> {
+        let s = &self.summary;
+        if s.onward_of.is_empty() {
+            s.sender_agency.parse().ok()
+        } else {
+            s.provider.parse().ok()
+        }
+    }
+}
+
 /// One queued item for a node.
 #[derive(Debug, Clone)]
 pub enum MailItem {

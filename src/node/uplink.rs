@@ -379,7 +379,12 @@ pub async fn purge_once(
 
 /// What the handling code obliges the recipient's systems to respect.
 pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
-    let from = &h.sender_agency;
+    // The provider's permission is what counts, however many hops ago it
+    // provided the record (the broker checked the provider named).
+    let from = match h.onward_of {
+        Some(_) if !h.labels.provider.is_empty() => h.labels.provider.clone(),
+        _ => h.sender_agency.to_string(),
+    };
     let mut r = v1::UsageRestrictions::default();
     match h.labels.handling() {
         v1::HandlingCode::H0 => {

@@ -1,6 +1,7 @@
 //! Adversarial cases: the Exchange API against a node that asks about
 //! exchanges it is not party to, names agencies in receipts that were never
-//! recipients, or reports purges of records it never held; and the node's inclusion
+//! recipients, reports purges of records it never held, grants or asks
+//! permission for records it did not provide; and the node's inclusion
 //! checks against a broker that answers "duplicate", lies about an index or
 //! denies an acceptance.
 
@@ -412,6 +413,395 @@ async fn a_revoked_node_is_refused_on_every_exchange_call() {
         .get_directory(v1::GetDirectoryRequest {})
         .await
         .unwrap();
+}
+
+// ---- provenance of onward transfers ----
+
+/// H2 labels for police transfers from HR (EU) on, with a third-country
+/// ground, kept 30 days (border police accept at most 90).
+fn h2() -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::InvestigationMigrantSmuggling,
+        v1::LegalBasis::SpecificSituationDerogation,
+        v1::HandlingCode::H2,
+    );
+    l.legal_basis_reference = "Directive (EU) 2016/680, Art. 38".into();
+    l.expires_at_ms = casebridge::time::now_ms() + 30 * DAY;
+    l.evaluation = Some(v1::Evaluation {
+        source: v1::SourceReliability::B as i32,
+        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
+    });
+    l
+}
+
+/// `holder` asks the provider for permission to pass `id` on to `to`, the
+/// provider grants it, and `holder` passes it on. Returns the new record.
+async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
+    let mut h = fed.client(holder).unwrap();
+    let req = h
+        .api
+        .request_permission(v1::RequestPermissionRequest {
+            envelope_id: id.into(),
+            third_agencies: vec![to.into()],
+            justification: "the route continues".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
+    settled(fed, holder, &req.envelope_id).await;
+    let mut p = fed.client(provider).unwrap();
+    let grant = p
+        .api
+        .grant_permission(v1::GrantPermissionRequest {
+            request_envelope_id: req.envelope_id,
+            conditions: "H2 stays".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grant.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        grant.detail
+    );
+    settled(fed, provider, &grant.envelope_id).await;
+    let onward = h
+        .api
+        .forward(v1::ForwardRequest {
+            envelope_id: id.into(),
+            recipients: vec![to.into()],
+            labels: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        onward.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        onward.detail
+    );
+    settled(fed, holder, &onward.envelope_id).await;
+    onward.envelope_id
+}
+
+/// An envelope sealed by node `node` with its own key, bypassing the node's
+/// own checks, as a misbehaving node could.
+#[allow(clippy::too_many_arguments)]
+fn seal_raw(
+    fed: &Fed,
+    node: &str,
+    from: &str,
+    to: &str,
+    record: v1::CaseRecord,
+    labels: v1::Labels,
+    onward_of: Option<EnvelopeId>,
+    permission: Option<v1::PermissionScope>,
+) -> v1::Envelope {
+    let sender: AgencyId = from.parse().unwrap();
+    let recipients = [to.parse().unwrap()];
+    let now = casebridge::time::now_ms();
+    let expires_at_ms = labels.expires_at_ms;
+    let input = SealInput {
+        sender: &sender,
+        recipients: &recipients,
+        record: &record,
+        labels,
+        created_at_ms: now,
+        expires_at_ms,
+        onward_of,
+        permission,
+    };
+    envelope::seal(&input, &node_signing_key(fed, node), &directory(fed))
+        .unwrap()
+        .envelope
+}
+
+fn grant_record() -> v1::CaseRecord {
+    v1::CaseRecord {
+        body: Some(v1::case_record::Body::PermissionGrant(
+            v1::PermissionGrant {
+                conditions: String::new(),
+            },
+        )),
+    }
+}
+
+fn request_record() -> v1::CaseRecord {
+    v1::CaseRecord {
+        body: Some(v1::case_record::Body::PermissionRequest(
+            v1::PermissionRequest {
+                justification: "please".into(),
+            },
+        )),
+    }
+}
+
+fn scope(original: &str, grantee: &str, third: &str) -> v1::PermissionScope {
+    v1::PermissionScope {
+        original_envelope_id: original.parse::<EnvelopeId>().unwrap().as_bytes().to_vec(),
+        grantee: grantee.into(),
+        third_agencies: vec![third.into()],
+    }
+}
+
+fn provided_by(provider: &str) -> v1::Labels {
+    let mut l = h2();
+    l.provider = provider.into();
+    l
+}
+
+/// Submits `env` as `node` and checks the refusal: the gRPC code, the
+/// refusal code, the message, exactly one new audit event (the refusal),
+/// and that the broker kept nothing of the envelope.
+async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode, says: &str) {
+    let id = EnvelopeId::from_bytes(
+        &v1::EnvelopeHeader::decode(env.header.as_slice())
+            .unwrap()
+            .envelope_id,
+    )
+    .unwrap();
+    let before = audit(fed).len();
+    let err = exchange_as_node(fed, node)
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(err.message().contains(says), "{}", err.message());
+    assert_eq!(
+        err.metadata()
+            .get("casebridge-refusal")
+            .and_then(|v| v.to_str().ok()),
+        Some(code.as_str_name())
+    );
+    let events = audit(fed);
+    assert_eq!(events.len(), before + 1, "exactly the refusal is logged");
+    match &events[before].event {
+        Some(Event::SubmissionRefused(r)) => {
+            assert_eq!(r.code, code as i32);
+            assert_eq!(r.submitting_node, node);
+        }
+        other => panic!("{other:?}"),
+    }
+    let store = &fed.broker().unwrap().store;
+    assert!(!store.seen(&id).unwrap() && store.accepted(&id).unwrap().is_none());
+}
+
+/// HR/police provides an H2 record to RS/police, which passes it on to
+/// BA/police with HR's permission. Returns (original, passed on).
+async fn passed_on_once(fed: &Fed) -> (String, String) {
+    let r0 = send(
+        fed,
+        "HR/police",
+        &["RS/police"],
+        record("intelligence_report"),
+        h2(),
+    )
+    .await;
+    settled(fed, "HR/police", &r0.envelope_id).await;
+    let r1 = hop(fed, "HR/police", "RS/police", &r0.envelope_id, "BA/police").await;
+    (r0.envelope_id, r1)
+}
+
+#[tokio::test]
+async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
+    // Observed: RS/police, which passed HR/police's record on, granted
+    // BA/police permission to pass it on again, and the broker took it.
+    let fed = start(&["HR", "RS", "BA"]).await;
+    let (_, r1) = passed_on_once(&fed).await;
+    let grant = seal_raw(
+        &fed,
+        "RS",
+        "RS/police",
+        "BA/police",
+        grant_record(),
+        h2(),
+        None,
+        Some(scope(&r1, "BA/police", "BA/border-police")),
+    );
+    refused(
+        &fed,
+        "RS",
+        grant,
+        v1::RefusalCode::Onward,
+        &format!(
+            "only the provider of record {r1} can grant permission to pass it on; RS/police is not"
+        ),
+    )
+    .await;
+    // Without HR's permission BA/police cannot pass it on, whoever said yes.
+    let onward = seal_raw(
+        &fed,
+        "BA",
+        "BA/police",
+        "BA/border-police",
+        record("intelligence_report"),
+        provided_by("HR/police"),
+        Some(r1.parse().unwrap()),
+        None,
+    );
+    refused(
+        &fed,
+        "BA",
+        onward,
+        v1::RefusalCode::Policy,
+        "h2-onward-needs-permission",
+    )
+    .await;
+    // Nor through its own node, which knows who the provider is.
+    let mut ba = fed.client("BA/police").unwrap();
+    let err = ba
+        .api
+        .forward(v1::ForwardRequest {
+            envelope_id: r1.clone(),
+            recipients: vec!["BA/border-police".into()],
+            labels: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("h2-onward-needs-permission"),
+        "{}",
+        err.message()
+    );
+    // The provider's grant still works: the broker still serves.
+    hop(&fed, "HR/police", "BA/police", &r1, "BA/border-police").await;
+}
+
+#[tokio::test]
+async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
+    let fed = start(&["HR", "RS", "BA", "ME"]).await;
+    let (r0, r1) = passed_on_once(&fed).await;
+    let r1_id: EnvelopeId = r1.parse().unwrap();
+
+    // Asking the forwarder instead of the provider.
+    let ask = seal_raw(
+        &fed,
+        "BA",
+        "BA/police",
+        "RS/police",
+        request_record(),
+        h2(),
+        None,
+        Some(scope(&r1, "BA/police", "BA/border-police")),
+    );
+    refused(
+        &fed,
+        "BA",
+        ask,
+        v1::RefusalCode::Onward,
+        &format!("a permission request about {r1} goes to its provider HR/police"),
+    )
+    .await;
+    // An onward header naming the wrong provider, or none.
+    for (named, says) in [
+        ("RS/police", "the header names provider \"RS/police\""),
+        ("", "the header names provider \"\""),
+    ] {
+        let env = seal_raw(
+            &fed,
+            "BA",
+            "BA/police",
+            "BA/border-police",
+            record("intelligence_report"),
+            provided_by(named),
+            Some(r1_id),
+            None,
+        );
+        refused(
+            &fed,
+            "BA",
+            env,
+            v1::RefusalCode::Onward,
+            &format!("record {r1} was provided by HR/police; {says}"),
+        )
+        .await;
+    }
+    // A record that passes nothing on names no provider.
+    let env = seal_raw(
+        &fed,
+        "BA",
+        "BA/police",
+        "ME/police",
+        record("intelligence_report"),
+        provided_by("HR/police"),
+        None,
+        None,
+    );
+    refused(
+        &fed,
+        "BA",
+        env,
+        v1::RefusalCode::Onward,
+        "names provider \"HR/police\" but passes no record on",
+    )
+    .await;
+    // A record never received and an unknown one are answered alike.
+    for original in [r0.parse::<EnvelopeId>().unwrap(), EnvelopeId::generate()] {
+        let env = seal_raw(
+            &fed,
+            "ME",
+            "ME/police",
+            "ME/border-police",
+            record("intelligence_report"),
+            provided_by("HR/police"),
+            Some(original),
+            None,
+        );
+        refused(
+            &fed,
+            "ME",
+            env,
+            v1::RefusalCode::Onward,
+            &format!("ME/police did not receive record {original}"),
+        )
+        .await;
+    }
+    // The provider grants only to an agency that received the record, and
+    // a grant covers only the agencies it names.
+    let grant = seal_raw(
+        &fed,
+        "HR",
+        "HR/police",
+        "ME/police",
+        grant_record(),
+        h2(),
+        None,
+        Some(scope(&r1, "ME/police", "ME/border-police")),
+    );
+    refused(
+        &fed,
+        "HR",
+        grant,
+        v1::RefusalCode::Onward,
+        &format!("ME/police did not receive record {r1}"),
+    )
+    .await;
+    let r2 = hop(&fed, "HR/police", "BA/police", &r1, "BA/border-police").await;
+    let beyond = seal_raw(
+        &fed,
+        "BA",
+        "BA/police",
+        "BA/prosecutor",
+        record("intelligence_report"),
+        provided_by("HR/police"),
+        Some(r1_id),
+        None,
+    );
+    refused(
+        &fed,
+        "BA",
+        beyond,
+        v1::RefusalCode::Policy,
+        "h2-onward-needs-permission",
+    )
+    .await;
+    assert!(!r2.is_empty());
 }
 
 // ---- inclusion checks the broker cannot defeat ----
