@@ -211,6 +211,7 @@ impl LabelArgs {
                 .expires_in_days
                 .map_or(0, |d| now_ms + i64::from(d) * 86_400_000),
             in_reply_to: self.in_reply_to.clone(),
+            provider: String::new(),
         })
     }
 }

@@ -404,6 +404,11 @@ impl VerifiedHeader {
             ciphertext_sha256: self.ciphertext_sha256.to_vec(),
             ciphertext_len: self.ciphertext_len,
             in_reply_to: self.labels.in_reply_to.clone(),
+            onward_of: self
+                .onward_of
+                .map(|id| id.as_bytes().to_vec())
+                .unwrap_or_default(),
+            provider: self.labels.provider.clone(),
         }
     }
 }
@@ -432,6 +437,8 @@ pub fn unverified_summary(env: &v1::Envelope) -> Option<v1::EnvelopeSummary> {
         ciphertext_sha256: h.ciphertext_sha256,
         ciphertext_len: env.ciphertext.len() as u64,
         in_reply_to: labels.in_reply_to,
+        onward_of: h.onward_of,
+        provider: labels.provider,
     })
 }
 

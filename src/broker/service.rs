@@ -14,9 +14,9 @@ use tonic::{Request, Response, Status};
 
 use super::BrokerState;
 use super::leaf;
-use super::store::{Acceptance, EnvelopeAck, MailItem, StoreError};
+use super::store::{Acceptance, Accepted, EnvelopeAck, MailItem, StoreError};
 use crate::envelope::{self, EnvelopeError};
-use crate::ids::{Country, EnvelopeId, Role};
+use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::policy::Onward;
 use crate::proto::v1;
 use crate::tls::{Issuer, peer_of};
@@ -29,6 +29,8 @@ pub const LOG_INDEX_METADATA: &str = "casebridge-log-index";
 /// The longest refusal reason recorded or answered, in bytes; a reason
 /// quoting more of what a peer sent is cut with a marker.
 pub const MAX_REASON_BYTES: usize = 4096;
+/// The most envelope ids one purge report may name.
+pub const MAX_PURGE_IDS: usize = 1000;
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -137,78 +139,99 @@ impl From<StoreError> for Refusal {
     }
 }
 
-type Grants = Vec<(EnvelopeId, crate::ids::AgencyId, crate::ids::AgencyId)>;
+type Grants = Vec<(EnvelopeId, AgencyId, AgencyId)>;
 
 impl ExchangeService {
     /// Checks an onward transfer, permission request or grant against the
     /// record it is about, as the broker recorded it. Returns the facts
     /// policy decides on, and the permissions a grant gives.
+    ///
+    /// The provider of a record is the sender of the original, however many
+    /// times it was passed on: the broker checked the provider named in each
+    /// onward header against the record passed on before it accepted it,
+    /// so the provider of any accepted record is one read away. Only the
+    /// provider is asked, only the provider grants, and a grant names the
+    /// record the grantee received and the third agencies it covers.
     fn onward_and_grants(
         &self,
         h: &envelope::VerifiedHeader,
     ) -> Result<(Option<Onward>, Grants), Refusal> {
         let store = &self.state.store;
-        let original = |id: &EnvelopeId| -> Result<v1::EnvelopeSummary, Refusal> {
+        // A record as `agency` received it. An unknown id and a record the
+        // agency never received are refused alike: the answer tells a node
+        // nothing about exchanges it is not party to.
+        let received_by = |id: &EnvelopeId, agency: &AgencyId| -> Result<Accepted, Refusal> {
             match store.accepted(id)? {
-                Some(a) => Ok(a.summary),
-                None => Err(Refusal::Onward(format!(
-                    "record {id} is unknown to the broker"
+                Some(a)
+                    if a.summary
+                        .recipients
+                        .iter()
+                        .any(|r| *r == agency.to_string()) =>
+                {
+                    Ok(a)
+                }
+                _ => Err(Refusal::Onward(format!(
+                    "{agency} did not receive record {id}"
                 ))),
             }
         };
-        let received = |s: &v1::EnvelopeSummary, a: &crate::ids::AgencyId| {
-            s.recipients.iter().any(|r| *r == a.to_string())
+        let provider_of = |a: &Accepted, id: &EnvelopeId| {
+            a.provider().ok_or_else(|| {
+                Refusal::Onward(format!("the provider of record {id} is unreadable"))
+            })
         };
+        let named = h.labels.provider.as_str();
         let mut onward = None;
         if let Some(orig_id) = &h.onward_of {
-            let orig = original(orig_id)?;
-            if !received(&orig, &h.sender_agency) {
+            let orig = received_by(orig_id, &h.sender_agency)?;
+            let provider = provider_of(&orig, orig_id)?;
+            if named != provider.to_string() {
                 return Err(Refusal::Onward(format!(
-                    "{} did not receive record {orig_id}",
-                    h.sender_agency
+                    "record {orig_id} was provided by {provider}; the header names provider {:?}",
+                    crate::bounds::quote(named)
                 )));
             }
             let mut granted = true;
             for r in &h.recipients {
                 granted &= store.granted(orig_id, &h.sender_agency, r)?;
             }
-            let originator = orig
-                .sender_agency
-                .parse()
-                .map_err(|_| Refusal::Onward("original sender unreadable".into()))?;
             onward = Some(Onward {
-                originator,
-                original_handling: v1::HandlingCode::try_from(orig.handling)
+                originator: provider,
+                original_handling: v1::HandlingCode::try_from(orig.summary.handling)
                     .unwrap_or(v1::HandlingCode::Unspecified),
                 permission_granted: granted,
             });
+        } else if !named.is_empty() {
+            return Err(Refusal::Onward(format!(
+                "the header names provider {:?} but passes no record on",
+                crate::bounds::quote(named)
+            )));
         }
         let mut grants = Vec::new();
         if let Some(p) = &h.permission {
-            let orig = original(&p.original)?;
-            if !received(&orig, &p.grantee) {
-                return Err(Refusal::Onward(format!(
-                    "{} did not receive record {}",
-                    p.grantee, p.original
-                )));
-            }
-            let originator = orig.sender_agency.as_str();
             match h.kind {
                 v1::RecordKind::PermissionRequest => {
-                    if h.recipients.len() != 1 || h.recipients[0].to_string() != originator {
+                    // The grantee is the sender (envelope::verify checked).
+                    let orig = received_by(&p.original, &p.grantee)?;
+                    let provider = provider_of(&orig, &p.original)?;
+                    if h.recipients.len() != 1 || h.recipients[0] != provider {
                         return Err(Refusal::Onward(format!(
-                            "a permission request about {} goes to its originator {originator}",
+                            "a permission request about {} goes to its provider {provider}",
                             p.original
                         )));
                     }
                 }
                 _ => {
-                    if h.sender_agency.to_string() != originator {
+                    // Whether the sender is the provider is asked first, so
+                    // nobody else learns who provided the record.
+                    let provider = store.accepted(&p.original)?.and_then(|a| a.provider());
+                    if provider.as_ref() != Some(&h.sender_agency) {
                         return Err(Refusal::Onward(format!(
-                            "only {originator}, the originator of {}, can grant permission to pass it on",
-                            p.original
+                            "only the provider of record {} can grant permission to pass it on; {} is not",
+                            p.original, h.sender_agency
                         )));
                     }
+                    received_by(&p.original, &p.grantee)?;
                     grants = p
                         .third_agencies
                         .iter()
@@ -230,7 +253,7 @@ const MAX_CASE_REFERENCE_BYTES: usize = 128;
 
 /// A short, quoted prefix of something a peer sent, for error messages.
 fn quoted(s: &str) -> String {
-    format!("{:?}", leaf::clip(s, 64))
+    format!("{:?}", crate::bounds::quote(s))
 }
 
 /// A refusal report a node may make: for an active agency of its own, with
@@ -415,6 +438,49 @@ fn check_refusal_report(
         policy_bundle_hash: r.policy_bundle_hash,
         policy_explanation: r.policy_explanation,
     })
+}
+
+/// A receipt names, as delivered to, only agencies that are recipients of
+/// the envelope at the node that signed it, each once; a rejection names
+/// none. What a node claims here goes into the audit log and to the sender.
+fn check_delivered_to(
+    body: &v1::ReceiptBody,
+    summary: &v1::EnvelopeSummary,
+    node: Country,
+    id: EnvelopeId,
+) -> Result<(), Status> {
+    if body.status() != v1::ReceiptStatus::Delivered {
+        if !body.delivered_to.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "a rejection of envelope {id} names agencies in delivered_to; it reached none"
+            )));
+        }
+        return Ok(());
+    }
+    if body.delivered_to.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "a delivery of envelope {id} names no agency in delivered_to"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for a in &body.delivered_to {
+        let here = a
+            .parse::<AgencyId>()
+            .is_ok_and(|agency| agency.country() == node)
+            && summary.recipients.iter().any(|r| r == a);
+        if !here {
+            return Err(Status::invalid_argument(format!(
+                "receipt names {:?} in delivered_to, which is not a recipient of envelope {id} at node {node}",
+                crate::bounds::quote(a)
+            )));
+        }
+        if !seen.insert(a.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "receipt names {a} twice in delivered_to"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The gRPC code a refusal answers with.
@@ -787,6 +853,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
         if status == v1::ReceiptStatus::Unspecified {
             return Err(Status::invalid_argument("receipt has no status"));
         }
+        check_delivered_to(&body, &summary, node, id)?;
         let receipt_sha = envelope::sha256(&receipt.body).to_vec();
         let now = self.state.now_ms();
         let mut events = vec![v1::AuditEvent {
@@ -832,6 +899,7 @@ impl v1::exchange_server::Exchange for ExchangeService {
                     id,
                     receipt,
                     events,
+                    delivered: status == v1::ReceiptStatus::Delivered,
                 },
             )
             .await
@@ -856,25 +924,36 @@ impl v1::exchange_server::Exchange for ExchangeService {
         req: Request<v1::PurgeReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
+        let reported = &req.get_ref().envelope_ids;
+        if reported.len() > MAX_PURGE_IDS {
+            return Err(Status::invalid_argument(format!(
+                "envelope_ids names {} envelopes; the limit is {MAX_PURGE_IDS} per report",
+                reported.len()
+            )));
+        }
         let mut ids = Vec::new();
-        for raw in &req.get_ref().envelope_ids {
-            let id =
-                EnvelopeId::from_bytes(raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            // Only what this node actually received belongs in its purge.
-            let received = self
+        for raw in reported {
+            let id = EnvelopeId::from_bytes(raw).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "envelope_ids: an id is 16 bytes, not {}",
+                    raw.len()
+                ))
+            })?;
+            if ids.contains(raw) {
+                return Err(Status::invalid_argument(format!(
+                    "envelope_ids names {id} twice"
+                )));
+            }
+            // Only what was delivered to this node belongs in its purge; an
+            // unknown id and another node's envelope are answered alike.
+            if !self
                 .state
                 .store
-                .accepted(&id)
+                .delivered(&id, node)
                 .map_err(storage_status)?
-                .is_some_and(|a| {
-                    a.summary
-                        .recipients
-                        .iter()
-                        .any(|r| r.starts_with(&format!("{node}/")))
-                });
-            if !received {
-                return Err(Status::invalid_argument(format!(
-                    "node {node} never received {id}"
+            {
+                return Err(Status::not_found(format!(
+                    "envelope {id} was not delivered to node {node}; nothing was recorded"
                 )));
             }
             ids.push(raw.clone());
@@ -950,9 +1029,26 @@ impl v1::exchange_server::Exchange for ExchangeService {
         &self,
         req: Request<v1::InclusionProofRequest>,
     ) -> Result<Response<v1::InclusionProof>, Status> {
-        self.node(&req)?;
+        let node = self.node(&req)?;
         let r = req.get_ref();
-        inclusion_proof(&self.state, r.index, r.tree_size).map(Response::new)
+        let id = EnvelopeId::from_bytes(&r.envelope_id).map_err(|_| {
+            Status::invalid_argument(format!(
+                "envelope_id must be 16 bytes, not {}",
+                r.envelope_id.len()
+            ))
+        })?;
+        // Only the sending node learns where its submission is in the log;
+        // for any other envelope the answer is the one for an unknown id.
+        let accepted = self.state.store.accepted(&id).map_err(storage_status)?;
+        let index = match accepted {
+            Some(a) if a.summary.sender_node == node.as_str() => a.log_index,
+            _ => {
+                return Err(Status::not_found(format!(
+                    "no submission {id} of node {node} in the log"
+                )));
+            }
+        };
+        inclusion_proof(&self.state, index, r.tree_size).map(Response::new)
     }
 
     async fn report_refusal(

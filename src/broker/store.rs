@@ -37,6 +37,21 @@ pub struct Accepted {
     pub summary: v1::EnvelopeSummary,
 }
 
+impl Accepted {
+    /// The agency that provided the original record: the sender of a
+    /// record that passes nothing on, else the provider the broker checked
+    /// against the record passed on when it accepted this one. One read per
+    /// hop, however long the chain of onward transfers.
+    pub fn provider(&self) -> Option<AgencyId> {
+        let s = &self.summary;
+        if s.onward_of.is_empty() {
+            s.sender_agency.parse().ok()
+        } else {
+            s.provider.parse().ok()
+        }
+    }
+}
+
 /// One queued item for a node.
 #[derive(Debug, Clone)]
 pub enum MailItem {
@@ -51,6 +66,9 @@ pub struct EnvelopeAck {
     pub receipt: v1::SignedReceipt,
     /// Audit events for the receipt (and a violation, if any).
     pub events: Vec<v1::AuditEvent>,
+    /// The receipt says delivered: the acknowledging node now holds the
+    /// record (what it may later report purged).
+    pub delivered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +113,9 @@ pub trait BrokerStore: Send + Sync + 'static {
     fn seen(&self, id: &EnvelopeId) -> Result<bool, StoreError>;
     /// The metadata and log index of an accepted envelope.
     fn accepted(&self, id: &EnvelopeId) -> Result<Option<Accepted>, StoreError>;
-    /// Whether the originator of `original` granted `grantee` permission to
+    /// Whether `node` acknowledged `id` with a delivered receipt.
+    fn delivered(&self, id: &EnvelopeId, node: Country) -> Result<bool, StoreError>;
+    /// Whether the provider of `original` granted `grantee` permission to
     /// pass it on to `third`.
     fn granted(
         &self,
@@ -113,8 +133,9 @@ pub trait BrokerStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, MailItem)>, StoreError>;
     /// Removes an envelope from `node`'s queue, records the receipt's audit
-    /// events, queues the receipt for the sender, and drops the payload once
-    /// every recipient node has acknowledged. Returns the first event's index.
+    /// events (and the delivery, if it was one), queues the receipt for the
+    /// sender, and drops the payload once every recipient node has
+    /// acknowledged. Returns the first event's index.
     async fn ack_envelope(
         &self,
         node: Country,
@@ -196,6 +217,7 @@ pub struct SledStore {
     mail: sled::Tree,
     accepted: sled::Tree,
     grants: sled::Tree,
+    delivered: sled::Tree,
     nodes: sled::Tree,
     checkpoints: sled::Tree,
     cosignatures: sled::Tree,
@@ -216,6 +238,7 @@ impl SledStore {
             mail: db.open_tree("mail")?,
             accepted: db.open_tree("accepted")?,
             grants: db.open_tree("grants")?,
+            delivered: db.open_tree("delivered")?,
             nodes: db.open_tree("merkle_nodes")?,
             checkpoints: db.open_tree("checkpoints")?,
             cosignatures: db.open_tree("cosignatures")?,
@@ -249,11 +272,12 @@ impl SledStore {
             &self.mail,
             &self.accepted,
             &self.grants,
+            &self.delivered,
             &self.nodes,
         );
         trees
             .transaction(
-                |(audit, meta, seen, payload, mail, accepted, grants, nodes)| {
+                |(audit, meta, seen, payload, mail, accepted, grants, delivered, nodes)| {
                     f(&Txn {
                         audit,
                         meta,
@@ -262,6 +286,7 @@ impl SledStore {
                         mail,
                         accepted,
                         grants,
+                        delivered,
                         nodes,
                     })
                 },
@@ -284,6 +309,7 @@ struct Txn<'a> {
     mail: &'a TxTree,
     accepted: &'a TxTree,
     grants: &'a TxTree,
+    delivered: &'a TxTree,
     nodes: &'a TxTree,
 }
 
@@ -328,6 +354,12 @@ impl Txn<'_> {
 fn mail_key(node: Country, seq: u64) -> Vec<u8> {
     let mut k = node.as_str().as_bytes().to_vec();
     k.extend_from_slice(&be(seq));
+    k
+}
+
+fn delivered_key(id: &EnvelopeId, node: Country) -> Vec<u8> {
+    let mut k = id.as_bytes().to_vec();
+    k.extend_from_slice(node.as_str().as_bytes());
     k
 }
 
@@ -474,6 +506,10 @@ impl BrokerStore for SledStore {
         Ok(Some(Accepted { log_index, summary }))
     }
 
+    fn delivered(&self, id: &EnvelopeId, node: Country) -> Result<bool, StoreError> {
+        Ok(self.delivered.contains_key(delivered_key(id, node))?)
+    }
+
     fn granted(
         &self,
         original: &EnvelopeId,
@@ -576,6 +612,9 @@ impl BrokerStore for SledStore {
                 )?;
             }
             t.enqueue(sender, relay.clone())?;
+            if ack.delivered {
+                t.delivered.insert(delivered_key(&ack.id, node), &[])?;
+            }
             let mut first = None;
             for e in &ack.events {
                 let i = t.append(e)?;

@@ -118,6 +118,11 @@ impl v1::agency_server::Agency for AgencyService {
         let labels = req
             .labels
             .ok_or_else(|| Status::invalid_argument("no labels"))?;
+        if !labels.provider.is_empty() {
+            return Err(Status::invalid_argument(
+                "labels.provider is set by the node when a record is passed on (Forward)",
+            ));
+        }
         if !labels.in_reply_to.is_empty() {
             let parent = envelope_id("labels.in_reply_to", &labels.in_reply_to)?;
             let known = self
@@ -158,8 +163,10 @@ impl v1::agency_server::Agency for AgencyService {
         let id = envelope_id("envelope_id", &req.envelope_id)?;
         let original = self.inbox_record(&sender, &id)?;
         let entry = original.entry.unwrap_or_default();
+        let provider = provider_of(&entry).to_string();
         let orig_labels = entry.labels.unwrap_or_default();
-        let labels = onward_labels(&orig_labels, req.labels.unwrap_or_default())?;
+        let mut labels = onward_labels(&orig_labels, req.labels.unwrap_or_default())?;
+        labels.provider = provider;
         let record = original
             .record
             .ok_or_else(|| Status::internal("stored record has no content"))?;
@@ -212,9 +219,12 @@ impl v1::agency_server::Agency for AgencyService {
             third.push(a);
         }
         let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        // Only the provider of the original record can permit passing it on.
+        let provider = provider_of(&entry).to_string();
         let mut labels = entry.labels.unwrap_or_default();
         labels.in_reply_to.clone_from(&entry.envelope_id);
         labels.expires_at_ms = 0;
+        labels.provider.clear();
         let scope = v1::PermissionScope {
             original_envelope_id: id.as_bytes().to_vec(),
             grantee: sender.to_string(),
@@ -229,7 +239,7 @@ impl v1::agency_server::Agency for AgencyService {
         };
         let out = Outgoing {
             sender,
-            recipients: vec![entry.sender_agency],
+            recipients: vec![provider],
             record,
             labels,
             onward_of: None,
@@ -263,6 +273,7 @@ impl v1::agency_server::Agency for AgencyService {
         let mut labels = entry.labels.unwrap_or_default();
         labels.in_reply_to.clone_from(&entry.envelope_id);
         labels.expires_at_ms = 0;
+        labels.provider.clear();
         let record = v1::CaseRecord {
             body: Some(v1::case_record::Body::PermissionGrant(
                 v1::PermissionGrant {
@@ -432,6 +443,16 @@ struct Outgoing {
     permission: Option<v1::PermissionScope>,
 }
 
+/// The agency that provided a record in an inbox: its sender, or for a
+/// record passed on, the provider its header names (which the broker
+/// checked against the record passed on).
+fn provider_of(entry: &v1::InboxEntry) -> &str {
+    match entry.labels.as_ref() {
+        Some(l) if !entry.onward_of.is_empty() && !l.provider.is_empty() => &l.provider,
+        _ => &entry.sender_agency,
+    }
+}
+
 /// The labels of an onward transfer: what the agency gives, the original's
 /// where it gives nothing, and never a weaker handling code than the
 /// original's restriction.
@@ -510,8 +531,7 @@ impl AgencyService {
             None => None,
             Some(id) => {
                 let entry = self.inbox_record(sender, &id)?.entry.unwrap_or_default();
-                let originator: AgencyId = entry
-                    .sender_agency
+                let originator: AgencyId = provider_of(&entry)
                     .parse()
                     .map_err(|_| Status::internal("stored sender agency unreadable"))?;
                 let grants = self.grants(sender, &id)?;

@@ -49,6 +49,18 @@ fn inbox_key(agency: &AgencyId, id: &EnvelopeId) -> Vec<u8> {
     k
 }
 
+fn expect_key(id: &EnvelopeId) -> Vec<u8> {
+    let mut k = b"expect/".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn failed_key(id: &[u8]) -> Vec<u8> {
+    let mut k = b"inclusion-failed/".to_vec();
+    k.extend_from_slice(id);
+    k
+}
+
 fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
     let mut k = agency.to_string().into_bytes();
     k.push(0);
@@ -119,6 +131,38 @@ impl NodeStore {
             (&self.outbox, &self.sent)
                 .transaction(|(outbox, sent)| {
                     outbox.remove(id.as_bytes().as_slice())?;
+                    if let Some(v) = sent.get(id.as_bytes())? {
+                        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
+                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                                "sent", e,
+                            ))
+                        })?;
+                        update(&mut s);
+                        sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await
+    }
+
+    /// Takes an envelope the broker accepted out of the outbox with the
+    /// broker's answer, keeping `expected` (the summary its acceptance entry
+    /// in the log must carry) for the inclusion check.
+    pub async fn settle_accepted(
+        &self,
+        id: &EnvelopeId,
+        expected: &v1::EnvelopeSummary,
+        update: impl Fn(&mut v1::SendStatus),
+    ) -> Result<(), StorageError> {
+        let expected = expected.encode_to_vec();
+        {
+            let _g = self.lock();
+            (&self.outbox, &self.sent, &self.witness)
+                .transaction(|(outbox, sent, witness)| {
+                    outbox.remove(id.as_bytes().as_slice())?;
+                    witness.insert(expect_key(id), expected.as_slice())?;
                     if let Some(v) = sent.get(id.as_bytes())? {
                         let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
                             sled::transaction::ConflictableTransactionError::Abort(corrupt(
@@ -343,19 +387,52 @@ impl NodeStore {
             .collect()
     }
 
-    /// Records sent (accepted) that still wait for an inclusion check.
+    /// Records sent (accepted) that still wait for an inclusion check,
+    /// oldest first: those whose log index is known, and those settled by a
+    /// duplicate answer, whose index the proof will tell (log index 0; entry
+    /// 0 is never a submission: the broker logs its directory first). A
+    /// record whose proof failed is not checked again: its evidence is kept.
     pub fn awaiting_inclusion(&self) -> Result<Vec<v1::SendStatus>, StorageError> {
         let mut out = Vec::new();
         for kv in self.sent.iter() {
-            let (_, v) = kv?;
+            let (k, v) = kv?;
             let s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
             if s.state == v1::SendState::Accepted as i32
                 && s.inclusion_verified_at == 0
-                && s.log_index > 0
+                && !self.witness.contains_key(failed_key(&k))?
             {
                 out.push(s);
             }
         }
         Ok(out)
+    }
+
+    /// The summary the log's acceptance entry of a sent envelope must carry.
+    pub fn expected_acceptance(
+        &self,
+        id: &EnvelopeId,
+    ) -> Result<Option<v1::EnvelopeSummary>, StorageError> {
+        self.witness
+            .get(expect_key(id))?
+            .map(|v| v1::EnvelopeSummary::decode(v.as_ref()).map_err(|e| corrupt("witness", e)))
+            .transpose()
+    }
+
+    /// Keeps the evidence that the broker did not prove the inclusion of a
+    /// submission it accepted, and stops checking that submission.
+    pub async fn record_inclusion_failure(
+        &self,
+        id: &EnvelopeId,
+        at_ms: i64,
+        evidence: &str,
+    ) -> Result<(), StorageError> {
+        let mut k = b"evidence/".to_vec();
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        k.extend_from_slice(id.as_bytes());
+        let mut batch = sled::Batch::default();
+        batch.insert(k, evidence.as_bytes());
+        batch.insert(failed_key(id.as_bytes()), &[]);
+        self.witness.apply_batch(batch)?;
+        self.commit.commit().await
     }
 }

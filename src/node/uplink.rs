@@ -14,7 +14,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
-use crate::broker::service::REFUSAL_METADATA;
+use crate::broker::service::{MAX_PURGE_IDS, REFUSAL_METADATA};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, EnvelopeId};
 use crate::proto::v1;
@@ -78,6 +78,8 @@ async fn submit_one(
     id: EnvelopeId,
     env: v1::Envelope,
 ) -> bool {
+    // What the broker's acceptance entry must say, checked by the witness.
+    let expected = envelope::unverified_summary(&env);
     let mut req = tonic::Request::new(v1::SubmitRequest {
         envelope: Some(env),
     });
@@ -87,14 +89,12 @@ async fn submit_one(
             let r = resp.into_inner();
             let at = r.accepted_at_ms;
             let index = r.log_index;
-            let res = state
-                .store
-                .settle(&id, |s| {
-                    s.state = v1::SendState::Accepted as i32;
-                    s.log_index = index;
-                    s.detail = format!("accepted by the broker at {}", crate::time::format_ms(at));
-                })
-                .await;
+            let res = settle_accepted(state, &id, expected.as_ref(), |s| {
+                s.state = v1::SendState::Accepted as i32;
+                s.log_index = index;
+                s.detail = format!("accepted by the broker at {}", crate::time::format_ms(at));
+            })
+            .await;
             (SubmitOutcome::Accepted { log_index: index }, res)
         }
         Err(status) if status.metadata().get(REFUSAL_METADATA).is_some() => {
@@ -105,15 +105,18 @@ async fn submit_one(
                 .unwrap_or("");
             if code == v1::RefusalCode::Duplicate.as_str_name() {
                 // Only this node can sign this id: an earlier attempt was
-                // accepted but its answer was lost.
-                let res = state
-                    .store
-                    .settle(&id, |s| {
-                        s.state = v1::SendState::Accepted as i32;
-                        s.detail =
-                            "accepted by the broker (an earlier attempt's answer was lost)".into();
-                    })
-                    .await;
+                // accepted but its answer was lost. The log index stays 0
+                // (unknown) until the witness fetches the acceptance's
+                // inclusion proof by envelope id, checks it and records the
+                // index it proves; a broker that claims a duplicate it never
+                // logged is caught there.
+                let res = settle_accepted(state, &id, expected.as_ref(), |s| {
+                    s.state = v1::SendState::Accepted as i32;
+                    s.detail = "accepted by the broker (an earlier attempt's answer was lost; \
+                                log index to be proven)"
+                        .into();
+                })
+                .await;
                 (SubmitOutcome::Accepted { log_index: 0 }, res)
             } else {
                 let msg = status.message().to_string();
@@ -190,6 +193,21 @@ fn is_final(code: tonic::Code) -> bool {
         | C::Internal
         | C::Unavailable
         | C::DataLoss => false,
+    }
+}
+
+/// Settles an accepted envelope, keeping the summary its log entry must
+/// carry (none only if this node's own header did not parse, which sealing
+/// rules out; the witness then has nothing to check it against).
+async fn settle_accepted(
+    state: &NodeState,
+    id: &EnvelopeId,
+    expected: Option<&v1::EnvelopeSummary>,
+    update: impl Fn(&mut v1::SendStatus),
+) -> Result<(), crate::storage::StorageError> {
+    match expected {
+        Some(e) => state.store.settle_accepted(id, e, update).await,
+        None => state.store.settle(id, update).await,
     }
 }
 
@@ -411,22 +429,27 @@ pub async fn purge_once(
         tracing::info!(count = purged.len(), ids = ?purged.iter().map(ToString::to_string).collect::<Vec<_>>(), "purged expired records");
     }
     let unreported = state.store.unreported_purges()?;
-    if !unreported.is_empty() {
+    for chunk in unreported.chunks(MAX_PURGE_IDS) {
         let report = v1::PurgeReport {
-            envelope_ids: unreported.iter().map(|id| id.as_bytes().to_vec()).collect(),
+            envelope_ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect(),
         };
         client
             .report_purge(report)
             .await
             .map_err(|s| anyhow::anyhow!("reporting purge: {s}"))?;
-        state.store.purges_reported(&unreported).await?;
+        state.store.purges_reported(chunk).await?;
     }
     Ok(purged)
 }
 
 /// What the handling code obliges the recipient's systems to respect.
 pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
-    let from = &h.sender_agency;
+    // The provider's permission is what counts, however many hops ago it
+    // provided the record (the broker checked the provider named).
+    let from = match h.onward_of {
+        Some(_) if !h.labels.provider.is_empty() => h.labels.provider.clone(),
+        _ => h.sender_agency.to_string(),
+    };
     let mut r = v1::UsageRestrictions::default();
     match h.labels.handling() {
         v1::HandlingCode::H0 => {

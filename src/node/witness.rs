@@ -6,7 +6,11 @@
 //! refuses it, keeps the evidence (both checkpoints and the failed proof)
 //! and raises the alarm; otherwise it cosigns (C2SP tlog-cosignature) and
 //! returns the cosignature to the broker. The node also checks that each of
-//! its accepted submissions is included in the log it witnessed.
+//! its accepted submissions is included in the log it witnessed: it asks for
+//! the proof by envelope id (the broker answers only the sending node) and
+//! checks the entry against what it sent, field by field, not by id alone.
+//! A proof that fails is evidence: kept with the broker's answer, raised at
+//! error level, and no reason to stop checking the submissions after it.
 //!
 //! The first checkpoint a node ever sees is accepted without a proof (there
 //! is nothing to be consistent with); from then on every step is proven.
@@ -41,6 +45,9 @@ pub struct Witnessed {
     pub size: u64,
     pub cosigned: bool,
     pub inclusions_verified: usize,
+    /// Submissions whose inclusion the broker failed to prove this round;
+    /// the evidence of each is kept.
+    pub inclusions_failed: usize,
 }
 
 /// Whether `next` may follow `prev`: the same tree or a proven extension.
@@ -176,52 +183,152 @@ pub async fn witness_once(
         .is_ok();
 
     let mut verified = 0;
+    let mut failed = 0;
     for sent in state
         .store
         .awaiting_inclusion()
         .map_err(anyhow::Error::from)?
     {
-        if sent.log_index >= cp.size() {
+        // A known index beyond the witnessed tree waits for a later round;
+        // an unknown one (0, settled by a duplicate answer) is asked for.
+        if sent.log_index != 0 && sent.log_index >= cp.size() {
             continue;
         }
-        let id: EnvelopeId = sent
-            .envelope_id
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proof = client
-            .get_inclusion_proof(v1::InclusionProofRequest {
-                index: sent.log_index,
-                tree_size: cp.size(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("inclusion proof: {s}"))?
-            .into_inner();
-        verify_inclusion(&cp, &id, &proof)?;
-        state
-            .store
-            .update_sent(&id, |s| s.inclusion_verified_at = cp.size())
-            .await
-            .map_err(anyhow::Error::from)?;
-        verified += 1;
+        match prove_one(state, client, &cp, &sent).await {
+            Ok(Inclusion::Proven) => verified += 1,
+            Ok(Inclusion::NotYet) => {}
+            Ok(Inclusion::Disproven(e)) => {
+                failed += 1;
+                tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "ALARM: the broker did not prove a submission it accepted; evidence kept");
+            }
+            Err(e) => {
+                tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "could not check the inclusion of a submission; will try again");
+            }
+        }
     }
     Ok(Witnessed {
         size: cp.size(),
         cosigned,
         inclusions_verified: verified,
+        inclusions_failed: failed,
     })
 }
 
+/// What asking for one submission's inclusion proof came to.
+enum Inclusion {
+    /// Proven; the proven index and checkpoint size are recorded.
+    Proven,
+    /// No answer yet (not in a checkpoint, broker unreachable): next round.
+    NotYet,
+    /// The broker's answer disproves the acceptance; the evidence is kept
+    /// and the submission is not asked about again.
+    Disproven(WitnessError),
+}
+
+/// Proves the inclusion of one accepted submission in the witnessed
+/// checkpoint `cp`. An error is this node's own (its store), not the
+/// broker's.
+async fn prove_one(
+    state: &NodeState,
+    client: &mut Client,
+    cp: &Checkpoint,
+    sent: &v1::SendStatus,
+) -> anyhow::Result<Inclusion> {
+    let id: EnvelopeId = sent
+        .envelope_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("sent record {}: {e}", sent.envelope_id))?;
+    let Some(expected) = state.store.expected_acceptance(&id)? else {
+        tracing::warn!(%id, "no record of what was sent; its inclusion cannot be checked");
+        return Ok(Inclusion::NotYet);
+    };
+    let answer = client
+        .get_inclusion_proof(v1::InclusionProofRequest {
+            envelope_id: id.as_bytes().to_vec(),
+            tree_size: cp.size(),
+        })
+        .await;
+    let (result, broker_said) = match answer {
+        Ok(resp) => {
+            let proof = resp.into_inner();
+            let result =
+                verify_inclusion(cp, &id, &expected, sent.log_index, &proof).map(|()| proof.index);
+            let said = format!(
+                "inclusion proof: index {}, tree size {}\nleaf {}\nproof:\n{}\ncheckpoint:\n{}",
+                proof.index,
+                proof.tree_size,
+                hex::encode(&proof.leaf),
+                proof
+                    .proof
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                String::from_utf8_lossy(&proof.checkpoint),
+            );
+            (result, said)
+        }
+        // The entry is not in that checkpoint yet, or the broker is down.
+        Err(s) if s.code() != tonic::Code::NotFound => {
+            tracing::debug!(%id, status = %s, "inclusion proof not available yet");
+            return Ok(Inclusion::NotYet);
+        }
+        Err(s) => {
+            let why = "the broker denies having accepted it".to_string();
+            let said = format!(
+                "status {:?}: {}",
+                s.code(),
+                s.message().chars().take(512).collect::<String>()
+            );
+            (Err(not_included(&id, why)), said)
+        }
+    };
+    match result {
+        Ok(index) => {
+            state
+                .store
+                .update_sent(&id, |s| {
+                    s.inclusion_verified_at = cp.size();
+                    s.log_index = index;
+                })
+                .await?;
+            Ok(Inclusion::Proven)
+        }
+        Err(e) => {
+            let evidence = format!(
+                "inclusion of {id} not proven: {e}\n--- witnessed checkpoint ---\n{}--- expected acceptance ---\n{expected:?}\nlog index answered at submission: {}\n--- the broker's answer ---\n{broker_said}\n",
+                cp.text(),
+                sent.log_index,
+            );
+            state
+                .store
+                .record_inclusion_failure(&id, state.now_ms(), &evidence)
+                .await?;
+            Ok(Inclusion::Disproven(e))
+        }
+    }
+}
+
+fn not_included(id: &EnvelopeId, why: String) -> WitnessError {
+    WitnessError::NotIncluded {
+        id: id.to_string(),
+        why,
+    }
+}
+
 /// Checks that `proof` shows this node's submission `id` in the witnessed
-/// checkpoint `cp`, as an acceptance of exactly that envelope.
+/// checkpoint `cp`, as the acceptance of exactly what was sent: the entry's
+/// summary must equal `expected` in every field (envelope id, sender,
+/// recipients, labels, header and ciphertext digests), and its index the
+/// one the broker answered at submission (`answered`, 0 if unknown).
 fn verify_inclusion(
     cp: &Checkpoint,
     id: &EnvelopeId,
+    expected: &v1::EnvelopeSummary,
+    answered: u64,
     proof: &v1::InclusionProof,
 ) -> Result<(), WitnessError> {
-    let not = |why: String| WitnessError::NotIncluded {
-        id: id.to_string(),
-        why,
-    };
+    let not = |why: String| not_included(id, why);
     if proof.tree_size != cp.size() {
         return Err(not(format!(
             "proof is for size {}, not {}",
@@ -229,14 +336,30 @@ fn verify_inclusion(
             cp.size()
         )));
     }
+    if answered != 0 && proof.index != answered {
+        return Err(not(format!(
+            "the broker answered the submission with log index {answered} but proves entry {}",
+            proof.index
+        )));
+    }
     let event = v1::AuditEvent::decode(proof.leaf.as_slice()).map_err(|e| not(e.to_string()))?;
-    let accepted_id = match event.event {
-        Some(v1::audit_event::Event::SubmissionAccepted(a)) => a.envelope.map(|e| e.envelope_id),
+    let logged = match event.event {
+        Some(v1::audit_event::Event::SubmissionAccepted(a)) => a.envelope,
         _ => None,
     };
-    if accepted_id.as_deref() != Some(id.as_bytes().as_slice()) {
+    let Some(logged) = logged else {
+        return Err(not(format!("entry {} is not an acceptance", proof.index)));
+    };
+    if logged != *expected {
+        let what = if logged.envelope_id != expected.envelope_id {
+            "another envelope"
+        } else if logged.header_sha256 != expected.header_sha256 {
+            "another header"
+        } else {
+            "other labels than the signed header's"
+        };
         return Err(not(format!(
-            "entry {} is not the acceptance of this envelope",
+            "entry {} records {what}, not what this node sent",
             proof.index
         )));
     }

@@ -358,5 +358,5 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.code(), tonic::Code::NotFound);
 }

@@ -33,7 +33,8 @@ fn forward(id: &str, to: &str) -> v1::ForwardRequest {
 }
 
 /// Seals an envelope as node `node` with an explicit onward or permission
-/// field, bypassing the node's own checks, as a misbehaving node could.
+/// field, bypassing the node's own checks, as a misbehaving node could. A
+/// record passed on names `MK/police`, the provider in these tests.
 fn seal_raw(
     fed: &Fed,
     node: &str,
@@ -46,11 +47,15 @@ fn seal_raw(
     let sender: AgencyId = from.parse().unwrap();
     let recipients = [to.parse().unwrap()];
     let now = casebridge::time::now_ms();
+    let mut labels = h2_labels();
+    if onward_of.is_some() {
+        labels.provider = "MK/police".into();
+    }
     let input = SealInput {
         sender: &sender,
         recipients: &recipients,
         record: &record,
-        labels: h2_labels(),
+        labels,
         created_at_ms: now,
         expires_at_ms: now + 86_400_000,
         onward_of,
@@ -179,7 +184,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         None,
         Some(scope),
     );
-    submit_refused(&fed, "BA", env, "only MK/police").await;
+    submit_refused(&fed, "BA", env, "only the provider of record").await;
 
     // Ask, and the originator grants.
     let req = rs
@@ -367,4 +372,130 @@ async fn a_node_reports_refusals_only_for_its_own_agencies() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(audit(&fed).len(), before);
+}
+
+/// `holder` asks the provider for permission to pass `id` on to `to`, the
+/// provider grants it, and `holder` passes it on, all through the Agency
+/// API. Checks that the request reached the provider, not the agency
+/// `holder` got the record from. Returns the record passed on.
+async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
+    let mut h = fed.client(holder).unwrap();
+    let req = h
+        .api
+        .request_permission(v1::RequestPermissionRequest {
+            envelope_id: id.into(),
+            third_agencies: vec![to.into()],
+            justification: "the route continues".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
+    let asked = settled(fed, holder, &req.envelope_id).await;
+    assert_eq!(asked.recipients, vec![provider.to_string()]);
+    let mut p = fed.client(provider).unwrap();
+    let grant = p
+        .api
+        .grant_permission(v1::GrantPermissionRequest {
+            request_envelope_id: req.envelope_id,
+            conditions: "H2 stays".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grant.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        grant.detail
+    );
+    settled(fed, provider, &grant.envelope_id).await;
+    let onward = h.api.forward(forward(id, to)).await.unwrap().into_inner();
+    assert_eq!(
+        onward.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        onward.detail
+    );
+    settled(fed, holder, &onward.envelope_id).await;
+    let got = fetch(fed, to, &onward.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(got.onward_of, id);
+    assert_eq!(got.sender_agency, holder);
+    let labels = got.labels.unwrap();
+    assert_eq!(labels.provider, provider, "the provider travels with it");
+    assert_eq!(labels.handling, v1::HandlingCode::H2 as i32);
+    let r = got.restrictions.unwrap();
+    assert!(
+        r.no_onward_transfer && r.notices[0].contains(&format!("permission of {provider}")),
+        "{r:?}"
+    );
+    onward.envelope_id
+}
+
+#[tokio::test]
+async fn a_record_passes_three_hops_each_with_its_providers_permission() {
+    let fed = start(&["HR", "RS", "BA", "ME"]).await;
+    let mut l = labels(
+        v1::Purpose::InvestigationMigrantSmuggling,
+        v1::LegalBasis::SpecificSituationDerogation,
+        v1::HandlingCode::H2,
+    );
+    l.legal_basis_reference = "Directive (EU) 2016/680, Art. 38".into();
+    // Border police keep records at most 90 days.
+    l.expires_at_ms = casebridge::time::now_ms() + 30 * 86_400_000;
+    l.evaluation = Some(v1::Evaluation {
+        source: v1::SourceReliability::B as i32,
+        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
+    });
+    let r0 = send(
+        &fed,
+        "HR/police",
+        &["RS/police"],
+        record("intelligence_report"),
+        l,
+    )
+    .await;
+    settled(&fed, "HR/police", &r0.envelope_id).await;
+    let r1 = hop(&fed, "HR/police", "RS/police", &r0.envelope_id, "BA/police").await;
+    let r2 = hop(&fed, "HR/police", "BA/police", &r1, "BA/border-police").await;
+    let r3 = hop(
+        &fed,
+        "HR/police",
+        "BA/border-police",
+        &r2,
+        "ME/border-police",
+    )
+    .await;
+
+    // The broker holds the provider with every copy, and the log shows each
+    // hop with the record it passes on and whose it is.
+    let store = &fed.broker().unwrap().store;
+    let mut passed_on = r0.envelope_id.clone();
+    for id in [&r1, &r2, &r3] {
+        let id: EnvelopeId = id.parse().unwrap();
+        let kept = store.accepted(&id).unwrap().unwrap();
+        assert_eq!(kept.provider().unwrap().to_string(), "HR/police");
+        let s = kept.summary;
+        assert_eq!(
+            EnvelopeId::from_bytes(&s.onward_of).unwrap().to_string(),
+            passed_on
+        );
+        assert_eq!(s.provider, "HR/police");
+        passed_on = id.to_string();
+    }
+    let original: EnvelopeId = r0.envelope_id.parse().unwrap();
+    assert_eq!(
+        store
+            .accepted(&original)
+            .unwrap()
+            .unwrap()
+            .provider()
+            .unwrap()
+            .to_string(),
+        "HR/police"
+    );
 }
