@@ -1,7 +1,7 @@
 //! The node's durable state: the agencies' inboxes, the outbox of sealed
 //! envelopes waiting for the broker, what each agency sent with its
-//! receipts, and the receipts this node gave (so a redelivery gets the same
-//! answer and never a second inbox entry).
+//! receipts, and the receipts this node gave for headers it verified (so a
+//! redelivery gets the same answer and never a second inbox entry).
 //!
 //! Every mutating method applies one sled transaction and returns after a
 //! group-commit flush: Ok means on disk.
@@ -181,7 +181,9 @@ impl NodeStore {
         Ok(out)
     }
 
-    /// The receipt this node already gave for an envelope, if any.
+    /// The receipt this node already gave for an envelope, if any. Only
+    /// headers that verified ever get one stored, and its body names the
+    /// hash of the header it answered.
     pub fn receipt_for(&self, id: &EnvelopeId) -> Result<Option<v1::SignedReceipt>, StorageError> {
         self.received
             .get(id.as_bytes())?
@@ -192,28 +194,35 @@ impl NodeStore {
     /// Stores a delivered record in each recipient agency's inbox together
     /// with the receipt, atomically: either the agencies have it and the
     /// receipt is remembered, or neither. A rejection stores the receipt only.
+    /// The caller has verified the header `id` comes from. Returns the
+    /// receipt in force: `receipt`, or the one already stored for `id`, in
+    /// which case nothing is filed.
     pub async fn deliver(
         &self,
         id: &EnvelopeId,
         entries: &[(AgencyId, v1::InboxRecord)],
         receipt: &v1::SignedReceipt,
-    ) -> Result<(), StorageError> {
-        {
+    ) -> Result<v1::SignedReceipt, StorageError> {
+        let earlier = {
             let _g = self.lock();
             (&self.inbox, &self.received)
                 .transaction(|(inbox, received)| {
-                    if received.get(id.as_bytes())?.is_some() {
-                        return Ok(());
+                    if let Some(earlier) = received.get(id.as_bytes())? {
+                        return Ok(Some(earlier));
                     }
                     for (agency, rec) in entries {
                         inbox.insert(inbox_key(agency, id), rec.encode_to_vec())?;
                     }
                     received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
-                    Ok(())
+                    Ok(None)
                 })
-                .map_err(tx_err)?;
+                .map_err(tx_err)?
+        };
+        self.commit.commit().await?;
+        match earlier {
+            Some(v) => v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)),
+            None => Ok(receipt.clone()),
         }
-        self.commit.commit().await
     }
 
     /// The inbox of `agency`, oldest first, after `after` if given.
