@@ -421,8 +421,8 @@ impl v1::exchange_server::Exchange for Service {
     ) -> Result<Response<v1::CheckpointResponse>, Status> {
         let cc = self.node(&req)?;
         let r = req.into_inner();
-        self.record(|c| c.checkpoint_requests.push((cc, r.clone())));
         let answer = (lock(&self.shared.on_checkpoint))(cc, &r);
+        self.record(|c| c.checkpoint_requests.push((cc, r)));
         answer.map(Response::new)
     }
 
@@ -442,8 +442,8 @@ impl v1::exchange_server::Exchange for Service {
     ) -> Result<Response<v1::InclusionProof>, Status> {
         let cc = self.node(&req)?;
         let r = req.into_inner();
-        self.record(|c| c.inclusion_requests.push((cc, r.clone())));
         let answer = (lock(&self.shared.on_inclusion_proof))(cc, &r);
+        self.record(|c| c.inclusion_requests.push((cc, r)));
         answer.map(Response::new)
     }
 }
