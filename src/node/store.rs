@@ -1,7 +1,8 @@
 //! The node's durable state: the agencies' inboxes, the outbox of sealed
 //! envelopes waiting for the broker, what each agency sent with its
-//! receipts, and the receipts this node gave for headers it verified (so a
-//! redelivery gets the same answer and never a second inbox entry).
+//! receipts and the hash of the header it sent, the receipts this node gave
+//! for headers it verified (so a redelivery gets the same answer and never a
+//! second inbox entry), and the evidence of a broker that lied.
 //!
 //! Every mutating method applies one sled transaction and returns after a
 //! group-commit flush: Ok means on disk.
@@ -20,6 +21,7 @@ pub struct NodeStore {
     received: sled::Tree,
     outbox: sled::Tree,
     sent: sled::Tree,
+    sent_headers: sled::Tree,
     purged: sled::Tree,
     witness: sled::Tree,
     commit: GroupCommit,
@@ -63,6 +65,7 @@ impl NodeStore {
             received: db.open_tree("received")?,
             outbox: db.open_tree("outbox")?,
             sent: db.open_tree("sent")?,
+            sent_headers: db.open_tree("sent_headers")?,
             purged: db.open_tree("purged")?,
             witness: db.open_tree("witness")?,
             commit: GroupCommit::start(db),
@@ -74,19 +77,22 @@ impl NodeStore {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a sealed envelope as sent (queued) and puts it in the outbox.
+    /// Records a sealed envelope as sent (queued), with the hash of its
+    /// header for checking receipts, and puts it in the outbox.
     pub async fn enqueue(
         &self,
         id: &EnvelopeId,
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
+        let header_sha256 = crate::envelope::sha256(&env.header);
         {
             let _g = self.lock();
-            (&self.outbox, &self.sent)
-                .transaction(|(outbox, sent)| {
+            (&self.outbox, &self.sent, &self.sent_headers)
+                .transaction(|(outbox, sent, sent_headers)| {
                     outbox.insert(id.as_bytes().as_slice(), env.encode_to_vec())?;
                     sent.insert(id.as_bytes().as_slice(), status.encode_to_vec())?;
+                    sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
                     Ok(())
                 })
                 .map_err(tx_err)?;
@@ -165,6 +171,12 @@ impl NodeStore {
             .get(id.as_bytes())?
             .map(|v| v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e)))
             .transpose()
+    }
+
+    /// SHA-256 of the header this node sent as `id`, which every receipt for
+    /// `id` must answer.
+    pub fn sent_header_sha256(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.sent_headers.get(id.as_bytes())?.map(|v| v.to_vec()))
     }
 
     /// Everything `agency` sent, oldest first.
@@ -332,11 +344,18 @@ impl NodeStore {
         self.commit.commit().await
     }
 
-    /// Keeps the evidence of an inconsistent log.
+    /// Keeps evidence of a broker that lied: an inconsistent log, a relayed
+    /// receipt that does not answer what this node sent. Pieces recorded in
+    /// the same millisecond are all kept, in the order recorded.
     pub async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
-        let mut k = b"evidence/".to_vec();
-        k.extend_from_slice(&at_ms.to_be_bytes());
-        self.witness.insert(k, evidence.as_bytes())?;
+        {
+            let _g = self.lock();
+            let mut k = b"evidence/".to_vec();
+            k.extend_from_slice(&at_ms.to_be_bytes());
+            let same_ms = self.witness.scan_prefix(&k).count() as u64;
+            k.extend_from_slice(&same_ms.to_be_bytes());
+            self.witness.insert(k, evidence.as_bytes())?;
+        }
         self.commit.commit().await
     }
 
@@ -366,5 +385,20 @@ impl NodeStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(dir.path()).unwrap();
+        store.record_evidence(7, "first").await.unwrap();
+        store.record_evidence(7, "second").await.unwrap();
+        store.record_evidence(6, "earlier").await.unwrap();
+        assert_eq!(store.evidence().unwrap(), ["earlier", "first", "second"]);
     }
 }

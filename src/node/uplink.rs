@@ -530,25 +530,30 @@ pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
     r
 }
 
-/// Records a receipt relayed by the broker for an envelope this node sent.
-async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> anyhow::Result<()> {
-    let dir = state.directory();
-    let body = match envelope::verify_receipt(r, &dir) {
-        Ok(b) => b,
-        Err(e) => {
-            // The broker relayed something a recipient node did not sign:
-            // keep nothing of it, but say so loudly.
-            tracing::error!(error = %e, "relayed receipt does not verify; ignored");
-            return Ok(());
+/// Records a receipt the broker relayed for an envelope this node sent.
+///
+/// The receipt must be signed by the node it names, that node must serve a
+/// recipient of the envelope, every agency it names must be a recipient
+/// there, and it must answer the header this node sent under that id; a
+/// rejection never overrides a delivery the same node receipted. A receipt
+/// that fails is not applied: it is kept as evidence and the alarm raised,
+/// and the delivery that carried it is acknowledged, so it holds up nothing.
+/// Only a failure of the node's own store is an error.
+async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), StorageError> {
+    let (id, body) = match check_relayed_receipt(state, r)? {
+        Ok(checked) => checked,
+        Err(why) => {
+            tracing::error!(node = %state.country, %why, "ALARM: relayed receipt refused; not applied, evidence kept");
+            let evidence = receipt_evidence(&why, r);
+            return state.store.record_evidence(state.now_ms(), &evidence).await;
         }
     };
-    let id = EnvelopeId::from_bytes(&body.envelope_id)?;
     let node = body.recipient_node.clone();
     let state_of = match body.status() {
         v1::ReceiptStatus::Delivered => v1::DeliveryState::Delivered,
         _ => v1::DeliveryState::Rejected,
     };
-    let found = state
+    state
         .store
         .update_sent(&id, |s| {
             if let Some(rs) = s.recipient_status.iter_mut().find(|rs| rs.node == node) {
@@ -558,9 +563,100 @@ async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> anyhow::Res
             }
         })
         .await?;
-    if !found {
-        tracing::warn!(%id, "receipt for an envelope this node has no record of");
-    }
     tracing::info!(%id, from = %node, status = body.status().as_str_name(), "receipt");
     Ok(())
+}
+
+/// A relayed receipt that answers what this node sent, or why it does not.
+type CheckedReceipt = Result<(EnvelopeId, v1::ReceiptBody), String>;
+
+/// Checks a relayed receipt against what this node sent. The outer error is
+/// the store's; the inner one says why the receipt is refused.
+fn check_relayed_receipt(
+    state: &NodeState,
+    r: &v1::SignedReceipt,
+) -> Result<CheckedReceipt, StorageError> {
+    let body = match envelope::verify_receipt(r, &state.directory()) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Err(format!(
+                "it does not verify: {}",
+                quote(&e.to_string())
+            )));
+        }
+    };
+    let Ok(id) = EnvelopeId::from_bytes(&body.envelope_id) else {
+        return Ok(Err("it names no valid envelope id".into()));
+    };
+    let Some(sent) = state.store.sent(&id)? else {
+        return Ok(Err(format!(
+            "it answers {id}, which this node did not send"
+        )));
+    };
+    let node = &body.recipient_node;
+    let Some(rs) = sent.recipient_status.iter().find(|rs| rs.node == *node) else {
+        return Ok(Err(format!(
+            "it is signed by node {node}, which serves no recipient of {id}"
+        )));
+    };
+    match state.store.sent_header_sha256(&id)? {
+        Some(ours) if ours == body.header_sha256 => {}
+        Some(ours) => {
+            return Ok(Err(format!(
+                "it answers header sha256 {}, not the header this node sent as {id} (sha256 {})",
+                quote(&hex::encode(&body.header_sha256)),
+                hex::encode(ours)
+            )));
+        }
+        None => return Ok(Err(format!("this node kept no header hash for {id}"))),
+    }
+    if let Some(a) = body.delivered_to.iter().find(|a| !rs.agencies.contains(a)) {
+        return Ok(Err(format!(
+            "it names {}, which is not a recipient of {id} at node {node}",
+            quote(a)
+        )));
+    }
+    match body.status() {
+        v1::ReceiptStatus::Delivered => {}
+        v1::ReceiptStatus::Rejected if rs.state == v1::DeliveryState::Delivered as i32 => {
+            return Ok(Err(format!(
+                "it is a rejection, and node {node} already receipted the delivery of {id}"
+            )));
+        }
+        v1::ReceiptStatus::Rejected => {}
+        v1::ReceiptStatus::Unspecified => return Ok(Err("it has no status".into())),
+    }
+    Ok(Ok((id, body)))
+}
+
+/// The longest relayed receipt kept whole as evidence; a real one is a few
+/// hundred bytes.
+const EVIDENCE_RECEIPT_MAX: usize = 64 << 10;
+
+fn receipt_evidence(why: &str, r: &v1::SignedReceipt) -> String {
+    let keep = |b: &[u8]| {
+        if b.len() <= EVIDENCE_RECEIPT_MAX {
+            hex::encode(b)
+        } else {
+            format!(
+                "{} (first {EVIDENCE_RECEIPT_MAX} of {} bytes)",
+                hex::encode(&b[..EVIDENCE_RECEIPT_MAX]),
+                b.len()
+            )
+        }
+    };
+    format!(
+        "relayed receipt refused: {why}\n--- receipt body ---\n{}\n--- signature ---\n{}\n",
+        keep(&r.body),
+        keep(&r.signature)
+    )
+}
+
+/// A short prefix of peer-supplied text, for messages and logs.
+fn quote(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &s[..at], s.len()),
+    }
 }

@@ -3,15 +3,17 @@
 //! The broker holds its real certificate and key (see [`hostile_broker`]) but
 //! not a node's signing key: it can forge, replay, reorder and withhold
 //! deliveries and relay receipts that answer something else. A node files a
-//! record exactly once, keyed by what it verified, and answers every
-//! delivery that fails for good with a signed rejection without stalling
-//! the rest.
+//! record exactly once, keyed by what it verified, answers every delivery
+//! that fails for good with a signed rejection without stalling the rest,
+//! and applies a relayed receipt only when it answers the header the node
+//! sent, from a node that was a recipient; anything else is kept as
+//! evidence.
 
 pub(crate) mod hostile_broker;
 
 use casebridge::categories::CategorySet;
 use casebridge::envelope::{self, SealInput};
-use casebridge::ids::AgencyId;
+use casebridge::ids::{AgencyId, EnvelopeId};
 use casebridge::keys::SigningKey;
 use casebridge::proto::v1;
 use prost::Message as _;
@@ -354,4 +356,273 @@ async fn a_delivery_whose_answer_the_broker_refuses_does_not_block_the_queue() {
 
 async fn inbox_len(fed: &Fed, agency: &str) -> usize {
     inbox(fed, agency).await.len()
+}
+
+/// BA/police has sent one record to HR/police through the hostile broker,
+/// which accepted it; the record waits for HR's receipt.
+struct Sent {
+    id: EnvelopeId,
+    envelope: v1::Envelope,
+}
+
+async fn ba_sends_to_hr(fed: &Fed, hb: &HostileBroker) -> Sent {
+    let resp = send(
+        fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    assert_eq!(
+        resp.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        resp.detail
+    );
+    let envelope = hb.wait_submits(cc("BA"), 1).await.remove(0);
+    Sent {
+        id: resp.envelope_id.parse().unwrap(),
+        envelope,
+    }
+}
+
+/// The receipt HR would give for the record BA sent.
+fn honest_body(sent: &Sent) -> v1::ReceiptBody {
+    v1::ReceiptBody {
+        envelope_id: sent.id.as_bytes().to_vec(),
+        recipient_node: "HR".into(),
+        status: v1::ReceiptStatus::Delivered as i32,
+        delivered_to: vec!["HR/police".into()],
+        at_ms: casebridge::time::now_ms(),
+        header_sha256: sha(&sent.envelope.header),
+        ..Default::default()
+    }
+}
+
+fn signed_by(fed: &Fed, node: &str, body: &v1::ReceiptBody) -> v1::SignedReceipt {
+    envelope::sign_receipt(body, &node_signing_key(fed, node))
+}
+
+/// HR's state in BA/police's view of the record.
+async fn hr_state(fed: &Fed, sent: &Sent) -> (v1::DeliveryState, Option<v1::SignedReceipt>) {
+    let s = status(fed, "BA/police", &sent.id.to_string()).await;
+    let rs = s
+        .recipient_status
+        .into_iter()
+        .find(|r| r.node == "HR")
+        .expect("HR is a recipient");
+    (rs.state(), rs.signed_receipt)
+}
+
+/// Relays `r` to BA and checks that BA acknowledged it, applied nothing and
+/// kept it as evidence saying `says`.
+async fn assert_receipt_refused(
+    fed: &Fed,
+    hb: &HostileBroker,
+    sent: &Sent,
+    r: v1::SignedReceipt,
+    says: &str,
+) {
+    let ba = cc("BA");
+    let before_state = hr_state(fed, sent).await;
+    let before = fed.node(ba).unwrap().store.evidence().unwrap();
+    let seq = hb.relay_receipt(ba, r.clone());
+    let ack = hb.wait_ack(ba, seq).await;
+    assert_eq!(ack.receipt, None);
+    assert_eq!(
+        hr_state(fed, sent).await,
+        before_state,
+        "{says}: not applied"
+    );
+    let after = fed.node(ba).unwrap().store.evidence().unwrap();
+    assert_eq!(after.len(), before.len() + 1, "{says}: kept as evidence");
+    let kept = after.last().unwrap();
+    assert!(kept.starts_with("relayed receipt refused: "), "{kept}");
+    assert!(kept.contains(says), "{says}: {kept}");
+    assert!(
+        kept.contains(&hex::encode(&r.body)),
+        "the receipt itself is kept"
+    );
+}
+
+/// The honest receipt still applies after the refusals: the node serves on.
+async fn assert_honest_receipt_applies(
+    fed: &Fed,
+    hb: &HostileBroker,
+    sent: &Sent,
+    r: v1::SignedReceipt,
+) {
+    let seq = hb.relay_receipt(cc("BA"), r.clone());
+    hb.wait_ack(cc("BA"), seq).await;
+    assert_eq!(
+        hr_state(fed, sent).await,
+        (v1::DeliveryState::Delivered, Some(r))
+    );
+}
+
+#[tokio::test]
+async fn a_relayed_receipt_for_another_header_is_refused_and_kept_as_evidence() {
+    let (fed, hb) = behind_hostile_broker(&["BA", "HR"]).await;
+    let sent = ba_sends_to_hr(&fed, &hb).await;
+    assert_eq!(hr_state(&fed, &sent).await.0, v1::DeliveryState::Pending);
+
+    // The broker gets HR to sign a rejection of a forged header under the
+    // real id, and relays it to BA as the answer to BA's record.
+    let mut h = header_of(&sent.envelope);
+    h.labels.as_mut().unwrap().case_reference = "FORGED-BY-BROKER".into();
+    let forged = signed_with(&h, &broker_key(&fed), &sent.envelope.ciphertext);
+    let seq = hb.deliver_envelope(cc("HR"), forged);
+    let hr_signed = hb.wait_ack(cc("HR"), seq).await.receipt.unwrap();
+    let hr_body = envelope::verify_receipt(&hr_signed, &directory(&fed)).unwrap();
+    assert_eq!(hr_body.envelope_id, sent.id.as_bytes().to_vec());
+    assert_eq!(hr_body.code(), v1::RejectionCode::BadSignature);
+    assert_receipt_refused(&fed, &hb, &sent, hr_signed, "not the header this node sent").await;
+
+    // A delivery receipt HR signed for other bytes is refused alike.
+    let mut body = honest_body(&sent);
+    body.header_sha256 = vec![0; 32];
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        signed_by(&fed, "HR", &body),
+        "not the header this node sent",
+    )
+    .await;
+
+    // The real envelope reaches HR; HR's receipt for it applies.
+    let seq = hb.deliver_envelope(cc("HR"), sent.envelope.clone());
+    let real = hb.wait_ack(cc("HR"), seq).await.receipt.unwrap();
+    assert_honest_receipt_applies(&fed, &hb, &sent, real).await;
+}
+
+#[tokio::test]
+async fn a_relayed_receipt_from_a_node_that_was_no_recipient_is_refused() {
+    let (fed, hb) = behind_hostile_broker(&["BA"]).await;
+    let sent = ba_sends_to_hr(&fed, &hb).await;
+
+    let mut body = honest_body(&sent);
+    body.recipient_node = "RS".into();
+    body.delivered_to = vec!["RS/police".into()];
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        signed_by(&fed, "RS", &body),
+        "signed by node RS, which serves no recipient",
+    )
+    .await;
+
+    // A receipt for an envelope BA never sent.
+    let mut body = honest_body(&sent);
+    body.envelope_id = EnvelopeId::generate().as_bytes().to_vec();
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        signed_by(&fed, "HR", &body),
+        "which this node did not send",
+    )
+    .await;
+
+    assert_honest_receipt_applies(&fed, &hb, &sent, signed_by(&fed, "HR", &honest_body(&sent)))
+        .await;
+}
+
+#[tokio::test]
+async fn an_unsigned_or_missigned_relayed_receipt_is_refused() {
+    let (fed, hb) = behind_hostile_broker(&["BA"]).await;
+    let sent = ba_sends_to_hr(&fed, &hb).await;
+    let honest = signed_by(&fed, "HR", &honest_body(&sent));
+
+    let unsigned = v1::SignedReceipt {
+        body: honest.body.clone(),
+        signature: Vec::new(),
+    };
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        unsigned,
+        "does not verify: receipt signature does not verify with node HR's signing key",
+    )
+    .await;
+    // Signed, but by RS, for a body that names HR.
+    let by_rs = v1::SignedReceipt {
+        body: honest.body.clone(),
+        signature: signed_by(&fed, "RS", &honest_body(&sent)).signature,
+    };
+    assert_receipt_refused(&fed, &hb, &sent, by_rs, "does not verify").await;
+    let garbage = v1::SignedReceipt {
+        body: b"\xff\xff not a receipt".to_vec(),
+        signature: vec![0; 64],
+    };
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        garbage,
+        "does not verify: receipt body is not a valid ReceiptBody",
+    )
+    .await;
+
+    assert_honest_receipt_applies(&fed, &hb, &sent, honest).await;
+}
+
+#[tokio::test]
+async fn a_relayed_receipt_naming_an_agency_that_was_no_recipient_is_refused() {
+    let (fed, hb) = behind_hostile_broker(&["BA"]).await;
+    let sent = ba_sends_to_hr(&fed, &hb).await;
+
+    let mut body = honest_body(&sent);
+    body.delivered_to.push("HR/border-police".into());
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        signed_by(&fed, "HR", &body),
+        "names HR/border-police, which is not a recipient",
+    )
+    .await;
+    let mut body = honest_body(&sent);
+    body.status = v1::ReceiptStatus::Unspecified as i32;
+    assert_receipt_refused(&fed, &hb, &sent, signed_by(&fed, "HR", &body), "no status").await;
+
+    assert_honest_receipt_applies(&fed, &hb, &sent, signed_by(&fed, "HR", &honest_body(&sent)))
+        .await;
+}
+
+#[tokio::test]
+async fn a_rejection_never_overrides_a_receipted_delivery() {
+    let (fed, hb) = behind_hostile_broker(&["BA", "HR"]).await;
+    let sent = ba_sends_to_hr(&fed, &hb).await;
+    let hr = cc("HR");
+
+    // The broker first hands HR the real header under a broken signature
+    // (HR signs a rejection of exactly BA's header), then the real envelope.
+    let mut broken = sent.envelope.clone();
+    broken.signature[0] ^= 1;
+    let s1 = hb.deliver_envelope(hr, broken);
+    let s2 = hb.deliver_envelope(hr, sent.envelope.clone());
+    let rejection = hb.wait_ack(hr, s1).await.receipt.unwrap();
+    let delivery = hb.wait_ack(hr, s2).await.receipt.unwrap();
+    assert_eq!(
+        envelope::verify_receipt(&rejection, &directory(&fed))
+            .unwrap()
+            .header_sha256,
+        sha(&sent.envelope.header),
+        "HR rejected BA's very header"
+    );
+
+    assert_honest_receipt_applies(&fed, &hb, &sent, delivery).await;
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        rejection,
+        "node HR already receipted the delivery",
+    )
+    .await;
+    assert_eq!(inbox_len(&fed, "HR/police").await, 1);
 }
