@@ -1,7 +1,8 @@
 //! The node's durable state: the agencies' inboxes, the outbox of sealed
 //! envelopes waiting for the broker, what each agency sent with its
-//! receipts, and the receipts this node gave (so a redelivery gets the same
-//! answer and never a second inbox entry).
+//! receipts and the hash of the header it sent, the receipts this node gave
+//! for headers it verified (so a redelivery gets the same answer and never a
+//! second inbox entry), and the evidence of a broker that lied.
 //!
 //! Every mutating method applies one sled transaction and returns after a
 //! group-commit flush: Ok means on disk.
@@ -20,6 +21,7 @@ pub struct NodeStore {
     received: sled::Tree,
     outbox: sled::Tree,
     sent: sled::Tree,
+    sent_headers: sled::Tree,
     purged: sled::Tree,
     witness: sled::Tree,
     commit: GroupCommit,
@@ -75,6 +77,7 @@ impl NodeStore {
             received: db.open_tree("received")?,
             outbox: db.open_tree("outbox")?,
             sent: db.open_tree("sent")?,
+            sent_headers: db.open_tree("sent_headers")?,
             purged: db.open_tree("purged")?,
             witness: db.open_tree("witness")?,
             commit: GroupCommit::start(db),
@@ -86,19 +89,22 @@ impl NodeStore {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a sealed envelope as sent (queued) and puts it in the outbox.
+    /// Records a sealed envelope as sent (queued), with the hash of its
+    /// header for checking receipts, and puts it in the outbox.
     pub async fn enqueue(
         &self,
         id: &EnvelopeId,
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
+        let header_sha256 = crate::envelope::sha256(&env.header);
         {
             let _g = self.lock();
-            (&self.outbox, &self.sent)
-                .transaction(|(outbox, sent)| {
+            (&self.outbox, &self.sent, &self.sent_headers)
+                .transaction(|(outbox, sent, sent_headers)| {
                     outbox.insert(id.as_bytes().as_slice(), env.encode_to_vec())?;
                     sent.insert(id.as_bytes().as_slice(), status.encode_to_vec())?;
+                    sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
                     Ok(())
                 })
                 .map_err(tx_err)?;
@@ -211,6 +217,12 @@ impl NodeStore {
             .transpose()
     }
 
+    /// SHA-256 of the header this node sent as `id`, which every receipt for
+    /// `id` must answer.
+    pub fn sent_header_sha256(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.sent_headers.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
     /// Everything `agency` sent, oldest first.
     pub fn sent_by(&self, agency: &AgencyId) -> Result<Vec<v1::SendStatus>, StorageError> {
         let me = agency.to_string();
@@ -225,7 +237,9 @@ impl NodeStore {
         Ok(out)
     }
 
-    /// The receipt this node already gave for an envelope, if any.
+    /// The receipt this node already gave for an envelope, if any. Only
+    /// headers that verified ever get one stored, and its body names the
+    /// hash of the header it answered.
     pub fn receipt_for(&self, id: &EnvelopeId) -> Result<Option<v1::SignedReceipt>, StorageError> {
         self.received
             .get(id.as_bytes())?
@@ -236,28 +250,35 @@ impl NodeStore {
     /// Stores a delivered record in each recipient agency's inbox together
     /// with the receipt, atomically: either the agencies have it and the
     /// receipt is remembered, or neither. A rejection stores the receipt only.
+    /// The caller has verified the header `id` comes from. Returns the
+    /// receipt in force: `receipt`, or the one already stored for `id`, in
+    /// which case nothing is filed.
     pub async fn deliver(
         &self,
         id: &EnvelopeId,
         entries: &[(AgencyId, v1::InboxRecord)],
         receipt: &v1::SignedReceipt,
-    ) -> Result<(), StorageError> {
-        {
+    ) -> Result<v1::SignedReceipt, StorageError> {
+        let earlier = {
             let _g = self.lock();
             (&self.inbox, &self.received)
                 .transaction(|(inbox, received)| {
-                    if received.get(id.as_bytes())?.is_some() {
-                        return Ok(());
+                    if let Some(earlier) = received.get(id.as_bytes())? {
+                        return Ok(Some(earlier));
                     }
                     for (agency, rec) in entries {
                         inbox.insert(inbox_key(agency, id), rec.encode_to_vec())?;
                     }
                     received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
-                    Ok(())
+                    Ok(None)
                 })
-                .map_err(tx_err)?;
+                .map_err(tx_err)?
+        };
+        self.commit.commit().await?;
+        match earlier {
+            Some(v) => v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)),
+            None => Ok(receipt.clone()),
         }
-        self.commit.commit().await
     }
 
     /// The inbox of `agency`, oldest first, after `after` if given.
@@ -367,11 +388,18 @@ impl NodeStore {
         self.commit.commit().await
     }
 
-    /// Keeps the evidence of an inconsistent log.
+    /// Keeps evidence of a broker that lied: an inconsistent log, a relayed
+    /// receipt that does not answer what this node sent. Pieces recorded in
+    /// the same millisecond are all kept, in the order recorded.
     pub async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
-        let mut k = b"evidence/".to_vec();
-        k.extend_from_slice(&at_ms.to_be_bytes());
-        self.witness.insert(k, evidence.as_bytes())?;
+        {
+            let _g = self.lock();
+            let mut k = b"evidence/".to_vec();
+            k.extend_from_slice(&at_ms.to_be_bytes());
+            let same_ms = self.witness.scan_prefix(&k).count() as u64;
+            k.extend_from_slice(&same_ms.to_be_bytes());
+            self.witness.insert(k, evidence.as_bytes())?;
+        }
         self.commit.commit().await
     }
 
@@ -434,5 +462,20 @@ impl NodeStore {
         batch.insert(failed_key(id.as_bytes()), &[]);
         self.witness.apply_batch(batch)?;
         self.commit.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(dir.path()).unwrap();
+        store.record_evidence(7, "first").await.unwrap();
+        store.record_evidence(7, "second").await.unwrap();
+        store.record_evidence(6, "earlier").await.unwrap();
+        assert_eq!(store.evidence().unwrap(), ["earlier", "first", "second"]);
     }
 }

@@ -18,6 +18,7 @@ use crate::broker::service::{MAX_PURGE_IDS, REFUSAL_METADATA};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, EnvelopeId};
 use crate::proto::v1;
+use crate::storage::StorageError;
 
 /// The node's client of the broker's exchange API.
 pub type Client = v1::exchange_client::ExchangeClient<Channel>;
@@ -254,6 +255,11 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
     }
 }
 
+/// Answers one delivery and acknowledges it. Only a failure of the node's
+/// own store or of the link to the broker is an error, and then the
+/// delivery comes again; a delivery that fails its checks for good is
+/// answered (a signed rejection, or an alarm for a relayed receipt), so it
+/// never holds up the deliveries behind it.
 async fn handle_delivery(
     state: &NodeState,
     client: &mut Client,
@@ -265,7 +271,15 @@ async fn handle_delivery(
             record_receipt(state, &r).await?;
             None
         }
-        None => anyhow::bail!("empty delivery {}", d.seq),
+        None => {
+            // Nothing to answer, and acknowledging would drop whatever the
+            // broker meant to send: skip it and go on with the next.
+            tracing::warn!(
+                seq = d.seq,
+                "delivery holds neither an envelope nor a receipt; skipped"
+            );
+            return Ok(());
+        }
     };
     match client
         .acknowledge(v1::AcknowledgeRequest {
@@ -277,8 +291,28 @@ async fn handle_delivery(
         Ok(_) => Ok(()),
         // Acknowledged already, on an earlier stream.
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        // Asking again would get the same refusal: the delivery stays queued
+        // at the broker, and the ones behind it go on.
+        Err(s) if is_refusal(s.code()) => {
+            tracing::error!(seq = d.seq, status = %s, "the broker refused this node's answer to a delivery");
+            Ok(())
+        }
         Err(s) => Err(anyhow::anyhow!("acknowledge {}: {s}", d.seq)),
     }
+}
+
+/// Whether the broker answered and refused, rather than failed to answer.
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::InvalidArgument
+            | C::PermissionDenied
+            | C::FailedPrecondition
+            | C::OutOfRange
+            | C::AlreadyExists
+            | C::Unimplemented
+    )
 }
 
 fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
@@ -311,35 +345,89 @@ fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
     }
 }
 
-/// Verifies, opens and files one envelope, returning the signed receipt. A
-/// redelivered envelope gets the receipt it got the first time.
+/// Verifies, opens and files one envelope, returning the signed receipt.
+///
+/// Exactly once, keyed by what this node verified. A receipt is stored only
+/// for a header that verified and is addressed to this node, and is given
+/// again only for the very header bytes it answered; so an envelope that
+/// claims the id of a real one but carries other bytes neither finds the
+/// real one's answer nor leaves one behind for it. Such an envelope (bad
+/// signature, unknown sender, expired, not for this node, any header
+/// check) is answered with a signed rejection that is not stored. An
+/// envelope that verified but fails to open or fails the content checks is
+/// rejected for good, and that answer is stored. Only a failure of the
+/// node's own store is an error; then the delivery is tried again.
 pub async fn accept_envelope(
     state: &NodeState,
     env: &v1::Envelope,
-) -> anyhow::Result<v1::SignedReceipt> {
-    use prost::Message as _;
-    let claimed = v1::EnvelopeHeader::decode(env.header.as_slice())
-        .ok()
-        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok())
-        .ok_or_else(|| anyhow::anyhow!("delivered header does not parse; not acknowledging"))?;
-    if let Some(r) = state.store.receipt_for(&claimed)? {
-        return Ok(r);
-    }
+) -> Result<v1::SignedReceipt, StorageError> {
     let now = state.now_ms();
     let me = state.country;
+    let header_sha256 = envelope::sha256(&env.header);
+    // The same bytes, verified and answered before: the same answer, even if
+    // the record has expired or its sender been revoked since.
+    if let Some(r) = answered(state, &env.header, &header_sha256)? {
+        return Ok(r);
+    }
     let dir = state.directory();
-    let header_sha256 = envelope::sha256(&env.header).to_vec();
+    let header =
+        match envelope::verify_within(env, &dir, now, &state.limits.bounds()).and_then(|h| {
+            if h.recipients_at(me).is_empty() {
+                Err(EnvelopeError::NotARecipient(me))
+            } else {
+                Ok(h)
+            }
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                let claimed = claimed_id(&env.header);
+                let code = rejection_code(&e);
+                tracing::warn!(
+                    claimed = %claimed.map(|id| id.to_string()).unwrap_or_default(),
+                    code = code.as_str_name(), reason = %e,
+                    "rejected a delivery whose header does not verify"
+                );
+                let id = claimed.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
+                return Ok(rejection(
+                    state,
+                    id,
+                    header_sha256,
+                    now,
+                    code,
+                    e.to_string(),
+                ));
+            }
+        };
+    if state.store.receipt_for(&header.id)?.is_some() {
+        // Signed by the sender it names, yet not the header this node
+        // answered under that id: the first answer stands, and nothing of
+        // this one is kept.
+        tracing::error!(
+            id = %header.id, from = %header.sender_agency,
+            "ALARM: a second, different header under an envelope id this node already answered; rejected"
+        );
+        let reason = format!(
+            "envelope id {} was already answered for another header",
+            header.id
+        );
+        return Ok(rejection(
+            state,
+            header.id.as_bytes().to_vec(),
+            header_sha256,
+            now,
+            v1::RejectionCode::InvalidHeader,
+            reason,
+        ));
+    }
     let mut body = v1::ReceiptBody {
-        envelope_id: claimed.as_bytes().to_vec(),
+        envelope_id: header.id.as_bytes().to_vec(),
         recipient_node: me.to_string(),
         at_ms: now,
-        header_sha256,
+        header_sha256: header_sha256.to_vec(),
         ..Default::default()
     };
-    let checked = envelope::verify_within(env, &dir, now, &state.limits.bounds())
-        .and_then(|h| envelope::open(env, &h, me, &state.hpke).map(|o| (h, o)));
-    let entries = match checked {
-        Ok((header, opened)) => {
+    let entries = match envelope::open(env, &header, me, &state.hpke) {
+        Ok(opened) => {
             let agencies: Vec<AgencyId> = header.recipients_at(me);
             body.status = v1::ReceiptStatus::Delivered as i32;
             body.delivered_to = agencies.iter().map(ToString::to_string).collect();
@@ -382,7 +470,7 @@ pub async fn accept_envelope(
         }
         Err(e) => {
             let code = rejection_code(&e);
-            tracing::warn!(id = %claimed, code = code.as_str_name(), reason = %e, "rejected a delivery");
+            tracing::warn!(id = %header.id, code = code.as_str_name(), reason = %e, "rejected a delivery");
             body.status = v1::ReceiptStatus::Rejected as i32;
             body.code = code as i32;
             body.reason = e.to_string();
@@ -390,13 +478,63 @@ pub async fn accept_envelope(
         }
     };
     let receipt = envelope::sign_receipt(&body, &state.signing);
-    state.store.deliver(&claimed, &entries, &receipt).await?;
-    for (agency, rec) in entries {
-        if let Some(entry) = rec.entry {
-            let _ = state.inbox_events.send((agency, entry));
+    let in_force = state.store.deliver(&header.id, &entries, &receipt).await?;
+    if in_force == receipt {
+        for (agency, rec) in entries {
+            if let Some(entry) = rec.entry {
+                let _ = state.inbox_events.send((agency, entry));
+            }
         }
     }
-    Ok(receipt)
+    Ok(in_force)
+}
+
+/// The envelope id a header claims, before anything is verified.
+fn claimed_id(header: &[u8]) -> Option<EnvelopeId> {
+    use prost::Message as _;
+    v1::EnvelopeHeader::decode(header)
+        .ok()
+        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok())
+}
+
+/// The receipt this node gave for exactly these header bytes, if any. Only
+/// headers that verified get a receipt stored, so a match is a header this
+/// node verified before; bytes that merely claim its id find nothing.
+fn answered(
+    state: &NodeState,
+    header: &[u8],
+    header_sha256: &[u8; 32],
+) -> Result<Option<v1::SignedReceipt>, StorageError> {
+    use prost::Message as _;
+    let Some(id) = claimed_id(header) else {
+        return Ok(None);
+    };
+    Ok(state.store.receipt_for(&id)?.filter(|r| {
+        v1::ReceiptBody::decode(r.body.as_slice())
+            .is_ok_and(|b| b.header_sha256.as_slice() == header_sha256.as_slice())
+    }))
+}
+
+/// A signed rejection of header bytes that will not be filed.
+fn rejection(
+    state: &NodeState,
+    envelope_id: Vec<u8>,
+    header_sha256: [u8; 32],
+    now: i64,
+    code: v1::RejectionCode,
+    reason: String,
+) -> v1::SignedReceipt {
+    let body = v1::ReceiptBody {
+        envelope_id,
+        recipient_node: state.country.to_string(),
+        status: v1::ReceiptStatus::Rejected as i32,
+        code: code as i32,
+        reason,
+        delivered_to: Vec::new(),
+        at_ms: now,
+        header_sha256: header_sha256.to_vec(),
+    };
+    envelope::sign_receipt(&body, &state.signing)
 }
 
 /// How often a node looks for expired records.
@@ -481,25 +619,30 @@ pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
     r
 }
 
-/// Records a receipt relayed by the broker for an envelope this node sent.
-async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> anyhow::Result<()> {
-    let dir = state.directory();
-    let body = match envelope::verify_receipt(r, &dir) {
-        Ok(b) => b,
-        Err(e) => {
-            // The broker relayed something a recipient node did not sign:
-            // keep nothing of it, but say so loudly.
-            tracing::error!(error = %e, "relayed receipt does not verify; ignored");
-            return Ok(());
+/// Records a receipt the broker relayed for an envelope this node sent.
+///
+/// The receipt must be signed by the node it names, that node must serve a
+/// recipient of the envelope, every agency it names must be a recipient
+/// there, and it must answer the header this node sent under that id; a
+/// rejection never overrides a delivery the same node receipted. A receipt
+/// that fails is not applied: it is kept as evidence and the alarm raised,
+/// and the delivery that carried it is acknowledged, so it holds up nothing.
+/// Only a failure of the node's own store is an error.
+async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), StorageError> {
+    let (id, body) = match check_relayed_receipt(state, r)? {
+        Ok(checked) => checked,
+        Err(why) => {
+            tracing::error!(node = %state.country, %why, "ALARM: relayed receipt refused; not applied, evidence kept");
+            let evidence = receipt_evidence(&why, r);
+            return state.store.record_evidence(state.now_ms(), &evidence).await;
         }
     };
-    let id = EnvelopeId::from_bytes(&body.envelope_id)?;
     let node = body.recipient_node.clone();
     let state_of = match body.status() {
         v1::ReceiptStatus::Delivered => v1::DeliveryState::Delivered,
         _ => v1::DeliveryState::Rejected,
     };
-    let found = state
+    state
         .store
         .update_sent(&id, |s| {
             if let Some(rs) = s.recipient_status.iter_mut().find(|rs| rs.node == node) {
@@ -509,9 +652,100 @@ async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> anyhow::Res
             }
         })
         .await?;
-    if !found {
-        tracing::warn!(%id, "receipt for an envelope this node has no record of");
-    }
     tracing::info!(%id, from = %node, status = body.status().as_str_name(), "receipt");
     Ok(())
+}
+
+/// A relayed receipt that answers what this node sent, or why it does not.
+type CheckedReceipt = Result<(EnvelopeId, v1::ReceiptBody), String>;
+
+/// Checks a relayed receipt against what this node sent. The outer error is
+/// the store's; the inner one says why the receipt is refused.
+fn check_relayed_receipt(
+    state: &NodeState,
+    r: &v1::SignedReceipt,
+) -> Result<CheckedReceipt, StorageError> {
+    let body = match envelope::verify_receipt(r, &state.directory()) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Err(format!(
+                "it does not verify: {}",
+                quote(&e.to_string())
+            )));
+        }
+    };
+    let Ok(id) = EnvelopeId::from_bytes(&body.envelope_id) else {
+        return Ok(Err("it names no valid envelope id".into()));
+    };
+    let Some(sent) = state.store.sent(&id)? else {
+        return Ok(Err(format!(
+            "it answers {id}, which this node did not send"
+        )));
+    };
+    let node = &body.recipient_node;
+    let Some(rs) = sent.recipient_status.iter().find(|rs| rs.node == *node) else {
+        return Ok(Err(format!(
+            "it is signed by node {node}, which serves no recipient of {id}"
+        )));
+    };
+    match state.store.sent_header_sha256(&id)? {
+        Some(ours) if ours == body.header_sha256 => {}
+        Some(ours) => {
+            return Ok(Err(format!(
+                "it answers header sha256 {}, not the header this node sent as {id} (sha256 {})",
+                quote(&hex::encode(&body.header_sha256)),
+                hex::encode(ours)
+            )));
+        }
+        None => return Ok(Err(format!("this node kept no header hash for {id}"))),
+    }
+    if let Some(a) = body.delivered_to.iter().find(|a| !rs.agencies.contains(a)) {
+        return Ok(Err(format!(
+            "it names {}, which is not a recipient of {id} at node {node}",
+            quote(a)
+        )));
+    }
+    match body.status() {
+        v1::ReceiptStatus::Delivered => {}
+        v1::ReceiptStatus::Rejected if rs.state == v1::DeliveryState::Delivered as i32 => {
+            return Ok(Err(format!(
+                "it is a rejection, and node {node} already receipted the delivery of {id}"
+            )));
+        }
+        v1::ReceiptStatus::Rejected => {}
+        v1::ReceiptStatus::Unspecified => return Ok(Err("it has no status".into())),
+    }
+    Ok(Ok((id, body)))
+}
+
+/// The longest relayed receipt kept whole as evidence; a real one is a few
+/// hundred bytes.
+const EVIDENCE_RECEIPT_MAX: usize = 64 << 10;
+
+fn receipt_evidence(why: &str, r: &v1::SignedReceipt) -> String {
+    let keep = |b: &[u8]| {
+        if b.len() <= EVIDENCE_RECEIPT_MAX {
+            hex::encode(b)
+        } else {
+            format!(
+                "{} (first {EVIDENCE_RECEIPT_MAX} of {} bytes)",
+                hex::encode(&b[..EVIDENCE_RECEIPT_MAX]),
+                b.len()
+            )
+        }
+    };
+    format!(
+        "relayed receipt refused: {why}\n--- receipt body ---\n{}\n--- signature ---\n{}\n",
+        keep(&r.body),
+        keep(&r.signature)
+    )
+}
+
+/// A short prefix of peer-supplied text, for messages and logs.
+fn quote(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => s.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &s[..at], s.len()),
+    }
 }

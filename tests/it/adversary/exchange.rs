@@ -844,6 +844,13 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
         sender_agency: "BA/police".into(),
         recipients: vec!["RS/police".into()],
         created_at_ms: now,
+        recipient_status: vec![v1::RecipientStatus {
+            node: "RS".into(),
+            agencies: vec!["RS/police".into()],
+            state: v1::DeliveryState::Pending as i32,
+            receipt: None,
+            signed_receipt: None,
+        }],
         ..Default::default()
     };
     node.store
@@ -888,7 +895,8 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
         s.inclusion_verified_at >= size,
         "the records after it are proven too"
     );
-    assert!(node.store.evidence().unwrap().is_empty());
+    let evidence = node.store.evidence().unwrap();
+    assert!(evidence.is_empty(), "{evidence:?}");
 }
 
 #[tokio::test]
