@@ -2002,7 +2002,7 @@ pub async fn query(
         let reason = if resp.truncated_reason.is_empty() {
             "no reason given".to_string()
         } else {
-            crate::broker::leaf::clip(&one_line(&resp.truncated_reason), 200).into_owned()
+            crate::bounds::clip(&one_line(&resp.truncated_reason), 200).into_owned()
         };
         (reason, resp.next_index)
     });

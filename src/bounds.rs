@@ -9,6 +9,8 @@
 //!
 //! Pure: no I/O, no state.
 
+use std::borrow::Cow;
+
 /// An envelope id on the wire: a UUIDv7 in 16 bytes.
 pub const ENVELOPE_ID_LEN: usize = 16;
 /// An envelope id as text: the longest UUID spelling the parser accepts
@@ -49,6 +51,17 @@ pub const MAX_RECIPIENTS_CEILING: usize = 1024;
 pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 16 << 20;
 /// How many bytes of a peer's input an error message quotes.
 pub const QUOTE_LEN: usize = 40;
+
+/// The longest reason a receipt or a refusal may give, in bytes.
+pub const MAX_REASON: usize = 4096;
+/// The largest serialized receipt body a node may sign or send.
+pub const MAX_RECEIPT_BODY: usize = 64 * 1024;
+/// The longest explanation a node may give with a refusal it reports.
+pub const MAX_REFUSAL_EXPLANATION: usize = 16 * 1024;
+/// The longest policy set hash a refusal report may name.
+pub const MAX_BUNDLE_HASH: usize = 128;
+/// The most envelope ids one purge report may name.
+pub const MAX_PURGE_IDS: usize = 1000;
 
 /// The largest gRPC message a server decodes when its envelopes may be
 /// `max_envelope_bytes`: far enough above the envelope limit that an
@@ -126,6 +139,33 @@ pub fn check_strings(
         .try_for_each(|v| check_len(field, v.as_bytes(), max_each))
 }
 
+/// Room kept for the marker [`clip`] appends.
+const MARKER_ROOM: usize = 40;
+
+/// Cuts `s` to at most `max` bytes on a character boundary. A cut string
+/// ends with a marker saying how many bytes were cut, so a reader never
+/// takes a cut text for the whole.
+pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let keep = floor_boundary(s, max.saturating_sub(MARKER_ROOM));
+    if max < MARKER_ROOM {
+        return Cow::Borrowed(&s[..floor_boundary(s, max)]);
+    }
+    Cow::Owned(format!("{}… [{} bytes cut]", &s[..keep], s.len() - keep))
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 /// At most [`QUOTE_LEN`] bytes of `s`, cut at a character boundary, marked
 /// with "…" and the full length when cut: what an error may echo of input
 /// it did not write itself.
@@ -133,10 +173,7 @@ pub fn quote(s: &str) -> String {
     if s.len() <= QUOTE_LEN {
         return s.to_string();
     }
-    let mut end = QUOTE_LEN;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = floor_boundary(s, QUOTE_LEN);
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 

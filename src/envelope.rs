@@ -864,8 +864,16 @@ pub fn verify_receipt(
     r: &v1::SignedReceipt,
     dir: &Directory,
 ) -> Result<v1::ReceiptBody, EnvelopeError> {
+    bounds::check_len("receipt body", &r.body, bounds::MAX_RECEIPT_BODY)?;
     let body =
         v1::ReceiptBody::decode(r.body.as_slice()).map_err(|_| EnvelopeError::MalformedReceipt)?;
+    bounds::check_len("receipt reason", body.reason.as_bytes(), bounds::MAX_REASON)?;
+    bounds::check_strings(
+        "receipt delivered_to",
+        &body.delivered_to,
+        bounds::MAX_RECIPIENTS_CEILING,
+        bounds::MAX_AGENCY_ID,
+    )?;
     let cc: Country = body
         .recipient_node
         .parse()

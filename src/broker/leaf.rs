@@ -7,19 +7,15 @@
 //! (with a marker saying how much was cut), and an event still too large
 //! after that is refused, never stored.
 
-use std::borrow::Cow;
-
 use prost::Message as _;
 
+use crate::bounds::clip;
 use crate::proto::v1;
 
 /// The largest leaf the broker stores: 64 KiB. Every field of an event is
 /// bounded well below this (labels, recipients, categories, reasons); free
 /// text is cut to fit.
 pub const MAX_LEAF_BYTES: usize = 64 * 1024;
-
-/// Room kept for the marker [`clip`] appends.
-const MARKER_ROOM: usize = 40;
 
 /// An event too large for a leaf even with its free text cut.
 #[derive(Debug, thiserror::Error)]
@@ -29,30 +25,6 @@ const MARKER_ROOM: usize = 40;
 pub struct LeafTooLarge {
     pub size: usize,
     pub max: usize,
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary. A cut string
-/// ends with a marker saying how many bytes were cut, so a reader never
-/// takes a cut text for the whole.
-pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
-    if s.len() <= max {
-        return Cow::Borrowed(s);
-    }
-    let keep = floor_boundary(s, max.saturating_sub(MARKER_ROOM));
-    if max < MARKER_ROOM {
-        return Cow::Borrowed(&s[..floor_boundary(s, max)]);
-    }
-    Cow::Owned(format!("{}… [{} bytes cut]", &s[..keep], s.len() - keep))
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    if i >= s.len() {
-        return s.len();
-    }
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// The free-text fields of an event, the only fields [`encode`] may cut.

@@ -13,8 +13,10 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
-use super::leaf;
 use super::store::{Acceptance, Accepted, EnvelopeAck, MailItem, StoreError};
+use crate::bounds::{
+    self, MAX_BUNDLE_HASH, MAX_CASE_REFERENCE, MAX_PURGE_IDS, MAX_REFUSAL_EXPLANATION,
+};
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::policy::Onward;
@@ -26,11 +28,6 @@ use crate::tls::{Issuer, peer_of};
 pub const REFUSAL_METADATA: &str = "casebridge-refusal";
 /// gRPC metadata key carrying the log index of a refusal's audit event.
 pub const LOG_INDEX_METADATA: &str = "casebridge-log-index";
-/// The longest refusal reason recorded or answered, in bytes; a reason
-/// quoting more of what a peer sent is cut with a marker.
-pub const MAX_REASON_BYTES: usize = 4096;
-/// The most envelope ids one purge report may name.
-pub const MAX_PURGE_IDS: usize = 1000;
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -79,7 +76,7 @@ impl ExchangeService {
         decision: Option<&crate::policy::Decision>,
     ) -> Status {
         // The reason may quote what the peer sent; the event keeps a prefix.
-        let reason = leaf::clip(&reason, MAX_REASON_BYTES).into_owned();
+        let reason = bounds::clip(&reason, bounds::MAX_REASON).into_owned();
         let (envelope, unverified_header_sha256) = match seen {
             Seen::Nothing => (None, Vec::new()),
             Seen::Unverified(env) => (None, envelope::sha256(&env.header).to_vec()),
@@ -244,13 +241,6 @@ impl ExchangeService {
     }
 }
 
-/// The longest explanation a node may give with a refusal it reports.
-pub const MAX_REFUSAL_EXPLANATION_BYTES: usize = 16 * 1024;
-/// The longest policy set hash a refusal report may name.
-pub const MAX_BUNDLE_HASH_BYTES: usize = 128;
-/// The longest case reference, as in a header's labels.
-const MAX_CASE_REFERENCE_BYTES: usize = 128;
-
 /// A short, quoted prefix of something a peer sent, for error messages.
 fn quoted(s: &str) -> String {
     format!("{:?}", crate::bounds::quote(s))
@@ -398,11 +388,11 @@ fn check_refusal_report(
             return Err(invalid(field, "missing or not a known value".into()));
         }
     }
-    if t.case_reference.len() > MAX_CASE_REFERENCE_BYTES {
+    if t.case_reference.len() > MAX_CASE_REFERENCE {
         return Err(invalid(
             "transfer.case_reference",
             format!(
-                "{} bytes; the limit is {MAX_CASE_REFERENCE_BYTES}",
+                "{} bytes; the limit is {MAX_CASE_REFERENCE}",
                 t.case_reference.len()
             ),
         ));
@@ -413,22 +403,22 @@ fn check_refusal_report(
             format!("{} is not an envelope id", quoted(&t.in_reply_to)),
         ));
     }
-    if r.policy_bundle_hash.len() > MAX_BUNDLE_HASH_BYTES
+    if r.policy_bundle_hash.len() > MAX_BUNDLE_HASH
         || !r.policy_bundle_hash.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(invalid(
             "policy_bundle_hash",
             format!(
-                "{} bytes; at most {MAX_BUNDLE_HASH_BYTES} printable ASCII",
+                "{} bytes; at most {MAX_BUNDLE_HASH} printable ASCII",
                 r.policy_bundle_hash.len()
             ),
         ));
     }
-    if r.policy_explanation.len() > MAX_REFUSAL_EXPLANATION_BYTES {
+    if r.policy_explanation.len() > MAX_REFUSAL_EXPLANATION {
         return Err(invalid(
             "policy_explanation",
             format!(
-                "{} bytes; the limit is {MAX_REFUSAL_EXPLANATION_BYTES}",
+                "{} bytes; the limit is {MAX_REFUSAL_EXPLANATION}",
                 r.policy_explanation.len()
             ),
         ));

@@ -675,9 +675,9 @@ impl AgencyService {
                 policy_bundle_hash: decision.bundle_hash.clone(),
                 // The broker takes an explanation up to its limit; a longer
                 // one is reported cut, with a marker.
-                policy_explanation: crate::broker::leaf::clip(
+                policy_explanation: crate::bounds::clip(
                     &decision.explanation,
-                    crate::broker::service::MAX_REFUSAL_EXPLANATION_BYTES,
+                    crate::bounds::MAX_REFUSAL_EXPLANATION,
                 )
                 .into_owned(),
             });

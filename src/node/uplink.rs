@@ -14,7 +14,8 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
-use crate::broker::service::{MAX_PURGE_IDS, REFUSAL_METADATA};
+use crate::bounds::{self, MAX_PURGE_IDS};
+use crate::broker::service::REFUSAL_METADATA;
 use crate::envelope::{self, EnvelopeError};
 use crate::ids::{AgencyId, EnvelopeId};
 use crate::proto::v1;
@@ -473,7 +474,7 @@ pub async fn accept_envelope(
             tracing::warn!(id = %header.id, code = code.as_str_name(), reason = %e, "rejected a delivery");
             body.status = v1::ReceiptStatus::Rejected as i32;
             body.code = code as i32;
-            body.reason = e.to_string();
+            body.reason = bounds::clip(&e.to_string(), bounds::MAX_REASON).into_owned();
             Vec::new()
         }
     };

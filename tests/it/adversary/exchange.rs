@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use casebridge::bounds;
 use casebridge::envelope::{self, SealInput};
 use casebridge::ids::{AgencyId, EnvelopeId};
 use casebridge::node::witness;
@@ -1022,4 +1023,83 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     let w = witness::witness_once(&node, &mut client).await.unwrap();
     assert_eq!((w.inclusions_verified, w.inclusions_failed), (0, 0));
     assert_eq!(node.store.evidence().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log() {
+    let mut fed = start(&["BA", "RS"]).await;
+    fed.stop_node(cc("RS")).await.unwrap();
+    send(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    let (seq, env) = first_queued(&fed, "RS").await;
+    let before = audit(&fed).len();
+    let mut rs = exchange_as_node(&fed, "RS");
+    let mut body = v1::ReceiptBody::decode(
+        receipt(&fed, "RS", &env, v1::ReceiptStatus::Rejected, &[])
+            .body
+            .as_slice(),
+    )
+    .unwrap();
+    body.reason = "x".repeat(1 << 20);
+    let err = rs
+        .acknowledge(v1::AcknowledgeRequest {
+            seq,
+            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("the limit is 65536"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().len() < 300, "the message quotes no input");
+    assert_eq!(audit(&fed).len(), before, "no audit event");
+    assert!(
+        fed.broker()
+            .unwrap()
+            .store
+            .queued(cc("RS"), seq)
+            .unwrap()
+            .is_some(),
+        "the envelope stays queued"
+    );
+    // A reason within its limit but a body over it is refused as well; an
+    // honest receipt is still taken.
+    body.reason = "y".repeat(bounds::MAX_REASON + 1);
+    let err = rs
+        .acknowledge(v1::AcknowledgeRequest {
+            seq,
+            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("receipt reason"),
+        "{}",
+        err.message()
+    );
+    let ok = rs
+        .acknowledge(v1::AcknowledgeRequest {
+            seq,
+            receipt: Some(receipt(
+                &fed,
+                "RS",
+                &env,
+                v1::ReceiptStatus::Delivered,
+                &["RS/police"],
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.log_index as usize, before);
 }
