@@ -1103,3 +1103,80 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
         .into_inner();
     assert_eq!(ok.log_index as usize, before);
 }
+
+/// Every byte under `dir`, file by file.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn holds(files: &[(std::path::PathBuf, Vec<u8>)], needle: &str) -> bool {
+    files
+        .iter()
+        .any(|(_, b)| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// The broker's operator reads every byte the broker stores: the header
+/// (including the case reference, which the search must find, or it proves
+/// nothing) but never the record, even while it sits queued.
+#[tokio::test]
+async fn the_broker_stores_no_record_content_only_headers() {
+    let mut fed = start(&["BA", "RS"]).await;
+    fed.stop_node(cc("RS")).await.unwrap();
+    let secret = format!("secret-offence-{}", EnvelopeId::generate());
+    let control = format!("CASE-{}", &EnvelopeId::generate().to_string()[..8]);
+    let mut rec = record("wanted_alert");
+    match rec.body.as_mut() {
+        Some(v1::case_record::Body::WantedAlert(w)) => w.offence.clone_from(&secret),
+        other => panic!("{other:?}"),
+    }
+    let mut labels = police();
+    labels.case_reference.clone_from(&control);
+    let sent = send(&fed, "BA/police", &["RS/police"], rec, labels).await;
+    assert!(sent.log_index > 0);
+    let data_dir = fed.broker_config.data_dir.clone();
+    // Queued, not yet delivered: the ciphertext is in the broker's store.
+    assert!(first_queued(&fed, "RS").await.1.ciphertext.len() > secret.len());
+    fed.stop_broker().await.unwrap();
+    let files = files_under(&data_dir);
+    assert!(holds(&files, &control), "the search finds header labels");
+    assert!(
+        !holds(&files, &secret),
+        "the broker holds no record content"
+    );
+
+    // The recipient opens it.
+    fed.start_broker().await.unwrap();
+    fed.start_node(cc("RS")).await.unwrap();
+    let entry = until("delivered", || {
+        let fed = &fed;
+        async move {
+            let mut c = fed.client("RS/police").unwrap();
+            let inbox = c
+                .api
+                .list_inbox(v1::ListInboxRequest::default())
+                .await
+                .ok()?
+                .into_inner();
+            inbox.entries.into_iter().next()
+        }
+    })
+    .await;
+    assert_eq!(entry.envelope_id, sent.envelope_id);
+    // The same search does find the content where it is meant to be: in
+    // the receiving node's store, which files the opened record.
+    let rs_dir = fed.node_configs[&cc("RS")].data_dir.clone();
+    fed.stop_node(cc("RS")).await.unwrap();
+    assert!(holds(&files_under(&rs_dir), &secret));
+}
