@@ -626,3 +626,57 @@ async fn a_rejection_never_overrides_a_receipted_delivery() {
     .await;
     assert_eq!(inbox_len(&fed, "HR/police").await, 1);
 }
+
+/// A broker that pairs one envelope's signed header with another's
+/// ciphertext, and delivers out of order and more than once: the swapped
+/// pair is refused (the header binds its ciphertext) and never filed, and each real record
+/// is filed once, with its own content, whatever the order.
+#[tokio::test]
+async fn swapped_ciphertexts_are_refused_and_reordered_replays_file_each_record_once() {
+    let (fed, hb) = behind_hostile_broker(&["HR"]).await;
+    let hr = cc("HR");
+    let first_rec = record("wanted_alert");
+    let second_rec = record("intelligence_report");
+    let first = fresh_for(&fed, &["HR/police"], &first_rec);
+    let second = fresh_for(&fed, &["HR/police"], &second_rec);
+    let mut swapped = first.envelope.clone();
+    swapped.ciphertext.clone_from(&second.envelope.ciphertext);
+
+    let s0 = hb.deliver_envelope(hr, swapped.clone());
+    let s1 = hb.deliver_envelope(hr, second.envelope.clone());
+    let s2 = hb.deliver_envelope(hr, first.envelope.clone());
+    let s3 = hb.deliver_envelope(hr, second.envelope.clone());
+    let s4 = hb.deliver_envelope(hr, swapped);
+    let acks = [
+        hb.wait_ack(hr, s0).await,
+        hb.wait_ack(hr, s1).await,
+        hb.wait_ack(hr, s2).await,
+        hb.wait_ack(hr, s3).await,
+        hb.wait_ack(hr, s4).await,
+    ];
+    let r = receipt_in(&fed, &acks[0]);
+    assert_eq!(r.status(), v1::ReceiptStatus::Rejected, "{r:?}");
+    assert!(r.delivered_to.is_empty());
+    // Once the real pair was filed, the same header bytes get the answer
+    // already given to them, which speaks of the ciphertext the header
+    // binds; the swapped one is neither opened nor filed.
+    assert_eq!(acks[4].receipt, acks[2].receipt);
+    for i in [1, 2, 3] {
+        let r = receipt_in(&fed, &acks[i]);
+        assert_eq!(r.status(), v1::ReceiptStatus::Delivered, "{r:?}");
+    }
+    assert_eq!(
+        acks[3].receipt, acks[1].receipt,
+        "a replay gets the same receipt"
+    );
+
+    let inbox = inbox(&fed, "HR/police").await;
+    assert_eq!(inbox.len(), 2, "each record once");
+    for (sealed, rec) in [(&first, &first_rec), (&second, &second_rec)] {
+        let got = fetch(&fed, "HR/police", &sealed.id.to_string())
+            .await
+            .unwrap();
+        assert_eq!(got.record.as_ref(), Some(rec));
+    }
+    assert!(hb.queued(hr).is_empty(), "nothing blocks the queue");
+}
