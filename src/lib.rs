@@ -23,6 +23,8 @@ pub mod note;
 pub mod pki;
 pub mod policy;
 pub mod policy_cli;
+#[cfg(test)]
+mod props_tests;
 pub mod proto;
 pub mod shutdown;
 pub mod storage;

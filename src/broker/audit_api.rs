@@ -65,6 +65,9 @@ impl AuditService {
             (Ok(Role::Auditor(name)), Issuer::Root) => Err(Status::permission_denied(format!(
                 "auditor {name} is not listed or is revoked"
             ))),
+            (Ok(Role::Auditor(name)), _) => Err(Status::permission_denied(format!(
+                "certificate for auditor {name} is not issued directly by the federation root"
+            ))),
             (Ok(role), _) => Err(Status::permission_denied(format!(
                 "the audit API is for auditors; this certificate is for {role}"
             ))),

@@ -464,4 +464,6 @@ fn set_hash(infos: &mut [&BundleInfo]) -> String {
 }
 
 #[cfg(test)]
+mod props_tests;
+#[cfg(test)]
 mod tests;
