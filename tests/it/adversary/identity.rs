@@ -142,7 +142,7 @@ async fn every_exchange_method(fed: &Fed, who: &Who, m: &ExchangeMenu) -> Vec<Ou
         (
             "GetInclusionProof",
             ok(c.get_inclusion_proof(v1::InclusionProofRequest {
-                index: 0,
+                envelope_id: EnvelopeId::generate().as_bytes().to_vec(),
                 tree_size: 0,
             })
             .await),
