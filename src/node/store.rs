@@ -12,8 +12,9 @@ use prost::Message as _;
 use sled::Transactional as _;
 
 use crate::ids::{AgencyId, EnvelopeId};
+use crate::in_force::InForce;
 use crate::proto::v1;
-use crate::storage::{GroupCommit, StorageError};
+use crate::storage::{Flush, GroupCommit, StorageError};
 
 pub struct NodeStore {
     inbox: sled::Tree,
@@ -22,8 +23,13 @@ pub struct NodeStore {
     sent: sled::Tree,
     purged: sled::Tree,
     witness: sled::Tree,
+    meta: sled::Tree,
     commit: GroupCommit,
     writer: Mutex<()>,
+    /// Envelopes put in the outbox whose flush has not returned: not
+    /// submitted until it has, so the broker never holds a record a crash
+    /// could take from the sending node.
+    unflushed: Mutex<std::collections::HashSet<EnvelopeId>>,
 }
 
 type TxError = sled::transaction::TransactionError<StorageError>;
@@ -57,6 +63,15 @@ fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
 
 impl NodeStore {
     pub fn open(dir: &std::path::Path) -> Result<NodeStore, StorageError> {
+        NodeStore::open_with(dir, |db| std::sync::Arc::new(db))
+    }
+
+    /// Opens the store with `flush` in place of sled's own flush (it is
+    /// given the database to wrap), for tests that make flushes fail.
+    pub fn open_with(
+        dir: &std::path::Path,
+        flush: impl FnOnce(sled::Db) -> std::sync::Arc<dyn Flush>,
+    ) -> Result<NodeStore, StorageError> {
         let db = crate::storage::open_db(dir)?;
         Ok(NodeStore {
             inbox: db.open_tree("inbox")?,
@@ -65,13 +80,48 @@ impl NodeStore {
             sent: db.open_tree("sent")?,
             purged: db.open_tree("purged")?,
             witness: db.open_tree("witness")?,
-            commit: GroupCommit::start(db),
+            meta: db.open_tree("meta")?,
+            commit: GroupCommit::start(flush(db), dir.display().to_string()),
             writer: Mutex::new(()),
+            unflushed: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves, with the reason, once a flush has failed and the store can
+    /// acknowledge nothing more; the node then stops. Never otherwise.
+    pub async fn failed(&self) -> String {
+        self.commit.failed().await
+    }
+
+    /// The directory and policy bundle versions recorded as in force.
+    pub fn in_force(&self) -> Result<InForce, StorageError> {
+        let mut entries = Vec::new();
+        for kv in self.meta.scan_prefix(crate::in_force::PREFIX) {
+            let (k, v) = kv?;
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        InForce::from_entries(entries).map_err(|e| corrupt("meta", e))
+    }
+
+    /// Records the directory and policy bundle versions in force.
+    pub async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
+        let entries = in_force.entries();
+        {
+            let _g = self.lock();
+            self.meta
+                .transaction(|meta| {
+                    for (k, v) in &entries {
+                        meta.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_err)?;
+        }
+        self.commit.commit().await
     }
 
     /// Records a sealed envelope as sent (queued) and puts it in the outbox.
@@ -81,6 +131,8 @@ impl NodeStore {
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
+        let unflushed = || self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        unflushed().insert(*id);
         {
             let _g = self.lock();
             (&self.outbox, &self.sent)
@@ -91,15 +143,25 @@ impl NodeStore {
                 })
                 .map_err(tx_err)?;
         }
-        self.commit.commit().await
+        self.commit.commit().await?;
+        unflushed().remove(id);
+        Ok(())
     }
 
-    /// Envelopes waiting for the broker, oldest first.
+    /// Envelopes waiting for the broker, oldest first; only those on disk.
     pub fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
+        let unflushed = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = Vec::new();
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
             let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+            if unflushed.contains(&id) {
+                continue;
+            }
             out.push((
                 id,
                 v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
@@ -357,5 +419,66 @@ impl NodeStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flush that tells when it starts, then waits for a permit.
+    struct GatedFlush {
+        db: sled::Db,
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Flush for GatedFlush {
+        fn flush(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
+        {
+            Box::pin(async move {
+                let _ = self.started.send(());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .forget();
+                Flush::flush(&self.db).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_envelope_leaves_the_outbox_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let mut gate = None;
+        let store = std::sync::Arc::new(
+            NodeStore::open_with(dir.path(), |db| {
+                let f = std::sync::Arc::new(GatedFlush {
+                    db,
+                    started: tx,
+                    gate: tokio::sync::Semaphore::new(0),
+                });
+                gate = Some(f.clone());
+                f
+            })
+            .unwrap(),
+        );
+        let gate = gate.unwrap();
+        let id = EnvelopeId::generate();
+        let s = store.clone();
+        let enqueue = tokio::spawn(async move {
+            s.enqueue(&id, &v1::Envelope::default(), &v1::SendStatus::default())
+                .await
+        });
+        started.recv().await.unwrap();
+        assert!(store.outbox().unwrap().is_empty(), "not yet on disk");
+        gate.gate.add_permits(1);
+        enqueue.await.unwrap().unwrap();
+        let ids: Vec<EnvelopeId> = store.outbox().unwrap().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(ids, vec![id]);
     }
 }
