@@ -52,8 +52,20 @@ fn decode(v: &[u8]) -> Option<(u64, [u8; 32])> {
     Some((read_be(&v[..8])?, v[8..].try_into().ok()?))
 }
 
+/// Whether the stored value `new` may replace `stored` under the same key:
+/// only a newer version does, so that the recorded versions only ever go up,
+/// whatever order concurrent writers reach the store in.
+pub fn raises(stored: Option<&[u8]>, new: &[u8]) -> bool {
+    match (stored.and_then(decode), decode(new)) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some((old, _)), Some((new, _))) => new > old,
+    }
+}
+
 impl InForce {
-    /// The key-value pairs to store (each replaces the one of its key).
+    /// The key-value pairs to store, each under its own key; write one only
+    /// if it [`raises`] what is stored.
     pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
         if let Some(d) = &self.directory {
@@ -152,6 +164,14 @@ mod tests {
         let mut short = entries.clone();
         short[0].1.pop();
         assert!(InForce::from_entries(short).is_err());
+        // Recorded versions only go up.
+        let v = |n| encode(n, &[n as u8; 32]);
+        assert!(raises(None, &v(1)));
+        assert!(raises(Some(&v(1)), &v(2)));
+        assert!(!raises(Some(&v(2)), &v(1)));
+        assert!(!raises(Some(&v(2)), &encode(2, &[9; 32])));
+        assert!(!raises(None, b"short"));
+
         let mut bad_owner = entries;
         bad_owner[0].0 = b"in_force/bundle/not an owner".to_vec();
         assert!(InForce::from_entries(bad_owner).is_err());

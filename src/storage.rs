@@ -164,6 +164,10 @@ pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<std::sync::atomic::AtomicU64>,
     failure: Arc<watch::Sender<Option<String>>>,
+    // The handles own the flusher (and with it the database); the task holds
+    // it weakly, so dropping the store closes the database at once, not when
+    // the task next runs.
+    _flusher: Arc<dyn Flush>,
 }
 
 /// Why a store stops: the message a daemon exits with after the flush of
@@ -184,6 +188,7 @@ impl GroupCommit {
         let failure = Arc::new(watch::channel(None).0);
         let counter = flushes.clone();
         let failed = failure.clone();
+        let weak = Arc::downgrade(&flusher);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Everyone already waiting was applied before this flush
@@ -198,7 +203,10 @@ impl GroupCommit {
                     // would not cover what the failed one lost.
                     Some(reason) => Err(reason),
                     None => {
-                        let r = flusher.flush().await;
+                        let r = match weak.upgrade() {
+                            Some(flusher) => flusher.flush().await,
+                            None => Err("the store was closed".to_string()),
+                        };
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         r.map_err(|e| {
                             let reason = flush_failure(&what, &e);
@@ -217,6 +225,7 @@ impl GroupCommit {
             tx,
             flushes,
             failure,
+            _flusher: flusher,
         }
     }
 

@@ -821,7 +821,9 @@ impl BrokerStore for SledStore {
         let entries = in_force.entries();
         self.write(|t| {
             for (k, v) in &entries {
-                t.meta.insert(k.as_slice(), v.as_slice())?;
+                if crate::in_force::raises(t.meta.get(k)?.as_deref(), v) {
+                    t.meta.insert(k.as_slice(), v.as_slice())?;
+                }
             }
             Ok(())
         })?;

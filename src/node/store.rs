@@ -115,7 +115,9 @@ impl NodeStore {
             self.meta
                 .transaction(|meta| {
                     for (k, v) in &entries {
-                        meta.insert(k.as_slice(), v.as_slice())?;
+                        if crate::in_force::raises(meta.get(k)?.as_deref(), v) {
+                            meta.insert(k.as_slice(), v.as_slice())?;
+                        }
                     }
                     Ok(())
                 })

@@ -134,15 +134,18 @@ async fn a_directory_changed_without_a_new_version_is_refused_at_start() {
     fed.stop_broker().await.unwrap();
     // Still version 1, but HR/police now revoked: a second "version 1".
     resign_directory_same_version(&fed, revoke_agency("HR/police"));
-    let file = fed.broker_config.directory.display().to_string();
-    let says = format!(
-        "{file}: directory version 1 is not the directory in force with that version; a changed \
-         directory needs a new version; refusing to start"
-    );
+    let says = |file: &Path| {
+        format!(
+            "{}: directory version 1 is not the directory in force with that version; a changed \
+             directory needs a new version; refusing to start",
+            file.display()
+        )
+    };
     let err = message(fed.start_broker().await.unwrap_err());
-    assert!(err.contains(&says), "{err}");
+    assert!(err.contains(&says(&fed.broker_config.directory)), "{err}");
     let err = message(fed.start_node(cc("HR")).await.unwrap_err());
-    assert!(err.contains(&says), "{err}");
+    let file = fed.node_configs[&cc("HR")].directory.clone();
+    assert!(err.contains(&says(&file)), "{err}");
 
     std::fs::write(&fed.broker_config.directory, &original).unwrap();
     fed.start_broker().await.unwrap();
@@ -206,14 +209,17 @@ async fn an_older_policy_bundle_is_refused_at_restart_by_broker_and_node() {
 
     // Version 1 put back while they are down.
     restore(&dir, &version_1);
-    let says = format!(
-        "{}: bundle HR/police version 1 is older than the version in force (2)",
-        toml.display()
-    );
+    let says = |policies: &Path| {
+        format!(
+            "{}: bundle HR/police version 1 is older than the version in force (2)",
+            policies.join("agencies/HR/police/bundle.toml").display()
+        )
+    };
     let err = message(fed.start_broker().await.unwrap_err());
-    assert!(err.contains(&says), "{err}");
+    assert!(err.contains(&says(&fed.broker_config.policies)), "{err}");
     let err = message(fed.start_node(cc("HR")).await.unwrap_err());
-    assert!(err.contains(&says), "{err}");
+    let node_policies = fed.node_configs[&cc("HR")].policies.clone();
+    assert!(err.contains(&says(&node_policies)), "{err}");
 
     restore(&dir, &version_2);
     fed.start_broker().await.unwrap();
