@@ -2792,9 +2792,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = |p: &Path| {
-                std::fs::metadata(p).expect("meta").permissions().mode() & 0o777
-            };
+            let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode(state.path()), 0o700);
             for f in [LEAF_HASHES_FILE, LAST_CHECKPOINT_FILE] {
                 assert_eq!(mode(&state.path().join(f)), 0o600, "{f}");

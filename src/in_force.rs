@@ -87,14 +87,12 @@ impl InForce {
         file: &Path,
     ) -> Result<(), DirectoryRefused> {
         match &self.directory {
-            Some(in_force) => {
-                in_force
-                    .check_successor(directory)
-                    .map_err(|why| DirectoryRefused {
-                        file: file.display().to_string(),
-                        why,
-                    })
-            }
+            Some(in_force) => in_force
+                .check_successor(directory)
+                .map_err(|why| DirectoryRefused {
+                    file: file.display().to_string(),
+                    why,
+                }),
             None => Ok(()),
         }
     }

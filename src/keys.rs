@@ -208,7 +208,10 @@ pub fn load_hpke(path: &Path) -> Result<HpkePrivateKey, KeyError> {
 /// body that is not base64 is refused, saying which.
 fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
     const BEGIN: &str = "-----BEGIN ";
-    let Some(text) = std::str::from_utf8(bytes).ok().filter(|t| t.contains(BEGIN)) else {
+    let Some(text) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.contains(BEGIN))
+    else {
         return Ok(bytes.to_vec());
     };
     let Some(at) = text.find(BEGIN) else {
@@ -218,7 +221,9 @@ fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
     let found = rest.split("-----").next().unwrap_or_default();
     if found != label {
         let shown: String = found.chars().take(40).collect();
-        return Err(format!("PEM block is labelled {shown:?}, expected {label:?}"));
+        return Err(format!(
+            "PEM block is labelled {shown:?}, expected {label:?}"
+        ));
     }
     let begin = format!("{BEGIN}{label}-----");
     let end = format!("-----END {label}-----");
@@ -305,7 +310,11 @@ mod tests {
         let pem = to_pem(&pkcs8, "PRIVATE KEY");
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty", vec![], "does not parse"),
-            ("garbage", b"\x00\xffnot a key at all".to_vec(), "does not parse"),
+            (
+                "garbage",
+                b"\x00\xffnot a key at all".to_vec(),
+                "does not parse",
+            ),
             (
                 "truncated-pem",
                 pem.as_bytes()[..pem.len() / 2].to_vec(),
@@ -346,7 +355,10 @@ mod tests {
                 msg.starts_with(&path.display().to_string()) && msg.contains(says),
                 "{name}: {msg}"
             );
-            assert!(msg.len() < 300, "{name}: the message quotes too much: {msg}");
+            assert!(
+                msg.len() < 300,
+                "{name}: the message quotes too much: {msg}"
+            );
             let err = load_hpke(&path).err().unwrap();
             assert!(
                 err.to_string().starts_with(&path.display().to_string()),

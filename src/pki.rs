@@ -201,8 +201,7 @@ fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn mkdir(path: &Path) -> anyhow::Result<()> {
-    crate::storage::create_private_dir(path)
-        .with_context(|| format!("creating {}", path.display()))
+    crate::storage::create_private_dir(path).with_context(|| format!("creating {}", path.display()))
 }
 
 fn write_toml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyhow::Result<()> {

@@ -168,14 +168,25 @@ pub struct GroupCommit {
     // it weakly, so dropping the store closes the database at once, not when
     // the task next runs.
     _flusher: Arc<dyn Flush>,
+    what: Arc<str>,
 }
 
 /// Why a store stops: the message a daemon exits with after the flush of
 /// `what` failed with `error`.
 pub fn flush_failure(what: &str, error: &str) -> String {
+    stop_message(&format!("flush of {what}"), error)
+}
+
+/// Why a store stops after sled failed to write to `what`: sled keeps such
+/// an error and fails every later write and flush with it.
+pub fn write_failure(what: &str, error: &str) -> String {
+    stop_message(&format!("writing to {what}"), error)
+}
+
+fn stop_message(action: &str, error: &str) -> String {
     format!(
-        "flush of {what} failed: {error}; stopping: nothing more is acknowledged, and what was \
-         not flushed may be lost. Check the disk, then restart to resume from what is on disk"
+        "{action} failed: {error}; stopping: nothing more is acknowledged, and what was not \
+         flushed may be lost. Check the disk, then restart to resume from what is on disk"
     )
 }
 
@@ -189,6 +200,7 @@ impl GroupCommit {
         let counter = flushes.clone();
         let failed = failure.clone();
         let weak = Arc::downgrade(&flusher);
+        let name: Arc<str> = what.as_str().into();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 // Everyone already waiting was applied before this flush
@@ -226,6 +238,7 @@ impl GroupCommit {
             flushes,
             failure,
             _flusher: flusher,
+            what: name,
         }
     }
 
@@ -243,6 +256,25 @@ impl GroupCommit {
             Ok(Err(reason)) => Err(StorageError::Stopped(reason)),
             Err(_) => Err(StorageError::FlusherGone),
         }
+    }
+
+    /// Passes `e` on, unless it is an I/O error of the database: sled failed
+    /// to write, keeps that error and will fail every later write and flush,
+    /// so the store stops as for a failed flush, and the error says so.
+    pub fn stop_on_io(&self, e: StorageError) -> StorageError {
+        let StorageError::Sled(sled::Error::Io(io)) = &e else {
+            return e;
+        };
+        let reason = write_failure(&self.what, &io.to_string());
+        self.failure.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            tracing::error!(store = %self.what, error = %io, "write failed; the store stops acknowledging");
+            *f = Some(reason.clone());
+            true
+        });
+        StorageError::Stopped(self.failure.borrow().clone().unwrap_or(reason))
     }
 
     /// Resolves, with the reason, once a flush has failed; never otherwise.

@@ -335,8 +335,13 @@ impl SledStore {
             )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
-                sled::transaction::TransactionError::Storage(e) => e.into(),
+                sled::transaction::TransactionError::Storage(e) => self.stop_on_io(e),
             })
+    }
+
+    /// A sled I/O error stops the store (see [`GroupCommit::stop_on_io`]).
+    fn stop_on_io(&self, e: sled::Error) -> StoreError {
+        StoreError::Storage(self.commit.stop_on_io(e.into()))
     }
 }
 
@@ -737,7 +742,9 @@ impl BrokerStore for SledStore {
     }
 
     async fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<(), StoreError> {
-        self.checkpoints.insert(be(size), note)?;
+        self.checkpoints
+            .insert(be(size), note)
+            .map_err(|e| self.stop_on_io(e))?;
         self.sync().await?;
         // Served from now on, never before it is on disk: a checkpoint a
         // crash could take back would show witnesses a fork.
@@ -774,7 +781,9 @@ impl BrokerStore for SledStore {
     ) -> Result<(), StoreError> {
         let mut k = be(size).to_vec();
         k.extend_from_slice(witness.as_str().as_bytes());
-        self.cosignatures.insert(k, line.into_bytes())?;
+        self.cosignatures
+            .insert(k, line.into_bytes())
+            .map_err(|e| self.stop_on_io(e))?;
         self.sync().await?;
         Ok(())
     }
@@ -800,7 +809,7 @@ impl BrokerStore for SledStore {
                 .map(i64::from_be_bytes)
                 .unwrap_or(i64::MIN);
             if created < before_ms {
-                self.seen.remove(k)?;
+                self.seen.remove(k).map_err(|e| self.stop_on_io(e))?;
                 n += 1;
             }
         }
@@ -994,7 +1003,11 @@ mod tests {
         );
         let reason = store.failed().await;
         assert!(reason.starts_with(&format!("flush of {} failed", dir.path().display())));
-        assert_eq!(store.audit_len().unwrap(), 1, "the unflushed entry is not served");
+        assert_eq!(
+            store.audit_len().unwrap(),
+            1,
+            "the unflushed entry is not served"
+        );
         assert!(store.pending(ba, None, 10).unwrap().is_empty());
 
         // Nothing is acknowledged any more, even if the disk came back.

@@ -34,13 +34,6 @@ pub struct NodeStore {
 
 type TxError = sled::transaction::TransactionError<StorageError>;
 
-fn tx_err(e: TxError) -> StorageError {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => e.into(),
-    }
-}
-
 fn corrupt(tree: &'static str, e: impl ToString) -> StorageError {
     StorageError::Corrupt {
         tree,
@@ -91,6 +84,18 @@ impl NodeStore {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn tx_err(&self, e: TxError) -> StorageError {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => self.stop_on_io(e),
+        }
+    }
+
+    /// A sled I/O error stops the store (see [`GroupCommit::stop_on_io`]).
+    fn stop_on_io(&self, e: sled::Error) -> StorageError {
+        self.commit.stop_on_io(e.into())
+    }
+
     /// Resolves, with the reason, once a flush has failed and the store can
     /// acknowledge nothing more; the node then stops. Never otherwise.
     pub async fn failed(&self) -> String {
@@ -121,7 +126,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await
     }
@@ -143,7 +148,7 @@ impl NodeStore {
                     sent.insert(id.as_bytes().as_slice(), status.encode_to_vec())?;
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await?;
         unflushed().remove(id);
@@ -194,7 +199,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await
     }
@@ -212,7 +217,9 @@ impl NodeStore {
                     let mut s =
                         v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
                     update(&mut s);
-                    self.sent.insert(id.as_bytes(), s.encode_to_vec())?;
+                    self.sent
+                        .insert(id.as_bytes(), s.encode_to_vec())
+                        .map_err(|e| self.stop_on_io(e))?;
                     true
                 }
                 None => false,
@@ -275,7 +282,7 @@ impl NodeStore {
                     received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await
     }
@@ -348,7 +355,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await?;
         let mut ids: Vec<EnvelopeId> = expired.into_iter().map(|(_, id)| id).collect();
@@ -371,7 +378,9 @@ impl NodeStore {
     /// Forgets purged ids once the broker has logged them.
     pub async fn purges_reported(&self, ids: &[EnvelopeId]) -> Result<(), StorageError> {
         for id in ids {
-            self.purged.remove(id.as_bytes())?;
+            self.purged
+                .remove(id.as_bytes())
+                .map_err(|e| self.stop_on_io(e))?;
         }
         self.commit.commit().await
     }
@@ -383,7 +392,9 @@ impl NodeStore {
 
     /// Records a checkpoint as accepted.
     pub async fn accept_checkpoint(&self, note: &[u8]) -> Result<(), StorageError> {
-        self.witness.insert(b"accepted", note)?;
+        self.witness
+            .insert(b"accepted", note)
+            .map_err(|e| self.stop_on_io(e))?;
         self.commit.commit().await
     }
 
@@ -391,7 +402,9 @@ impl NodeStore {
     pub async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
         let mut k = b"evidence/".to_vec();
         k.extend_from_slice(&at_ms.to_be_bytes());
-        self.witness.insert(k, evidence.as_bytes())?;
+        self.witness
+            .insert(k, evidence.as_bytes())
+            .map_err(|e| self.stop_on_io(e))?;
         self.commit.commit().await
     }
 
@@ -480,7 +493,12 @@ mod tests {
         assert!(store.outbox().unwrap().is_empty(), "not yet on disk");
         gate.gate.add_permits(1);
         enqueue.await.unwrap().unwrap();
-        let ids: Vec<EnvelopeId> = store.outbox().unwrap().into_iter().map(|(i, _)| i).collect();
+        let ids: Vec<EnvelopeId> = store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(ids, vec![id]);
     }
 }

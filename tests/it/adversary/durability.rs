@@ -289,3 +289,93 @@ async fn pki_init_and_the_stores_leave_nothing_readable_by_others() {
     assert_eq!(names, ["broker", "node-BA", "node-HR"]);
     assert!(dirs > 20 && files > 50, "{dirs} directories, {files} files");
 }
+
+/// Sends until the broker stops answering "accepted"; returns the ids it
+/// accepted. Bounded: a broker that never fails ends the loop too.
+async fn send_until_refused(fed: &Fed, at_most: usize) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for _ in 0..at_most {
+        let r = send(
+            fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+        if r.state != v1::SendState::Accepted as i32 {
+            break;
+        }
+        accepted.push(r.envelope_id);
+    }
+    accepted
+}
+
+/// The broker as its own process, with a file-size limit: once its store
+/// grows past it, every write to the store fails (EFBIG; the signal that
+/// would otherwise kill the process is ignored), as on a full disk.
+#[tokio::test]
+async fn a_broker_whose_disk_fails_stops_and_loses_nothing_it_acknowledged() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+
+    let mut fed = create(&["BA", "HR"]).await;
+    let mut cfg = fed.broker_config.clone();
+    cfg.listen = fed.broker_addr;
+    let config = fed.fed.dir.join("broker-process.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+
+    let log = fed.fed.dir.join("broker-process.log");
+    let mut broker = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f 64; exec "$0" broker --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_casebridge"))
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn broker");
+    let mut out = std::io::BufReader::new(broker.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("listening on"),
+        "broker did not start: {line:?}"
+    );
+    fed.start_node(cc("BA")).await.unwrap();
+
+    let accepted = send_until_refused(&fed, 500).await;
+    assert!(!accepted.is_empty(), "the broker accepted nothing at all");
+    let status = until("the broker to stop", || {
+        let status = broker.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let data = cfg.data_dir.display().to_string();
+    assert!(
+        stderr.contains(&format!("error: broker stopped: writing to {data} failed:"))
+            || stderr.contains(&format!("error: broker stopped: flush of {data} failed:")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("File too large")
+            && stderr.contains("stopping: nothing more is acknowledged"),
+        "{stderr}"
+    );
+
+    // Restarted on a healthy disk: every record it acknowledged is there
+    // and is delivered; the refused one is still in the sender's outbox.
+    fed.start_broker().await.unwrap();
+    fed.start_node(cc("HR")).await.unwrap();
+    for id in &accepted {
+        let st = settled(&fed, "BA/police", id).await;
+        assert_eq!(
+            st.recipient_status[0].state,
+            v1::DeliveryState::Delivered as i32
+        );
+    }
+    assert!(inbox(&fed, "HR/police").await.len() > accepted.len());
+}
