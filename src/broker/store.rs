@@ -941,47 +941,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn entries_queued_envelopes_and_checkpoints_are_served_only_once_on_disk() {
+    async fn an_entry_is_in_the_log_only_once_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let (store, flush, mut started) = gated(dir.path());
-        let ba: Country = "BA".parse().unwrap();
-
-        // An entry whose flush has not returned is not in the log yet.
         let s = store.clone();
         let append = tokio::spawn(async move { s.append(refusal(0)).await });
         started.recv().await.unwrap();
+        // Applied, not yet flushed: no reader and no checkpoint sees it.
         assert_eq!(store.audit_len().unwrap(), 0);
         assert!(store.leaves(0, 10).unwrap().is_empty());
         assert!(store.audit_range(0, 10).unwrap().is_empty());
         flush.gate.add_permits(1);
         assert_eq!(append.await.unwrap().unwrap(), 0);
         assert_eq!(store.audit_len().unwrap(), 1);
+        assert_eq!(store.leaves(0, 10).unwrap().len(), 1);
+    }
 
-        // A queued envelope is not delivered before its Submit is durable.
+    #[tokio::test]
+    async fn a_queued_envelope_is_delivered_only_once_its_submit_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        let ba: Country = "BA".parse().unwrap();
         let s = store.clone();
         let accept = tokio::spawn(async move { s.accept(acceptance("BA")).await });
         started.recv().await.unwrap();
         assert!(store.pending(ba, None, 10).unwrap().is_empty());
         assert!(store.queued(ba, 0).unwrap().is_none());
-        assert_eq!(store.audit_len().unwrap(), 1);
         flush.gate.add_permits(1);
-        assert_eq!(accept.await.unwrap().unwrap(), 1);
+        assert_eq!(accept.await.unwrap().unwrap(), 0);
         assert_eq!(store.pending(ba, None, 10).unwrap().len(), 1);
         assert!(store.queued(ba, 0).unwrap().is_some());
+    }
 
-        // A checkpoint is not served before it is on disk.
+    #[tokio::test]
+    async fn a_checkpoint_is_served_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        flush.gate.add_permits(1);
+        store.append(refusal(0)).await.unwrap();
+        started.recv().await.unwrap();
         let s = store.clone();
-        let put = tokio::spawn(async move { s.put_checkpoint(2, b"note of 2".to_vec()).await });
+        let put = tokio::spawn(async move { s.put_checkpoint(1, b"note of 1".to_vec()).await });
         started.recv().await.unwrap();
         assert_eq!(store.latest_checkpoint().unwrap(), None);
-        assert_eq!(store.checkpoint(2).unwrap(), None);
+        assert_eq!(store.checkpoint(1).unwrap(), None);
         flush.gate.add_permits(1);
         put.await.unwrap().unwrap();
         assert_eq!(
             store.latest_checkpoint().unwrap(),
-            Some((2, b"note of 2".to_vec()))
+            Some((1, b"note of 1".to_vec()))
         );
-        assert_eq!(store.checkpoint(2).unwrap(), Some(b"note of 2".to_vec()));
+        assert_eq!(store.checkpoint(1).unwrap(), Some(b"note of 1".to_vec()));
     }
 
     #[tokio::test]
