@@ -49,8 +49,26 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
         .path(dir)
         .mode(sled::Mode::HighThroughput)
         .open()?;
-    restrict_tree(dir).map_err(io)?;
+    restrict_store(dir).map_err(io)?;
     Ok(db)
+}
+
+/// Makes sled's own files in `dir` private: `conf`, `db`, snapshots and the
+/// `blobs` directory. Nothing else in `dir` is touched, so a data directory
+/// configured by mistake as a shared one is not rewritten wholesale.
+fn restrict_store(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kind = entry.file_type()?;
+        if kind.is_file() && (name == "conf" || name == "db" || name.starts_with("snap.")) {
+            set_mode(&entry.path(), 0o600)?;
+        } else if kind.is_dir() && name == "blobs" {
+            restrict_tree(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and any missing parents with mode 0700, and makes `dir`
@@ -142,11 +160,11 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// What makes applied writes durable: sled's flush in the daemons; tests
 /// substitute one that fails or waits to exercise the paths around it.
 pub trait Flush: Send + Sync + 'static {
-    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 impl Flush for sled::Db {
-    fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             self.flush_async()
                 .await
@@ -216,7 +234,7 @@ impl GroupCommit {
                     Some(reason) => Err(reason),
                     None => {
                         let r = match weak.upgrade() {
-                            Some(flusher) => flusher.flush().await,
+                            Some(flusher) => flusher.make_durable().await,
                             None => Err("the store was closed".to_string()),
                         };
                         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -314,13 +332,13 @@ mod tests {
     }
 
     impl Flush for FailingFlush {
-        fn flush(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 if n == self.fail_at {
                     return Err("Input/output error (os error 5)".into());
                 }
-                Flush::flush(&self.db).await
+                Flush::make_durable(&self.db).await
             })
         }
     }
@@ -359,7 +377,35 @@ mod tests {
     }
 
     #[test]
-    fn private_files_and_directories_whatever_the_umask() {
+    fn a_store_directory_and_sleds_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data/store");
+        let db = open_db(&dir).unwrap();
+        db.insert(b"k", b"v").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        assert_eq!(mode(&tmp.path().join("data")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        // An existing store that was left open is tightened at open; other
+        // files in its directory are none of its business.
+        set_mode(&dir, 0o755).unwrap();
+        set_mode(&dir.join("db"), 0o644).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        set_mode(&dir.join("notes.txt"), 0o644).unwrap();
+        let db = open_db(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["conf", "db", "blobs"] {
+            let want = if f == "blobs" { 0o700 } else { 0o600 };
+            assert_eq!(mode(&dir.join(f)), want, "{f}");
+        }
+        assert_eq!(mode(&dir.join("notes.txt")), 0o644);
+        drop(db);
+    }
+
+    #[test]
+    fn private_files_and_directories() {
         use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let deep = tmp.path().join("a/b/c");

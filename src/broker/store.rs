@@ -882,7 +882,7 @@ mod tests {
     }
 
     impl Flush for GatedFlush {
-        fn flush(
+        fn make_durable(
             &self,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
         {
@@ -896,7 +896,7 @@ mod tests {
                 if self.fail.load(Ordering::SeqCst) {
                     return Err("No space left on device (os error 28)".into());
                 }
-                Flush::flush(&self.db).await
+                Flush::make_durable(&self.db).await
             })
         }
     }

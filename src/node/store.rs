@@ -449,7 +449,7 @@ mod tests {
     }
 
     impl Flush for GatedFlush {
-        fn flush(
+        fn make_durable(
             &self,
         ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
         {
@@ -460,7 +460,7 @@ mod tests {
                     .await
                     .map_err(|e| e.to_string())?
                     .forget();
-                Flush::flush(&self.db).await
+                Flush::make_durable(&self.db).await
             })
         }
     }
