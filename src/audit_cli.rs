@@ -680,16 +680,25 @@ impl StateDir {
     /// are made durable before the checkpoint is replaced, so an interrupted
     /// save leaves the previous state readable.
     pub fn save(&self, note_bytes: &[u8], leaf_hashes: &[Hash], kept: u64) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)
+        crate::storage::create_private_dir(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let hashes_path = self.dir.join(LEAF_HASHES_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(false).read(true).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            opts.mode(0o600);
+        }
+        let mut file = opts
             .open(&hashes_path)
             .with_context(|| format!("opening {}", hashes_path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", hashes_path.display()))?;
+        }
         let kept = kept.min(leaf_hashes.len() as u64);
         let mut write = || -> std::io::Result<()> {
             use std::io::{Seek as _, SeekFrom};
@@ -704,19 +713,8 @@ impl StateDir {
         };
         write().with_context(|| format!("writing {}", hashes_path.display()))?;
         let cp_path = self.dir.join(LAST_CHECKPOINT_FILE);
-        let tmp = self.dir.join(format!("{LAST_CHECKPOINT_FILE}.tmp"));
-        let replace = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(note_bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &cp_path)?;
-            // Make the rename durable too, where directories can be synced.
-            if let Ok(d) = std::fs::File::open(&self.dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        };
-        replace().with_context(|| format!("writing {}", cp_path.display()))
+        crate::storage::write_private(&cp_path, note_bytes)
+            .with_context(|| format!("writing {}", cp_path.display()))
     }
 }
 
@@ -2847,6 +2845,15 @@ mod tests {
         let s = state.load(origin).expect("load").expect("state");
         assert_eq!(s.checkpoint.size(), 5);
         assert_eq!(s.leaf_hashes, first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode(state.path()), 0o700);
+            for f in [LEAF_HASHES_FILE, LAST_CHECKPOINT_FILE] {
+                assert_eq!(mode(&state.path().join(f)), 0o600, "{f}");
+            }
+        }
 
         let second = leaves(9, "e");
         state

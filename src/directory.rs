@@ -25,8 +25,41 @@ pub enum DirectoryError {
     WrongFederation { found: String, expected: String },
     #[error("directory entry invalid: {0}")]
     Entry(String),
-    #[error("directory version {offered} is older than the one in force ({current})")]
+    #[error("directory version {offered} is older than the version in force ({current})")]
     Rollback { offered: u64, current: u64 },
+    #[error(
+        "directory version {version} is not the directory in force with that version; a changed \
+         directory needs a new version"
+    )]
+    Changed { version: u64 },
+}
+
+/// What identifies a directory: its version and the digest of its signed
+/// bytes. Kept in the stores so that a restart cannot go back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryVersion {
+    pub version: u64,
+    pub digest: [u8; 32],
+}
+
+impl DirectoryVersion {
+    /// Decides whether `newer` may replace the directory this identifies:
+    /// a newer version, or the very same directory.
+    pub fn check_successor(&self, newer: &Directory) -> Result<(), DirectoryError> {
+        let offered = newer.version_info();
+        if offered.version < self.version {
+            return Err(DirectoryError::Rollback {
+                offered: offered.version,
+                current: self.version,
+            });
+        }
+        if offered.version == self.version && offered.digest != self.digest {
+            return Err(DirectoryError::Changed {
+                version: offered.version,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A node as the directory lists it.
@@ -189,13 +222,17 @@ impl Directory {
 
     /// Decides whether `newer` may replace this directory.
     pub fn check_successor(&self, newer: &Directory) -> Result<(), DirectoryError> {
-        if newer.version < self.version {
-            return Err(DirectoryError::Rollback {
-                offered: newer.version,
-                current: self.version,
-            });
+        self.version_info().check_successor(newer)
+    }
+
+    /// This directory's version and digest.
+    pub fn version_info(&self) -> DirectoryVersion {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&self.digest());
+        DirectoryVersion {
+            version: self.version,
+            digest,
         }
-        Ok(())
     }
 
     pub fn node(&self, cc: Country) -> Option<&NodeInfo> {
@@ -327,7 +364,25 @@ mod tests {
         dir.version = 2;
         let older =
             Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
-        assert!(current.check_successor(&older).is_err());
+        assert!(matches!(
+            current.check_successor(&older),
+            Err(DirectoryError::Rollback {
+                offered: 2,
+                current: 3
+            })
+        ));
         assert!(older.check_successor(&current).is_ok());
+        assert!(current.check_successor(&current).is_ok());
+
+        // The same version with other content is refused too.
+        dir.version = 3;
+        dir.issued_at_ms += 1;
+        let changed =
+            Directory::verify(&Directory::sign(&dir, &key), &key.public_key(), "f").unwrap();
+        let err = current.check_successor(&changed).unwrap_err();
+        assert!(
+            matches!(err, DirectoryError::Changed { version: 3 }),
+            "{err}"
+        );
     }
 }

@@ -2,11 +2,15 @@
 //!
 //! Each node has an Ed25519 signing key (ring) and an X25519 HPKE key; the
 //! federation has a directory-signing key. These are separate from TLS keys.
-//! Secret files are written 0600 and refused at load when group or others
-//! can read them.
+//! Secret files are written 0600, atomically (a reader sees the old file or
+//! the new one, never half of one). They are read from the opened file,
+//! whose mode is then checked on that same file, so nothing can swap the
+//! file between the check and the read; one that group or others can read
+//! is refused. A malformed key file is an error naming the file and what is
+//! wrong with it.
 
 use std::fs;
-use std::io::Write;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use hpke::{Deserializable, Kem as _, Serializable};
@@ -17,6 +21,9 @@ use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
 pub type HpkeKem = hpke::kem::X25519HkdfSha256;
 pub type HpkePrivateKey = <HpkeKem as hpke::Kem>::PrivateKey;
 pub type HpkePublicKey = <HpkeKem as hpke::Kem>::PublicKey;
+
+/// The largest secret file read: keys are a few hundred bytes.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -29,8 +36,12 @@ pub enum KeyError {
         "{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
     TooOpen { path: PathBuf, mode: u32 },
-    #[error("{path}: not a valid {what}")]
-    Invalid { path: PathBuf, what: &'static str },
+    #[error("{path}: not a valid {what}: {why}")]
+    Invalid {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
     #[error("key generation failed")]
     Generate,
 }
@@ -43,16 +54,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 }
 
 /// Reads a secret file, refusing it if its permissions let anyone but the
-/// owner read it.
+/// owner read it. The mode is checked on the file as opened, then read from
+/// that same open file.
 pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    let invalid = |why: String| KeyError::Invalid {
+        path: path.to_path_buf(),
+        what: "secret file",
+        why,
+    };
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map_err(io_err(path))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::TooOpen {
                 path: path.to_path_buf(),
@@ -60,28 +78,22 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
             });
         }
     }
-    fs::read(path).map_err(io_err(path))
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(invalid(format!(
+            "larger than {MAX_SECRET_BYTES} bytes; a key file is far smaller"
+        )));
+    }
+    Ok(bytes)
 }
 
-/// Writes a secret file with mode 0600, creating it with that mode so it is
-/// never readable by others, not even for a moment.
+/// Writes a secret file with mode 0600, atomically: it is never readable
+/// by others, not even for a moment, and never seen half written.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io_err(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err(path))?;
-    }
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+    crate::storage::write_private(path, bytes).map_err(io_err(path))
 }
 
 /// An Ed25519 signing key (a node's, or the federation's directory key).
@@ -106,12 +118,17 @@ impl SigningKey {
 
     /// Loads a PKCS#8 (DER or PEM "PRIVATE KEY") Ed25519 key file.
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+        const WHAT: &str = "Ed25519 PKCS#8 key";
         let bytes = read_secret(path)?;
-        let der = pem_or_der(&bytes, "PRIVATE KEY");
-        SigningKey::from_pkcs8(&der).ok_or_else(|| KeyError::Invalid {
+        let invalid = |why: String| KeyError::Invalid {
             path: path.to_path_buf(),
-            what: "Ed25519 PKCS#8 key",
-        })
+            what: WHAT,
+            why,
+        };
+        let der = pem_or_der(&bytes, "PRIVATE KEY").map_err(invalid)?;
+        Ed25519KeyPair::from_pkcs8(&der)
+            .map(|pair| SigningKey { pair })
+            .map_err(|e| invalid(format!("the key does not parse ({e})")))
     }
 
     /// The ring key pair, for signing formats of its own (C2SP notes).
@@ -172,27 +189,55 @@ pub fn load_hpke(path: &Path) -> Result<HpkePrivateKey, KeyError> {
         Some(raw) => raw,
         None => bytes,
     };
-    HpkePrivateKey::from_bytes(&raw).map_err(|_| KeyError::Invalid {
+    let invalid = |why: String| KeyError::Invalid {
         path: path.to_path_buf(),
         what: "X25519 private key",
-    })
+        why,
+    };
+    if raw.len() != 32 {
+        return Err(invalid(format!(
+            "expected 32 bytes (64 hex digits), found {} bytes",
+            raw.len()
+        )));
+    }
+    HpkePrivateKey::from_bytes(&raw).map_err(|e| invalid(e.to_string()))
 }
 
-/// Returns the DER inside a PEM block with `label`, or the input unchanged.
-fn pem_or_der(bytes: &[u8], label: &str) -> Vec<u8> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return bytes.to_vec();
+/// Returns the DER inside the PEM block labelled `label`, or the input
+/// itself if it is not PEM. A PEM file with another label, no end line or a
+/// body that is not base64 is refused, saying which.
+fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
+    const BEGIN: &str = "-----BEGIN ";
+    let Some(text) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.contains(BEGIN))
+    else {
+        return Ok(bytes.to_vec());
     };
-    let begin = format!("-----BEGIN {label}-----");
+    let Some(at) = text.find(BEGIN) else {
+        return Ok(bytes.to_vec());
+    };
+    let rest = &text[at + BEGIN.len()..];
+    let found = rest.split("-----").next().unwrap_or_default();
+    if found != label {
+        let shown: String = found.chars().take(40).collect();
+        return Err(format!(
+            "PEM block is labelled {shown:?}, expected {label:?}"
+        ));
+    }
+    let begin = format!("{BEGIN}{label}-----");
     let end = format!("-----END {label}-----");
-    let (Some(s), Some(e)) = (text.find(&begin), text.find(&end)) else {
-        return bytes.to_vec();
+    let body_start = at + begin.len();
+    let Some(body_len) = text[body_start..].find(&end) else {
+        return Err(format!("PEM block has no {end:?} line (truncated?)"));
     };
-    let body: String = text[s + begin.len()..e].split_whitespace().collect();
+    let body: String = text[body_start..body_start + body_len]
+        .split_whitespace()
+        .collect();
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(body)
-        .unwrap_or_else(|_| bytes.to_vec())
+        .map_err(|e| format!("PEM body is not valid base64 ({e})"))
 }
 
 /// Encodes DER as PEM with `label`.
@@ -230,6 +275,100 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_file_is_refused_on_the_mode_of_the_file_it_opened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let (_, pkcs8) = SigningKey::generate().unwrap();
+        write_secret(&path, to_pem(&pkcs8, "PRIVATE KEY").as_bytes()).unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            match read_secret(&path) {
+                Err(KeyError::TooOpen { mode: m, .. }) => assert_eq!(m, mode),
+                other => panic!("mode {mode:o}: {other:?}"),
+            }
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        read_secret(&path).unwrap();
+        // Not a file.
+        let err = read_secret(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // Too large to be a key.
+        let big = dir.path().join("big");
+        write_secret(&big, &vec![b'A'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+        let err = read_secret(&big).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn malformed_key_files_are_clear_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, pkcs8) = SigningKey::generate().unwrap();
+        let pem = to_pem(&pkcs8, "PRIVATE KEY");
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty", vec![], "does not parse"),
+            (
+                "garbage",
+                b"\x00\xffnot a key at all".to_vec(),
+                "does not parse",
+            ),
+            (
+                "truncated-pem",
+                pem.as_bytes()[..pem.len() / 2].to_vec(),
+                "no \"-----END PRIVATE KEY-----\" line",
+            ),
+            (
+                "truncated-der",
+                pkcs8[..pkcs8.len() - 5].to_vec(),
+                "does not parse",
+            ),
+            (
+                "wrong-label",
+                to_pem(&pkcs8, "CERTIFICATE").into_bytes(),
+                "labelled \"CERTIFICATE\", expected \"PRIVATE KEY\"",
+            ),
+            (
+                "rsa-label",
+                to_pem(&pkcs8, "RSA PRIVATE KEY").into_bytes(),
+                "labelled \"RSA PRIVATE KEY\"",
+            ),
+            (
+                "bad-base64",
+                b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n".to_vec(),
+                "not valid base64",
+            ),
+            (
+                "long-label",
+                format!("-----BEGIN {}-----\n", "X".repeat(10_000)).into_bytes(),
+                "is labelled",
+            ),
+        ];
+        for (name, bytes, says) in cases {
+            let path = dir.path().join(name);
+            write_secret(&path, &bytes).unwrap();
+            let err = SigningKey::load(&path).err().unwrap();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&path.display().to_string()) && msg.contains(says),
+                "{name}: {msg}"
+            );
+            assert!(
+                msg.len() < 300,
+                "{name}: the message quotes too much: {msg}"
+            );
+            let err = load_hpke(&path).err().unwrap();
+            assert!(
+                err.to_string().starts_with(&path.display().to_string()),
+                "{name}: {err}"
+            );
+        }
+        let hpke = dir.path().join("short-hpke");
+        write_secret(&hpke, b"abcd").unwrap();
+        let err = load_hpke(&hpke).err().unwrap().to_string();
+        assert!(err.contains("expected 32 bytes"), "{err}");
     }
 
     #[test]

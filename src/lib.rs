@@ -15,6 +15,7 @@ pub mod demo;
 pub mod directory;
 pub mod envelope;
 pub mod ids;
+pub mod in_force;
 pub mod keys;
 pub mod local;
 pub mod merkle;

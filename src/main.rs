@@ -216,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
         Command::Broker { config } => {
+            private_files();
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             let broker = casebridge::broker::Broker::from_config(&cfg)?;
@@ -226,6 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Node { config } => {
+            private_files();
             let cfg: NodeConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             let node = casebridge::node::Node::from_config(&cfg)?;
@@ -273,6 +275,14 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             casebridge::demo::run(dir).await
         }
     }
+}
+
+/// The daemons create nothing that group or others can read: the stores
+/// make their directories 0700 and their files 0600 at open, and this covers
+/// the files sled creates later (blobs, snapshots).
+fn private_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 fn main() -> ExitCode {

@@ -5,6 +5,10 @@
 //! node's Ed25519 signing key and X25519 HPKE key, the federation's directory
 //! key, the signed directory, and ready-to-run config files. See
 //! certs/README.md for the layout and the roles.
+//!
+//! The tree holds private keys, so it is private as a whole: every
+//! directory is created 0700 and every file 0600, whatever the umask, each
+//! file written atomically.
 
 use std::path::{Path, PathBuf};
 
@@ -190,12 +194,15 @@ fn issue_leaf(
     Ok(())
 }
 
+/// Writes a file that is not secret in itself (a certificate, a config);
+/// still 0600, like everything in the tree.
 fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    crate::storage::write_private(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn mkdir(path: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))
+    crate::storage::create_private_dir(path).with_context(|| format!("creating {}", path.display()))
 }
 
 fn write_toml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyhow::Result<()> {
@@ -231,7 +238,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             .context("--base-port too high for this many nodes")
     };
 
-    for sub in ["ca", "broker", "nodes", "agencies", "auditors"] {
+    if !dir.exists() {
+        mkdir(dir)?;
+    }
+    for sub in ["ca", "broker", "nodes", "agencies", "auditors", "policies"] {
         mkdir(&dir.join(sub))?;
     }
     let root = new_ca(&format!("{fed} federation root CA"), fed, None, None)?;
@@ -439,6 +449,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         &crate::policy::agencies_of(&countries),
     )
     .context("installing the example policy bundles")?;
+    // Bundles are written as `policy sign` writes them anywhere (under the
+    // umask); inside the private `policies/` they are made private too.
+    crate::storage::restrict_tree(&dir.join("policies"))
+        .with_context(|| format!("restricting {}", dir.join("policies").display()))?;
 
     let broker = BrokerConfig {
         federation: fed.to_string(),
@@ -513,21 +527,25 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mut secrets = 0;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let (mut secrets, mut files, mut dirs) = (0, 0, 0);
+            assert_eq!(mode(&fed.dir), 0o700);
             let mut stack = vec![fed.dir.clone()];
             while let Some(d) = stack.pop() {
                 for e in std::fs::read_dir(d).unwrap() {
                     let p = e.unwrap().path();
                     if p.is_dir() {
+                        dirs += 1;
+                        assert_eq!(mode(&p), 0o700, "{}", p.display());
                         stack.push(p);
-                    } else if p.extension().is_some_and(|x| x == "key") {
-                        secrets += 1;
-                        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-                        assert_eq!(mode, 0o600, "{}", p.display());
+                    } else {
+                        files += 1;
+                        secrets += usize::from(p.extension().is_some_and(|x| x == "key"));
+                        assert_eq!(mode(&p), 0o600, "{}", p.display());
                     }
                 }
             }
-            assert!(secrets > 10);
+            assert!(secrets > 10 && files > secrets && dirs > 10);
         }
         assert!(init(&opts).is_err(), "must not overwrite a federation");
     }

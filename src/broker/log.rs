@@ -87,6 +87,11 @@ impl TransparencyLog {
 
     /// Signs a checkpoint of the whole log if it grew since the last one.
     /// Returns the new size.
+    ///
+    /// The store counts only entries on disk, so the checkpoint signs
+    /// nothing a crash could take back, and serves it only once it is on
+    /// disk itself: a witness never holds a checkpoint the restarted broker
+    /// could contradict at the same size.
     pub async fn checkpoint(&self, store: &dyn BrokerStore) -> Result<Option<u64>, LogError> {
         let size = store.audit_len()?;
         let last = store.latest_checkpoint()?.map(|(s, _)| s);

@@ -91,7 +91,21 @@ impl BrokerState {
     /// a change and a refused set are both audit events, and a refused set
     /// leaves the one in force.
     pub async fn reload_policies(&self) -> anyhow::Result<Reload> {
-        let outcome = self.policies.reload(&self.directory());
+        let directory = self.directory();
+        let version = directory.version_info();
+        let outcome = self
+            .policies
+            .reload(&directory, |bundles| async move {
+                let in_force = crate::in_force::InForce {
+                    directory: Some(version),
+                    bundles,
+                };
+                self.store
+                    .put_in_force(&in_force)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
         let detail = match &outcome {
             Reload::Unchanged | Reload::Refused { first: false, .. } => return Ok(outcome),
             Reload::Replaced {
@@ -175,10 +189,12 @@ impl Broker {
         let tls = ServerTls::new(&identity, &root, None, &cfg.federation)?;
         let key = crate::directory::load_public_key(&cfg.directory_key)?;
         let directory = crate::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        let policies = LivePolicies::load(&cfg.policies, &directory, key)
-            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let in_force = store.in_force()?;
+        in_force.check_directory(&directory, &cfg.directory)?;
+        let policies = LivePolicies::load(&cfg.policies, &directory, key, &in_force.bundles)
+            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let log =
             log::TransparencyLog::new(crate::keys::SigningKey::load(&cfg.log_key)?, &directory)
                 .with_context(|| format!("{}", cfg.log_key.display()))?;
@@ -208,6 +224,14 @@ impl Broker {
     pub async fn record_state(&self) -> anyhow::Result<()> {
         let state = &self.state;
         let dir = state.directory();
+        // What is in force now is the floor for every later start.
+        state
+            .store
+            .put_in_force(&crate::in_force::InForce {
+                directory: Some(dir.version_info()),
+                bundles: state.policies.in_force(),
+            })
+            .await?;
         let event = v1::AuditEvent {
             at_ms: state.now_ms(),
             event: Some(v1::audit_event::Event::DirectoryChanged(
@@ -310,6 +334,7 @@ impl Broker {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         tracing::info!(?addr, "broker serving");
+        let fatal = Arc::new(Mutex::new(None::<String>));
         crate::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
@@ -323,9 +348,17 @@ impl Broker {
             )
             .serve_with_incoming_shutdown(self.tls.incoming(listener), {
                 let state = self.state.clone();
+                let fatal = fatal.clone();
                 async move {
-                    shutdown.await;
-                    tracing::info!("broker shutting down");
+                    tokio::select! {
+                        _ = shutdown => tracing::info!("broker shutting down"),
+                        // Nothing can be acknowledged any more: stop rather
+                        // than answer every caller with an error.
+                        reason = state.store.failed() => {
+                            tracing::error!(%reason, "broker stopping");
+                            *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                        }
+                    }
                     state.stopping.send_replace(true);
                 }
             })
@@ -333,6 +366,9 @@ impl Broker {
         self.state.stopping.send_replace(true);
         let _ = reloader.await;
         let _ = checkpointer.await;
+        if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("broker stopped: {reason}");
+        }
         tracing::info!("broker stopped");
         Ok(())
     }

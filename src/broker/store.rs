@@ -4,16 +4,20 @@
 //!
 //! [`SledStore`] is the embedded default. Each operation applies its changes
 //! in one sled transaction, then waits for a group-commit flush: when a
-//! method returns Ok, its changes are on disk.
+//! method returns Ok, its changes are on disk. Readers see the log, the
+//! queues and the checkpoints only as far as they are on disk, so nothing is
+//! served that a crash could take back.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message as _;
 
 use crate::ids::{AgencyId, Country, EnvelopeId};
+use crate::in_force::InForce;
 use crate::merkle;
 use crate::proto::v1;
-use crate::storage::{GroupCommit, StorageError, be, read_be};
+use crate::storage::{Flush, GroupCommit, StorageError, be, read_be};
 
 /// An envelope the broker accepted, with everything written for it.
 pub struct Acceptance {
@@ -100,7 +104,8 @@ impl From<sled::Error> for StoreError {
 }
 
 /// The broker's storage. Implementations must make every change durable
-/// before returning Ok.
+/// before returning Ok, and show readers the log, the queues and the
+/// checkpoints only as far as they are durable.
 #[tonic::async_trait]
 pub trait BrokerStore: Send + Sync + 'static {
     /// Atomically records an accepted envelope: its id as seen, its payload,
@@ -125,7 +130,9 @@ pub trait BrokerStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// The queued item `seq` of `node`, if it is still queued.
     fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
-    /// Up to `limit` queued items for `node` with seq > `after`.
+    /// Up to `limit` queued items for `node` with seq > `after`, only those
+    /// whose write is on disk: an envelope is never delivered before the
+    /// Submit that queued it is durable.
     fn pending(
         &self,
         node: Country,
@@ -144,7 +151,8 @@ pub trait BrokerStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     /// Removes a relayed receipt from `node`'s queue.
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
-    /// Number of audit events.
+    /// Number of audit events on disk; entries still being flushed are not
+    /// counted, so no checkpoint or reader goes beyond what a crash keeps.
     fn audit_len(&self) -> Result<u64, StoreError>;
     /// Audit events with index in `[from, to)`.
     fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError>;
@@ -169,9 +177,10 @@ pub trait BrokerStore: Send + Sync + 'static {
     fn leaf_hash(&self, index: u64) -> Result<Option<merkle::Hash>, StoreError>;
     /// Stores a signed checkpoint (C2SP note bytes) for its tree size.
     async fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<(), StoreError>;
-    /// The latest stored checkpoint: (size, signed note bytes).
+    /// The latest checkpoint on disk: (size, signed note bytes). A
+    /// checkpoint whose flush has not returned is never served.
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
-    /// The stored checkpoint of exactly `size` entries.
+    /// The checkpoint on disk of exactly `size` entries.
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a witness's cosignature line for the checkpoint of `size`.
     async fn put_cosignature(
@@ -184,6 +193,15 @@ pub trait BrokerStore: Send + Sync + 'static {
     fn cosignatures(&self, size: u64) -> Result<Vec<String>, StoreError>;
     /// Forgets seen ids created before `before_ms` (outside the replay window).
     async fn prune_seen(&self, before_ms: i64) -> Result<usize, StoreError>;
+    /// The directory and policy bundle versions recorded as in force.
+    fn in_force(&self) -> Result<InForce, StoreError>;
+    /// Records the directory and policy bundle versions in force.
+    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StoreError>;
+    /// Resolves, with the reason, once a flush has failed and the store can
+    /// acknowledge nothing more; the broker then stops. Never otherwise.
+    async fn failed(&self) -> String {
+        std::future::pending().await
+    }
 }
 
 const META_AUDIT_NEXT: &[u8] = b"audit_next";
@@ -225,14 +243,47 @@ pub struct SledStore {
     // Serialises transactions so audit indices and queue sequence numbers
     // are handed out in commit order; the flush happens outside it.
     writer: Mutex<()>,
+    durable: Durable,
+}
+
+/// How far the log, the queues and the checkpoints are known to be on disk:
+/// audit entries and queue items below these counters, and the checkpoint
+/// of this size (0: none).
+struct Durable {
+    audit: AtomicU64,
+    mail: AtomicU64,
+    checkpoint: AtomicU64,
 }
 
 impl SledStore {
     pub fn open(dir: &std::path::Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with(dir, |db| std::sync::Arc::new(db))
+    }
+
+    /// Opens the store with `flush` in place of sled's own flush (it is
+    /// given the database to wrap), for tests that make flushes fail or wait.
+    pub fn open_with(
+        dir: &std::path::Path,
+        flush: impl FnOnce(sled::Db) -> std::sync::Arc<dyn Flush>,
+    ) -> Result<SledStore, StoreError> {
         let db = crate::storage::open_db(dir)?;
+        let meta = db.open_tree("meta")?;
+        let checkpoints = db.open_tree("checkpoints")?;
+        // Everything found at open is on disk.
+        let counter = |k: &[u8]| -> Result<u64, StoreError> {
+            Ok(meta.get(k)?.and_then(|v| read_be(&v)).unwrap_or(0))
+        };
+        let durable = Durable {
+            audit: AtomicU64::new(counter(META_AUDIT_NEXT)?),
+            mail: AtomicU64::new(counter(META_MAIL_NEXT)?),
+            checkpoint: AtomicU64::new(match checkpoints.last()? {
+                Some((k, _)) => read_be(&k).ok_or_else(|| corrupt("checkpoints", "key"))?,
+                None => 0,
+            }),
+        };
         Ok(SledStore {
             audit: db.open_tree("audit")?,
-            meta: db.open_tree("meta")?,
+            meta,
             seen: db.open_tree("seen")?,
             payload: db.open_tree("payload")?,
             mail: db.open_tree("mail")?,
@@ -240,12 +291,31 @@ impl SledStore {
             grants: db.open_tree("grants")?,
             delivered: db.open_tree("delivered")?,
             nodes: db.open_tree("merkle_nodes")?,
-            checkpoints: db.open_tree("checkpoints")?,
+            checkpoints,
             cosignatures: db.open_tree("cosignatures")?,
-            commit: GroupCommit::start(db.clone()),
+            commit: GroupCommit::start(flush(db.clone()), dir.display().to_string()),
             db,
             writer: Mutex::new(()),
+            durable,
         })
+    }
+
+    /// Waits until everything applied so far is on disk, then lets readers
+    /// see it.
+    async fn sync(&self) -> Result<(), StoreError> {
+        // Under the writer lock, the counters are those of whole
+        // transactions, every one of them applied before the flush starts.
+        let (audit, mail) = {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let counter = |k: &[u8]| -> Result<u64, StoreError> {
+                Ok(self.meta.get(k)?.and_then(|v| read_be(&v)).unwrap_or(0))
+            };
+            (counter(META_AUDIT_NEXT)?, counter(META_MAIL_NEXT)?)
+        };
+        self.commit.commit().await?;
+        self.durable.audit.fetch_max(audit, Ordering::SeqCst);
+        self.durable.mail.fetch_max(mail, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The underlying database, for tests that corrupt it on purpose.
@@ -293,8 +363,13 @@ impl SledStore {
             )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
-                sled::transaction::TransactionError::Storage(e) => e.into(),
+                sled::transaction::TransactionError::Storage(e) => self.stop_on_io(e),
             })
+    }
+
+    /// A sled I/O error stops the store (see [`GroupCommit::stop_on_io`]).
+    fn stop_on_io(&self, e: sled::Error) -> StoreError {
+        StoreError::Storage(self.commit.stop_on_io(e.into()))
     }
 }
 
@@ -479,13 +554,13 @@ impl BrokerStore for SledStore {
             t.accepted.insert(a.id.as_bytes().as_slice(), kept)?;
             Ok(index)
         })?;
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(index)
     }
 
     async fn append(&self, event: v1::AuditEvent) -> Result<u64, StoreError> {
         let index = self.write(|t| t.append(&event))?;
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(index)
     }
 
@@ -536,7 +611,11 @@ impl BrokerStore for SledStore {
         limit: usize,
     ) -> Result<Vec<(u64, MailItem)>, StoreError> {
         let start = mail_key(node, after.map_or(0, |a| a.saturating_add(1)));
-        let end = mail_key(node, u64::MAX);
+        let durable = self.durable.mail.load(Ordering::SeqCst);
+        let Some(last) = durable.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let end = mail_key(node, last);
         let mut out = Vec::new();
         for kv in self.mail.range(start..=end) {
             let (k, v) = kv?;
@@ -622,7 +701,7 @@ impl BrokerStore for SledStore {
             }
             Ok(first.unwrap_or(0))
         })?;
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(index)
     }
 
@@ -636,19 +715,16 @@ impl BrokerStore for SledStore {
             Some(_) => abort(StoreError::ReceiptRequired { node, seq }),
             None => abort(StoreError::NoSuchItem { node, seq }),
         })?;
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(())
     }
 
     fn audit_len(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
-            .get(META_AUDIT_NEXT)?
-            .and_then(|v| read_be(&v))
-            .unwrap_or(0))
+        Ok(self.durable.audit.load(Ordering::SeqCst))
     }
 
     fn audit_range(&self, from: u64, to: u64) -> Result<Vec<v1::AuditEvent>, StoreError> {
+        let to = to.min(self.durable.audit.load(Ordering::SeqCst));
         let mut out = Vec::new();
         for kv in self.audit.range(be(from)..be(to)) {
             let (_, v) = kv?;
@@ -673,11 +749,12 @@ impl BrokerStore for SledStore {
             t.meta.insert(key, digest.as_slice())?;
             t.append(&event).map(Some)
         })?;
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(index)
     }
 
     fn leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let to = to.min(self.durable.audit.load(Ordering::SeqCst));
         let mut out = Vec::new();
         for (expected, kv) in (from..).zip(self.audit.range(be(from)..be(to))) {
             let (k, v) = kv?;
@@ -711,22 +788,34 @@ impl BrokerStore for SledStore {
     }
 
     async fn put_checkpoint(&self, size: u64, note: Vec<u8>) -> Result<(), StoreError> {
-        self.checkpoints.insert(be(size), note)?;
-        self.commit.commit().await?;
+        self.checkpoints
+            .insert(be(size), note)
+            .map_err(|e| self.stop_on_io(e))?;
+        self.sync().await?;
+        // Served from now on, never before it is on disk: a checkpoint a
+        // crash could take back would show witnesses a fork.
+        self.durable.checkpoint.fetch_max(size, Ordering::SeqCst);
         Ok(())
     }
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        match self.checkpoints.last()? {
-            Some((k, v)) => {
-                let size = read_be(&k).ok_or_else(|| corrupt("checkpoints", "key"))?;
-                Ok(Some((size, v.to_vec())))
-            }
-            None => Ok(None),
+        let size = self.durable.checkpoint.load(Ordering::SeqCst);
+        if size == 0 {
+            return Ok(None);
+        }
+        match self.checkpoints.get(be(size))? {
+            Some(v) => Ok(Some((size, v.to_vec()))),
+            None => Err(corrupt(
+                "checkpoints",
+                format!("the checkpoint of size {size} is missing"),
+            )),
         }
     }
 
     fn checkpoint(&self, size: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if size > self.durable.checkpoint.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         Ok(self.checkpoints.get(be(size))?.map(|v| v.to_vec()))
     }
 
@@ -738,8 +827,10 @@ impl BrokerStore for SledStore {
     ) -> Result<(), StoreError> {
         let mut k = be(size).to_vec();
         k.extend_from_slice(witness.as_str().as_bytes());
-        self.cosignatures.insert(k, line.into_bytes())?;
-        self.commit.commit().await?;
+        self.cosignatures
+            .insert(k, line.into_bytes())
+            .map_err(|e| self.stop_on_io(e))?;
+        self.sync().await?;
         Ok(())
     }
 
@@ -764,12 +855,38 @@ impl BrokerStore for SledStore {
                 .map(i64::from_be_bytes)
                 .unwrap_or(i64::MIN);
             if created < before_ms {
-                self.seen.remove(k)?;
+                self.seen.remove(k).map_err(|e| self.stop_on_io(e))?;
                 n += 1;
             }
         }
-        self.commit.commit().await?;
+        self.sync().await?;
         Ok(n)
+    }
+
+    fn in_force(&self) -> Result<InForce, StoreError> {
+        let mut entries = Vec::new();
+        for kv in self.meta.scan_prefix(crate::in_force::PREFIX) {
+            let (k, v) = kv?;
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        InForce::from_entries(entries).map_err(|e| corrupt("meta", e))
+    }
+
+    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StoreError> {
+        let entries = in_force.entries();
+        self.write(|t| {
+            for (k, v) in &entries {
+                if crate::in_force::raises(t.meta.get(k)?.as_deref(), v) {
+                    t.meta.insert(k.as_slice(), v.as_slice())?;
+                }
+            }
+            Ok(())
+        })?;
+        self.sync().await
+    }
+
+    async fn failed(&self) -> String {
+        self.commit.failed().await
     }
 }
 
@@ -799,6 +916,162 @@ mod tests {
                 },
             )),
         }
+    }
+
+    /// A flush that tells when it starts, then waits for a permit before
+    /// flushing for real, or fails when told to.
+    struct GatedFlush {
+        db: sled::Db,
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: tokio::sync::Semaphore,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flush for GatedFlush {
+        fn make_durable(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
+        {
+            Box::pin(async move {
+                let _ = self.started.send(());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .forget();
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err("No space left on device (os error 28)".into());
+                }
+                Flush::make_durable(&self.db).await
+            })
+        }
+    }
+
+    fn gated(
+        dir: &std::path::Path,
+    ) -> (
+        std::sync::Arc<SledStore>,
+        std::sync::Arc<GatedFlush>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut flush = None;
+        let store = SledStore::open_with(dir, |db| {
+            let f = std::sync::Arc::new(GatedFlush {
+                db,
+                started: tx,
+                gate: tokio::sync::Semaphore::new(0),
+                fail: Default::default(),
+            });
+            flush = Some(f.clone());
+            f
+        })
+        .unwrap();
+        (std::sync::Arc::new(store), flush.unwrap(), rx)
+    }
+
+    fn acceptance(to: &str) -> Acceptance {
+        Acceptance {
+            id: EnvelopeId::generate(),
+            created_at_ms: 0,
+            sender_node: "HR".parse().unwrap(),
+            envelope: v1::Envelope {
+                header: b"header".to_vec(),
+                ..Default::default()
+            },
+            recipient_nodes: vec![to.parse().unwrap()],
+            event: refusal(100),
+            summary: v1::EnvelopeSummary::default(),
+            grants: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_in_the_log_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        let s = store.clone();
+        let append = tokio::spawn(async move { s.append(refusal(0)).await });
+        started.recv().await.unwrap();
+        // Applied, not yet flushed: no reader and no checkpoint sees it.
+        assert_eq!(store.audit_len().unwrap(), 0);
+        assert!(store.leaves(0, 10).unwrap().is_empty());
+        assert!(store.audit_range(0, 10).unwrap().is_empty());
+        flush.gate.add_permits(1);
+        assert_eq!(append.await.unwrap().unwrap(), 0);
+        assert_eq!(store.audit_len().unwrap(), 1);
+        assert_eq!(store.leaves(0, 10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_queued_envelope_is_delivered_only_once_its_submit_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        let ba: Country = "BA".parse().unwrap();
+        let s = store.clone();
+        let accept = tokio::spawn(async move { s.accept(acceptance("BA")).await });
+        started.recv().await.unwrap();
+        assert!(store.pending(ba, None, 10).unwrap().is_empty());
+        assert!(store.queued(ba, 0).unwrap().is_none());
+        flush.gate.add_permits(1);
+        assert_eq!(accept.await.unwrap().unwrap(), 0);
+        assert_eq!(store.pending(ba, None, 10).unwrap().len(), 1);
+        assert!(store.queued(ba, 0).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_served_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        flush.gate.add_permits(1);
+        store.append(refusal(0)).await.unwrap();
+        started.recv().await.unwrap();
+        let s = store.clone();
+        let put = tokio::spawn(async move { s.put_checkpoint(1, b"note of 1".to_vec()).await });
+        started.recv().await.unwrap();
+        assert_eq!(store.latest_checkpoint().unwrap(), None);
+        assert_eq!(store.checkpoint(1).unwrap(), None);
+        flush.gate.add_permits(1);
+        put.await.unwrap().unwrap();
+        assert_eq!(
+            store.latest_checkpoint().unwrap(),
+            Some((1, b"note of 1".to_vec()))
+        );
+        assert_eq!(store.checkpoint(1).unwrap(), Some(b"note of 1".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_is_fatal_and_what_it_covered_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, flush, mut started) = gated(dir.path());
+        let ba: Country = "BA".parse().unwrap();
+        flush.gate.add_permits(1);
+        store.append(refusal(0)).await.unwrap();
+        started.recv().await.unwrap();
+
+        flush.fail.store(true, Ordering::SeqCst);
+        flush.gate.add_permits(1);
+        let err = store.accept(acceptance("BA")).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("failed: No space left on device (os error 28); stopping"),
+            "{err}"
+        );
+        let reason = store.failed().await;
+        assert!(reason.starts_with(&format!("flush of {} failed", dir.path().display())));
+        assert_eq!(
+            store.audit_len().unwrap(),
+            1,
+            "the unflushed entry is not served"
+        );
+        assert!(store.pending(ba, None, 10).unwrap().is_empty());
+
+        // Nothing is acknowledged any more, even if the disk came back.
+        flush.fail.store(false, Ordering::SeqCst);
+        flush.gate.add_permits(10);
+        assert!(store.append(refusal(1)).await.is_err());
+        assert!(store.put_checkpoint(1, b"note".to_vec()).await.is_err());
+        assert_eq!(store.latest_checkpoint().unwrap(), None);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -75,8 +75,23 @@ impl NodeState {
     }
 
     /// Reads the policy bundles again; a refused set leaves the one in force.
-    pub fn reload_policies(&self) -> crate::policy::Reload {
-        let outcome = self.policies.reload(&self.directory());
+    /// A new set takes effect once its versions are recorded in the store.
+    pub async fn reload_policies(&self) -> crate::policy::Reload {
+        let directory = self.directory();
+        let version = directory.version_info();
+        let outcome = self
+            .policies
+            .reload(&directory, |bundles| async move {
+                let in_force = crate::in_force::InForce {
+                    directory: Some(version),
+                    bundles,
+                };
+                self.store
+                    .put_in_force(&in_force)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
         match &outcome {
             crate::policy::Reload::Replaced { bundles, .. } => {
                 tracing::info!(node = %self.country, %bundles, "new policy set in force");
@@ -170,10 +185,13 @@ impl Node {
             ),
             None => anyhow::bail!("node {} is not in the directory", cfg.country),
         }
-        let policies = crate::policy::LivePolicies::load(&cfg.policies, &directory, key)
-            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let store = NodeStore::open(&cfg.data_dir)
             .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
+        let in_force = store.in_force()?;
+        in_force.check_directory(&directory, &cfg.directory)?;
+        let policies =
+            crate::policy::LivePolicies::load(&cfg.policies, &directory, key, &in_force.bundles)
+                .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
         let state = NodeState {
             country: cfg.country,
@@ -209,6 +227,14 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        // What is in force now is the floor for every later start.
+        self.state
+            .store
+            .put_in_force(&crate::in_force::InForce {
+                directory: Some(self.state.directory().version_info()),
+                bundles: self.state.policies.in_force(),
+            })
+            .await?;
         let channel = self.client_tls.channel(&self.broker, Role::Broker)?;
         let client = v1::exchange_client::ExchangeClient::new(channel)
             .max_decoding_message_size(1 << 30)
@@ -283,7 +309,7 @@ impl Node {
                         _ = tick.tick() => {}
                         _ = stopping.wait_for(|s| *s) => return,
                     }
-                    state.reload_policies();
+                    state.reload_policies().await;
                 }
             })
         };
@@ -306,13 +332,22 @@ impl Node {
         .max_encoding_message_size(max);
         tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
         let state = self.state.clone();
+        let fatal = Arc::new(Mutex::new(None::<String>));
+        let stop_reason = fatal.clone();
         let result = crate::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)
             .serve_with_incoming_shutdown(self.server_tls.incoming(listener), async move {
-                shutdown.await;
-                tracing::info!(node = %state.country, "node shutting down");
+                tokio::select! {
+                    _ = shutdown => tracing::info!(node = %state.country, "node shutting down"),
+                    // Nothing can be acknowledged any more: stop rather than
+                    // answer every caller with an error.
+                    reason = state.store.failed() => {
+                        tracing::error!(node = %state.country, %reason, "node stopping");
+                        *stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    }
+                }
                 state.stopping.send_replace(true);
             })
             .await;
@@ -323,6 +358,9 @@ impl Node {
         let _ = reloader.await;
         let _ = witness.await;
         let _ = reporter.await;
+        if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("node {} stopped: {reason}", self.state.country);
+        }
         tracing::info!(node = %self.state.country, "node stopped");
         Ok(result?)
     }

@@ -13,8 +13,9 @@ use prost::Message as _;
 use sled::Transactional as _;
 
 use crate::ids::{AgencyId, EnvelopeId};
+use crate::in_force::InForce;
 use crate::proto::v1;
-use crate::storage::{GroupCommit, StorageError};
+use crate::storage::{Flush, GroupCommit, StorageError};
 
 pub struct NodeStore {
     inbox: sled::Tree,
@@ -24,18 +25,16 @@ pub struct NodeStore {
     sent_headers: sled::Tree,
     purged: sled::Tree,
     witness: sled::Tree,
+    meta: sled::Tree,
     commit: GroupCommit,
     writer: Mutex<()>,
+    /// Envelopes put in the outbox whose flush has not returned: not
+    /// submitted until it has, so the broker never holds a record a crash
+    /// could take from the sending node.
+    unflushed: Mutex<std::collections::HashSet<EnvelopeId>>,
 }
 
 type TxError = sled::transaction::TransactionError<StorageError>;
-
-fn tx_err(e: TxError) -> StorageError {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => e.into(),
-    }
-}
 
 fn corrupt(tree: &'static str, e: impl ToString) -> StorageError {
     StorageError::Corrupt {
@@ -71,6 +70,15 @@ fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
 
 impl NodeStore {
     pub fn open(dir: &std::path::Path) -> Result<NodeStore, StorageError> {
+        NodeStore::open_with(dir, |db| std::sync::Arc::new(db))
+    }
+
+    /// Opens the store with `flush` in place of sled's own flush (it is
+    /// given the database to wrap), for tests that make flushes fail.
+    pub fn open_with(
+        dir: &std::path::Path,
+        flush: impl FnOnce(sled::Db) -> std::sync::Arc<dyn Flush>,
+    ) -> Result<NodeStore, StorageError> {
         let db = crate::storage::open_db(dir)?;
         Ok(NodeStore {
             inbox: db.open_tree("inbox")?,
@@ -80,13 +88,62 @@ impl NodeStore {
             sent_headers: db.open_tree("sent_headers")?,
             purged: db.open_tree("purged")?,
             witness: db.open_tree("witness")?,
-            commit: GroupCommit::start(db),
+            meta: db.open_tree("meta")?,
+            commit: GroupCommit::start(flush(db), dir.display().to_string()),
             writer: Mutex::new(()),
+            unflushed: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tx_err(&self, e: TxError) -> StorageError {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => self.stop_on_io(e),
+        }
+    }
+
+    /// A sled I/O error stops the store (see [`GroupCommit::stop_on_io`]).
+    fn stop_on_io(&self, e: sled::Error) -> StorageError {
+        self.commit.stop_on_io(e.into())
+    }
+
+    /// Resolves, with the reason, once a flush has failed and the store can
+    /// acknowledge nothing more; the node then stops. Never otherwise.
+    pub async fn failed(&self) -> String {
+        self.commit.failed().await
+    }
+
+    /// The directory and policy bundle versions recorded as in force.
+    pub fn in_force(&self) -> Result<InForce, StorageError> {
+        let mut entries = Vec::new();
+        for kv in self.meta.scan_prefix(crate::in_force::PREFIX) {
+            let (k, v) = kv?;
+            entries.push((k.to_vec(), v.to_vec()));
+        }
+        InForce::from_entries(entries).map_err(|e| corrupt("meta", e))
+    }
+
+    /// Records the directory and policy bundle versions in force.
+    pub async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
+        let entries = in_force.entries();
+        {
+            let _g = self.lock();
+            self.meta
+                .transaction(|meta| {
+                    for (k, v) in &entries {
+                        if crate::in_force::raises(meta.get(k)?.as_deref(), v) {
+                            meta.insert(k.as_slice(), v.as_slice())?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e| self.tx_err(e))?;
+        }
+        self.commit.commit().await
     }
 
     /// Records a sealed envelope as sent (queued), with the hash of its
@@ -98,6 +155,8 @@ impl NodeStore {
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
         let header_sha256 = crate::envelope::sha256(&env.header);
+        let unflushed = || self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
+        unflushed().insert(*id);
         {
             let _g = self.lock();
             (&self.outbox, &self.sent, &self.sent_headers)
@@ -107,17 +166,27 @@ impl NodeStore {
                     sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
-        self.commit.commit().await
+        self.commit.commit().await?;
+        unflushed().remove(id);
+        Ok(())
     }
 
-    /// Envelopes waiting for the broker, oldest first.
+    /// Envelopes waiting for the broker, oldest first; only those on disk.
     pub fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
+        let unflushed = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = Vec::new();
         for kv in self.outbox.iter() {
             let (k, v) = kv?;
             let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+            if unflushed.contains(&id) {
+                continue;
+            }
             out.push((
                 id,
                 v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
@@ -148,7 +217,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await
     }
@@ -180,7 +249,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await
     }
@@ -198,7 +267,9 @@ impl NodeStore {
                     let mut s =
                         v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
                     update(&mut s);
-                    self.sent.insert(id.as_bytes(), s.encode_to_vec())?;
+                    self.sent
+                        .insert(id.as_bytes(), s.encode_to_vec())
+                        .map_err(|e| self.stop_on_io(e))?;
                     true
                 }
                 None => false,
@@ -272,7 +343,7 @@ impl NodeStore {
                     received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
                     Ok(None)
                 })
-                .map_err(tx_err)?
+                .map_err(|e| self.tx_err(e))?
         };
         self.commit.commit().await?;
         match earlier {
@@ -349,7 +420,7 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(tx_err)?;
+                .map_err(|e| self.tx_err(e))?;
         }
         self.commit.commit().await?;
         let mut ids: Vec<EnvelopeId> = expired.into_iter().map(|(_, id)| id).collect();
@@ -372,7 +443,9 @@ impl NodeStore {
     /// Forgets purged ids once the broker has logged them.
     pub async fn purges_reported(&self, ids: &[EnvelopeId]) -> Result<(), StorageError> {
         for id in ids {
-            self.purged.remove(id.as_bytes())?;
+            self.purged
+                .remove(id.as_bytes())
+                .map_err(|e| self.stop_on_io(e))?;
         }
         self.commit.commit().await
     }
@@ -384,7 +457,9 @@ impl NodeStore {
 
     /// Records a checkpoint as accepted.
     pub async fn accept_checkpoint(&self, note: &[u8]) -> Result<(), StorageError> {
-        self.witness.insert(b"accepted", note)?;
+        self.witness
+            .insert(b"accepted", note)
+            .map_err(|e| self.stop_on_io(e))?;
         self.commit.commit().await
     }
 
@@ -398,7 +473,9 @@ impl NodeStore {
             k.extend_from_slice(&at_ms.to_be_bytes());
             let same_ms = self.witness.scan_prefix(&k).count() as u64;
             k.extend_from_slice(&same_ms.to_be_bytes());
-            self.witness.insert(k, evidence.as_bytes())?;
+            self.witness
+                .insert(k, evidence.as_bytes())
+                .map_err(|e| self.stop_on_io(e))?;
         }
         self.commit.commit().await
     }
@@ -477,5 +554,66 @@ mod tests {
         store.record_evidence(7, "second").await.unwrap();
         store.record_evidence(6, "earlier").await.unwrap();
         assert_eq!(store.evidence().unwrap(), ["earlier", "first", "second"]);
+    }
+
+    /// A flush that tells when it starts, then waits for a permit.
+    struct GatedFlush {
+        db: sled::Db,
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Flush for GatedFlush {
+        fn make_durable(
+            &self,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
+        {
+            Box::pin(async move {
+                let _ = self.started.send(());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .forget();
+                Flush::make_durable(&self.db).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_envelope_leaves_the_outbox_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let mut gate = None;
+        let store = std::sync::Arc::new(
+            NodeStore::open_with(dir.path(), |db| {
+                let f = std::sync::Arc::new(GatedFlush {
+                    db,
+                    started: tx,
+                    gate: tokio::sync::Semaphore::new(0),
+                });
+                gate = Some(f.clone());
+                f
+            })
+            .unwrap(),
+        );
+        let gate = gate.unwrap();
+        let id = EnvelopeId::generate();
+        let s = store.clone();
+        let enqueue = tokio::spawn(async move {
+            s.enqueue(&id, &v1::Envelope::default(), &v1::SendStatus::default())
+                .await
+        });
+        started.recv().await.unwrap();
+        assert!(store.outbox().unwrap().is_empty(), "not yet on disk");
+        gate.gate.add_permits(1);
+        enqueue.await.unwrap().unwrap();
+        let ids: Vec<EnvelopeId> = store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ids, vec![id]);
     }
 }

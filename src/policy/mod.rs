@@ -417,28 +417,7 @@ impl Policies {
     /// back to an older version, or changes a bundle's content without
     /// raising its version. Bundles may be added and removed.
     pub fn check_successor(&self, next: &Policies) -> Result<(), PolicyError> {
-        let current: BTreeMap<Owner, BundleInfo> = self
-            .bundles()
-            .into_iter()
-            .map(|b| (b.owner.clone(), b))
-            .collect();
-        for b in next.bundles() {
-            if let Some(old) = current.get(&b.owner) {
-                if b.version < old.version {
-                    return Err(PolicyError::Rollback(format!(
-                        "bundle {} version {} is older than the version in force ({})",
-                        b.owner, b.version, old.version
-                    )));
-                }
-                if b.version == old.version && b.digest != old.digest {
-                    return Err(PolicyError::Rollback(format!(
-                        "bundle {} changed without a new version (still {})",
-                        b.owner, b.version
-                    )));
-                }
-            }
-        }
-        Ok(())
+        check_versions(&self.bundles(), &next.bundles(), None)
     }
 
     /// Decides on one transfer: per recipient, the framework, the sender's
@@ -446,6 +425,62 @@ impl Policies {
     pub fn decide(&self, transfer: &Transfer) -> Decision {
         decide::decide(self, transfer)
     }
+}
+
+/// Refuses `next` bundles that go back from the versions `in_force` (an
+/// older version, or the same version with other content). A bundle of
+/// `next` found in `dir` is named by its `bundle.toml` there. The one rule
+/// for live reloads and for starts against the versions a store recorded.
+pub fn check_versions(
+    in_force: &[BundleInfo],
+    next: &[BundleInfo],
+    dir: Option<&Path>,
+) -> Result<(), PolicyError> {
+    let current: BTreeMap<&Owner, &BundleInfo> = in_force.iter().map(|b| (&b.owner, b)).collect();
+    for b in next {
+        let Some(old) = current.get(&b.owner) else {
+            continue;
+        };
+        let file = dir
+            .map(|d| {
+                format!(
+                    "{}: ",
+                    d.join(b.owner.relative_dir()).join("bundle.toml").display()
+                )
+            })
+            .unwrap_or_default();
+        if b.version < old.version {
+            return Err(PolicyError::Rollback(format!(
+                "{file}bundle {} version {} is older than the version in force ({})",
+                b.owner, b.version, old.version
+            )));
+        }
+        if b.version == old.version && b.digest != old.digest {
+            return Err(PolicyError::Rollback(format!(
+                "{file}bundle {} changed without a new version (still {})",
+                b.owner, b.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `in_force` with every bundle of `next` that is newer, or new: the floor
+/// no later set may go below.
+pub fn raise_floor(in_force: &[BundleInfo], next: &[BundleInfo]) -> Vec<BundleInfo> {
+    let mut floor: BTreeMap<Owner, BundleInfo> = in_force
+        .iter()
+        .map(|b| (b.owner.clone(), b.clone()))
+        .collect();
+    for b in next {
+        match floor.get(&b.owner) {
+            Some(old) if old.version >= b.version => {}
+            _ => {
+                floor.insert(b.owner.clone(), b.clone());
+            }
+        }
+    }
+    floor.into_values().collect()
 }
 
 /// The set hash over `infos` (sorted here by owner).

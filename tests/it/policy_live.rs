@@ -85,7 +85,7 @@ async fn a_new_signed_bundle_takes_effect_without_a_restart() {
     assert_eq!(previous, before);
     assert!(bundles.contains("HR/police v2"), "{bundles}");
     assert!(matches!(
-        fed.node(cc("HR")).unwrap().reload_policies(),
+        fed.node(cc("HR")).unwrap().reload_policies().await,
         Reload::Replaced { .. }
     ));
 
