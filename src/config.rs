@@ -144,6 +144,16 @@ impl NodeLimits {
     }
 }
 
+/// The `[limits]` both daemons share: the envelope size and recipients.
+fn check_limits(
+    file: &str,
+    max_envelope_bytes: usize,
+    max_recipients: usize,
+) -> Result<(), ConfigError> {
+    check_envelope_limit(file, "limits.max_envelope_bytes", max_envelope_bytes)?;
+    check_recipient_limit(file, "limits.max_recipients", max_recipients)
+}
+
 fn check_envelope_limit(file: &str, key: &'static str, max: usize) -> Result<(), ConfigError> {
     if !(1024..=1 << 30).contains(&max) {
         return Err(ConfigError::Invalid {
@@ -424,12 +434,11 @@ impl Resolve for BrokerConfig {
                 ("tls.root", &self.tls.root),
             ],
         )?;
-        check_envelope_limit(
+        check_limits(
             file,
-            "limits.max_envelope_bytes",
             self.limits.max_envelope_bytes,
+            self.limits.max_recipients,
         )?;
-        check_recipient_limit(file, "limits.max_recipients", self.limits.max_recipients)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -477,12 +486,11 @@ impl Resolve for NodeConfig {
                 reason: format!("must be between 1 and retention.max_days ({})", r.max_days),
             });
         }
-        check_envelope_limit(
+        check_limits(
             file,
-            "limits.max_envelope_bytes",
             self.limits.max_envelope_bytes,
+            self.limits.max_recipients,
         )?;
-        check_recipient_limit(file, "limits.max_recipients", self.limits.max_recipients)?;
         Ok(())
     }
 }

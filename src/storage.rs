@@ -319,6 +319,55 @@ pub fn read_be(b: &[u8]) -> Option<u64> {
     b.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// A flush for tests that tells when it starts, then waits for a permit
+/// before flushing for real, or fails when told to: it holds a store between
+/// applying a write and making it durable.
+#[cfg(test)]
+pub(crate) struct GatedFlush {
+    db: sled::Db,
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+    pub(crate) gate: tokio::sync::Semaphore,
+    pub(crate) fail: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl GatedFlush {
+    /// A closed gate over `db`, and the channel that tells each flush start.
+    pub(crate) fn over(
+        db: sled::Db,
+    ) -> (
+        std::sync::Arc<GatedFlush>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let (started, rx) = tokio::sync::mpsc::unbounded_channel();
+        let f = GatedFlush {
+            db,
+            started,
+            gate: tokio::sync::Semaphore::new(0),
+            fail: Default::default(),
+        };
+        (std::sync::Arc::new(f), rx)
+    }
+}
+
+#[cfg(test)]
+impl Flush for GatedFlush {
+    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let _ = self.started.send(());
+            self.gate
+                .acquire()
+                .await
+                .map_err(|e| e.to_string())?
+                .forget();
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("No space left on device (os error 28)".into());
+            }
+            Flush::make_durable(&self.db).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

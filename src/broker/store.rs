@@ -893,6 +893,7 @@ impl BrokerStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::GatedFlush;
 
     fn refusal(n: u64) -> v1::AuditEvent {
         v1::AuditEvent {
@@ -918,35 +919,6 @@ mod tests {
         }
     }
 
-    /// A flush that tells when it starts, then waits for a permit before
-    /// flushing for real, or fails when told to.
-    struct GatedFlush {
-        db: sled::Db,
-        started: tokio::sync::mpsc::UnboundedSender<()>,
-        gate: tokio::sync::Semaphore,
-        fail: std::sync::atomic::AtomicBool,
-    }
-
-    impl Flush for GatedFlush {
-        fn make_durable(
-            &self,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
-        {
-            Box::pin(async move {
-                let _ = self.started.send(());
-                self.gate
-                    .acquire()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .forget();
-                if self.fail.load(Ordering::SeqCst) {
-                    return Err("No space left on device (os error 28)".into());
-                }
-                Flush::make_durable(&self.db).await
-            })
-        }
-    }
-
     fn gated(
         dir: &std::path::Path,
     ) -> (
@@ -954,20 +926,15 @@ mod tests {
         std::sync::Arc<GatedFlush>,
         tokio::sync::mpsc::UnboundedReceiver<()>,
     ) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut flush = None;
         let store = SledStore::open_with(dir, |db| {
-            let f = std::sync::Arc::new(GatedFlush {
-                db,
-                started: tx,
-                gate: tokio::sync::Semaphore::new(0),
-                fail: Default::default(),
-            });
-            flush = Some(f.clone());
+            let (f, rx) = GatedFlush::over(db);
+            flush = Some((f.clone(), rx));
             f
         })
         .unwrap();
-        (std::sync::Arc::new(store), flush.unwrap(), rx)
+        let (flush, rx) = flush.unwrap();
+        (std::sync::Arc::new(store), flush, rx)
     }
 
     fn acceptance(to: &str) -> Acceptance {

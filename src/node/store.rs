@@ -545,6 +545,7 @@ impl NodeStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::GatedFlush;
 
     #[tokio::test]
     async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
@@ -556,48 +557,19 @@ mod tests {
         assert_eq!(store.evidence().unwrap(), ["earlier", "first", "second"]);
     }
 
-    /// A flush that tells when it starts, then waits for a permit.
-    struct GatedFlush {
-        db: sled::Db,
-        started: tokio::sync::mpsc::UnboundedSender<()>,
-        gate: tokio::sync::Semaphore,
-    }
-
-    impl Flush for GatedFlush {
-        fn make_durable(
-            &self,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>
-        {
-            Box::pin(async move {
-                let _ = self.started.send(());
-                self.gate
-                    .acquire()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .forget();
-                Flush::make_durable(&self.db).await
-            })
-        }
-    }
-
     #[tokio::test]
     async fn an_envelope_leaves_the_outbox_only_once_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        let mut gate = None;
+        let mut gated = None;
         let store = std::sync::Arc::new(
             NodeStore::open_with(dir.path(), |db| {
-                let f = std::sync::Arc::new(GatedFlush {
-                    db,
-                    started: tx,
-                    gate: tokio::sync::Semaphore::new(0),
-                });
-                gate = Some(f.clone());
+                let (f, started) = GatedFlush::over(db);
+                gated = Some((f.clone(), started));
                 f
             })
             .unwrap(),
         );
-        let gate = gate.unwrap();
+        let (gate, mut started) = gated.unwrap();
         let id = EnvelopeId::generate();
         let s = store.clone();
         let enqueue = tokio::spawn(async move {

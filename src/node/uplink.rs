@@ -122,13 +122,7 @@ async fn submit_one(
                 (SubmitOutcome::Accepted { log_index: 0 }, res)
             } else {
                 let msg = status.message().to_string();
-                let res = state
-                    .store
-                    .settle(&id, |s| {
-                        s.state = v1::SendState::Refused as i32;
-                        s.detail = msg.clone();
-                    })
-                    .await;
+                let res = settle_refused(state, &id, &msg).await;
                 tracing::info!(%id, reason = %msg, "broker refused");
                 (SubmitOutcome::Refused(msg), res)
             }
@@ -142,13 +136,7 @@ async fn submit_one(
                 status.code(),
                 crate::bounds::quote(status.message())
             );
-            let res = state
-                .store
-                .settle(&id, |s| {
-                    s.state = v1::SendState::Refused as i32;
-                    s.detail = msg.clone();
-                })
-                .await;
+            let res = settle_refused(state, &id, &msg).await;
             tracing::warn!(%id, reason = %msg, "broker refused without a refusal code");
             (SubmitOutcome::Refused(msg), res)
         }
@@ -169,6 +157,21 @@ async fn submit_one(
     }
     state.resolve_waiter(&id, outcome);
     true
+}
+
+/// Settles a record the broker refused for good, with the reason.
+async fn settle_refused(
+    state: &NodeState,
+    id: &EnvelopeId,
+    reason: &str,
+) -> Result<(), crate::storage::StorageError> {
+    state
+        .store
+        .settle(id, |s| {
+            s.state = v1::SendState::Refused as i32;
+            s.detail = reason.to_string();
+        })
+        .await
 }
 
 /// Whether a failed Submit's status is the broker's answer for good, as
