@@ -225,15 +225,18 @@ fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
             "PEM block is labelled {shown:?}, expected {label:?}"
         ));
     }
-    let begin = format!("{BEGIN}{label}-----");
     let end = format!("-----END {label}-----");
-    let body_start = at + begin.len();
-    let Some(body_len) = text[body_start..].find(&end) else {
+    // After the label: the rest of the begin line's dashes, then the body.
+    let Some(after_begin) = rest
+        .strip_prefix(label)
+        .and_then(|r| r.strip_prefix("-----"))
+    else {
+        return Err(format!("PEM block's BEGIN {label:?} line is cut short"));
+    };
+    let Some(body_len) = after_begin.find(&end) else {
         return Err(format!("PEM block has no {end:?} line (truncated?)"));
     };
-    let body: String = text[body_start..body_start + body_len]
-        .split_whitespace()
-        .collect();
+    let body: String = after_begin[..body_len].split_whitespace().collect();
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(body)
@@ -256,6 +259,21 @@ pub fn to_pem(der: &[u8], label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pem_begin_line_cut_short_is_an_error_not_a_panic() {
+        for text in [
+            "-----BEGIN PRIVATE KEY",
+            "-----BEGIN PRIVATE KEY---",
+            "-----BEGIN PRIVATE KEY-----",
+            "x-----BEGIN PRIVATE KEY-----\nAAAA",
+        ] {
+            let e = pem_or_der(text.as_bytes(), "PRIVATE KEY");
+            assert!(e.is_err(), "{text:?}: {e:?}");
+        }
+        let ok = to_pem(b"key", "PRIVATE KEY");
+        assert_eq!(pem_or_der(ok.as_bytes(), "PRIVATE KEY").unwrap(), b"key");
+    }
 
     #[test]
     fn secrets_are_written_0600_and_open_ones_refused() {
