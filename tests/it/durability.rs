@@ -10,14 +10,6 @@ use v1::audit_event::Event;
 
 use crate::support::*;
 
-fn police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
-}
-
 #[tokio::test]
 async fn records_wait_for_a_node_that_is_down() {
     let mut fed = start(&["BA", "HR"]).await;

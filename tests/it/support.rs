@@ -87,6 +87,15 @@ pub fn labels(
 }
 
 /// Labels for police transfers from an EU member to a non-member.
+/// Police labels for a transfer inside the regional police convention.
+pub fn police() -> v1::Labels {
+    labels(
+        v1::Purpose::InvestigationOther,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H0,
+    )
+}
+
 pub fn police_to_third_country() -> v1::Labels {
     labels(
         v1::Purpose::InvestigationOther,
@@ -261,4 +270,18 @@ pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
 
 pub fn events_of(events: &[v1::AuditEvent]) -> Vec<&v1::audit_event::Event> {
     events.iter().filter_map(|e| e.event.as_ref()).collect()
+}
+
+/// Signs a checkpoint of the broker's log now and returns its size.
+pub async fn checkpoint_now(fed: &Fed) -> u64 {
+    let b = fed.broker().expect("broker running");
+    b.log
+        .checkpoint(b.store.as_ref())
+        .await
+        .expect("checkpoint");
+    b.store
+        .latest_checkpoint()
+        .expect("read checkpoint")
+        .expect("a checkpoint")
+        .0
 }

@@ -34,14 +34,6 @@ fn audit_as(
     )
 }
 
-fn police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
-}
-
 /// Sends `n` records BA → RS and waits for their receipts.
 async fn traffic(fed: &Fed, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -58,12 +50,6 @@ async fn traffic(fed: &Fed, n: usize) -> Vec<String> {
         ids.push(r.envelope_id);
     }
     ids
-}
-
-async fn checkpoint_now(fed: &Fed) -> u64 {
-    let b = fed.broker().unwrap();
-    b.log.checkpoint(b.store.as_ref()).await.unwrap();
-    b.store.latest_checkpoint().unwrap().unwrap().0
 }
 
 fn verifiers(fed: &Fed) -> Verifiers {

@@ -16,14 +16,6 @@ use prost::Message as _;
 
 use crate::support::*;
 
-fn police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
-}
-
 /// Re-signs the directory after `edit` without raising its version, as a
 /// directory key holder who wants an old version number to mean something
 /// else would.

@@ -20,20 +20,6 @@ use crate::support::*;
 
 const DAY: i64 = 86_400_000;
 
-fn police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
-}
-
-async fn checkpoint_now(fed: &Fed) -> u64 {
-    let b = fed.broker().unwrap();
-    b.log.checkpoint(b.store.as_ref()).await.unwrap();
-    b.store.latest_checkpoint().unwrap().unwrap().0
-}
-
 async fn proof_as(fed: &Fed, node: &str, id: &[u8]) -> Result<v1::InclusionProof, tonic::Status> {
     exchange_as_node(fed, node)
         .get_inclusion_proof(v1::InclusionProofRequest {

@@ -41,7 +41,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use casebridge::directory::Directory;
 use casebridge::envelope::{self, SealInput, Sealed};
 use casebridge::ids::{AgencyId, Country, EnvelopeId, Role};
 use casebridge::keys::{self, HpkePrivateKey, SigningKey};
@@ -375,11 +374,6 @@ pub fn log_key(fed: &Fed) -> SigningKey {
     SigningKey::load(&fed.broker_config.log_key).expect("log key")
 }
 
-/// The directory in force, verified as a node verifies it.
-pub fn directory(fed: &Fed) -> Directory {
-    support::directory(fed)
-}
-
 // ---------------------------------------------------------------------
 // Crafting
 // ---------------------------------------------------------------------
@@ -422,7 +416,7 @@ pub fn seal_with(
     };
     edit(&mut input);
     let keys = node_keys(fed, sender.country().as_str());
-    envelope::seal(&input, &keys.signing, &directory(fed)).expect("seal")
+    envelope::seal(&input, &keys.signing, &support::directory(fed)).expect("seal")
 }
 
 /// The header of `env`, decoded.
@@ -646,7 +640,7 @@ impl Snapshot {
     /// Reads the state now.
     pub fn take(fed: &Fed) -> Snapshot {
         let broker = fed.broker().expect("broker running");
-        let dir = directory(fed);
+        let dir = support::directory(fed);
         let mut s = Snapshot {
             log: broker.store.audit_len().expect("audit length"),
             queues: BTreeMap::new(),

@@ -89,12 +89,6 @@ fn auditor(fed: &Fed) -> v1::audit_client::AuditClient<tonic::transport::Channel
     .max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-async fn checkpoint_now(fed: &Fed) -> u64 {
-    let b = fed.broker().unwrap();
-    b.log.checkpoint(b.store.as_ref()).await.unwrap();
-    b.store.latest_checkpoint().unwrap().unwrap().0
-}
-
 fn auditor_profile(fed: &Fed) -> std::path::PathBuf {
     fed.fed.auditor_profiles[0].1.clone()
 }

@@ -23,14 +23,6 @@ use hostile_broker::HostileBroker;
 
 const DAY: i64 = 86_400_000;
 
-fn police() -> v1::Labels {
-    labels(
-        v1::Purpose::InvestigationOther,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H0,
-    )
-}
-
 /// An envelope sealed and signed with node BA's real key, from BA/police.
 fn sealed_by_ba(
     fed: &Fed,
