@@ -206,15 +206,7 @@ impl NodeStore {
             (&self.outbox, &self.sent)
                 .transaction(|(outbox, sent)| {
                     outbox.remove(id.as_bytes().as_slice())?;
-                    if let Some(v) = sent.get(id.as_bytes())? {
-                        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
-                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                                "sent", e,
-                            ))
-                        })?;
-                        update(&mut s);
-                        sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
-                    }
+                    update_status(sent, id, &update)?;
                     Ok(())
                 })
                 .map_err(|e| self.tx_err(e))?;
@@ -238,15 +230,7 @@ impl NodeStore {
                 .transaction(|(outbox, sent, witness)| {
                     outbox.remove(id.as_bytes().as_slice())?;
                     witness.insert(expect_key(id), expected.as_slice())?;
-                    if let Some(v) = sent.get(id.as_bytes())? {
-                        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
-                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                                "sent", e,
-                            ))
-                        })?;
-                        update(&mut s);
-                        sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
-                    }
+                    update_status(sent, id, &update)?;
                     Ok(())
                 })
                 .map_err(|e| self.tx_err(e))?;
@@ -540,6 +524,23 @@ impl NodeStore {
         self.witness.apply_batch(batch)?;
         self.commit.commit().await
     }
+}
+
+/// Applies `update` to the sent record `id`, if there is one, inside a
+/// transaction.
+fn update_status(
+    sent: &sled::transaction::TransactionalTree,
+    id: &EnvelopeId,
+    update: &impl Fn(&mut v1::SendStatus),
+) -> sled::transaction::ConflictableTransactionResult<(), StorageError> {
+    if let Some(v) = sent.get(id.as_bytes())? {
+        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
+            sled::transaction::ConflictableTransactionError::Abort(corrupt("sent", e))
+        })?;
+        update(&mut s);
+        sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
