@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use hpke::{Deserializable, Kem as _, Serializable};
 use ring::rand::SystemRandom;
 use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
+use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
 
 /// The HPKE KEM used for wrapping data keys.
 pub type HpkeKem = hpke::kem::X25519HkdfSha256;
@@ -204,43 +205,68 @@ pub fn load_hpke(path: &Path) -> Result<HpkePrivateKey, KeyError> {
 }
 
 /// Returns the DER inside the PEM block labelled `label`, or the input
-/// itself if it is not PEM. A PEM file with another label, no end line or a
-/// body that is not base64 is refused, saying which.
+/// itself if it is not PEM (has no "-----BEGIN " anywhere). A PEM file with
+/// another label, a BEGIN line cut short, no end line or a body that is not
+/// base64 is refused, saying which.
 fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
-    const BEGIN: &str = "-----BEGIN ";
-    let Some(text) = std::str::from_utf8(bytes)
-        .ok()
-        .filter(|t| t.contains(BEGIN))
-    else {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    let Some(at) = bytes.windows(BEGIN.len()).position(|w| w == BEGIN) else {
         return Ok(bytes.to_vec());
     };
-    let Some(at) = text.find(BEGIN) else {
-        return Ok(bytes.to_vec());
-    };
-    let rest = &text[at + BEGIN.len()..];
-    let found = rest.split("-----").next().unwrap_or_default();
-    if found != label {
-        let shown: String = found.chars().take(40).collect();
-        return Err(format!(
-            "PEM block is labelled {shown:?}, expected {label:?}"
-        ));
+    let wanted = SectionKind::try_from(label.as_bytes()).ok();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes) {
+        match section {
+            Ok((kind, der)) if Some(kind) == wanted => return Ok(der),
+            Ok(_) => continue,
+            Err(pem::Error::MissingSectionEnd { end_marker }) if end_marker != label.as_bytes() => {
+                return Err(format!(
+                    "PEM block is labelled {:?}, expected {label:?}",
+                    shown(&end_marker)
+                ));
+            }
+            Err(e) => return Err(pem_error(&e)),
+        }
     }
-    let end = format!("-----END {label}-----");
-    // After the label: the rest of the begin line's dashes, then the body.
-    let Some(after_begin) = rest
-        .strip_prefix(label)
-        .and_then(|r| r.strip_prefix("-----"))
-    else {
-        return Err(format!("PEM block's BEGIN {label:?} line is cut short"));
-    };
-    let Some(body_len) = after_begin.find(&end) else {
-        return Err(format!("PEM block has no {end:?} line (truncated?)"));
-    };
-    let body: String = after_begin[..body_len].split_whitespace().collect();
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|e| format!("PEM body is not valid base64 ({e})"))
+    // No block of this label: name the first one there is, if it has one.
+    let rest = String::from_utf8_lossy(&bytes[at + BEGIN.len()..]);
+    let found = rest
+        .split(['\n', '\r'])
+        .next()
+        .and_then(|line| line.split("-----").next())
+        .unwrap_or_default();
+    if found == label {
+        Err(format!(
+            "no PEM block labelled {label:?} (its BEGIN line must start a line)"
+        ))
+    } else {
+        Err(format!(
+            "PEM block is labelled {:?}, expected {label:?}",
+            shown(found.as_bytes())
+        ))
+    }
+}
+
+/// Says what is wrong with a PEM file, quoting at most a few dozen
+/// characters of it.
+pub(crate) fn pem_error(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "PEM block has no \"-----END {}-----\" line (truncated?)",
+            shown(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "PEM BEGIN line {:?} does not end in five dashes (cut short?)",
+            shown(line)
+        ),
+        pem::Error::Base64Decode(why) => format!("PEM body is not valid base64 ({why})"),
+        pem::Error::NoItemsFound => "no PEM block found".into(),
+        other => format!("not valid PEM ({other})"),
+    }
+}
+
+/// At most 40 characters of `bytes`, for quoting in a message.
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().take(40).collect()
 }
 
 /// Encodes DER as PEM with `label`.
@@ -273,6 +299,34 @@ mod tests {
         }
         let ok = to_pem(b"key", "PRIVATE KEY");
         assert_eq!(pem_or_der(ok.as_bytes(), "PRIVATE KEY").unwrap(), b"key");
+    }
+
+    #[test]
+    fn pem_blocks_are_found_among_others_and_misplaced_ones_named() {
+        let key = to_pem(b"key", "PRIVATE KEY");
+        // After a certificate, with CRLF line ends: found.
+        let both = format!("{}{key}", to_pem(b"cert", "CERTIFICATE")).replace('\n', "\r\n");
+        assert_eq!(pem_or_der(both.as_bytes(), "PRIVATE KEY").unwrap(), b"key");
+        // DER passes through unchanged.
+        assert_eq!(
+            pem_or_der(b"\x30\x03der", "PRIVATE KEY").unwrap(),
+            b"\x30\x03der"
+        );
+        let cases = [
+            (
+                to_pem(b"x", "FOO BAR"),
+                "labelled \"FOO BAR\", expected \"PRIVATE KEY\"",
+            ),
+            (format!("x{key}"), "BEGIN line must start a line"),
+            (
+                "-----BEGIN PRIVATE KEY\nAAAA\n".to_string(),
+                "does not end in five dashes",
+            ),
+        ];
+        for (text, says) in cases {
+            let e = pem_or_der(text.as_bytes(), "PRIVATE KEY").unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
     }
 
     #[test]

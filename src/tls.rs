@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
@@ -33,6 +34,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum TlsError {
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error("{path}: {why}")]
+    Pem { path: String, why: String },
     #[error("{0}: no certificate found")]
     NoCertificate(String),
     #[error("{0}: no private key found")]
@@ -41,6 +44,15 @@ pub enum TlsError {
     Key(#[from] keys::KeyError),
     #[error("TLS configuration: {0}")]
     Config(String),
+}
+
+impl TlsError {
+    fn pem(path: &Path, e: &pem::Error) -> TlsError {
+        TlsError::Pem {
+            path: path.display().to_string(),
+            why: keys::pem_error(e),
+        }
+    }
 }
 
 /// The ring crypto provider, the only one casebridge uses.
@@ -60,12 +72,13 @@ impl Identity {
     pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let chain = load_certs(cert)?;
         let key_bytes = keys::read_secret(key)?;
-        let key = rustls_pemfile::private_key(&mut key_bytes.as_slice())
-            .map_err(|source| TlsError::Io {
-                path: key.display().to_string(),
-                source,
-            })?
-            .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
+        let key = match PrivateKeyDer::from_pem_slice(&key_bytes) {
+            Ok(k) => k,
+            Err(pem::Error::NoItemsFound) => {
+                return Err(TlsError::NoKey(key.display().to_string()));
+            }
+            Err(e) => return Err(TlsError::pem(key, &e)),
+        };
         Ok(Identity { chain, key })
     }
 
@@ -80,12 +93,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         path: path.display().to_string(),
         source,
     })?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|e| TlsError::pem(path, &e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.display().to_string()));
     }

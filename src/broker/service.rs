@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;

@@ -16,7 +16,8 @@ use std::path::Path;
 
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
 use super::bundle::{self, RawBundle, SignatureStatus};
@@ -198,9 +199,9 @@ fn verify_agency(
 }
 
 fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("not a PEM certificate chain: {e}"))?;
+        .map_err(|e| format!("not a PEM certificate chain: {}", keys::pem_error(&e)))?;
     if certs.is_empty() {
         return Err("no certificate found".into());
     }
@@ -286,20 +287,16 @@ impl BundleSigner {
     /// match the certificate.
     pub fn agency(key_file: &Path, chain_file: &Path) -> Result<BundleSigner, PolicyError> {
         let key_bytes = keys::read_secret(key_file)?;
-        let der = match rustls_pemfile::private_key(&mut key_bytes.as_slice()) {
-            Ok(Some(rustls::pki_types::PrivateKeyDer::Pkcs8(der))) => {
-                der.secret_pkcs8_der().to_vec()
-            }
-            _ => {
-                return Err(PolicyError::Signer(format!(
-                    "{}: not a PKCS#8 PEM private key",
-                    key_file.display()
-                )));
-            }
-        };
+        let der = PrivatePkcs8KeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+            PolicyError::Signer(format!(
+                "{}: not a PKCS#8 PEM private key: {}",
+                key_file.display(),
+                keys::pem_error(&e)
+            ))
+        })?;
         let key = EcdsaKeyPair::from_pkcs8(
             &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &der,
+            der.secret_pkcs8_der(),
             &SystemRandom::new(),
         )
         .map_err(|_| {
