@@ -18,19 +18,34 @@ const PROTOS: &[&str] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("casebridge_descriptor.bin");
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
 
+    // The messages, for the protocol core: prost only, no gRPC runtime.
+    let messages = out_dir.join("messages");
+    std::fs::create_dir_all(&messages)?;
     let mut config = prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    config.protoc_executable(&protoc);
     config.file_descriptor_set_path(&descriptor_path);
+    config.out_dir(&messages);
+    config.compile_protos(PROTOS, &["proto"])?;
 
+    // The gRPC services, for the daemons and tools: they refer to the
+    // messages above instead of generating them again.
+    let services = out_dir.join("services");
+    std::fs::create_dir_all(&services)?;
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(&protoc);
+    config.extern_path(".casebridge.v1", "crate::protocol::proto::v1");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .out_dir(&services)
         .compile_with_config(config, PROTOS, &["proto"])?;
 
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
+        .out_dir(&messages)
         .build(&[".casebridge.v1"])?;
 
     for proto in PROTOS {

@@ -1,35 +1,25 @@
 //! casebridge: a secure broker for cross-border case-record exchange between
 //! law-enforcement, judicial and humanitarian agencies.
 //!
-//! See ARCHITECTURE.md for the map of this crate.
+//! Four layers, each depending only on those below it (ARCHITECTURE.md is
+//! the map; `layers_tests` checks the direction):
+//!
+//! - [`tools`]: the person-facing commands (send, inbox, status, audit,
+//!   policy, pki, demo) and the in-process local federation;
+//! - [`daemon`]: the broker and the node, with their gRPC services, TLS,
+//!   configuration and clock;
+//! - [`storage`]: the storage seam and its backends (sled);
+//! - [`protocol`]: the protocol core both sides share: identities, categories,
+//!   envelopes and receipts, the directory, Merkle trees, signed notes and
+//!   checkpoints, policy decisions. No I/O, no clock, no runtime.
 #![forbid(unsafe_code)]
 
-pub mod audit_cli;
-pub mod bounds;
-pub mod broker;
-pub mod categories;
-pub mod cli;
-pub mod client;
-pub mod config;
-pub mod demo;
-pub mod directory;
-pub mod envelope;
-pub mod ids;
-pub mod in_force;
-pub mod keys;
-pub mod local;
-pub mod merkle;
-pub mod node;
-pub mod note;
-pub mod pki;
-pub mod policy;
-pub mod policy_cli;
+pub mod daemon;
+pub mod protocol;
+pub mod storage;
+pub mod tools;
+
+#[cfg(test)]
+mod layers_tests;
 #[cfg(test)]
 mod props_tests;
-pub mod proto;
-pub mod shutdown;
-pub mod storage;
-pub mod time;
-pub mod tls;
-
-pub use shutdown::shutdown_signal;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use casebridge::config::{self, BrokerConfig, LogFormat, NodeConfig};
+use casebridge::daemon::config::{self, BrokerConfig, LogFormat, NodeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +54,7 @@ enum Command {
         #[arg(long)]
         record: PathBuf,
         #[command(flatten)]
-        labels: Box<casebridge::cli::LabelArgs>,
+        labels: Box<casebridge::tools::cli::LabelArgs>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -80,7 +80,7 @@ enum Command {
     },
     /// Check the broker's audit log with proofs (auditors).
     #[command(subcommand)]
-    Audit(casebridge::audit_cli::AuditCmd),
+    Audit(casebridge::tools::audit::AuditCmd),
     /// Play the scenarios on a throwaway federation and print what happens.
     Demo {
         /// Keep the federation in this directory instead of a temporary one.
@@ -111,7 +111,7 @@ enum PolicyCmd {
         cert: Option<PathBuf>,
     },
     /// Decide a transfer and name the policies that determined the decision.
-    Explain(Box<casebridge::policy_cli::ExplainArgs>),
+    Explain(Box<casebridge::tools::policy_cli::ExplainArgs>),
 }
 
 #[derive(Subcommand)]
@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             base_port,
             federation,
         }) => {
-            let mut opts = casebridge::pki::InitOptions::new(dir);
+            let mut opts = casebridge::tools::pki::InitOptions::new(dir);
             if let Some(cs) = countries {
                 opts.countries = cs
                     .iter()
@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             opts.base_port = base_port;
             opts.federation = federation;
-            let fed = casebridge::pki::init(&opts)?;
+            let fed = casebridge::tools::pki::init(&opts)?;
             println!("federation written to {}", fed.dir.display());
             println!(
                 "  broker:   casebridge broker --config {}",
@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             init_logging(LogFormat::Human, "warn");
             match cmd {
                 PolicyCmd::Validate { dir, federation } => {
-                    casebridge::policy_cli::validate(&dir, federation.as_deref())
+                    casebridge::tools::policy_cli::validate(&dir, federation.as_deref())
                 }
                 PolicyCmd::Sign {
                     dir,
@@ -204,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     key,
                     cert,
                 } => {
-                    casebridge::policy_cli::sign(
+                    casebridge::tools::policy_cli::sign(
                         &dir,
                         federation.as_deref(),
                         key.as_deref(),
@@ -212,17 +212,19 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     )?;
                     Ok(true)
                 }
-                PolicyCmd::Explain(args) => casebridge::policy_cli::explain(&args).map(|_| true),
+                PolicyCmd::Explain(args) => {
+                    casebridge::tools::policy_cli::explain(&args).map(|_| true)
+                }
             }
         }
         Command::Broker { config } => {
             private_files();
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
-            let broker = casebridge::broker::Broker::from_config(&cfg)?;
+            let broker = casebridge::daemon::broker::Broker::from_config(&cfg)?;
             let listener = bind(cfg.listen, "broker").await?;
             broker
-                .serve(listener, casebridge::shutdown_signal())
+                .serve(listener, casebridge::daemon::shutdown::shutdown_signal())
                 .await?;
             Ok(true)
         }
@@ -230,9 +232,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             private_files();
             let cfg: NodeConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
-            let node = casebridge::node::Node::from_config(&cfg)?;
+            let node = casebridge::daemon::node::Node::from_config(&cfg)?;
             let listener = bind(cfg.listen, &format!("node {}", cfg.country)).await?;
-            node.serve(listener, casebridge::shutdown_signal()).await?;
+            node.serve(listener, casebridge::daemon::shutdown::shutdown_signal())
+                .await?;
             Ok(true)
         }
         Command::Send {
@@ -244,7 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             json,
         } => {
             init_logging(LogFormat::Human, "warn");
-            casebridge::cli::send(&profile, &to, &kind, &record, &labels, json).await
+            casebridge::tools::cli::send(&profile, &to, &kind, &record, &labels, json).await
         }
         Command::Inbox {
             profile,
@@ -252,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             json,
         } => {
             init_logging(LogFormat::Human, "warn");
-            casebridge::cli::inbox(&profile, follow, json).await?;
+            casebridge::tools::cli::inbox(&profile, follow, json).await?;
             Ok(true)
         }
         Command::Status {
@@ -261,18 +264,18 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             json,
         } => {
             init_logging(LogFormat::Human, "warn");
-            casebridge::cli::status(&profile, &envelope_id, json).await?;
+            casebridge::tools::cli::status(&profile, &envelope_id, json).await?;
             Ok(true)
         }
         Command::Audit(cmd) => {
             init_logging(LogFormat::Human, "warn");
-            casebridge::audit_cli::run(cmd).await
+            casebridge::tools::audit::run(cmd).await
         }
         Command::Demo { dir } => {
             // The demo tells its own story; the daemons' warnings about the
             // misbehaving node it plays would only repeat it.
             init_logging(LogFormat::Human, "error");
-            casebridge::demo::run(dir).await
+            casebridge::tools::demo::run(dir).await
         }
     }
 }

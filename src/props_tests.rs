@@ -35,12 +35,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use prost::Message as _;
 
-use crate::directory::Directory;
-use crate::envelope::{self, SealInput, VerifiedHeader};
-use crate::ids::{AgencyId, Country, EnvelopeId, Role};
-use crate::keys::{self, HpkePrivateKey, SigningKey};
-use crate::note::{self, Checkpoint, Cosigner, NoteSigner, Verifiers};
-use crate::proto::v1;
+use crate::protocol::directory::Directory;
+use crate::protocol::envelope::{self, SealInput, VerifiedHeader};
+use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
+use crate::protocol::keys::{self, HpkePrivateKey, SigningKey};
+use crate::protocol::note::{self, Checkpoint, Cosigner, NoteSigner, Verifiers};
+use crate::protocol::proto::v1;
 
 pub(crate) const FED: &str = "casebridge.test";
 
@@ -281,7 +281,7 @@ fn interesting_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn interesting_varint() -> impl Strategy<Value = u64> {
-    let now = crate::time::now_ms() as u64;
+    let now = crate::daemon::clock::now_ms() as u64;
     prop_oneof![
         2 => 0u64..40,
         1 => Just(u64::MAX),
@@ -383,20 +383,20 @@ pub(crate) fn fx() -> &'static Fx {
     FX.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().join("fed");
-        let mut opts = crate::pki::InitOptions::new(&root);
+        let mut opts = crate::tools::pki::InitOptions::new(&root);
         opts.countries = ["HR", "RS", "BA"]
             .iter()
             .map(|c| c.parse().expect("country"))
             .collect();
-        crate::pki::init(&opts).expect("pki init");
-        let dir_key = crate::directory::load_public_key(&root.join("ca/directory.pub"))
+        crate::tools::pki::init(&opts).expect("pki init");
+        let dir_key = crate::protocol::directory::load_public_key(&root.join("ca/directory.pub"))
             .expect("directory key");
-        let dir =
-            crate::directory::load(&root.join("directory.bin"), &dir_key, FED).expect("directory");
+        let dir = crate::protocol::directory::load(&root.join("directory.bin"), &dir_key, FED)
+            .expect("directory");
         let hr = SigningKey::load(&root.join("nodes/HR/signing.key")).expect("HR key");
         let rs_hpke = keys::load_hpke(&root.join("nodes/RS/hpke.key")).expect("RS key");
         let ba_hpke = keys::load_hpke(&root.join("nodes/BA/hpke.key")).expect("BA key");
-        let now = crate::time::now_ms();
+        let now = crate::daemon::clock::now_ms();
 
         let record: v1::CaseRecord = serde_json::from_str(
             &std::fs::read_to_string(concat!(
@@ -462,8 +462,8 @@ pub(crate) fn fx() -> &'static Fx {
         let cosig = cosigner.cosign(&cp, 1_750_000_000).expect("cosign");
         let cosignature = cosig.to_line();
         note.add_signature(cosig).expect("add cosignature");
-        let log_verifier = crate::broker::log::log_verifier(&dir).expect("log verifier");
-        let witness = crate::broker::log::witness_verifier(&dir, "HR".parse().expect("HR"))
+        let log_verifier = crate::daemon::broker::log::log_verifier(&dir).expect("log verifier");
+        let witness = crate::daemon::broker::log::witness_verifier(&dir, "HR".parse().expect("HR"))
             .expect("witness verifier");
         let verifiers = Verifiers::new([log_verifier, witness.clone()]).expect("verifiers");
         note::open_checkpoint(&note.to_bytes(), &verifiers).expect("the fixture opens");
@@ -1034,7 +1034,7 @@ fn config_mutations_never_panic() {
 }
 
 fn load_config(kind: u8, p: &Path) -> Result<(), String> {
-    use crate::config::{AgencyProfile, BrokerConfig, NodeConfig, load};
+    use crate::daemon::config::{AgencyProfile, BrokerConfig, NodeConfig, load};
     match kind {
         0 => load::<BrokerConfig>(p)
             .map(|_| ())
@@ -1043,7 +1043,7 @@ fn load_config(kind: u8, p: &Path) -> Result<(), String> {
         2 => load::<AgencyProfile>(p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        _ => crate::audit_cli::load_profile(p)
+        _ => crate::tools::audit::load_profile(p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }
@@ -1089,18 +1089,18 @@ fn load_key(fx: &Fx, kind: u8, p: &Path) -> Result<(), String> {
     match kind {
         0 | 5 => SigningKey::load(p).map(|_| ()).map_err(|e| e.to_string()),
         1 => keys::load_hpke(p).map(|_| ()).map_err(|e| e.to_string()),
-        2 => crate::tls::Identity::load(&fx.root.join("nodes/HR/node.crt"), p)
+        2 => crate::daemon::tls::Identity::load(&fx.root.join("nodes/HR/node.crt"), p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
         3 => {
-            let certs = crate::tls::load_certs(p).map_err(|e| e.to_string())?;
+            let certs = crate::daemon::tls::load_certs(p).map_err(|e| e.to_string())?;
             // As a peer's certificate reaches the role check.
             for c in &certs {
-                let _ = crate::tls::role_of(c, FED);
+                let _ = crate::daemon::tls::role_of(c, FED);
             }
             Ok(())
         }
-        _ => crate::directory::load_public_key(p)
+        _ => crate::protocol::directory::load_public_key(p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }
@@ -1109,17 +1109,17 @@ fn load_key(fx: &Fx, kind: u8, p: &Path) -> Result<(), String> {
 #[test]
 fn certificate_der_mutations_never_panic() {
     let fx = fx();
-    let certs = crate::tls::load_certs(&fx.root.join("agencies/HR/police/agency.crt"))
+    let certs = crate::daemon::tls::load_certs(&fx.root.join("agencies/HR/police/agency.crt"))
         .expect("certificates");
     let leaf = certs[0].as_ref().to_vec();
-    crate::tls::role_of(&certs[0], FED).expect("fixture role");
+    crate::daemon::tls::role_of(&certs[0], FED).expect("fixture role");
     run(
         "certificates: DER mutations at the role check",
         1,
         byte_muts(),
         |muts| {
             let der = rustls::pki_types::CertificateDer::from(apply(&leaf, &muts));
-            let _ = crate::tls::role_of(&der, FED);
+            let _ = crate::daemon::tls::role_of(&der, FED);
             Ok(())
         },
     );

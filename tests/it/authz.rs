@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use casebridge::client::AgencyClient;
-use casebridge::config::{AgencyProfile, TlsFiles};
-use casebridge::proto::v1;
+use casebridge::daemon::config::{AgencyProfile, TlsFiles};
+use casebridge::protocol::proto::v1;
+use casebridge::tools::client::AgencyClient;
 use tonic::Code;
 
 use crate::support::*;
@@ -115,7 +115,7 @@ fn forge(fed: &Fed, ca_dir: &str, spiffe: &str, out: &Path) -> (PathBuf, PathBuf
     let cert = p.signed_by(&key, &issuer).unwrap();
     let (c, k) = (out.join("forged.crt"), out.join("forged.key"));
     std::fs::write(&c, cert.pem() + &ca_pem).unwrap();
-    casebridge::keys::write_secret(&k, key.serialize_pem().as_bytes()).unwrap();
+    casebridge::protocol::keys::write_secret(&k, key.serialize_pem().as_bytes()).unwrap();
     (c, k)
 }
 
@@ -161,10 +161,10 @@ async fn a_national_ca_cannot_speak_for_another_country_or_for_a_node() {
 #[tokio::test]
 async fn a_client_without_a_certificate_gets_no_connection() {
     let fed = start(&["HR"]).await;
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root).unwrap();
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root[0].clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(casebridge::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(casebridge::daemon::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)

@@ -1,8 +1,8 @@
 //! What must work: one-to-one, one-to-many, threads, and the signed receipts
 //! that come back.
 
-use casebridge::envelope;
-use casebridge::proto::v1;
+use casebridge::protocol::envelope;
+use casebridge::protocol::proto::v1;
 use v1::audit_event::Event;
 
 use crate::support::*;
@@ -206,7 +206,7 @@ async fn a_reply_joins_the_thread_of_its_request() {
 
     // A reply must answer something the replying agency holds.
     let mut stray = l;
-    stray.in_reply_to = casebridge::ids::EnvelopeId::generate().to_string();
+    stray.in_reply_to = casebridge::protocol::ids::EnvelopeId::generate().to_string();
     let err = try_send(
         &fed,
         "ME/prosecutor",
@@ -252,10 +252,10 @@ async fn a_lying_sender_is_caught_by_the_receiving_node_and_logged_as_a_violatio
     // Node HR seals fingerprints but declares identity only.
     let dir = directory(&fed);
     let key = node_signing_key(&fed, "HR");
-    let sender: casebridge::ids::AgencyId = "HR/police".parse().unwrap();
+    let sender: casebridge::protocol::ids::AgencyId = "HR/police".parse().unwrap();
     let recipients = ["BA/police".parse().unwrap()];
     let rec = record("fingerprints");
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let input = envelope::SealInput {
         sender: &sender,
         recipients: &recipients,

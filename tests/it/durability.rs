@@ -5,7 +5,7 @@
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 
-use casebridge::proto::v1;
+use casebridge::protocol::proto::v1;
 use v1::audit_event::Event;
 
 use crate::support::*;
@@ -130,15 +130,15 @@ async fn a_redelivered_envelope_gets_the_same_receipt_and_one_inbox_entry() {
         .remove(0)
         .1
     {
-        casebridge::broker::store::MailItem::Envelope(_, env) => env,
+        casebridge::storage::sled::broker::MailItem::Envelope(_, env) => env,
         other => panic!("{other:?}"),
     };
     fed.start_node(cc("HR")).await.unwrap();
     let node = fed.node(cc("HR")).unwrap().clone();
-    let first = casebridge::node::uplink::accept_envelope(&node, &env)
+    let first = casebridge::daemon::node::uplink::accept_envelope(&node, &env)
         .await
         .unwrap();
-    let second = casebridge::node::uplink::accept_envelope(&node, &env)
+    let second = casebridge::daemon::node::uplink::accept_envelope(&node, &env)
         .await
         .unwrap();
     assert_eq!(first, second);
@@ -288,7 +288,7 @@ async fn a_killed_broker_loses_no_acknowledged_record() {
 async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
     let fed = start(&["BA", "HR"]).await;
     let mut l = police();
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     l.expires_at_ms = now + 2 * 86_400_000;
     let keep = send(
         &fed,
@@ -304,9 +304,10 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
 
     let node = fed.node(cc("HR")).unwrap().clone();
     let mut client = exchange_as_node(&fed, "HR");
-    let purged = casebridge::node::uplink::purge_once(&node, &mut client, now + 3 * 86_400_000)
-        .await
-        .unwrap();
+    let purged =
+        casebridge::daemon::node::uplink::purge_once(&node, &mut client, now + 3 * 86_400_000)
+            .await
+            .unwrap();
     assert_eq!(
         purged.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![short.envelope_id.clone()]
@@ -335,7 +336,7 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
         .envelope_ids
         .iter()
         .map(|b| {
-            casebridge::ids::EnvelopeId::from_bytes(b)
+            casebridge::protocol::ids::EnvelopeId::from_bytes(b)
                 .unwrap()
                 .to_string()
         })
@@ -343,7 +344,7 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
     assert_eq!(ids, vec![short.envelope_id]);
 
     // A node cannot log purges of records it never received.
-    let stranger = casebridge::ids::EnvelopeId::generate();
+    let stranger = casebridge::protocol::ids::EnvelopeId::generate();
     let err = exchange_as_node(&fed, "BA")
         .report_purge(v1::PurgeReport {
             envelope_ids: vec![stranger.as_bytes().to_vec()],

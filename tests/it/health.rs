@@ -1,8 +1,8 @@
 //! Both servers answer gRPC health checks and reflection, behind the same
 //! mutual TLS as everything else.
 
-use casebridge::ids::Role;
-use casebridge::tls::{ClientTls, Identity};
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::ids::Role;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -20,7 +20,7 @@ fn channel(
     role: Role,
 ) -> tonic::transport::Channel {
     let id = Identity::load(cert, key).unwrap();
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .unwrap()
         .remove(0);
     ClientTls::new(&id, &root, &fed.broker_config.federation)

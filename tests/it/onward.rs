@@ -2,9 +2,9 @@
 //! originator's permission, asked and granted through casebridge itself and
 //! checked by the broker.
 
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, EnvelopeId};
-use casebridge::proto::v1;
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::proto::v1;
 use tonic::Code;
 use v1::audit_event::Event;
 
@@ -46,7 +46,7 @@ fn seal_raw(
 ) -> v1::Envelope {
     let sender: AgencyId = from.parse().unwrap();
     let recipients = [to.parse().unwrap()];
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let mut labels = h2_labels();
     if onward_of.is_some() {
         labels.provider = "MK/police".into();
@@ -446,7 +446,7 @@ async fn a_record_passes_three_hops_each_with_its_providers_permission() {
     );
     l.legal_basis_reference = "Directive (EU) 2016/680, Art. 38".into();
     // Border police keep records at most 90 days.
-    l.expires_at_ms = casebridge::time::now_ms() + 30 * 86_400_000;
+    l.expires_at_ms = casebridge::daemon::clock::now_ms() + 30 * 86_400_000;
     l.evaluation = Some(v1::Evaluation {
         source: v1::SourceReliability::B as i32,
         accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,

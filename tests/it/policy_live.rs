@@ -3,8 +3,8 @@
 //! one is refused with file, line and reason, and the set in force stays.
 //! Every change is an audit event.
 
-use casebridge::policy::{self, BundleSigner, Owner, Reload};
-use casebridge::proto::v1;
+use casebridge::protocol::policy::{self, BundleSigner, Owner, Reload};
+use casebridge::protocol::proto::v1;
 use tonic::Code;
 use v1::audit_event::Event;
 

@@ -7,9 +7,9 @@
 //! bundle. Pure: no servers, no keys; `Policies::examples` builds the same
 //! bundles `pki init` installs and signs.
 
-use casebridge::categories::CategorySet;
-use casebridge::policy::{AgencyFacts, Onward, Policies, Transfer, default_agencies};
-use casebridge::proto::v1::{
+use casebridge::protocol::categories::CategorySet;
+use casebridge::protocol::policy::{AgencyFacts, Onward, Policies, Transfer, default_agencies};
+use casebridge::protocol::proto::v1::{
     self, AgencyKind, Classification as Cl, DataCategory as C, HandlingCode as H,
     InformationAccuracy as Acc, LegalBasis as B, Priority as P, Purpose as Pu, RecordKind as K,
     SourceReliability as Src,
@@ -180,7 +180,7 @@ fn facts(id: &str) -> AgencyFacts {
     {
         return a;
     }
-    let id: casebridge::ids::AgencyId = id.parse().expect("agency id");
+    let id: casebridge::protocol::ids::AgencyId = id.parse().expect("agency id");
     assert_eq!(id.name(), "customs", "unknown agency {id} in the table");
     AgencyFacts {
         eu_member: id.country().is_eu_member(),

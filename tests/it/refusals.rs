@@ -1,9 +1,9 @@
 //! What must be refused, each with a precise error, persisting nothing but
 //! the audit event of the refusal.
 
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, EnvelopeId};
-use casebridge::proto::v1;
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::RefusalCode as R;
@@ -59,7 +59,7 @@ fn resigned(
 }
 
 fn fresh(fed: &Fed) -> envelope::Sealed {
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     seal(fed, "HR", "HR/police", &["BA/police"], now, now + DAY)
 }
 
@@ -184,7 +184,7 @@ async fn signature_by_another_nodes_key() {
 #[tokio::test]
 async fn envelope_of_another_node_submitted_by_this_one() {
     let fed = start(&["HR", "BA", "RS"]).await;
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let env = seal(&fed, "RS", "RS/police", &["BA/police"], now, now + DAY).envelope;
     assert_refused(
         &fed,
@@ -201,7 +201,7 @@ async fn envelope_of_another_node_submitted_by_this_one() {
 async fn sender_agency_of_another_country() {
     let fed = start(&["HR", "BA", "RS"]).await;
     // Node HR signs for an RS agency.
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let sealed = seal(&fed, "HR", "RS/police", &["BA/police"], now, now + DAY);
     let mut header = v1::EnvelopeHeader::decode(sealed.envelope.header.as_slice()).unwrap();
     header.sender_node = "HR".into();
@@ -312,7 +312,7 @@ async fn replayed_envelope_id() {
 #[tokio::test]
 async fn envelope_created_outside_the_replay_window() {
     let fed = start(&["HR", "BA"]).await;
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let env = seal(
         &fed,
         "HR",
@@ -336,7 +336,7 @@ async fn envelope_created_outside_the_replay_window() {
 #[tokio::test]
 async fn expired_record() {
     let fed = start(&["HR", "BA"]).await;
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let env = seal(
         &fed,
         "HR",
@@ -376,7 +376,7 @@ async fn oversized_record() {
             }],
         })),
     };
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let input = SealInput {
         sender: &sender,
         recipients: &recipients,
@@ -441,7 +441,7 @@ async fn the_sending_node_refuses_bad_labels_before_anything_leaves() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("H3"), "{}", err.message());
     let mut l = police_labels();
-    l.expires_at_ms = casebridge::time::now_ms() + 400 * DAY;
+    l.expires_at_ms = casebridge::daemon::clock::now_ms() + 400 * DAY;
     let err = try_send(&fed, "HR/police", &["BA/police"], record("wanted_alert"), l)
         .await
         .unwrap_err();

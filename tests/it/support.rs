@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use casebridge::directory::Directory;
-use casebridge::ids::{Country, Role};
-use casebridge::keys::SigningKey;
-use casebridge::local::LocalFederation;
-use casebridge::proto::v1;
-use casebridge::tls::{ClientTls, Identity};
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::directory::Directory;
+use casebridge::protocol::ids::{Country, Role};
+use casebridge::protocol::keys::SigningKey;
+use casebridge::protocol::proto::v1;
+use casebridge::tools::local::LocalFederation;
 use prost::Message as _;
 use tonic::transport::Channel;
 
@@ -218,9 +218,9 @@ pub fn audit(fed: &Fed) -> Vec<v1::AuditEvent> {
 }
 
 pub fn directory(fed: &Fed) -> Directory {
-    let key =
-        casebridge::directory::load_public_key(&fed.broker_config.directory_key).expect("key");
-    casebridge::directory::load(
+    let key = casebridge::protocol::directory::load_public_key(&fed.broker_config.directory_key)
+        .expect("key");
+    casebridge::protocol::directory::load(
         &fed.broker_config.directory,
         &key,
         &fed.broker_config.federation,
@@ -237,20 +237,23 @@ pub fn exchange_as(
     fed: &Fed,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> v1::exchange_client::ExchangeClient<Channel> {
+) -> casebridge::daemon::rpc::exchange_client::ExchangeClient<Channel> {
     let id = Identity::load(cert, key).expect("identity");
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .expect("root")
         .remove(0);
     let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).expect("tls");
     let ch = tls
         .channel(&fed.broker_addr.to_string(), Role::Broker)
         .expect("channel");
-    v1::exchange_client::ExchangeClient::new(ch)
+    casebridge::daemon::rpc::exchange_client::ExchangeClient::new(ch)
 }
 
 /// A client of the broker's exchange API as node `c`.
-pub fn exchange_as_node(fed: &Fed, c: &str) -> v1::exchange_client::ExchangeClient<Channel> {
+pub fn exchange_as_node(
+    fed: &Fed,
+    c: &str,
+) -> casebridge::daemon::rpc::exchange_client::ExchangeClient<Channel> {
     let cfg = &fed.node_configs[&cc(c)];
     exchange_as(fed, &cfg.tls.cert, &cfg.tls.key)
 }

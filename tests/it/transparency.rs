@@ -1,19 +1,21 @@
 //! The audit log as a transparency log: checkpoints, witnesses, proofs for
 //! auditors, and tampering detected.
 
-use casebridge::broker::log::{log_verifier, witness_verifier};
-use casebridge::ids::Role;
-use casebridge::merkle::{self, MemoryTree};
-use casebridge::node::witness::{self, WitnessError};
-use casebridge::note::{self, Checkpoint, NoteSigner, Verifiers};
-use casebridge::proto::v1;
-use casebridge::tls::{ClientTls, Identity};
+use casebridge::daemon::broker::log::{log_verifier, witness_verifier};
+use casebridge::daemon::node::witness::{self, WitnessError};
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::ids::Role;
+use casebridge::protocol::merkle::{self, MemoryTree};
+use casebridge::protocol::note::{self, Checkpoint, NoteSigner, Verifiers};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 
 use crate::support::*;
 
-fn auditor(fed: &Fed) -> v1::audit_client::AuditClient<tonic::transport::Channel> {
+fn auditor(
+    fed: &Fed,
+) -> casebridge::daemon::rpc::audit_client::AuditClient<tonic::transport::Channel> {
     let d = fed.fed.dir.join("auditors/auditor");
     audit_as(fed, &d.join("auditor.crt"), &d.join("auditor.key"))
 }
@@ -22,13 +24,13 @@ fn audit_as(
     fed: &Fed,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> v1::audit_client::AuditClient<tonic::transport::Channel> {
+) -> casebridge::daemon::rpc::audit_client::AuditClient<tonic::transport::Channel> {
     let id = Identity::load(cert, key).unwrap();
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .unwrap()
         .remove(0);
     let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).unwrap();
-    v1::audit_client::AuditClient::new(
+    casebridge::daemon::rpc::audit_client::AuditClient::new(
         tls.channel(&fed.broker_addr.to_string(), Role::Broker)
             .unwrap(),
     )
@@ -138,7 +140,8 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
 
     // The broker's operator signs a rewritten history for RS only: a tree
     // with other entries, larger than what RS accepted.
-    let key = casebridge::keys::SigningKey::load(&fed.fed.dir.join("broker/log.key")).unwrap();
+    let key =
+        casebridge::protocol::keys::SigningKey::load(&fed.fed.dir.join("broker/log.key")).unwrap();
     let origin = directory(&fed).log().unwrap().origin.clone();
     let mut forged = MemoryTree::new();
     for i in 0..(accepted.size() + 3) {
@@ -184,7 +187,7 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
         Err(WitnessError::Inconsistent(_))
     ));
     // A checkpoint not signed by the log key is not even considered.
-    let (other, _) = casebridge::keys::SigningKey::generate().unwrap();
+    let (other, _) = casebridge::protocol::keys::SigningKey::generate().unwrap();
     let impostor = NoteSigner::new(&origin, other.key_pair()).unwrap();
     let fake = note::sign_checkpoint(&Checkpoint::new(origin, 99, [0; 32]).unwrap(), &impostor)
         .unwrap()
@@ -403,13 +406,17 @@ async fn the_auditor_commands_verify_the_live_log_and_keep_track_between_runs() 
     let first = checkpoint_now(&fed).await;
     let profile = fed.fed.auditor_profiles[0].1.clone();
 
-    let report = casebridge::audit_cli::verify(&profile, None).await.unwrap();
+    let report = casebridge::tools::audit::verify(&profile, None)
+        .await
+        .unwrap();
     assert_eq!(report.size(), first);
     assert_eq!(report.previous_size, None, "first run: nothing saved yet");
 
     traffic(&fed, 1).await;
     let second = checkpoint_now(&fed).await;
-    let report = casebridge::audit_cli::verify(&profile, None).await.unwrap();
+    let report = casebridge::tools::audit::verify(&profile, None)
+        .await
+        .unwrap();
     assert_eq!(report.size(), second);
     assert_eq!(
         report.previous_size,
@@ -417,7 +424,7 @@ async fn the_auditor_commands_verify_the_live_log_and_keep_track_between_runs() 
         "proven consistent with the checkpoint saved last time"
     );
 
-    let proof = casebridge::audit_cli::prove(&profile, None, &ids[0])
+    let proof = casebridge::tools::audit::prove(&profile, None, &ids[0])
         .await
         .unwrap();
     assert_eq!(proof.envelope_id.to_string(), ids[0]);
@@ -429,7 +436,7 @@ async fn the_auditor_commands_verify_the_live_log_and_keep_track_between_runs() 
 
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("report.html");
-    casebridge::audit_cli::report(&profile, None, &path)
+    casebridge::tools::audit::report(&profile, None, &path)
         .await
         .unwrap();
     let html = std::fs::read_to_string(&path).unwrap();

@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use casebridge::directory::Directory;
-use casebridge::keys::SigningKey;
-use casebridge::policy::{self, BundleSigner, Owner};
-use casebridge::proto::v1;
+use casebridge::protocol::directory::Directory;
+use casebridge::protocol::keys::SigningKey;
+use casebridge::protocol::policy::{self, BundleSigner, Owner};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 
 use crate::support::*;

@@ -9,11 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use casebridge::broker::store::MailItem;
-use casebridge::directory::Directory;
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, Country, EnvelopeId};
-use casebridge::proto::v1;
+use casebridge::protocol::directory::Directory;
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, Country, EnvelopeId};
+use casebridge::protocol::proto::v1;
+use casebridge::storage::sled::broker::MailItem;
 use hpke::Serializable as _;
 use prost::Message as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -42,7 +42,7 @@ fn seal_as(
 ) -> envelope::Sealed {
     let sender: AgencyId = from.parse().unwrap();
     let recipients: Vec<AgencyId> = to.iter().map(|a| a.parse().unwrap()).collect();
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let input = SealInput {
         sender: &sender,
         recipients: &recipients,
@@ -124,7 +124,7 @@ fn wrap_for(dir: &Directory, data_key: &[u8], id: &EnvelopeId, cc: Country) -> v
     let (enc, sealed_key) = hpke::single_shot_seal::<
         hpke::aead::AesGcm256,
         hpke::kdf::HkdfSha256,
-        casebridge::keys::HpkeKem,
+        casebridge::protocol::keys::HpkeKem,
         _,
     >(
         &hpke::OpModeS::Base,

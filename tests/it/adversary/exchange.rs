@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use casebridge::bounds;
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, EnvelopeId};
-use casebridge::node::witness;
-use casebridge::proto::v1;
+use casebridge::daemon::node::witness;
+use casebridge::protocol::bounds;
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
@@ -215,7 +215,7 @@ fn receipt(
             0
         },
         delivered_to: delivered_to.iter().map(ToString::to_string).collect(),
-        at_ms: casebridge::time::now_ms(),
+        at_ms: casebridge::daemon::clock::now_ms(),
         header_sha256: envelope::sha256(&env.header).to_vec(),
         ..Default::default()
     };
@@ -413,7 +413,7 @@ fn h2() -> v1::Labels {
         v1::HandlingCode::H2,
     );
     l.legal_basis_reference = "Directive (EU) 2016/680, Art. 38".into();
-    l.expires_at_ms = casebridge::time::now_ms() + 30 * DAY;
+    l.expires_at_ms = casebridge::daemon::clock::now_ms() + 30 * DAY;
     l.evaluation = Some(v1::Evaluation {
         source: v1::SourceReliability::B as i32,
         accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
@@ -489,7 +489,7 @@ fn seal_raw(
 ) -> v1::Envelope {
     let sender: AgencyId = from.parse().unwrap();
     let recipients = [to.parse().unwrap()];
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let expires_at_ms = labels.expires_at_ms;
     let input = SealInput {
         sender: &sender,
@@ -801,7 +801,7 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
     let sender: AgencyId = "BA/police".parse().unwrap();
     let recipients = ["RS/police".parse().unwrap()];
     let rec = record("wanted_alert");
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let sealed = envelope::seal(
         &SealInput {
             sender: &sender,
@@ -931,7 +931,7 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     let sender: AgencyId = "BA/police".parse().unwrap();
     let recipients = ["RS/police".parse().unwrap()];
     let rec = record("wanted_alert");
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let never = envelope::seal(
         &SealInput {
             sender: &sender,

@@ -41,12 +41,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use casebridge::envelope::{self, SealInput, Sealed};
-use casebridge::ids::{AgencyId, Country, EnvelopeId, Role};
-use casebridge::keys::{self, HpkePrivateKey, SigningKey};
-use casebridge::note::{self, Checkpoint, Cosigner, NoteSigner};
-use casebridge::proto::v1;
-use casebridge::tls::{ClientTls, Identity};
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::envelope::{self, SealInput, Sealed};
+use casebridge::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
+use casebridge::protocol::keys::{self, HpkePrivateKey, SigningKey};
+use casebridge::protocol::note::{self, Checkpoint, Cosigner, NoteSigner};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -233,7 +233,7 @@ impl Server {
 /// The client side checks the server as the library always does.
 pub fn channel_as(fed: &Fed, who: &Who, server: Server) -> Channel {
     let (addr, role) = server.addr_and_role(fed);
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .expect("root")
         .remove(0);
     ClientTls::new(&who.identity(fed), &root, &fed.broker_config.federation)
@@ -243,15 +243,25 @@ pub fn channel_as(fed: &Fed, who: &Who, server: Server) -> Channel {
 }
 
 /// An Exchange API client of the broker holding `who`'s certificate.
-pub fn exchange_client_as(fed: &Fed, who: &Who) -> v1::exchange_client::ExchangeClient<Channel> {
-    v1::exchange_client::ExchangeClient::new(channel_as(fed, who, Server::Broker))
-        .max_decoding_message_size(CLIENT_MAX)
-        .max_encoding_message_size(CLIENT_MAX)
+pub fn exchange_client_as(
+    fed: &Fed,
+    who: &Who,
+) -> casebridge::daemon::rpc::exchange_client::ExchangeClient<Channel> {
+    casebridge::daemon::rpc::exchange_client::ExchangeClient::new(channel_as(
+        fed,
+        who,
+        Server::Broker,
+    ))
+    .max_decoding_message_size(CLIENT_MAX)
+    .max_encoding_message_size(CLIENT_MAX)
 }
 
 /// An Audit API client of the broker holding `who`'s certificate.
-pub fn audit_client_as(fed: &Fed, who: &Who) -> v1::audit_client::AuditClient<Channel> {
-    v1::audit_client::AuditClient::new(channel_as(fed, who, Server::Broker))
+pub fn audit_client_as(
+    fed: &Fed,
+    who: &Who,
+) -> casebridge::daemon::rpc::audit_client::AuditClient<Channel> {
+    casebridge::daemon::rpc::audit_client::AuditClient::new(channel_as(fed, who, Server::Broker))
         .max_decoding_message_size(CLIENT_MAX)
         .max_encoding_message_size(CLIENT_MAX)
 }
@@ -261,10 +271,14 @@ pub fn agency_client_as(
     fed: &Fed,
     who: &Who,
     node: &'static str,
-) -> v1::agency_client::AgencyClient<Channel> {
-    v1::agency_client::AgencyClient::new(channel_as(fed, who, Server::Node(node)))
-        .max_decoding_message_size(CLIENT_MAX)
-        .max_encoding_message_size(CLIENT_MAX)
+) -> casebridge::daemon::rpc::agency_client::AgencyClient<Channel> {
+    casebridge::daemon::rpc::agency_client::AgencyClient::new(channel_as(
+        fed,
+        who,
+        Server::Node(node),
+    ))
+    .max_decoding_message_size(CLIENT_MAX)
+    .max_encoding_message_size(CLIENT_MAX)
 }
 
 /// A gRPC health client of `server` holding `who`'s certificate.
@@ -305,10 +319,10 @@ pub enum Handshake {
 pub async fn handshake(fed: &Fed, who: Option<&Who>, server: Server) -> Handshake {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (addr, _) = server.addr_and_role(fed);
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root).expect("root");
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root).expect("root");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root[0].clone()).expect("root");
-    let builder = rustls::ClientConfig::builder_with_provider(casebridge::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(casebridge::daemon::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
         .with_root_certificates(roots);
@@ -403,7 +417,7 @@ pub fn seal_with(
 ) -> Sealed {
     let sender: AgencyId = from.parse().expect("sender");
     let recipients: Vec<AgencyId> = to.iter().map(|a| a.parse().expect("recipient")).collect();
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let mut input = SealInput {
         sender: &sender,
         recipients: &recipients,
@@ -494,7 +508,7 @@ pub fn receipt_for(
         code: 0,
         reason: String::new(),
         delivered_to: delivered_to.iter().map(ToString::to_string).collect(),
-        at_ms: casebridge::time::now_ms(),
+        at_ms: casebridge::daemon::clock::now_ms(),
         header_sha256: envelope::sha256(&env.header).to_vec(),
     }
 }
@@ -531,7 +545,8 @@ pub fn checkpoint_text(note_bytes: &[u8]) -> String {
 /// A C2SP cosignature line over `checkpoint_text`, made with node `node`'s
 /// real key under its witness name, as of `timestamp` (seconds).
 pub fn cosign_as(fed: &Fed, node: &str, checkpoint_text: &str, timestamp: u64) -> String {
-    let name = casebridge::broker::log::witness_name(&fed.broker_config.federation, cc(node));
+    let name =
+        casebridge::daemon::broker::log::witness_name(&fed.broker_config.federation, cc(node));
     let cosigner = Cosigner::new(&name, node_keys(fed, node).signing).expect("cosigner");
     let cp = Checkpoint::parse(checkpoint_text).expect("checkpoint");
     cosigner.cosign(&cp, timestamp).expect("cosign").to_line()
@@ -558,7 +573,7 @@ pub fn purge_report(ids: &[EnvelopeId]) -> v1::PurgeReport {
 /// A refusal report as node `node` would send for `sender_agency`, with an
 /// explanation of the caller's choosing.
 pub fn refusal_report(node: &str, sender_agency: &str, explanation: &str) -> v1::RefusalReport {
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     v1::RefusalReport {
         transfer: Some(v1::EnvelopeSummary {
             sender_node: node.into(),

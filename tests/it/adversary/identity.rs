@@ -17,8 +17,8 @@
 //! which public protocol it speaks. The case below checks that this is all
 //! they say, and that outsiders do not get past the handshake to ask.
 
-use casebridge::ids::{EnvelopeId, Role};
-use casebridge::proto::v1;
+use casebridge::protocol::ids::{EnvelopeId, Role};
+use casebridge::protocol::proto::v1;
 use tonic::{Code, Status};
 
 use super::harness::{self, Issuer, Server, Snapshot, Who};
@@ -90,7 +90,7 @@ async fn exchange_menu(fed: &Fed) -> ExchangeMenu {
     let receipt = harness::sign_receipt_as(fed, "RS", &body);
     let (_, note) = harness::checkpoint_covering_log(fed).await;
     let text = harness::checkpoint_text(&note);
-    let now_s = u64::try_from(casebridge::time::now_ms() / 1000).unwrap();
+    let now_s = u64::try_from(casebridge::daemon::clock::now_ms() / 1000).unwrap();
     let cosign = v1::CosignRequest {
         cosignature: harness::cosign_as(fed, "HR", &text, now_s),
         checkpoint: text.into_bytes(),
@@ -881,7 +881,7 @@ async fn victims() -> Victims {
 fn own_node(
     fed: &Fed,
     agency: &'static str,
-) -> v1::agency_client::AgencyClient<tonic::transport::Channel> {
+) -> casebridge::daemon::rpc::agency_client::AgencyClient<tonic::transport::Channel> {
     fed.client(agency).unwrap().api
 }
 

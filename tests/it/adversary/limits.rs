@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use casebridge::broker::audit_api::{MAX_RESPONSE_BYTES, PAGE_BYTES};
-use casebridge::broker::leaf::MAX_LEAF_BYTES;
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, Role};
-use casebridge::proto::v1;
-use casebridge::tls::{ClientTls, Identity};
+use casebridge::daemon::broker::audit_api::{MAX_RESPONSE_BYTES, PAGE_BYTES};
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, Role};
+use casebridge::protocol::leaf::MAX_LEAF_BYTES;
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
@@ -75,14 +75,16 @@ async fn still_serves(fed: &Fed, node: &str) {
         .expect("the broker still serves");
 }
 
-fn auditor(fed: &Fed) -> v1::audit_client::AuditClient<tonic::transport::Channel> {
+fn auditor(
+    fed: &Fed,
+) -> casebridge::daemon::rpc::audit_client::AuditClient<tonic::transport::Channel> {
     let d = fed.fed.dir.join("auditors/auditor");
     let id = Identity::load(&d.join("auditor.crt"), &d.join("auditor.key")).unwrap();
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .unwrap()
         .remove(0);
     let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).unwrap();
-    v1::audit_client::AuditClient::new(
+    casebridge::daemon::rpc::audit_client::AuditClient::new(
         tls.channel(&fed.broker_addr.to_string(), Role::Broker)
             .unwrap(),
     )
@@ -97,17 +99,17 @@ fn auditor_profile(fed: &Fed) -> std::path::PathBuf {
 async fn auditor_commands_read_the_log(fed: &Fed) {
     let size = checkpoint_now(fed).await;
     let profile = auditor_profile(fed);
-    let report = casebridge::audit_cli::verify(&profile, None)
+    let report = casebridge::tools::audit::verify(&profile, None)
         .await
         .expect("audit verify");
     assert_eq!(report.size(), size);
-    let q = casebridge::audit_cli::query(&profile, None, &Default::default())
+    let q = casebridge::tools::audit::query(&profile, None, &Default::default())
         .await
         .expect("audit query");
     assert!(!q.entries.is_empty());
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("report.html");
-    casebridge::audit_cli::report(&profile, None, &path)
+    casebridge::tools::audit::report(&profile, None, &path)
         .await
         .expect("audit report");
 }
@@ -236,7 +238,7 @@ async fn a_refusal_report_naming_another_tenants_envelope_is_refused() {
     )
     .await;
     settled(&fed, "BA/police", &sent.envelope_id).await;
-    let id: casebridge::ids::EnvelopeId = sent.envelope_id.parse().unwrap();
+    let id: casebridge::protocol::ids::EnvelopeId = sent.envelope_id.parse().unwrap();
     let mut r = honest_report();
     r.transfer.as_mut().unwrap().envelope_id = id.as_bytes().to_vec();
     assert_report_refused(
@@ -344,7 +346,7 @@ async fn a_refusal_report_with_unbounded_labels_is_refused() {
 /// Node RS submits an envelope whose header claims HR/police sent it, signed
 /// with RS's own key: a forged sender.
 fn forged_by_rs(fed: &Fed) -> v1::Envelope {
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let sender: AgencyId = "HR/police".parse().unwrap();
     let recipients: Vec<AgencyId> = vec!["BA/police".parse().unwrap()];
     let rec = record("wanted_alert");
@@ -417,7 +419,7 @@ async fn a_forged_sender_is_attributed_to_the_node_that_submitted_it() {
     assert!(!query("BA").await.contains(&index));
 
     // The report counts it for no HR agency.
-    let mut summary = casebridge::audit_cli::LogSummary::default();
+    let mut summary = casebridge::tools::audit::LogSummary::default();
     for (i, e) in events.iter().enumerate() {
         summary.add(i as u64, e);
     }
@@ -429,7 +431,7 @@ async fn a_forged_sender_is_attributed_to_the_node_that_submitted_it() {
         "no refusal counted for HR/police"
     );
     assert!(summary.refused_flows.is_empty(), "no HR → BA refused flow");
-    let row = casebridge::audit_cli::row(index, &events[before]);
+    let row = casebridge::tools::audit::row(index, &events[before]);
     assert_eq!(row.sender, "node RS");
     still_serves(&fed, "RS").await;
 }
@@ -450,16 +452,19 @@ async fn consumers_attribute_old_unverified_refusals_to_the_submitting_node() {
         }),
         ..Default::default()
     };
-    assert_eq!(casebridge::broker::audit_api::attributed(&claimed), None);
+    assert_eq!(
+        casebridge::daemon::broker::audit_api::attributed(&claimed),
+        None
+    );
     let event = v1::AuditEvent {
         at_ms: 1,
         event: Some(Event::SubmissionRefused(claimed)),
     };
-    let mut summary = casebridge::audit_cli::LogSummary::default();
+    let mut summary = casebridge::tools::audit::LogSummary::default();
     summary.add(0, &event);
     assert!(summary.agencies.is_empty() && summary.refused_flows.is_empty());
     assert_eq!(summary.unattributed.len(), 1);
-    assert_eq!(casebridge::audit_cli::row(0, &event).sender, "node RS");
+    assert_eq!(casebridge::tools::audit::row(0, &event).sender, "node RS");
 }
 
 // ---- C: leaf cap, paging, and the auditor commands -------------------------------
@@ -471,7 +476,7 @@ async fn a_log_of_maximal_leaves_is_read_by_every_auditor_command() {
     let n = 70u64;
     for i in 0..n {
         let event = v1::AuditEvent {
-            at_ms: casebridge::time::now_ms(),
+            at_ms: casebridge::daemon::clock::now_ms(),
             event: Some(Event::SubmissionRefused(v1::SubmissionRefused {
                 submitting_node: "HR".into(),
                 code: v1::RefusalCode::Malformed as i32,
@@ -500,14 +505,14 @@ async fn a_log_of_maximal_leaves_is_read_by_every_auditor_command() {
 
     // A query over them is cut by bytes, says so, and can be followed.
     let profile = auditor_profile(&fed);
-    let mut args = casebridge::audit_cli::QueryArgs {
+    let mut args = casebridge::tools::audit::QueryArgs {
         decision: Some("refused".into()),
         ..Default::default()
     };
     let mut found = 0;
     let mut cuts = 0;
     loop {
-        let q = casebridge::audit_cli::query(&profile, None, &args)
+        let q = casebridge::tools::audit::query(&profile, None, &args)
             .await
             .unwrap();
         found += q.entries.len() as u64;
@@ -619,7 +624,7 @@ async fn a_new_delivery_stream_replaces_the_old_one() {
     };
     let h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
     assert_eq!(
-        casebridge::ids::EnvelopeId::from_bytes(&h.envelope_id)
+        casebridge::protocol::ids::EnvelopeId::from_bytes(&h.envelope_id)
             .unwrap()
             .to_string(),
         sent.envelope_id
@@ -640,17 +645,18 @@ async fn advertised_streams(
     key: &std::path::Path,
 ) -> usize {
     let id = Identity::load(cert, key).unwrap();
-    let root = casebridge::tls::load_certs(&fed.broker_config.tls.root)
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
         .unwrap()
         .remove(0);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(casebridge::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(casebridge::daemon::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
@@ -686,7 +692,7 @@ async fn advertised_streams(
 #[tokio::test]
 async fn servers_limit_concurrent_requests_per_connection() {
     let fed = start(&["HR", "BA"]).await;
-    let want = casebridge::tls::MAX_CONCURRENT_STREAMS as usize;
+    let want = casebridge::daemon::tls::MAX_CONCURRENT_STREAMS as usize;
     let node = &fed.node_configs[&cc("HR")];
     assert_eq!(
         advertised_streams(&fed, fed.broker_addr, &node.tls.cert, &node.tls.key).await,

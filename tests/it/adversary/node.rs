@@ -11,11 +11,11 @@
 
 pub(crate) mod hostile_broker;
 
-use casebridge::categories::CategorySet;
-use casebridge::envelope::{self, SealInput};
-use casebridge::ids::{AgencyId, EnvelopeId};
-use casebridge::keys::SigningKey;
-use casebridge::proto::v1;
+use casebridge::protocol::categories::CategorySet;
+use casebridge::protocol::envelope::{self, SealInput};
+use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::keys::SigningKey;
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 
 use crate::support::*;
@@ -53,7 +53,7 @@ fn sealed_by_ba(
 }
 
 fn fresh_for(fed: &Fed, to: &[&str], record: &v1::CaseRecord) -> envelope::Sealed {
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     sealed_by_ba(fed, to, record, None, now, now + DAY)
 }
 
@@ -168,7 +168,7 @@ async fn a_delivery_that_fails_for_good_is_rejected_and_never_blocks_the_queue()
     let (fed, hb) = behind_hostile_broker(&["HR"]).await;
     let hr = cc("HR");
     let rec = record("wanted_alert");
-    let now = casebridge::time::now_ms();
+    let now = casebridge::daemon::clock::now_ms();
     let ba_key = node_signing_key(&fed, "BA");
 
     let garbage = v1::Envelope {
@@ -386,7 +386,7 @@ fn honest_body(sent: &Sent) -> v1::ReceiptBody {
         recipient_node: "HR".into(),
         status: v1::ReceiptStatus::Delivered as i32,
         delivered_to: vec!["HR/police".into()],
-        at_ms: casebridge::time::now_ms(),
+        at_ms: casebridge::daemon::clock::now_ms(),
         header_sha256: sha(&sent.envelope.header),
         ..Default::default()
     }

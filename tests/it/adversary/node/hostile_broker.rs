@@ -18,9 +18,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use casebridge::ids::{Country, EnvelopeId, Role};
-use casebridge::proto::v1;
-use casebridge::tls::{Identity, ServerTls, peer_of};
+use casebridge::daemon::tls::{Identity, ServerTls, peer_of};
+use casebridge::protocol::ids::{Country, EnvelopeId, Role};
+use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -95,7 +95,7 @@ impl HostileBroker {
     pub async fn start(fed: &Fed) -> HostileBroker {
         let cfg = &fed.broker_config;
         let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key).expect("broker identity");
-        let root = casebridge::tls::load_certs(&cfg.tls.root)
+        let root = casebridge::daemon::tls::load_certs(&cfg.tls.root)
             .expect("root")
             .remove(0);
         let tls = ServerTls::new(&identity, &root, None, &cfg.federation).expect("server tls");
@@ -111,7 +111,7 @@ impl HostileBroker {
                     .map(|id| id.as_bytes().to_vec())
                     .unwrap_or_default(),
                 log_index: n,
-                accepted_at_ms: casebridge::time::now_ms(),
+                accepted_at_ms: casebridge::daemon::clock::now_ms(),
                 policy_bundle_hash: String::new(),
             })
         });
@@ -138,7 +138,7 @@ impl HostileBroker {
             on_inclusion_proof: Mutex::new(on_inclusion_proof),
             refuse_ack: Mutex::new(Box::new(|_, _| None)),
         });
-        let service = v1::exchange_server::ExchangeServer::new(Service {
+        let service = casebridge::daemon::rpc::exchange_server::ExchangeServer::new(Service {
             shared: shared.clone(),
         })
         .max_decoding_message_size(1 << 30)
@@ -316,7 +316,7 @@ impl Service {
 }
 
 #[tonic::async_trait]
-impl v1::exchange_server::Exchange for Service {
+impl casebridge::daemon::rpc::exchange_server::Exchange for Service {
     async fn submit(
         &self,
         req: Request<v1::SubmitRequest>,

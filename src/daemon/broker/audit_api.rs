@@ -1,0 +1,552 @@
+//! The audit API: read-only access to the transparency log for auditors.
+//!
+//! Only auditor certificates issued directly by the federation root, for an
+//! auditor the directory lists, are served. Proofs cost O(log n) reads of
+//! stored tree nodes; queries scan the entries, off the request-serving
+//! threads and within bounds of time, entries and bytes that the answer
+//! reports when it meets them. Pages of entries are bounded by count and by
+//! bytes, so every answer fits the auditor's client ([`MAX_RESPONSE_BYTES`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use super::BrokerState;
+use super::service::{checkpoint_response, inclusion_proof};
+use crate::daemon::tls::{Issuer, peer_of};
+use crate::protocol::ids::{EnvelopeId, Role};
+use crate::protocol::leaf::MAX_LEAF_BYTES;
+use crate::protocol::proto::v1;
+use crate::storage::sled::broker::{BrokerStore, StoreError};
+
+/// Entries in one `GetEntries` page at most.
+pub const PAGE_ENTRIES: u64 = 1000;
+/// Bytes of entries in one `GetEntries` page or `Query` answer at most:
+/// 4 MiB. An answer ends before the entry that would take it past this,
+/// but always holds at least one entry.
+pub const PAGE_BYTES: usize = 4 << 20;
+/// The largest answer the audit API sends: a page of [`PAGE_BYTES`], or a
+/// single entry whose leaf is at the cap served with its decoded event
+/// (twice the leaf), with framing. An auditor's client must accept this.
+pub const MAX_RESPONSE_BYTES: usize = (if PAGE_BYTES > 2 * MAX_LEAF_BYTES {
+    PAGE_BYTES
+} else {
+    2 * MAX_LEAF_BYTES
+}) + 64 * 1024;
+/// Entries one `Query` returns at most; also its default `limit`.
+pub const QUERY_MAX_ENTRIES: usize = 10_000;
+/// How long one `Query` scans at most before it answers with what it found
+/// and where to continue.
+pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(10);
+/// Leaves read at a time while scanning.
+const SCAN_CHUNK: u64 = 256;
+/// Bytes counted per entry for its framing inside a response.
+const ENTRY_FRAMING: usize = 8;
+
+pub struct AuditService {
+    state: Arc<BrokerState>,
+}
+
+impl AuditService {
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        AuditService { state }
+    }
+
+    fn auditor<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let peer = peer_of(req)?;
+        match (&peer.role, peer.issuer) {
+            (Ok(Role::Auditor(name)), Issuer::Root)
+                if self.state.directory().auditor_active(name) =>
+            {
+                Ok(name.clone())
+            }
+            (Ok(Role::Auditor(name)), Issuer::Root) => Err(Status::permission_denied(format!(
+                "auditor {name} is not listed or is revoked"
+            ))),
+            (Ok(Role::Auditor(name)), _) => Err(Status::permission_denied(format!(
+                "certificate for auditor {name} is not issued directly by the federation root"
+            ))),
+            (Ok(role), _) => Err(Status::permission_denied(format!(
+                "the audit API is for auditors; this certificate is for {role}"
+            ))),
+            (Err(e), _) => Err(Status::permission_denied(format!(
+                "certificate not accepted: {e}"
+            ))),
+        }
+    }
+}
+
+/// An entry as served. A leaf over the cap (which only a broker before the
+/// cap could have written) is served without its decoded event, so that
+/// the entry is no larger than its leaf.
+fn log_entry(index: u64, leaf: Vec<u8>) -> v1::LogEntry {
+    let event = if leaf.len() <= MAX_LEAF_BYTES {
+        v1::AuditEvent::decode(leaf.as_slice()).ok()
+    } else {
+        None
+    };
+    v1::LogEntry { index, leaf, event }
+}
+
+/// The entries of `[start, end)` that fit one page: all of them, or those
+/// before the one that would take the page past [`PAGE_BYTES`] (at least
+/// one).
+fn page(store: &dyn BrokerStore, start: u64, end: u64) -> Result<Vec<v1::LogEntry>, StoreError> {
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = start;
+    while next < end {
+        let chunk_end = next.saturating_add(SCAN_CHUNK).min(end);
+        for (index, leaf) in (next..).zip(store.leaves(next, chunk_end)?) {
+            let entry = log_entry(index, leaf);
+            let size = entry.encoded_len() + ENTRY_FRAMING;
+            if !entries.is_empty() && bytes + size > PAGE_BYTES {
+                return Ok(entries);
+            }
+            bytes += size;
+            entries.push(entry);
+        }
+        next = chunk_end;
+    }
+    Ok(entries)
+}
+
+/// What one query scan found, and where and why it stopped early if it did.
+struct Scan {
+    entries: Vec<v1::LogEntry>,
+    /// The first index not scanned (or not returned).
+    next: u64,
+    /// Why the scan stopped before the end of the log.
+    cut: Option<String>,
+}
+
+/// How far one query may go.
+struct Bounds {
+    max_entries: usize,
+    max_bytes: usize,
+    deadline: Instant,
+}
+
+impl Bounds {
+    /// The bounds of a query starting now.
+    fn query() -> Bounds {
+        Bounds {
+            max_entries: QUERY_MAX_ENTRIES,
+            max_bytes: PAGE_BYTES,
+            deadline: Instant::now() + QUERY_TIME_LIMIT,
+        }
+    }
+}
+
+/// Scans the log from `q.start` for entries matching `q`, until the end of
+/// the log, the entry limit, the byte limit or the deadline, whichever
+/// comes first. Each chunk of leaves read is scanned whole before the clock
+/// is looked at, so every scan makes progress.
+fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Scan, Status> {
+    let len = store.audit_len().map_err(storage)?;
+    if q.start > len {
+        return Err(Status::out_of_range(format!(
+            "start {} is beyond the log ({len} entries)",
+            q.start
+        )));
+    }
+    let asked = q.limit as usize;
+    let limit = if asked == 0 {
+        b.max_entries
+    } else {
+        asked.min(b.max_entries)
+    };
+    let mut found = Scan {
+        entries: Vec::new(),
+        next: q.start,
+        cut: None,
+    };
+    let mut bytes = 0usize;
+    while found.next < len {
+        let start = found.next;
+        let end = start.saturating_add(SCAN_CHUNK).min(len);
+        for (index, leaf) in (start..).zip(store.leaves(start, end).map_err(storage)?) {
+            let hit = v1::AuditEvent::decode(leaf.as_slice()).is_ok_and(|ev| matches(q, &ev));
+            if hit {
+                let entry = log_entry(index, leaf);
+                let size = entry.encoded_len() + ENTRY_FRAMING;
+                if found.entries.len() >= limit {
+                    found.cut = Some(if asked != 0 && asked <= b.max_entries {
+                        format!("the limit of {limit} entries was reached")
+                    } else {
+                        format!("at most {} entries are returned per query", b.max_entries)
+                    });
+                } else if !found.entries.is_empty() && bytes + size > b.max_bytes {
+                    found.cut = Some(format!(
+                        "at most {} bytes of entries are returned per query",
+                        b.max_bytes
+                    ));
+                }
+                if found.cut.is_some() {
+                    found.next = index;
+                    return Ok(found);
+                }
+                bytes += size;
+                found.entries.push(entry);
+            }
+            found.next = index + 1;
+        }
+        if found.next < len && Instant::now() >= b.deadline {
+            found.cut = Some(format!(
+                "the scan stopped after its time limit of {} s",
+                QUERY_TIME_LIMIT.as_secs()
+            ));
+            return Ok(found);
+        }
+    }
+    Ok(found)
+}
+
+fn storage(e: StoreError) -> Status {
+    tracing::error!(error = %e, "broker storage failure");
+    Status::unavailable("broker storage unavailable; try again")
+}
+
+/// What a query can filter on, read off one event.
+struct Facts<'a> {
+    decision: &'static str,
+    agencies: Vec<&'a str>,
+    nodes: Vec<&'a str>,
+    kind: Option<i32>,
+}
+
+type Parties<'a> = (Vec<&'a str>, Vec<&'a str>, Option<i32>);
+
+fn summary(s: &v1::EnvelopeSummary) -> Parties<'_> {
+    let mut agencies: Vec<&str> = vec![s.sender_agency.as_str()];
+    agencies.extend(s.recipients.iter().map(String::as_str));
+    (agencies, vec![s.sender_node.as_str()], Some(s.kind))
+}
+
+/// The header labels of a refusal that belong to the node that submitted
+/// it. A refusal is that node's act; a header naming another country's
+/// sender (a forgery, or someone else's envelope passed on) does not make
+/// the refusal that country's. Logs written before the broker recorded only
+/// verified headers hold claims, so the check is made on reading too.
+pub fn attributed(r: &v1::SubmissionRefused) -> Option<&v1::EnvelopeSummary> {
+    r.envelope.as_ref().filter(|e| {
+        e.sender_node == r.submitting_node
+            && e.sender_agency.split_once('/').map(|(cc, _)| cc) == Some(r.submitting_node.as_str())
+    })
+}
+
+fn facts(e: &v1::AuditEvent) -> Facts<'_> {
+    use v1::audit_event::Event;
+    match &e.event {
+        Some(Event::SubmissionAccepted(a)) => {
+            let (agencies, nodes, kind) = a.envelope.as_ref().map(summary).unwrap_or_default();
+            Facts {
+                decision: "accepted",
+                agencies,
+                nodes,
+                kind,
+            }
+        }
+        Some(Event::SubmissionRefused(r)) => {
+            let (agencies, _, kind) = attributed(r).map(summary).unwrap_or_default();
+            Facts {
+                decision: "refused",
+                agencies,
+                nodes: vec![r.submitting_node.as_str()],
+                kind,
+            }
+        }
+        Some(Event::ReceiptRecorded(r)) => Facts {
+            decision: if r.status == v1::ReceiptStatus::Delivered as i32 {
+                "delivered"
+            } else {
+                "rejected"
+            },
+            agencies: r.delivered_to.iter().map(String::as_str).collect(),
+            nodes: vec![r.recipient_node.as_str()],
+            kind: None,
+        },
+        Some(Event::ContentViolation(v)) => Facts {
+            decision: "violation",
+            agencies: vec![v.sender_agency.as_str()],
+            nodes: vec![v.sender_node.as_str(), v.reporting_node.as_str()],
+            kind: None,
+        },
+        Some(Event::RecordsPurged(p)) => Facts {
+            decision: "purged",
+            agencies: vec![],
+            nodes: vec![p.node.as_str()],
+            kind: None,
+        },
+        Some(Event::DirectoryChanged(_)) => Facts {
+            decision: "directory",
+            agencies: vec![],
+            nodes: vec![],
+            kind: None,
+        },
+        Some(Event::PolicyChanged(_)) => Facts {
+            decision: "policy",
+            agencies: vec![],
+            nodes: vec![],
+            kind: None,
+        },
+        None => Facts {
+            decision: "",
+            agencies: vec![],
+            nodes: vec![],
+            kind: None,
+        },
+    }
+}
+
+fn matches(q: &v1::QueryRequest, e: &v1::AuditEvent) -> bool {
+    let f = facts(e);
+    if !q.decision.is_empty() && q.decision != f.decision {
+        return false;
+    }
+    if !q.agency.is_empty() && !f.agencies.contains(&q.agency.as_str()) {
+        return false;
+    }
+    if !q.country.is_empty() {
+        let prefix = format!("{}/", q.country);
+        let in_agencies = f.agencies.iter().any(|a| a.starts_with(&prefix));
+        if !in_agencies && !f.nodes.contains(&q.country.as_str()) {
+            return false;
+        }
+    }
+    if !q.kind.is_empty() {
+        let want = crate::protocol::categories::parse_kind_short_name(&q.kind).map(|k| k as i32);
+        if want.is_none() || f.kind != want {
+            return false;
+        }
+    }
+    (q.from_ms == 0 || e.at_ms >= q.from_ms) && (q.to_ms == 0 || e.at_ms < q.to_ms)
+}
+
+#[tonic::async_trait]
+impl crate::daemon::rpc::audit_server::Audit for AuditService {
+    async fn get_checkpoint(
+        &self,
+        req: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::CheckpointResponse>, Status> {
+        self.auditor(&req)?;
+        checkpoint_response(&self.state, req.get_ref().from_size).map(Response::new)
+    }
+
+    async fn get_entries(
+        &self,
+        req: Request<v1::GetEntriesRequest>,
+    ) -> Result<Response<v1::GetEntriesResponse>, Status> {
+        self.auditor(&req)?;
+        let r = req.get_ref();
+        let len = self.state.store.audit_len().map_err(storage)?;
+        let end = r.end.min(len).min(r.start.saturating_add(PAGE_ENTRIES));
+        if r.start > end {
+            return Err(Status::out_of_range(format!(
+                "start {} is beyond the log ({len} entries)",
+                r.start
+            )));
+        }
+        Ok(Response::new(v1::GetEntriesResponse {
+            entries: page(self.state.store.as_ref(), r.start, end).map_err(storage)?,
+        }))
+    }
+
+    async fn prove_inclusion(
+        &self,
+        req: Request<v1::ProveInclusionRequest>,
+    ) -> Result<Response<v1::InclusionProof>, Status> {
+        self.auditor(&req)?;
+        let r = req.get_ref();
+        let index = match &r.target {
+            Some(v1::prove_inclusion_request::Target::Index(i)) => *i,
+            Some(v1::prove_inclusion_request::Target::EnvelopeId(id)) => {
+                let id: EnvelopeId = id.parse().map_err(|e: crate::protocol::ids::IdError| {
+                    Status::invalid_argument(e.to_string())
+                })?;
+                self.state
+                    .store
+                    .accepted(&id)
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no accepted submission {id} in the log"))
+                    })?
+                    .log_index
+            }
+            None => return Err(Status::invalid_argument("give an index or an envelope id")),
+        };
+        inclusion_proof(&self.state, index, r.tree_size).map(Response::new)
+    }
+
+    async fn prove_consistency(
+        &self,
+        req: Request<v1::ProveConsistencyRequest>,
+    ) -> Result<Response<v1::ConsistencyProof>, Status> {
+        self.auditor(&req)?;
+        let r = req.get_ref();
+        let wanted = if r.second_size == 0 {
+            None
+        } else {
+            Some(r.second_size)
+        };
+        let (second, checkpoint) = self
+            .state
+            .log
+            .checkpoint_note(self.state.store.as_ref(), wanted)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found("no checkpoint of that size"))?;
+        if r.first_size == 0 || r.first_size > second {
+            return Err(Status::invalid_argument(format!(
+                "first size must be between 1 and {second}, not {}",
+                r.first_size
+            )));
+        }
+        let proof = if r.first_size == second {
+            Vec::new()
+        } else {
+            self.state
+                .store
+                .consistency_proof(r.first_size, second)
+                .map_err(storage)?
+        };
+        Ok(Response::new(v1::ConsistencyProof {
+            first_size: r.first_size,
+            second_size: second,
+            proof: proof.iter().map(|h| h.to_vec()).collect(),
+            checkpoint,
+        }))
+    }
+
+    async fn query(
+        &self,
+        req: Request<v1::QueryRequest>,
+    ) -> Result<Response<v1::QueryResponse>, Status> {
+        self.auditor(&req)?;
+        let q = req.into_inner();
+        let bounds = Bounds::query();
+        let store = self.state.store.clone();
+        let found = tokio::task::spawn_blocking(move || scan(store.as_ref(), &q, &bounds))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit query task failed");
+                Status::internal("the query failed")
+            })??;
+        Ok(Response::new(v1::QueryResponse {
+            entries: found.entries,
+            truncated: found.cut.is_some(),
+            truncated_reason: found.cut.unwrap_or_default(),
+            next_index: found.next,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sled::broker::SledStore;
+
+    async fn store_of(n: u64, reason_bytes: usize) -> (tempfile::TempDir, SledStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        for i in 0..n {
+            store
+                .append(v1::AuditEvent {
+                    at_ms: i as i64,
+                    event: Some(v1::audit_event::Event::SubmissionRefused(
+                        v1::SubmissionRefused {
+                            submitting_node: "HR".into(),
+                            reason: "r".repeat(reason_bytes),
+                            ..Default::default()
+                        },
+                    )),
+                })
+                .await
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn later() -> Bounds {
+        Bounds {
+            deadline: Instant::now() + Duration::from_secs(3600),
+            ..Bounds::query()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_out_of_time_says_so_and_where_to_go_on() {
+        let (_dir, store) = store_of(SCAN_CHUNK * 2 + 5, 1).await;
+        let q = v1::QueryRequest::default();
+        // A deadline already past: one chunk is scanned, then the scan stops.
+        let past = Bounds {
+            deadline: Instant::now(),
+            ..Bounds::query()
+        };
+        let found = scan(&store, &q, &past).unwrap();
+        assert_eq!(found.next, SCAN_CHUNK, "every scan makes progress");
+        assert_eq!(found.entries.len() as u64, SCAN_CHUNK);
+        assert!(found.cut.unwrap().contains("time limit of 10 s"));
+        let rest = scan(
+            &store,
+            &v1::QueryRequest {
+                start: found.next,
+                ..Default::default()
+            },
+            &later(),
+        )
+        .unwrap();
+        assert_eq!(rest.next, SCAN_CHUNK * 2 + 5);
+        assert_eq!(rest.cut, None);
+        assert_eq!(rest.entries.len() as u64, SCAN_CHUNK + 5);
+    }
+
+    #[tokio::test]
+    async fn a_scan_stops_at_the_entry_cap_and_says_so() {
+        let (_dir, store) = store_of(12, 1).await;
+        let few = Bounds {
+            max_entries: 10,
+            ..later()
+        };
+        let found = scan(&store, &v1::QueryRequest::default(), &few).unwrap();
+        assert_eq!(found.entries.len(), 10);
+        assert_eq!(found.next, 10);
+        assert!(found.cut.unwrap().contains("at most 10 entries"));
+        let q = v1::QueryRequest {
+            limit: u32::MAX,
+            ..Default::default()
+        };
+        let found = scan(&store, &q, &few).unwrap();
+        assert_eq!(found.entries.len(), 10, "a larger limit is capped");
+        assert!(found.cut.unwrap().contains("at most 10 entries"));
+        let q = v1::QueryRequest {
+            limit: 3,
+            ..Default::default()
+        };
+        let found = scan(&store, &q, &few).unwrap();
+        assert_eq!(found.entries.len(), 3);
+        assert!(found.cut.unwrap().contains("the limit of 3 entries"));
+    }
+
+    #[tokio::test]
+    async fn pages_and_scans_stop_at_the_byte_cap() {
+        let (_dir, store) = store_of(80, MAX_LEAF_BYTES).await;
+        let entries = page(&store, 0, 80).unwrap();
+        let bytes: usize = entries.iter().map(|e| e.encoded_len()).sum();
+        assert!(entries.len() < 80 && !entries.is_empty());
+        assert!(bytes <= PAGE_BYTES);
+        let found = scan(&store, &v1::QueryRequest::default(), &later()).unwrap();
+        assert_eq!(found.entries.len(), entries.len());
+        assert_eq!(found.next, entries.len() as u64);
+        assert!(found.cut.unwrap().contains("bytes of entries"));
+    }
+
+    #[test]
+    fn an_oversized_legacy_leaf_is_served_without_its_event() {
+        let small = log_entry(0, vec![8, 1]);
+        assert!(small.event.is_some());
+        let big = log_entry(1, vec![0; MAX_LEAF_BYTES + 1]);
+        assert!(big.event.is_none());
+    }
+}

@@ -1,0 +1,374 @@
+//! The broker: routes, stores and forwards envelopes it cannot read, decides
+//! on policy from their signed headers, and keeps the audit log.
+//!
+//! The submit pipeline lives in [`service`]; durable state behind
+//! [`crate::storage::sled::broker::BrokerStore`]. The broker never holds a key that opens a payload:
+//! it has the directory (public keys) and its own TLS identity, nothing else.
+
+pub mod audit_api;
+pub mod log;
+pub mod service;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::daemon::config::{BrokerConfig, Limits};
+use crate::daemon::tls::{Identity, ServerTls};
+use crate::protocol::directory::Directory;
+use crate::protocol::ids::Country;
+use crate::protocol::policy::{LivePolicies, Policies, Reload};
+use crate::protocol::proto::v1;
+use crate::storage::sled::broker::{BrokerStore, SledStore, Subject};
+
+use crate::daemon::clock::Clock;
+
+/// Everything the broker's services share.
+pub struct BrokerState {
+    pub federation: String,
+    directory: RwLock<Arc<Directory>>,
+    pub store: Arc<dyn BrokerStore>,
+    policies: LivePolicies,
+    /// Signs checkpoints of the audit log.
+    pub log: log::TransparencyLog,
+    pub limits: Limits,
+    pub clock: Clock,
+    wakeups: Mutex<HashMap<Country, Arc<Notify>>>,
+    /// Per node, the generation of its delivery stream in use.
+    deliveries: Mutex<HashMap<Country, tokio::sync::watch::Sender<u64>>>,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl BrokerState {
+    pub fn new(
+        federation: String,
+        directory: Directory,
+        store: Arc<dyn BrokerStore>,
+        policies: LivePolicies,
+        log: log::TransparencyLog,
+        limits: Limits,
+        clock: Clock,
+    ) -> Self {
+        BrokerState {
+            federation,
+            directory: RwLock::new(Arc::new(directory)),
+            store,
+            policies,
+            log,
+            limits,
+            clock,
+            wakeups: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The policy set in force.
+    pub fn policies(&self) -> Policies {
+        self.policies.current()
+    }
+
+    /// Reads the policy bundles again. A valid new set takes effect at once;
+    /// a change and a refused set are both audit events, and a refused set
+    /// leaves the one in force.
+    pub async fn reload_policies(&self) -> anyhow::Result<Reload> {
+        let directory = self.directory();
+        let version = directory.version_info();
+        let outcome = self
+            .policies
+            .reload(&directory, |bundles| async move {
+                let in_force = crate::storage::in_force::InForce {
+                    directory: Some(version),
+                    bundles,
+                };
+                self.store
+                    .put_in_force(&in_force)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        let detail = match &outcome {
+            Reload::Unchanged | Reload::Refused { first: false, .. } => return Ok(outcome),
+            Reload::Replaced {
+                previous, bundles, ..
+            } => {
+                tracing::info!(%bundles, "new policy set in force");
+                format!("in force: {bundles} (replaces set {previous})")
+            }
+            Reload::Refused {
+                reason,
+                first: true,
+            } => {
+                tracing::error!(%reason, "policy bundles refused; the set in force stays");
+                format!("refused, the set in force stays: {reason}")
+            }
+        };
+        let current = self.policies();
+        let event = v1::AuditEvent {
+            at_ms: self.now_ms(),
+            event: Some(v1::audit_event::Event::PolicyChanged(v1::PolicyChanged {
+                bundle_hash: current.hash().to_string(),
+                detail,
+            })),
+        };
+        match &outcome {
+            Reload::Replaced { hash, .. } => {
+                self.store
+                    .record_if_changed(Subject::Policy, hash.as_bytes().to_vec(), event)
+                    .await?;
+            }
+            _ => {
+                self.store.append(event).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Resolves once the broker begins to shut down; long-lived streams end
+    /// on it so the server can drain.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Makes a new delivery stream `node`'s only one: returns its generation
+    /// and a receiver that changes when a newer stream replaces it. A node
+    /// has one delivery stream at a time, so it cannot pile them up.
+    pub fn claim_delivery(&self, node: Country) -> (u64, tokio::sync::watch::Receiver<u64>) {
+        let mut all = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = all
+            .entry(node)
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        let generation = tx.borrow().wrapping_add(1);
+        tx.send_replace(generation);
+        (generation, tx.subscribe())
+    }
+
+    /// The wake-up for `node`'s delivery streams.
+    pub fn wakeup(&self, node: Country) -> Arc<Notify> {
+        self.wakeups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node)
+            .or_default()
+            .clone()
+    }
+}
+
+/// A configured broker, ready to serve.
+pub struct Broker {
+    pub state: Arc<BrokerState>,
+    tls: ServerTls,
+    policy_reload: std::time::Duration,
+}
+
+impl Broker {
+    /// Builds a broker from its config: loads and checks the TLS identity,
+    /// the pinned directory key and the directory, and opens the store.
+    pub fn from_config(cfg: &BrokerConfig) -> anyhow::Result<Broker> {
+        let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
+        let root = crate::daemon::tls::load_certs(&cfg.tls.root)?.remove(0);
+        let tls = ServerTls::new(&identity, &root, None, &cfg.federation)?;
+        let key = crate::protocol::directory::load_public_key(&cfg.directory_key)?;
+        let directory = crate::protocol::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let store = SledStore::open(&cfg.data_dir)
+            .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let in_force = store.in_force()?;
+        in_force.check_directory(&directory, &cfg.directory)?;
+        let policies = LivePolicies::load(&cfg.policies, &directory, key, &in_force.bundles)
+            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        let log = log::TransparencyLog::new(
+            crate::protocol::keys::SigningKey::load(&cfg.log_key)?,
+            &directory,
+        )
+        .with_context(|| format!("{}", cfg.log_key.display()))?;
+        if let Some(size) = log.verify_stored(&store)? {
+            tracing::info!(size, "stored audit log matches its latest checkpoint");
+        }
+        let state = BrokerState::new(
+            cfg.federation.clone(),
+            directory,
+            Arc::new(store),
+            policies,
+            log,
+            cfg.limits.clone(),
+            Arc::new(crate::daemon::clock::now_ms),
+        );
+        Ok(Broker {
+            state: Arc::new(state),
+            tls,
+            policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
+        })
+    }
+
+    /// Records the directory and the policy set in force in the audit log
+    /// if either changed since the last run. `serve` does this too; calling
+    /// it first lets a caller know the events are written before the first
+    /// connection.
+    pub async fn record_state(&self) -> anyhow::Result<()> {
+        let state = &self.state;
+        let dir = state.directory();
+        // What is in force now is the floor for every later start.
+        state
+            .store
+            .put_in_force(&crate::storage::in_force::InForce {
+                directory: Some(dir.version_info()),
+                bundles: state.policies.in_force(),
+            })
+            .await?;
+        let event = v1::AuditEvent {
+            at_ms: state.now_ms(),
+            event: Some(v1::audit_event::Event::DirectoryChanged(
+                v1::DirectoryChanged {
+                    version: dir.version,
+                    directory_sha256: dir.digest(),
+                },
+            )),
+        };
+        if let Some(index) = state
+            .store
+            .record_if_changed(Subject::Directory, dir.digest(), event)
+            .await?
+        {
+            tracing::info!(version = dir.version, index, "directory in force changed");
+        }
+        let policies = state.policies();
+        let event = v1::AuditEvent {
+            at_ms: state.now_ms(),
+            event: Some(v1::audit_event::Event::PolicyChanged(v1::PolicyChanged {
+                bundle_hash: policies.hash().to_string(),
+                detail: format!(
+                    "in force at start: {}",
+                    crate::protocol::policy::bundle_list(&policies)
+                ),
+            })),
+        };
+        let digest = policies.hash().as_bytes().to_vec();
+        if let Some(index) = state
+            .store
+            .record_if_changed(Subject::Policy, digest, event)
+            .await?
+        {
+            tracing::info!(hash = policies.hash(), index, "policy set in force changed");
+        }
+        Ok(())
+    }
+
+    /// Serves the exchange API, gRPC health and reflection on `listener`
+    /// until `shutdown` completes, then drains open calls.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        self.record_state().await?;
+        let reloader = {
+            let state = self.state.clone();
+            let every = self.policy_reload;
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    if let Err(e) = state.reload_policies().await {
+                        tracing::error!(error = %e, "could not record a policy change");
+                    }
+                }
+            })
+        };
+        let checkpointer = {
+            let state = self.state.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                // At least one checkpoint a second while entries arrive.
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                    if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
+                        tracing::error!(error = %e, "could not sign a checkpoint");
+                    }
+                }
+                // A final checkpoint covers everything acknowledged.
+                if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
+                    tracing::error!(error = %e, "could not sign the final checkpoint");
+                }
+            })
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let exchange = service::ExchangeService::new(self.state.clone());
+        // Above the envelope limit, so that an oversized envelope is read and
+        // gets its typed, audited refusal rather than a transport error.
+        let max = crate::protocol::bounds::transport_limit(self.state.limits.max_envelope_bytes);
+        health
+            .set_serving::<crate::daemon::rpc::exchange_server::ExchangeServer<service::ExchangeService>>()
+            .await;
+        health
+            .set_serving::<crate::daemon::rpc::audit_server::AuditServer<audit_api::AuditService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::daemon::rpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        tracing::info!(?addr, "broker serving");
+        let fatal = Arc::new(Mutex::new(None::<String>));
+        crate::daemon::tls::server_builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(crate::daemon::rpc::audit_server::AuditServer::new(
+                audit_api::AuditService::new(self.state.clone()),
+            ))
+            .add_service(
+                crate::daemon::rpc::exchange_server::ExchangeServer::new(exchange)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(self.tls.incoming(listener), {
+                let state = self.state.clone();
+                let fatal = fatal.clone();
+                async move {
+                    tokio::select! {
+                        _ = shutdown => tracing::info!("broker shutting down"),
+                        // Nothing can be acknowledged any more: stop rather
+                        // than answer every caller with an error.
+                        reason = state.store.failed() => {
+                            tracing::error!(%reason, "broker stopping");
+                            *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                        }
+                    }
+                    state.stopping.send_replace(true);
+                }
+            })
+            .await?;
+        self.state.stopping.send_replace(true);
+        let _ = reloader.await;
+        let _ = checkpointer.await;
+        if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("broker stopped: {reason}");
+        }
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}

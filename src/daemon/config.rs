@@ -1,0 +1,592 @@
+//! Configuration files: the broker's, a node's, and an agency's profile.
+//!
+//! Every setting has a documented default (see deploy/*.example.toml).
+//! Relative paths are resolved against the directory of the file that names
+//! them. An invalid file is refused, naming the file, the key and the reason,
+//! before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::ids::{AgencyId, Country};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// Certificate and key of a TLS endpoint, and the federation root it trusts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// PEM private key, mode 0600.
+    pub key: PathBuf,
+    /// The federation root CA certificate.
+    pub root: PathBuf,
+}
+
+fn default_federation() -> String {
+    "casebridge.test".into()
+}
+fn default_max_envelope() -> usize {
+    crate::protocol::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+}
+fn default_max_recipients() -> usize {
+    crate::protocol::bounds::DEFAULT_MAX_RECIPIENTS
+}
+fn default_replay_window() -> u64 {
+    7 * 24 * 3600
+}
+fn default_skew() -> u64 {
+    300
+}
+fn default_log() -> LogFormat {
+    LogFormat::Human
+}
+fn default_reload() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Limits the broker enforces on every submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest envelope accepted, in bytes (header + ciphertext). Default 16 MiB.
+    #[serde(default = "default_max_envelope")]
+    pub max_envelope_bytes: usize,
+    /// How far back an envelope's creation time may lie, in seconds; envelope
+    /// ids are remembered this long to refuse replays. Default 7 days.
+    #[serde(default = "default_replay_window")]
+    pub replay_window_secs: u64,
+    /// How far ahead of the broker's clock a creation time may lie. Default 300 s.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// Most recipients of one envelope (and third agencies of one
+    /// permission). Default 64.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_envelope_bytes: default_max_envelope(),
+            replay_window_secs: default_replay_window(),
+            clock_skew_secs: default_skew(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+impl Limits {
+    /// The bounds headers are checked against.
+    pub fn bounds(&self) -> crate::protocol::bounds::Bounds {
+        crate::protocol::bounds::Bounds {
+            max_recipients: self.max_recipients,
+        }
+    }
+}
+
+/// Limits a node applies to what its agencies ask it to send and to what
+/// it receives. They should equal the broker's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLimits {
+    /// The broker's envelope limit, in bytes (header + signature +
+    /// ciphertext): a record whose envelope would be larger is refused at
+    /// Send, before it is sealed. Default 16 MiB.
+    #[serde(default = "default_max_envelope")]
+    pub max_envelope_bytes: usize,
+    /// Most recipients of one envelope (and third agencies of one
+    /// permission), for sending and receiving. Default 64.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_envelope_bytes: default_max_envelope(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+impl NodeLimits {
+    /// The bounds headers are checked against.
+    pub fn bounds(&self) -> crate::protocol::bounds::Bounds {
+        crate::protocol::bounds::Bounds {
+            max_recipients: self.max_recipients,
+        }
+    }
+}
+
+/// The `[limits]` both daemons share: the envelope size and recipients.
+fn check_limits(
+    file: &str,
+    max_envelope_bytes: usize,
+    max_recipients: usize,
+) -> Result<(), ConfigError> {
+    check_envelope_limit(file, "limits.max_envelope_bytes", max_envelope_bytes)?;
+    check_recipient_limit(file, "limits.max_recipients", max_recipients)
+}
+
+fn check_envelope_limit(file: &str, key: &'static str, max: usize) -> Result<(), ConfigError> {
+    if !(1024..=1 << 30).contains(&max) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: "must be between 1 KiB and 1 GiB".into(),
+        });
+    }
+    Ok(())
+}
+
+fn check_recipient_limit(file: &str, key: &'static str, max: usize) -> Result<(), ConfigError> {
+    let ceiling = crate::protocol::bounds::MAX_RECIPIENTS_CEILING;
+    if !(1..=ceiling).contains(&max) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: format!("must be between 1 and {ceiling}"),
+        });
+    }
+    Ok(())
+}
+
+/// `broker.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// SPIFFE trust domain of the federation. Default "casebridge.test".
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    /// Address of the exchange API.
+    pub listen: SocketAddr,
+    /// Where the broker keeps its queue and audit log.
+    pub data_dir: PathBuf,
+    /// The signed directory file.
+    pub directory: PathBuf,
+    /// The pinned directory public key (hex).
+    pub directory_key: PathBuf,
+    pub tls: TlsFiles,
+    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs the audit log's
+    /// checkpoints; the directory pins its public half.
+    pub log_key: PathBuf,
+    /// The policy set: `framework/` and `agencies/<CC>/<name>/` bundles.
+    pub policies: PathBuf,
+    /// How often to look for changed policy bundles, in seconds. Default 5.
+    #[serde(default = "default_reload")]
+    pub policy_reload_secs: u64,
+    #[serde(default)]
+    pub limits: Limits,
+    /// "human" or "json". Default "human".
+    #[serde(default = "default_log")]
+    pub log: LogFormat,
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_max_retention_days() -> u32 {
+    365
+}
+
+/// How long records are kept at a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Expiry given to a record whose sender sets none. Default 30 days.
+    #[serde(default = "default_retention_days")]
+    pub default_days: u32,
+    /// Longest expiry this node lets its agencies set. Default 365 days.
+    #[serde(default = "default_max_retention_days")]
+    pub max_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            default_days: default_retention_days(),
+            max_days: default_max_retention_days(),
+        }
+    }
+}
+
+/// The node's application keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeKeys {
+    /// Ed25519 PKCS#8 signing key, mode 0600.
+    pub signing: PathBuf,
+    /// X25519 HPKE private key (hex), mode 0600.
+    pub hpke: PathBuf,
+}
+
+/// `nodes/<CC>.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    /// The country this node serves.
+    pub country: Country,
+    /// Address of the agency API.
+    pub listen: SocketAddr,
+    /// The broker's exchange API, "host:port"; the host must be in the
+    /// broker's certificate.
+    pub broker: String,
+    pub data_dir: PathBuf,
+    pub directory: PathBuf,
+    pub directory_key: PathBuf,
+    pub tls: TlsFiles,
+    /// This country's national CA certificate: only agency certificates it
+    /// issued are accepted on the agency API.
+    pub national_ca: PathBuf,
+    pub keys: NodeKeys,
+    /// The federation's policy set, for checking before anything leaves
+    /// the country (the broker decides with authority).
+    pub policies: PathBuf,
+    /// How often to look for changed policy bundles, in seconds. Default 5.
+    #[serde(default = "default_reload")]
+    pub policy_reload_secs: u64,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
+    pub limits: NodeLimits,
+    #[serde(default = "default_log")]
+    pub log: LogFormat,
+}
+
+/// `agencies/<CC>/<agency>/profile.toml`: what an agency's systems and the
+/// command line need to reach their node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyProfile {
+    #[serde(default = "default_federation")]
+    pub federation: String,
+    pub agency: AgencyId,
+    /// The node's agency API, "host:port".
+    pub node: String,
+    pub tls: TlsFiles,
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for Country {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> Deserialize<'de> for AgencyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+impl Serialize for AgencyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Reads and parses a TOML file, then resolves its relative paths.
+pub fn load<T: serde::de::DeserializeOwned + Resolve>(path: &Path) -> Result<T, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let mut value: T = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        file: file.clone(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    value.resolve(base);
+    value.validate(&file)?;
+    Ok(value)
+}
+
+/// Resolves relative paths against a base directory and checks the values.
+pub trait Resolve {
+    fn resolve(&mut self, base: &Path);
+    fn validate(&self, _file: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+fn rebase(p: &mut PathBuf, base: &Path) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl TlsFiles {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.cert, base);
+        rebase(&mut self.key, base);
+        rebase(&mut self.root, base);
+    }
+}
+
+fn check_files(file: &str, files: &[(&'static str, &Path)]) -> Result<(), ConfigError> {
+    for (key, p) in files {
+        if !p.is_file() {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                reason: format!("{} does not exist or is not a file", p.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_dir(file: &str, key: &'static str, p: &Path) -> Result<(), ConfigError> {
+    if p.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            reason: format!("{} is not a directory", p.display()),
+        })
+    }
+}
+
+fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
+    let ok = !fed.is_empty()
+        && fed.len() <= 253
+        && fed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.into(),
+            key: "federation",
+            reason: format!(
+                "{fed:?} is not a valid trust domain (lower-case letters, digits, '.', '-')"
+            ),
+        })
+    }
+}
+
+fn check_host_port(file: &str, key: &'static str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason: format!("{addr:?} is not host:port"),
+        }),
+    }
+}
+
+impl Resolve for BrokerConfig {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.data_dir, base);
+        rebase(&mut self.directory, base);
+        rebase(&mut self.directory_key, base);
+        rebase(&mut self.policies, base);
+        rebase(&mut self.log_key, base);
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_dir(file, "policies", &self.policies)?;
+        check_files(
+            file,
+            &[
+                ("directory", &self.directory),
+                ("log_key", &self.log_key),
+                ("directory_key", &self.directory_key),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+            ],
+        )?;
+        check_limits(
+            file,
+            self.limits.max_envelope_bytes,
+            self.limits.max_recipients,
+        )?;
+        if self.limits.replay_window_secs < 60 {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "limits.replay_window_secs",
+                reason: "must be at least 60".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Resolve for NodeConfig {
+    fn resolve(&mut self, base: &Path) {
+        rebase(&mut self.data_dir, base);
+        rebase(&mut self.directory, base);
+        rebase(&mut self.directory_key, base);
+        rebase(&mut self.national_ca, base);
+        rebase(&mut self.keys.signing, base);
+        rebase(&mut self.keys.hpke, base);
+        rebase(&mut self.policies, base);
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_dir(file, "policies", &self.policies)?;
+        check_host_port(file, "broker", &self.broker)?;
+        check_files(
+            file,
+            &[
+                ("directory", &self.directory),
+                ("directory_key", &self.directory_key),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+                ("national_ca", &self.national_ca),
+                ("keys.signing", &self.keys.signing),
+                ("keys.hpke", &self.keys.hpke),
+            ],
+        )?;
+        let r = &self.retention;
+        if r.default_days == 0 || r.default_days > r.max_days {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "retention.default_days",
+                reason: format!("must be between 1 and retention.max_days ({})", r.max_days),
+            });
+        }
+        check_limits(
+            file,
+            self.limits.max_envelope_bytes,
+            self.limits.max_recipients,
+        )?;
+        Ok(())
+    }
+}
+
+impl Resolve for AgencyProfile {
+    fn resolve(&mut self, base: &Path) {
+        self.tls.resolve(base);
+    }
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        check_federation(file, &self.federation)?;
+        check_host_port(file, "node", &self.node)?;
+        check_files(
+            file,
+            &[
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+                ("tls.root", &self.tls.root),
+            ],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("broker.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("broker.toml") && e.contains("listen_port"),
+            "{e}"
+        );
+
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\ndirectory = \"missing.bin\"\n\
+             directory_key = \"k\"\npolicies = \".\"\nlog_key = \"l\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nroot = \"r\"\n",
+        )
+        .unwrap();
+        let e = load::<BrokerConfig>(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("key `directory`") && e.contains("missing.bin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_deploy_examples_name_every_key_correctly() {
+        let b: BrokerConfig =
+            toml::from_str(include_str!("../../deploy/broker.example.toml")).unwrap();
+        assert_eq!(b.policy_reload_secs, 5);
+        assert_eq!(
+            b.limits.max_envelope_bytes,
+            crate::protocol::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        assert_eq!(
+            b.limits.max_recipients,
+            crate::protocol::bounds::DEFAULT_MAX_RECIPIENTS
+        );
+        let n: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
+        assert_eq!(n.country.as_str(), "HR");
+        assert_eq!(
+            n.limits.max_envelope_bytes,
+            crate::protocol::bounds::DEFAULT_MAX_ENVELOPE_BYTES
+        );
+        assert_eq!(
+            n.limits.max_recipients,
+            crate::protocol::bounds::DEFAULT_MAX_RECIPIENTS
+        );
+        let _: AgencyProfile =
+            toml::from_str(include_str!("../../deploy/agency-profile.example.toml")).unwrap();
+    }
+
+    #[test]
+    fn limits_default_and_refuse_values_out_of_range() {
+        let n: NodeLimits = toml::from_str("").unwrap();
+        assert_eq!(n.max_envelope_bytes, 16 << 20);
+        assert_eq!(n.max_recipients, 64);
+        let b: Limits = toml::from_str("max_recipients = 8").unwrap();
+        assert_eq!((b.max_recipients, b.bounds().max_recipients), (8, 8));
+        for bad in [0, 1025] {
+            let e = check_recipient_limit("node.toml", "limits.max_recipients", bad)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                "node.toml: key `limits.max_recipients`: must be between 1 and 1024"
+            );
+        }
+        assert!(check_recipient_limit("f", "k", 1024).is_ok());
+        assert!(check_envelope_limit("f", "k", 1023).is_err());
+        assert!(check_envelope_limit("f", "k", 1 << 30).is_ok());
+        assert!(check_envelope_limit("f", "k", (1 << 30) + 1).is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! A national node: the agency API for its country's agencies, and the uplink
+//! to the broker that submits sealed envelopes from the durable outbox and
+//! receives, verifies, opens and files what is addressed to its agencies.
+//!
+//! The node holds its country's keys: it seals and signs for its own
+//! agencies only, and opens only what was wrapped for it.
+
+pub mod agency_api;
+pub mod uplink;
+pub mod witness;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, oneshot};
+
+use crate::daemon::clock::Clock;
+use crate::daemon::config::{NodeConfig, NodeLimits, Retention};
+use crate::daemon::tls::{ClientTls, Identity, ServerTls};
+use crate::protocol::directory::Directory;
+use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
+use crate::protocol::keys::{HpkePrivateKey, SigningKey};
+use crate::protocol::proto::v1;
+use crate::storage::sled::node::NodeStore;
+
+/// What became of one submission attempt, for an agency waiting on Send.
+#[derive(Debug, Clone)]
+pub enum SubmitOutcome {
+    Accepted { log_index: u64 },
+    Refused(String),
+    Queued(String),
+}
+
+/// Everything the node's tasks share.
+pub struct NodeState {
+    pub country: Country,
+    pub federation: String,
+    directory: RwLock<Arc<Directory>>,
+    signing: SigningKey,
+    hpke: HpkePrivateKey,
+    pub store: NodeStore,
+    policies: crate::protocol::policy::LivePolicies,
+    policy_reload: std::time::Duration,
+    pub retention: Retention,
+    /// Bounds on what agencies send and what the node receives.
+    pub limits: NodeLimits,
+    pub clock: Clock,
+    outbox_wakeup: Notify,
+    waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
+    inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
+    refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
+    refusal_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<v1::RefusalReport>>>,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl NodeState {
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The policy set in force for the pre-check.
+    pub fn policies(&self) -> crate::protocol::policy::Policies {
+        self.policies.current()
+    }
+
+    /// Reads the policy bundles again; a refused set leaves the one in force.
+    /// A new set takes effect once its versions are recorded in the store.
+    pub async fn reload_policies(&self) -> crate::protocol::policy::Reload {
+        let directory = self.directory();
+        let version = directory.version_info();
+        let outcome = self
+            .policies
+            .reload(&directory, |bundles| async move {
+                let in_force = crate::storage::in_force::InForce {
+                    directory: Some(version),
+                    bundles,
+                };
+                self.store
+                    .put_in_force(&in_force)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        match &outcome {
+            crate::protocol::policy::Reload::Replaced { bundles, .. } => {
+                tracing::info!(node = %self.country, %bundles, "new policy set in force");
+            }
+            crate::protocol::policy::Reload::Refused {
+                reason,
+                first: true,
+            } => {
+                tracing::error!(node = %self.country, %reason, "policy bundles refused; the set in force stays");
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    /// Queues a local policy refusal for the broker's audit log.
+    fn report_refusal(&self, report: v1::RefusalReport) {
+        let _ = self.refusals.send(report);
+    }
+
+    fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    fn register_waiter(&self, id: EnvelopeId) -> oneshot::Receiver<SubmitOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        rx
+    }
+
+    fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {
+        if let Some(tx) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+        {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// A configured node, ready to serve.
+pub struct Node {
+    pub state: Arc<NodeState>,
+    server_tls: ServerTls,
+    client_tls: ClientTls,
+    broker: String,
+}
+
+impl Node {
+    /// Builds a node from its config: TLS identity, national CA, keys,
+    /// pinned directory key and directory, and the store.
+    pub fn from_config(cfg: &NodeConfig) -> anyhow::Result<Node> {
+        let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
+        let root = crate::daemon::tls::load_certs(&cfg.tls.root)?.remove(0);
+        let national = crate::daemon::tls::load_certs(&cfg.national_ca)?.remove(0);
+        let server_tls = ServerTls::new(
+            &identity,
+            &root,
+            Some((cfg.country, national)),
+            &cfg.federation,
+        )?;
+        let client_tls = ClientTls::new(&identity, &root, &cfg.federation)?;
+        match crate::daemon::tls::role_of(&identity.chain[0], &cfg.federation) {
+            Ok(Role::Node(cc)) if cc == cfg.country => {}
+            other => anyhow::bail!(
+                "{}: certificate is for {other:?}, not node {}",
+                cfg.tls.cert.display(),
+                cfg.country
+            ),
+        }
+        let signing = SigningKey::load(&cfg.keys.signing)?;
+        let hpke = crate::protocol::keys::load_hpke(&cfg.keys.hpke)?;
+        let key = crate::protocol::directory::load_public_key(&cfg.directory_key)?;
+        let directory = crate::protocol::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        match directory.node(cfg.country) {
+            Some(n)
+                if n.signing_key == signing.public_key()
+                    && crate::protocol::keys::hpke_public_bytes(
+                        &<crate::protocol::keys::HpkeKem as hpke::Kem>::sk_to_pk(&hpke),
+                    ) == crate::protocol::keys::hpke_public_bytes(&n.hpke_key) => {}
+            Some(_) => anyhow::bail!(
+                "the directory lists other keys for node {} than {} and {}",
+                cfg.country,
+                cfg.keys.signing.display(),
+                cfg.keys.hpke.display()
+            ),
+            None => anyhow::bail!("node {} is not in the directory", cfg.country),
+        }
+        let store = NodeStore::open(&cfg.data_dir)
+            .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
+        let in_force = store.in_force()?;
+        in_force.check_directory(&directory, &cfg.directory)?;
+        let policies = crate::protocol::policy::LivePolicies::load(
+            &cfg.policies,
+            &directory,
+            key,
+            &in_force.bundles,
+        )
+        .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
+        let state = NodeState {
+            country: cfg.country,
+            federation: cfg.federation.clone(),
+            directory: RwLock::new(Arc::new(directory)),
+            signing,
+            hpke,
+            store,
+            policies,
+            policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
+            retention: cfg.retention.clone(),
+            limits: cfg.limits.clone(),
+            clock: Arc::new(crate::daemon::clock::now_ms),
+            outbox_wakeup: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            inbox_events: broadcast::channel(256).0,
+            refusals,
+            refusal_queue: Mutex::new(Some(refusal_queue)),
+            stopping: tokio::sync::watch::channel(false).0,
+        };
+        Ok(Node {
+            state: Arc::new(state),
+            server_tls,
+            client_tls,
+            broker: cfg.broker.clone(),
+        })
+    }
+
+    /// Runs the uplink to the broker and serves the agency API, gRPC health
+    /// and reflection on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        // What is in force now is the floor for every later start.
+        self.state
+            .store
+            .put_in_force(&crate::storage::in_force::InForce {
+                directory: Some(self.state.directory().version_info()),
+                bundles: self.state.policies.in_force(),
+            })
+            .await?;
+        let channel = self.client_tls.channel(&self.broker, Role::Broker)?;
+        let client = crate::daemon::rpc::exchange_client::ExchangeClient::new(channel)
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30);
+        let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
+        let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
+        let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
+        let reporter = {
+            let queue = self
+                .state
+                .refusal_queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let mut client = client.clone();
+            let mut stopping = self.state.stopping();
+            tokio::spawn(async move {
+                let Some(mut queue) = queue else { return };
+                loop {
+                    let report = tokio::select! {
+                        r = queue.recv() => match r { Some(r) => r, None => return },
+                        _ = stopping.wait_for(|s| *s) => return,
+                    };
+                    // Best effort: a refusal that never left the node has no
+                    // acknowledgement to honour, but the auditors should see it.
+                    for attempt in 0..3u32 {
+                        match client.report_refusal(report.clone()).await {
+                            Ok(_) => break,
+                            Err(s) => {
+                                tracing::warn!(status = %s, attempt, "could not report a local refusal");
+                                tokio::time::sleep(std::time::Duration::from_millis(
+                                    200 << attempt,
+                                ))
+                                .await;
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let witness = {
+            let state = self.state.clone();
+            let mut client = client.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    match witness::witness_once(&state, &mut client).await {
+                        Ok(_) => {}
+                        Err(e @ witness::WitnessError::Inconsistent(_)) => {
+                            tracing::error!(node = %state.country, error = %e, "witness alarm")
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %state.country, error = %e, "witness round incomplete")
+                        }
+                    }
+                }
+            })
+        };
+        let reloader = {
+            let state = self.state.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(state.policy_reload);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    state.reload_policies().await;
+                }
+            })
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<crate::daemon::rpc::agency_server::AgencyServer<agency_api::AgencyService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::daemon::rpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // Above the envelope limit, so that a record too large to send is
+        // read and refused with a reason rather than cut off by the transport.
+        let max = crate::protocol::bounds::transport_limit(self.state.limits.max_envelope_bytes);
+        let api = crate::daemon::rpc::agency_server::AgencyServer::new(
+            agency_api::AgencyService::new(self.state.clone()),
+        )
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
+        let state = self.state.clone();
+        let fatal = Arc::new(Mutex::new(None::<String>));
+        let stop_reason = fatal.clone();
+        let result = crate::daemon::tls::server_builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api)
+            .serve_with_incoming_shutdown(self.server_tls.incoming(listener), async move {
+                tokio::select! {
+                    _ = shutdown => tracing::info!(node = %state.country, "node shutting down"),
+                    // Nothing can be acknowledged any more: stop rather than
+                    // answer every caller with an error.
+                    reason = state.store.failed() => {
+                        tracing::error!(node = %state.country, %reason, "node stopping");
+                        *stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    }
+                }
+                state.stopping.send_replace(true);
+            })
+            .await;
+        self.state.stopping.send_replace(true);
+        let _ = outbox.await;
+        let _ = receive.await;
+        let _ = purge.await;
+        let _ = reloader.await;
+        let _ = witness.await;
+        let _ = reporter.await;
+        if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!("node {} stopped: {reason}", self.state.country);
+        }
+        tracing::info!(node = %self.state.country, "node stopped");
+        Ok(result?)
+    }
+}

@@ -1,0 +1,374 @@
+//! The node as a witness of the broker's audit log.
+//!
+//! Each new checkpoint must be consistent with the last one this node
+//! accepted: a log that shrank, changed its root at the same size, or whose
+//! consistency proof fails has been forked or rewritten. Then the node
+//! refuses it, keeps the evidence (both checkpoints and the failed proof)
+//! and raises the alarm; otherwise it cosigns (C2SP tlog-cosignature) and
+//! returns the cosignature to the broker. The node also checks that each of
+//! its accepted submissions is included in the log it witnessed: it asks for
+//! the proof by envelope id (the broker answers only the sending node) and
+//! checks the entry against what it sent, field by field, not by id alone.
+//! A proof that fails is evidence: kept with the broker's answer, raised at
+//! error level, and no reason to stop checking the submissions after it.
+//!
+//! The first checkpoint a node ever sees is accepted without a proof (there
+//! is nothing to be consistent with); from then on every step is proven.
+
+use prost::Message as _;
+
+use super::NodeState;
+use super::uplink::Client;
+use crate::daemon::broker::log::{log_verifier, witness_name};
+use crate::protocol::ids::EnvelopeId;
+use crate::protocol::merkle;
+use crate::protocol::note::{self, Checkpoint, Cosigner, Verifiers};
+use crate::protocol::proto::v1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    #[error(
+        "ALARM: the broker's log is inconsistent with the checkpoint this node accepted: {0}; evidence kept"
+    )]
+    Inconsistent(String),
+    #[error("checkpoint refused: {0}")]
+    BadCheckpoint(String),
+    #[error("inclusion of {id} not proven: {why}")]
+    NotIncluded { id: String, why: String },
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// What one round of witnessing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub size: u64,
+    pub cosigned: bool,
+    pub inclusions_verified: usize,
+    /// Submissions whose inclusion the broker failed to prove this round;
+    /// the evidence of each is kept.
+    pub inclusions_failed: usize,
+}
+
+/// Whether `next` may follow `prev`: the same tree or a proven extension.
+pub fn check_consistency(
+    prev: Option<&Checkpoint>,
+    next: &Checkpoint,
+    proof: &[Vec<u8>],
+) -> Result<(), String> {
+    let Some(prev) = prev else { return Ok(()) };
+    if next.size() < prev.size() {
+        return Err(format!(
+            "the log shrank from {} to {} entries",
+            prev.size(),
+            next.size()
+        ));
+    }
+    if next.size() == prev.size() {
+        return if next.root_hash() == prev.root_hash() {
+            Ok(())
+        } else {
+            Err(format!(
+                "two different roots for the same size {}",
+                next.size()
+            ))
+        };
+    }
+    merkle::verify_consistency_bytes(
+        prev.size(),
+        next.size(),
+        prev.root_hash(),
+        next.root_hash(),
+        proof,
+    )
+    .map_err(|e| {
+        format!(
+            "consistency proof from {} to {} fails: {e}",
+            prev.size(),
+            next.size()
+        )
+    })
+}
+
+fn verifiers(state: &NodeState) -> Result<Verifiers, WitnessError> {
+    let v =
+        log_verifier(&state.directory()).map_err(|e| WitnessError::BadCheckpoint(e.to_string()))?;
+    Verifiers::new([v]).map_err(|e| WitnessError::BadCheckpoint(e.to_string()))
+}
+
+fn open(state: &NodeState, bytes: &[u8]) -> Result<Checkpoint, WitnessError> {
+    note::open_checkpoint(bytes, &verifiers(state)?)
+        .map(|o| o.checkpoint().clone())
+        .map_err(|e| WitnessError::BadCheckpoint(e.to_string()))
+}
+
+/// Checks a checkpoint the broker served against the last one accepted.
+/// On success it becomes the accepted one and is returned; on inconsistency
+/// the evidence is kept and the alarm raised.
+pub async fn check_and_accept(
+    state: &NodeState,
+    note_bytes: &[u8],
+    proof: &[Vec<u8>],
+) -> Result<Checkpoint, WitnessError> {
+    let next = open(state, note_bytes)?;
+    let prev_bytes = state
+        .store
+        .accepted_checkpoint()
+        .map_err(anyhow::Error::from)?;
+    let prev = prev_bytes.as_deref().map(|b| open(state, b)).transpose()?;
+    if let Err(why) = check_consistency(prev.as_ref(), &next, proof) {
+        let evidence = format!(
+            "inconsistent checkpoint: {why}\n--- accepted checkpoint ---\n{}--- offered checkpoint ---\n{}--- proof ---\n{}\n",
+            prev_bytes
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default(),
+            String::from_utf8_lossy(note_bytes),
+            proof.iter().map(hex::encode).collect::<Vec<_>>().join("\n"),
+        );
+        state
+            .store
+            .record_evidence(state.now_ms(), &evidence)
+            .await
+            .map_err(anyhow::Error::from)?;
+        tracing::error!(node = %state.country, %why, "ALARM: audit log fork or rewrite detected; checkpoint refused, evidence kept");
+        return Err(WitnessError::Inconsistent(why));
+    }
+    if prev.as_ref().map(Checkpoint::size) != Some(next.size()) {
+        state
+            .store
+            .accept_checkpoint(note_bytes)
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
+    Ok(next)
+}
+
+/// One round: fetch the latest checkpoint with a proof from the accepted
+/// one, check it, cosign it, and verify the inclusion of this node's own
+/// accepted submissions.
+pub async fn witness_once(
+    state: &NodeState,
+    client: &mut Client,
+) -> Result<Witnessed, WitnessError> {
+    let from_size = match state
+        .store
+        .accepted_checkpoint()
+        .map_err(anyhow::Error::from)?
+    {
+        Some(b) => open(state, &b)?.size(),
+        None => 0,
+    };
+    let resp = client
+        .get_checkpoint(v1::GetCheckpointRequest { from_size })
+        .await
+        .map_err(|s| anyhow::anyhow!("get checkpoint: {s}"))?
+        .into_inner();
+    let cp = check_and_accept(state, &resp.checkpoint, &resp.consistency_proof).await?;
+
+    let name = witness_name(&state.federation, state.country);
+    let cosigner =
+        Cosigner::new(&name, state.signing.key_pair()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now_secs = u64::try_from(state.now_ms() / 1000).unwrap_or(0);
+    let line = cosigner
+        .cosign(&cp, now_secs)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_line();
+    let cosigned = client
+        .cosign(v1::CosignRequest {
+            checkpoint: cp.text().into_bytes(),
+            cosignature: line,
+        })
+        .await
+        .is_ok();
+
+    let mut verified = 0;
+    let mut failed = 0;
+    for sent in state
+        .store
+        .awaiting_inclusion()
+        .map_err(anyhow::Error::from)?
+    {
+        // A known index beyond the witnessed tree waits for a later round;
+        // an unknown one (0, settled by a duplicate answer) is asked for.
+        if sent.log_index != 0 && sent.log_index >= cp.size() {
+            continue;
+        }
+        match prove_one(state, client, &cp, &sent).await {
+            Ok(Inclusion::Proven) => verified += 1,
+            Ok(Inclusion::NotYet) => {}
+            Ok(Inclusion::Disproven(e)) => {
+                failed += 1;
+                tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "ALARM: the broker did not prove a submission it accepted; evidence kept");
+            }
+            Err(e) => {
+                tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "could not check the inclusion of a submission; will try again");
+            }
+        }
+    }
+    Ok(Witnessed {
+        size: cp.size(),
+        cosigned,
+        inclusions_verified: verified,
+        inclusions_failed: failed,
+    })
+}
+
+/// What asking for one submission's inclusion proof came to.
+enum Inclusion {
+    /// Proven; the proven index and checkpoint size are recorded.
+    Proven,
+    /// No answer yet (not in a checkpoint, broker unreachable): next round.
+    NotYet,
+    /// The broker's answer disproves the acceptance; the evidence is kept
+    /// and the submission is not asked about again.
+    Disproven(WitnessError),
+}
+
+/// Proves the inclusion of one accepted submission in the witnessed
+/// checkpoint `cp`. An error is this node's own (its store), not the
+/// broker's.
+async fn prove_one(
+    state: &NodeState,
+    client: &mut Client,
+    cp: &Checkpoint,
+    sent: &v1::SendStatus,
+) -> anyhow::Result<Inclusion> {
+    let id: EnvelopeId = sent
+        .envelope_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("sent record {}: {e}", sent.envelope_id))?;
+    let Some(expected) = state.store.expected_acceptance(&id)? else {
+        tracing::warn!(%id, "no record of what was sent; its inclusion cannot be checked");
+        return Ok(Inclusion::NotYet);
+    };
+    let answer = client
+        .get_inclusion_proof(v1::InclusionProofRequest {
+            envelope_id: id.as_bytes().to_vec(),
+            tree_size: cp.size(),
+        })
+        .await;
+    let (result, broker_said) = match answer {
+        Ok(resp) => {
+            let proof = resp.into_inner();
+            let result =
+                verify_inclusion(cp, &id, &expected, sent.log_index, &proof).map(|()| proof.index);
+            let said = format!(
+                "inclusion proof: index {}, tree size {}\nleaf {}\nproof:\n{}\ncheckpoint:\n{}",
+                proof.index,
+                proof.tree_size,
+                hex::encode(&proof.leaf),
+                proof
+                    .proof
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                String::from_utf8_lossy(&proof.checkpoint),
+            );
+            (result, said)
+        }
+        // The entry is not in that checkpoint yet, or the broker is down.
+        Err(s) if s.code() != tonic::Code::NotFound => {
+            tracing::debug!(%id, status = %s, "inclusion proof not available yet");
+            return Ok(Inclusion::NotYet);
+        }
+        Err(s) => {
+            let why = "the broker denies having accepted it".to_string();
+            let said = format!(
+                "status {:?}: {}",
+                s.code(),
+                s.message().chars().take(512).collect::<String>()
+            );
+            (Err(not_included(&id, why)), said)
+        }
+    };
+    match result {
+        Ok(index) => {
+            state
+                .store
+                .update_sent(&id, |s| {
+                    s.inclusion_verified_at = cp.size();
+                    s.log_index = index;
+                })
+                .await?;
+            Ok(Inclusion::Proven)
+        }
+        Err(e) => {
+            let evidence = format!(
+                "inclusion of {id} not proven: {e}\n--- witnessed checkpoint ---\n{}--- expected acceptance ---\n{expected:?}\nlog index answered at submission: {}\n--- the broker's answer ---\n{broker_said}\n",
+                cp.text(),
+                sent.log_index,
+            );
+            state
+                .store
+                .record_inclusion_failure(&id, state.now_ms(), &evidence)
+                .await?;
+            Ok(Inclusion::Disproven(e))
+        }
+    }
+}
+
+fn not_included(id: &EnvelopeId, why: String) -> WitnessError {
+    WitnessError::NotIncluded {
+        id: id.to_string(),
+        why,
+    }
+}
+
+/// Checks that `proof` shows this node's submission `id` in the witnessed
+/// checkpoint `cp`, as the acceptance of exactly what was sent: the entry's
+/// summary must equal `expected` in every field (envelope id, sender,
+/// recipients, labels, header and ciphertext digests), and its index the
+/// one the broker answered at submission (`answered`, 0 if unknown).
+fn verify_inclusion(
+    cp: &Checkpoint,
+    id: &EnvelopeId,
+    expected: &v1::EnvelopeSummary,
+    answered: u64,
+    proof: &v1::InclusionProof,
+) -> Result<(), WitnessError> {
+    let not = |why: String| not_included(id, why);
+    if proof.tree_size != cp.size() {
+        return Err(not(format!(
+            "proof is for size {}, not {}",
+            proof.tree_size,
+            cp.size()
+        )));
+    }
+    if answered != 0 && proof.index != answered {
+        return Err(not(format!(
+            "the broker answered the submission with log index {answered} but proves entry {}",
+            proof.index
+        )));
+    }
+    let event = v1::AuditEvent::decode(proof.leaf.as_slice()).map_err(|e| not(e.to_string()))?;
+    let logged = match event.event {
+        Some(v1::audit_event::Event::SubmissionAccepted(a)) => a.envelope,
+        _ => None,
+    };
+    let Some(logged) = logged else {
+        return Err(not(format!("entry {} is not an acceptance", proof.index)));
+    };
+    if logged != *expected {
+        let what = if logged.envelope_id != expected.envelope_id {
+            "another envelope"
+        } else if logged.header_sha256 != expected.header_sha256 {
+            "another header"
+        } else {
+            "other labels than the signed header's"
+        };
+        return Err(not(format!(
+            "entry {} records {what}, not what this node sent",
+            proof.index
+        )));
+    }
+    merkle::verify_inclusion_bytes(
+        proof.index,
+        proof.tree_size,
+        &merkle::leaf_hash(&proof.leaf),
+        &proof.proof,
+        cp.root_hash(),
+    )
+    .map_err(|e| not(e.to_string()))
+}

@@ -1,0 +1,18 @@
+//! The protocol core: what the broker, the nodes and the auditors agree on,
+//! as values and pure functions. It reads no file or socket and no clock
+//! ("now" is an argument) and knows nothing of tokio, tonic or any storage
+//! engine; `layers_tests` holds it to that. It does draw randomness from the
+//! operating system for keys, nonces and data keys.
+
+pub mod bounds;
+pub mod categories;
+pub mod directory;
+pub mod envelope;
+pub mod ids;
+pub mod keys;
+pub mod leaf;
+pub mod merkle;
+pub mod note;
+pub mod policy;
+pub mod proto;
+pub mod time;

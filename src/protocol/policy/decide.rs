@@ -1,0 +1,647 @@
+//! Deciding one transfer: the facts Cedar sees, the three layers per
+//! recipient, and the decision with its explanation.
+//!
+//! Everything here is pure. A transfer's labels are mapped to the schema's
+//! vocabulary once; an unknown enum value (a newer or forged label) refuses
+//! the transfer before Cedar runs, since no policy could have been written
+//! for it. Cedar skips a policy whose evaluation fails; casebridge instead
+//! refuses the layer, so a forbid that errors can never let data through.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityUid, PolicyId, Request, RestrictedExpression,
+};
+
+use super::bundle::Compiled;
+use super::schema::Enum;
+use super::{Owner, Policies, PolicyError};
+use crate::protocol::categories::{self, CategorySet};
+use crate::protocol::directory::Directory;
+use crate::protocol::envelope::VerifiedHeader;
+use crate::protocol::ids::AgencyId;
+use crate::protocol::proto::v1;
+
+const DAY_MS: i128 = 86_400_000;
+/// The legal bases that are third-country transfer grounds under EU law.
+const THIRD_COUNTRY_GROUNDS: [v1::LegalBasis; 3] = [
+    v1::LegalBasis::AdequacyDecision,
+    v1::LegalBasis::AppropriateSafeguards,
+    v1::LegalBasis::SpecificSituationDerogation,
+];
+
+/// What policy knows about an agency: who it is, what kind, and whether its
+/// country is an EU member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgencyFacts {
+    pub id: AgencyId,
+    pub kind: v1::AgencyKind,
+    pub eu_member: bool,
+}
+
+impl AgencyFacts {
+    /// The facts the directory states about `id`: its kind from the agency
+    /// entry, EU membership from its country's node. `None` if either is
+    /// missing. Revocation is not looked at; the caller has checked it.
+    pub fn from_directory(directory: &Directory, id: &AgencyId) -> Option<AgencyFacts> {
+        let agency = directory.agency(id)?;
+        let node = directory.node(id.country())?;
+        Some(AgencyFacts {
+            id: id.clone(),
+            kind: agency.kind,
+            eu_member: node.eu_member,
+        })
+    }
+
+    /// The facts of every agency the directory lists and has not revoked.
+    pub fn all_from_directory(directory: &Directory) -> Vec<AgencyFacts> {
+        directory
+            .agencies()
+            .filter(|a| !a.revoked)
+            .filter_map(|a| AgencyFacts::from_directory(directory, &a.id))
+            .collect()
+    }
+}
+
+/// Facts about an onward transfer that only the broker's records establish:
+/// the record being passed on was originated by someone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Onward {
+    pub originator: AgencyId,
+    pub original_handling: v1::HandlingCode,
+    /// The originator has permitted passing the record on to every
+    /// recipient of this transfer.
+    pub permission_granted: bool,
+}
+
+/// One transfer to decide on: a sender, its recipients and the header's
+/// facts.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub sender: AgencyFacts,
+    pub recipients: Vec<AgencyFacts>,
+    pub kind: v1::RecordKind,
+    /// The categories the header declares (derived by the sending node).
+    pub categories: CategorySet,
+    pub labels: v1::Labels,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub onward: Option<Onward>,
+}
+
+impl Transfer {
+    /// The transfer a verified header describes, with agency facts from the
+    /// directory. Fails if the header names an agency the directory does not
+    /// list.
+    pub fn from_header(
+        header: &VerifiedHeader,
+        directory: &Directory,
+        onward: Option<Onward>,
+    ) -> Result<Transfer, PolicyError> {
+        let facts = |id: &AgencyId| {
+            AgencyFacts::from_directory(directory, id)
+                .ok_or_else(|| PolicyError::UnknownAgency(id.clone()))
+        };
+        Ok(Transfer {
+            sender: facts(&header.sender_agency)?,
+            recipients: header
+                .recipients
+                .iter()
+                .map(facts)
+                .collect::<Result<_, _>>()?,
+            kind: header.kind,
+            categories: header.categories.clone(),
+            labels: header.labels.clone(),
+            created_at_ms: header.created_at_ms,
+            expires_at_ms: header.expires_at_ms,
+            onward,
+        })
+    }
+
+    /// Days between creation and expiry, rounded up: 0 if the record has
+    /// already expired, `i64::MAX` if it has no expiry (so any retention
+    /// limit refuses it).
+    pub fn retention_days(&self) -> i64 {
+        if self.expires_at_ms <= 0 {
+            return i64::MAX;
+        }
+        let span = i128::from(self.expires_at_ms) - i128::from(self.created_at_ms);
+        if span <= 0 {
+            return 0;
+        }
+        i64::try_from((span + DAY_MS - 1) / DAY_MS).unwrap_or(i64::MAX)
+    }
+}
+
+/// Whether a policy permits or forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    Permit,
+    Forbid,
+}
+
+impl From<cedar_policy::Effect> for Effect {
+    fn from(e: cedar_policy::Effect) -> Self {
+        match e {
+            cedar_policy::Effect::Permit => Effect::Permit,
+            cedar_policy::Effect::Forbid => Effect::Forbid,
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Effect::Permit => "permit",
+            Effect::Forbid => "forbid",
+        })
+    }
+}
+
+/// One of the three layers a transfer passes per recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// The federation's framework bundle.
+    Framework,
+    /// The sender's own bundle: what it sends.
+    Outbound(AgencyId),
+    /// The recipient's own bundle: what it accepts.
+    Inbound(AgencyId),
+}
+
+impl Layer {
+    /// `framework`, `outbound` or `inbound`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layer::Framework => "framework",
+            Layer::Outbound(_) => "outbound",
+            Layer::Inbound(_) => "inbound",
+        }
+    }
+}
+
+/// `framework`, `HR/police outbound`, `XK/police inbound`.
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Framework => f.write_str("framework"),
+            Layer::Outbound(a) => write!(f, "{a} outbound"),
+            Layer::Inbound(a) => write!(f, "{a} inbound"),
+        }
+    }
+}
+
+/// A policy that determined a layer's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRef {
+    /// Whose bundle it is in.
+    pub owner: Owner,
+    /// Its file, relative to the policy set's directory.
+    pub file: String,
+    /// Its `@id`, or `<file>#<n>` for the n-th policy of a file without one.
+    pub id: String,
+    pub line: u32,
+    pub effect: Effect,
+    /// Its `@reason` annotation.
+    pub reason: Option<String>,
+}
+
+/// `"no-biometric-genetic-for-statistics" (framework/special-categories.cedar:12)`
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\" ({}:{})", self.id, self.file, self.line)
+    }
+}
+
+/// A policy whose evaluation failed; the layer refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalError {
+    pub policy: PolicyRef,
+    pub message: String,
+}
+
+/// How one layer decided for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOutcome {
+    pub layer: Layer,
+    pub allowed: bool,
+    /// The permits that applied (when allowed) or the forbids that applied
+    /// (when refused by a forbid). Empty for a default deny.
+    pub determining: Vec<PolicyRef>,
+    pub errors: Vec<EvalError>,
+    /// The layer's agency has no bundle in force (default deny).
+    pub no_bundle: bool,
+}
+
+impl LayerOutcome {
+    /// The text after "refused for R " naming what refused.
+    fn refusal_text(&self) -> String {
+        let layer = &self.layer;
+        if self.no_bundle {
+            let (agency, verb) = match layer {
+                Layer::Outbound(a) => (a.to_string(), "send"),
+                Layer::Inbound(a) => (a.to_string(), "receive"),
+                Layer::Framework => ("the federation".to_string(), "exchange"),
+            };
+            return format!(
+                "by the {layer} layer: {agency} has no policy bundle in force, so it can {verb} nothing (default deny)"
+            );
+        }
+        if let Some(e) = self.errors.first() {
+            return format!(
+                "by {layer} policy {}: it could not be evaluated ({}), and a policy that cannot be evaluated refuses",
+                e.policy, e.message
+            );
+        }
+        let forbids: Vec<&PolicyRef> = self
+            .determining
+            .iter()
+            .filter(|p| p.effect == Effect::Forbid)
+            .collect();
+        match forbids.as_slice() {
+            [] => format!("by the {layer} layer: no policy permits it (default deny)"),
+            [one] => format!("by {layer} policy {one}{}", reason_suffix(one)),
+            many => format!(
+                "by {layer} policies {}",
+                many.iter()
+                    .map(|p| format!("{p}{}", reason_suffix(p)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }
+    }
+
+    fn permit_text(&self) -> String {
+        let permits = self
+            .determining
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        format!("{} {permits}", self.layer)
+    }
+}
+
+fn reason_suffix(p: &PolicyRef) -> String {
+    p.reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
+}
+
+/// The decision for one recipient: all three layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientDecision {
+    pub recipient: AgencyId,
+    pub allowed: bool,
+    /// Framework, outbound, inbound, in that order.
+    pub layers: Vec<LayerOutcome>,
+}
+
+impl RecipientDecision {
+    /// The first layer that refused, if any.
+    pub fn refused_by(&self) -> Option<&LayerOutcome> {
+        self.layers.iter().find(|l| !l.allowed)
+    }
+
+    /// One line: which layer and policy refused, or which permitted.
+    pub fn explanation(&self) -> String {
+        if self.allowed {
+            format!(
+                "permitted for {}: {}",
+                self.recipient,
+                self.layers
+                    .iter()
+                    .map(LayerOutcome::permit_text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "refused for {} {}",
+                self.recipient,
+                self.layers
+                    .iter()
+                    .filter(|l| !l.allowed)
+                    .map(LayerOutcome::refusal_text)
+                    .collect::<Vec<_>>()
+                    .join("; and ")
+            )
+        }
+    }
+}
+
+/// A policy decision on one transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Every recipient passed every layer.
+    pub allowed: bool,
+    /// [`Policies::hash`] of the set that decided.
+    pub bundle_hash: String,
+    /// One per recipient, in the transfer's order.
+    pub recipients: Vec<RecipientDecision>,
+    /// Set when the transfer could not be put to the policies at all (no
+    /// recipients, or a label value the schema does not know); the decision
+    /// is then a refusal.
+    pub input_error: Option<String>,
+    /// The human-readable account of the decision, rendered once when it is
+    /// made, as audit events record it; see [`Decision::explanation`].
+    pub explanation: String,
+}
+
+impl Decision {
+    /// Builds a decision and renders its explanation.
+    pub fn new(
+        allowed: bool,
+        bundle_hash: String,
+        recipients: Vec<RecipientDecision>,
+        input_error: Option<String>,
+    ) -> Decision {
+        let mut d = Decision {
+            allowed,
+            bundle_hash,
+            recipients,
+            input_error,
+            explanation: String::new(),
+        };
+        d.explanation = d.render();
+        d
+    }
+
+    /// The first refused recipient and the first layer that refused it.
+    pub fn refusal(&self) -> Option<(&AgencyId, &LayerOutcome)> {
+        self.recipients
+            .iter()
+            .find_map(|r| r.refused_by().map(|l| (&r.recipient, l)))
+    }
+
+    /// Human-readable: one line per recipient, refusals first, each naming
+    /// the layer and policy (file and line) that decided, with the policy's
+    /// `@reason`.
+    pub fn explanation(&self) -> &str {
+        &self.explanation
+    }
+
+    fn render(&self) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        if let Some(e) = &self.input_error {
+            lines.push(format!("refused: {e}"));
+        }
+        lines.extend(
+            self.recipients
+                .iter()
+                .filter(|r| !r.allowed)
+                .chain(self.recipients.iter().filter(|r| r.allowed))
+                .map(RecipientDecision::explanation),
+        );
+        if let Some(first) = lines.first_mut() {
+            if self.bundle_hash.starts_with(super::EXAMPLES_HASH_PREFIX) {
+                first.push_str(" [unsigned example policies]");
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.explanation)
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+pub(crate) fn decide(policies: &Policies, t: &Transfer) -> Decision {
+    let refuse =
+        |why: String| Decision::new(false, policies.hash().to_string(), Vec::new(), Some(why));
+    if t.recipients.is_empty() {
+        return refuse("the transfer has no recipients".into());
+    }
+    let context = match context(t) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let inner = &policies.inner;
+    let authorizer = Authorizer::new();
+    let mut recipients = Vec::with_capacity(t.recipients.len());
+    for r in &t.recipients {
+        let prepared = prepare(policies, t, r, context.clone());
+        let (request, entities) = match prepared {
+            Ok(p) => p,
+            Err(e) => return refuse(e),
+        };
+        let run = |layer: Layer, bundle: Option<&Compiled>| match bundle {
+            None => LayerOutcome {
+                layer,
+                allowed: false,
+                determining: Vec::new(),
+                errors: Vec::new(),
+                no_bundle: true,
+            },
+            Some(b) => evaluate(&authorizer, layer, b, &request, &entities),
+        };
+        let layers = vec![
+            run(Layer::Framework, Some(&inner.framework)),
+            run(
+                Layer::Outbound(t.sender.id.clone()),
+                inner.agencies.get(&t.sender.id),
+            ),
+            run(Layer::Inbound(r.id.clone()), inner.agencies.get(&r.id)),
+        ];
+        recipients.push(RecipientDecision {
+            recipient: r.id.clone(),
+            allowed: layers.iter().all(|l| l.allowed),
+            layers,
+        });
+    }
+    Decision::new(
+        recipients.iter().all(|r| r.allowed),
+        policies.hash().to_string(),
+        recipients,
+        None,
+    )
+}
+
+fn evaluate(
+    authorizer: &Authorizer,
+    layer: Layer,
+    bundle: &Compiled,
+    request: &Request,
+    entities: &Entities,
+) -> LayerOutcome {
+    let response = authorizer.is_authorized(request, &bundle.set, entities);
+    let reference = |pid: &PolicyId| -> PolicyRef {
+        match bundle.meta.get(pid) {
+            Some(m) => PolicyRef {
+                owner: bundle.info.owner.clone(),
+                file: m.file.clone(),
+                id: m.id.clone(),
+                line: m.line,
+                effect: m.effect,
+                reason: m.reason.clone(),
+            },
+            // Every policy in a compiled set has its meta; keep going with
+            // what Cedar knows if that were ever not so.
+            None => PolicyRef {
+                owner: bundle.info.owner.clone(),
+                file: String::new(),
+                id: pid.to_string(),
+                line: 0,
+                effect: Effect::Forbid,
+                reason: None,
+            },
+        }
+    };
+    let mut determining: Vec<PolicyRef> = response.diagnostics().reason().map(reference).collect();
+    determining.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let errors: Vec<EvalError> = response
+        .diagnostics()
+        .errors()
+        .map(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(pe) = e;
+            let policy = reference(pe.policy_id());
+            let message = super::bundle::rename_policy(&e.to_string(), pe.policy_id(), &policy.id);
+            EvalError { policy, message }
+        })
+        .collect();
+    let allowed = response.decision() == cedar_policy::Decision::Allow && errors.is_empty();
+    if !allowed {
+        determining.retain(|p| p.effect == Effect::Forbid);
+    }
+    LayerOutcome {
+        layer,
+        allowed,
+        determining,
+        errors,
+        no_bundle: false,
+    }
+}
+
+/// The Cedar request and entities for one recipient.
+fn prepare(
+    policies: &Policies,
+    t: &Transfer,
+    recipient: &AgencyFacts,
+    context: Vec<(String, RestrictedExpression)>,
+) -> Result<(Request, Entities), String> {
+    let vocab = &policies.inner.vocabulary;
+    let schema = &vocab.schema;
+    let context = Context::from_pairs(context).map_err(|e| format!("context: {e}"))?;
+    let principal = vocab.agency(&t.sender.id.to_string());
+    let resource = vocab.agency(&recipient.id.to_string());
+    let request = Request::new(
+        principal,
+        vocab.action.clone(),
+        resource,
+        context,
+        Some(schema),
+    )
+    .map_err(|e| format!("request does not fit the schema: {e}"))?;
+    let mut list = vec![agency_entity(policies, &t.sender)?];
+    if recipient.id != t.sender.id {
+        list.push(agency_entity(policies, recipient)?);
+    }
+    let entities =
+        Entities::from_entities(list, Some(schema)).map_err(|e| format!("entities: {e}"))?;
+    Ok((request, entities))
+}
+
+fn agency_entity(policies: &Policies, a: &AgencyFacts) -> Result<Entity, String> {
+    let vocab = &policies.inner.vocabulary;
+    let kind = Enum::AgencyKind.value_of_wire(a.kind as i32)?;
+    let attrs = HashMap::from([
+        (
+            "country".to_string(),
+            RestrictedExpression::new_string(a.id.country().to_string()),
+        ),
+        ("kind".to_string(), entity(Enum::AgencyKind, &kind)?),
+        (
+            "eu_member".to_string(),
+            RestrictedExpression::new_bool(a.eu_member),
+        ),
+    ]);
+    Entity::new(vocab.agency(&a.id.to_string()), attrs, HashSet::new())
+        .map_err(|e| format!("agency {}: {e}", a.id))
+}
+
+fn entity(e: Enum, value: &str) -> Result<RestrictedExpression, String> {
+    let uid: EntityUid = e.uid(value).map_err(|e| e.to_string())?;
+    Ok(RestrictedExpression::new_entity_uid(uid))
+}
+
+fn wire(e: Enum, v: i32) -> Result<RestrictedExpression, String> {
+    entity(e, &e.value_of_wire(v)?)
+}
+
+/// The `transfer` action's context for `t`, as the schema describes it.
+fn context(t: &Transfer) -> Result<Vec<(String, RestrictedExpression)>, String> {
+    let l = &t.labels;
+    let categories = t
+        .categories
+        .iter()
+        .map(|c| entity(Enum::Category, categories::short_name(c)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let reference = l.legal_basis_reference.trim();
+    let ground = v1::LegalBasis::try_from(l.legal_basis)
+        .is_ok_and(|b| THIRD_COUNTRY_GROUNDS.contains(&b))
+        && !reference.is_empty();
+    let (source, accuracy) = l
+        .evaluation
+        .as_ref()
+        .map_or((0, 0), |e| (e.source, e.accuracy));
+    let (onward, originator, original_handling, permission) = match &t.onward {
+        Some(o) => (
+            true,
+            o.originator.to_string(),
+            o.original_handling as i32,
+            o.permission_granted,
+        ),
+        None => (false, String::new(), 0, false),
+    };
+    let s = RestrictedExpression::new_string;
+    let b = RestrictedExpression::new_bool;
+    Ok(vec![
+        ("kind".into(), wire(Enum::RecordKind, t.kind as i32)?),
+        (
+            "categories".into(),
+            RestrictedExpression::new_set(categories),
+        ),
+        ("personal_data".into(), b(!t.categories.is_empty())),
+        ("special_categories".into(), b(t.categories.has_special())),
+        ("purpose".into(), wire(Enum::Purpose, l.purpose)?),
+        ("legal_basis".into(), wire(Enum::LegalBasis, l.legal_basis)?),
+        ("legal_basis_reference".into(), s(reference.to_string())),
+        ("third_country_ground".into(), b(ground)),
+        ("handling".into(), wire(Enum::Handling, l.handling)?),
+        (
+            "handling_restriction".into(),
+            s(l.handling_restriction.clone()),
+        ),
+        (
+            "source_reliability".into(),
+            wire(Enum::SourceReliability, source)?,
+        ),
+        (
+            "information_accuracy".into(),
+            wire(Enum::InformationAccuracy, accuracy)?,
+        ),
+        (
+            "classification".into(),
+            wire(Enum::Classification, l.classification)?,
+        ),
+        ("priority".into(), wire(Enum::Priority, l.priority)?),
+        (
+            "retention_days".into(),
+            RestrictedExpression::new_long(t.retention_days()),
+        ),
+        ("in_reply".into(), b(!l.in_reply_to.is_empty())),
+        ("onward".into(), b(onward)),
+        ("originator".into(), s(originator)),
+        (
+            "original_handling".into(),
+            wire(Enum::Handling, original_handling)?,
+        ),
+        ("permission_granted".into(), b(permission)),
+    ])
+}

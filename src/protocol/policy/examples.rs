@@ -1,0 +1,206 @@
+//! The example bundles of `examples/policies/`, embedded in the binary.
+//!
+//! The framework is used as is; agency bundles are instantiated from one
+//! template per agency kind by replacing `{{owner}}` with the agency id. The
+//! same rendering feeds [`Policies::examples`](super::Policies::examples)
+//! (unsigned, in memory) and [`install_examples`] (written and signed into a
+//! federation by `pki init`), so what the tests decide on is byte for byte
+//! what a development federation enforces.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::decide::AgencyFacts;
+use super::signing::{BundleSigner, sign_bundle};
+use super::{Owner, PolicyError};
+use crate::protocol::ids::{AgencyId, Country};
+use crate::protocol::proto::v1;
+
+/// The placeholder a template uses for its owner's agency id.
+const OWNER_PLACEHOLDER: &str = "{{owner}}";
+
+type Files = &'static [(&'static str, &'static str)];
+
+const FRAMEWORK: Files = &[
+    (
+        "bundle.toml",
+        include_str!("../../../examples/policies/framework/bundle.toml"),
+    ),
+    (
+        "lawful-transfer.cedar",
+        include_str!("../../../examples/policies/framework/lawful-transfer.cedar"),
+    ),
+    (
+        "missing-persons.cedar",
+        include_str!("../../../examples/policies/framework/missing-persons.cedar"),
+    ),
+    (
+        "onward.cedar",
+        include_str!("../../../examples/policies/framework/onward.cedar"),
+    ),
+    (
+        "retention.cedar",
+        include_str!("../../../examples/policies/framework/retention.cedar"),
+    ),
+    (
+        "special-categories.cedar",
+        include_str!("../../../examples/policies/framework/special-categories.cedar"),
+    ),
+    (
+        "statistics.cedar",
+        include_str!("../../../examples/policies/framework/statistics.cedar"),
+    ),
+    (
+        "third-country.cedar",
+        include_str!("../../../examples/policies/framework/third-country.cedar"),
+    ),
+];
+
+macro_rules! template {
+    ($name:literal) => {
+        &[
+            (
+                "bundle.toml",
+                include_str!(concat!(
+                    "../../../examples/policies/templates/",
+                    $name,
+                    "/bundle.toml"
+                )),
+            ),
+            (
+                "inbound.cedar",
+                include_str!(concat!(
+                    "../../../examples/policies/templates/",
+                    $name,
+                    "/inbound.cedar"
+                )),
+            ),
+            (
+                "outbound.cedar",
+                include_str!(concat!(
+                    "../../../examples/policies/templates/",
+                    $name,
+                    "/outbound.cedar"
+                )),
+            ),
+        ]
+    };
+}
+
+/// The templates, by name (their directory under `templates/`).
+const TEMPLATES: [(&str, Files); 4] = [
+    ("police", template!("police")),
+    ("prosecutor", template!("prosecutor")),
+    ("border-police", template!("border-police")),
+    ("missing-persons", template!("missing-persons")),
+];
+
+/// The template an agency of `kind` gets, by name; `None` for kinds without
+/// one (customs, interior ministry, Red Cross tracing, labour inspection),
+/// which get no example bundle and can therefore neither send nor receive.
+pub fn template_for(kind: v1::AgencyKind) -> Option<&'static str> {
+    match kind {
+        v1::AgencyKind::CriminalPolice => Some("police"),
+        v1::AgencyKind::Prosecutor => Some("prosecutor"),
+        v1::AgencyKind::BorderPolice => Some("border-police"),
+        v1::AgencyKind::MissingPersons => Some("missing-persons"),
+        v1::AgencyKind::Unspecified
+        | v1::AgencyKind::Customs
+        | v1::AgencyKind::InteriorMinistry
+        | v1::AgencyKind::RedCrossTracing
+        | v1::AgencyKind::LabourInspection => None,
+    }
+}
+
+fn template_files(name: &str) -> Option<Files> {
+    TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, files)| *files)
+}
+
+/// The agencies `pki init` creates for `countries`
+/// ([`pki::agencies_for`](crate::tools::pki::agencies_for)), with EU membership by
+/// country: what [`install_examples`] needs when called from `pki init`.
+pub fn agencies_of(countries: &[Country]) -> Vec<AgencyFacts> {
+    countries
+        .iter()
+        .flat_map(|&cc| {
+            crate::tools::pki::agencies_for(cc)
+                .into_iter()
+                .filter_map(move |(name, kind, _)| {
+                    AgencyId::new(cc, name).ok().map(|id| AgencyFacts {
+                        id,
+                        kind,
+                        eu_member: cc.is_eu_member(),
+                    })
+                })
+        })
+        .collect()
+}
+
+/// The agencies of a default development federation: [`agencies_of`] the
+/// [`pki::default_countries`](crate::tools::pki::default_countries).
+pub fn default_agencies() -> Vec<AgencyFacts> {
+    agencies_of(&crate::tools::pki::default_countries())
+}
+
+/// The example bundles for `agencies`: the framework, then one per agency
+/// with a template, each as file name → content.
+pub(crate) fn render(agencies: &[AgencyFacts]) -> Vec<(Owner, BTreeMap<String, Vec<u8>>)> {
+    let framework = FRAMEWORK
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    let mut out = vec![(Owner::Framework, framework)];
+    let mut seen = std::collections::BTreeSet::new();
+    for a in agencies {
+        if !seen.insert(a.id.clone()) {
+            continue;
+        }
+        let Some(files) = template_for(a.kind).and_then(template_files) else {
+            continue;
+        };
+        let owner = a.id.to_string();
+        let files = files
+            .iter()
+            .map(|(n, c)| {
+                (
+                    n.to_string(),
+                    c.replace(OWNER_PLACEHOLDER, &owner).into_bytes(),
+                )
+            })
+            .collect();
+        out.push((Owner::Agency(a.id.clone()), files));
+    }
+    out
+}
+
+/// Writes the example framework bundle and one bundle per agency of
+/// `agencies` (see [`template_for`]) into `policies_dir`, and signs each
+/// with the keys of the federation in `federation_dir` as `pki init` lays
+/// it out: the framework with `ca/directory.key`, each agency's with
+/// `agencies/<CC>/<name>/agency.key` and `agency.crt`.
+///
+/// Refuses to write into a `policies_dir` that already holds a framework.
+pub fn install_examples(
+    policies_dir: &Path,
+    federation_dir: &Path,
+    agencies: &[AgencyFacts],
+) -> Result<(), PolicyError> {
+    let framework_dir = policies_dir.join("framework");
+    if framework_dir.exists() {
+        return Err(PolicyError::Exists(framework_dir));
+    }
+    for (owner, files) in render(agencies) {
+        let dir = policies_dir.join(owner.relative_dir());
+        std::fs::create_dir_all(&dir).map_err(PolicyError::io(&dir))?;
+        for (name, content) in &files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(PolicyError::io(&path))?;
+        }
+        let signer = BundleSigner::from_federation(federation_dir, &owner)?;
+        sign_bundle(&dir, &signer)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The policy set in force in a running broker or node, replaced while it
+//! runs when its bundles change on disk.
+//!
+//! A new set takes effect only if every bundle in it loads (syntax, schema,
+//! scope, signature) and no bundle goes back in version; otherwise the set
+//! in force stays, and the refusal says which file, line and why.
+//!
+//! "Goes back" is measured against the newest version of each bundle ever
+//! in force, before a restart too: the daemon hands in the versions its
+//! store recorded, and records the new floor before a new set takes effect.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use super::{BundleInfo, Policies, PolicyError, check_versions, raise_floor};
+use crate::protocol::directory::Directory;
+
+/// What a reload found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The bundles on disk are the set in force.
+    Unchanged,
+    /// A new set is in force.
+    Replaced {
+        previous: String,
+        hash: String,
+        bundles: String,
+    },
+    /// The new set was refused; the previous one stays in force. `first`
+    /// is false when this exact refusal was reported before.
+    Refused { reason: String, first: bool },
+}
+
+/// A policy set in force, and where its bundles live.
+pub struct LivePolicies {
+    dir: Option<PathBuf>,
+    directory_key: [u8; 32],
+    current: RwLock<Policies>,
+    /// The newest version of every bundle ever in force; no set goes below.
+    floor: Mutex<Vec<BundleInfo>>,
+    last_refusal: Mutex<Option<String>>,
+}
+
+/// One line naming every bundle of a set with its version.
+pub fn bundle_list(p: &Policies) -> String {
+    p.bundles()
+        .iter()
+        .map(|b| format!("{} v{}", b.owner, b.version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl LivePolicies {
+    /// Loads the set in `dir`; fails if any bundle fails, or goes back
+    /// from the versions `in_force` (as the store recorded them).
+    pub fn load(
+        dir: &Path,
+        directory: &Directory,
+        directory_key: [u8; 32],
+        in_force: &[BundleInfo],
+    ) -> Result<LivePolicies, PolicyError> {
+        let current = Policies::load(dir, directory, &directory_key)?;
+        check_versions(in_force, &current.bundles(), Some(dir))?;
+        let floor = raise_floor(in_force, &current.bundles());
+        Ok(LivePolicies {
+            dir: Some(dir.to_path_buf()),
+            directory_key,
+            current: RwLock::new(current),
+            floor: Mutex::new(floor),
+            last_refusal: Mutex::new(None),
+        })
+    }
+
+    /// A set that never changes, for tests and tools.
+    pub fn fixed(policies: Policies) -> LivePolicies {
+        LivePolicies {
+            dir: None,
+            directory_key: [0; 32],
+            current: RwLock::new(policies),
+            floor: Mutex::new(Vec::new()),
+            last_refusal: Mutex::new(None),
+        }
+    }
+
+    /// The newest version of every bundle ever in force, to record.
+    pub fn in_force(&self) -> Vec<BundleInfo> {
+        self.floor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The set in force.
+    pub fn current(&self) -> Policies {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the bundles again and puts them in force if they load and do
+    /// not roll back a version. A set that would replace the one in force
+    /// is first handed to `record` with the new floor of versions; it takes
+    /// effect only once that succeeded, so a crash can never leave a set in
+    /// force whose versions the store does not hold.
+    pub async fn reload<F, Fut>(&self, directory: &Directory, record: F) -> Reload
+    where
+        F: FnOnce(Vec<BundleInfo>) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let Some(dir) = &self.dir else {
+            return Reload::Unchanged;
+        };
+        let current = self.current();
+        let floor = self.in_force();
+        let next = Policies::load(dir, directory, &self.directory_key)
+            .and_then(|next| check_versions(&floor, &next.bundles(), Some(dir)).map(|()| next));
+        let next = match next {
+            Ok(next) if next.hash() == current.hash() => {
+                *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Reload::Unchanged;
+            }
+            Ok(next) => next,
+            Err(e) => return self.refused(e.to_string()),
+        };
+        let raised = raise_floor(&floor, &next.bundles());
+        if let Err(e) = record(raised.clone()).await {
+            return self.refused(format!("could not record the versions in force: {e}"));
+        }
+        let outcome = Reload::Replaced {
+            previous: current.hash().to_string(),
+            hash: next.hash().to_string(),
+            bundles: bundle_list(&next),
+        };
+        *self.floor.lock().unwrap_or_else(|p| p.into_inner()) = raised;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        outcome
+    }
+
+    fn refused(&self, reason: String) -> Reload {
+        let mut last = self.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let first = last.as_deref() != Some(reason.as_str());
+        *last = Some(reason.clone());
+        Reload::Refused { reason, first }
+    }
+}

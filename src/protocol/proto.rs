@@ -1,0 +1,13 @@
+//! Generated protobuf messages and their canonical proto3 JSON (serde) for
+//! `casebridge.v1`. The gRPC services over them are generated separately, in
+//! `daemon::rpc`, so that the core needs no gRPC runtime.
+//!
+//! Only this module and the gRPC edges (`daemon::broker::service`,
+//! `daemon::node::agency_api`) touch prost types directly; the cores work on
+//! validated domain types.
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/messages/casebridge.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/messages/casebridge.v1.serde.rs"));
+}

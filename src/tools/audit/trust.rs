@@ -1,0 +1,314 @@
+//! Trust: the log key and the witnesses, from the signed directory.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail};
+use prost::Message as _;
+
+use crate::protocol::directory::Directory;
+use crate::protocol::ids::Country;
+use crate::protocol::note::{self, Checkpoint, SignatureType, Verifier, Verifiers};
+use crate::protocol::proto::v1;
+
+use super::*;
+
+// ---- trust: the log key and the witnesses -----------------------------------
+
+/// The broker's transparency log as the directory pins it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKey {
+    /// The checkpoint origin line, e.g. `casebridge.test/audit-log`.
+    pub origin: String,
+    /// The Ed25519 key that signs checkpoints.
+    pub public_key: [u8; 32],
+}
+
+/// The log's checkpoint key from a verified directory.
+///
+/// Read from the `Directory.log` field of the signed bytes themselves, so it
+/// does not depend on which accessors [`Directory`] offers; the bytes were
+/// verified by [`Directory::verify`].
+pub fn log_key(dir: &Directory) -> anyhow::Result<LogKey> {
+    let raw = v1::Directory::decode(dir.signed().directory.as_slice())
+        .context("the verified directory does not decode")?;
+    let log = raw.log.ok_or_else(|| {
+        anyhow!(
+            "directory version {} names no transparency log (Directory.log); \
+             the audit log cannot be verified",
+            dir.version
+        )
+    })?;
+    let public_key = <[u8; 32]>::try_from(log.public_key.as_slice()).map_err(|_| {
+        anyhow!(
+            "directory version {}: the log key is {} bytes, Ed25519 keys are 32",
+            dir.version,
+            log.public_key.len()
+        )
+    })?;
+    if log.origin.is_empty() {
+        bail!("directory version {}: the log has no origin", dir.version);
+    }
+    Ok(LogKey {
+        origin: log.origin,
+        public_key,
+    })
+}
+
+/// The key name under which node `cc` cosigns checkpoints as a witness.
+pub fn witness_name(federation: &str, cc: Country) -> String {
+    format!("{federation}/node/{cc}")
+}
+
+/// A node as a witness.
+#[derive(Debug, Clone)]
+pub(super) struct Witness {
+    pub(super) country: Country,
+    pub(super) revoked: bool,
+    pub(super) verifier: Verifier,
+}
+
+/// Everything an auditor checks a checkpoint with: the log key and the
+/// nodes' cosigning keys.
+#[derive(Debug, Clone)]
+pub struct LogTrust {
+    pub(super) origin: String,
+    pub(super) log: Verifier,
+    pub(super) log_only: Verifiers,
+    pub(super) witnesses: Vec<Witness>,
+}
+
+/// A witness's verified cosignature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cosignature {
+    pub country: Country,
+    /// The key name, `<federation>/node/<CC>`.
+    pub name: String,
+    /// When the node cosigned (POSIX seconds, as signed).
+    pub timestamp: u64,
+    /// The node is revoked in the directory: shown, but not counted.
+    pub revoked: bool,
+}
+
+/// A checkpoint whose log signature and every witness cosignature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCheckpoint {
+    pub checkpoint: Checkpoint,
+    /// The signed note exactly as served.
+    pub note: Vec<u8>,
+    /// The log key it was opened with, in verifier-key form.
+    pub log_key: String,
+    /// One per witness, in country order.
+    pub cosignatures: Vec<Cosignature>,
+    /// Unrevoked nodes that did not cosign it.
+    pub missing: Vec<Country>,
+    /// Signature lines by keys the directory does not list (`name+keyid`).
+    pub unknown: Vec<String>,
+}
+
+impl CheckedCheckpoint {
+    /// Cosignatures by unrevoked nodes.
+    pub fn counted_cosignatures(&self) -> usize {
+        self.cosignatures.iter().filter(|c| !c.revoked).count()
+    }
+
+    /// "cosigned by 2 of 3 nodes: HR at ..., RS at ..." and the rest, one
+    /// line each.
+    pub fn cosignature_lines(&self) -> Vec<String> {
+        let total = self.counted_cosignatures() + self.missing.len();
+        let mut lines = Vec::new();
+        if self.cosignatures.is_empty() {
+            lines.push(format!("no witness cosignatures (0 of {total} nodes)"));
+        } else {
+            lines.push(format!(
+                "cosigned by {} of {total} nodes:",
+                self.counted_cosignatures()
+            ));
+            for c in &self.cosignatures {
+                lines.push(format!(
+                    "  {}  {}  at {}{}",
+                    c.country,
+                    c.name,
+                    format_seconds(c.timestamp),
+                    if c.revoked {
+                        "  (node revoked: not counted)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if !self.missing.is_empty() {
+            let missing: Vec<String> = self.missing.iter().map(Country::to_string).collect();
+            lines.push(format!("not cosigned by: {}", missing.join(", ")));
+        }
+        if !self.unknown.is_empty() {
+            lines.push(format!(
+                "signatures by keys not in the directory (ignored): {}",
+                self.unknown.join(", ")
+            ));
+        }
+        lines
+    }
+}
+
+impl LogTrust {
+    /// The log key and the witnesses of a verified directory.
+    pub fn from_directory(dir: &Directory) -> anyhow::Result<LogTrust> {
+        let key = log_key(dir)?;
+        let log = Verifier::new(&key.origin, SignatureType::Ed25519, key.public_key)
+            .with_context(|| format!("log origin {:?}", key.origin))?;
+        let log_only = Verifiers::new([log.clone()])?;
+        let mut witnesses = Vec::new();
+        for node in dir.nodes() {
+            let name = witness_name(&dir.federation, node.country);
+            let verifier = Verifier::new(&name, SignatureType::CosignatureV1, node.signing_key)
+                .with_context(|| format!("witness key name {name:?}"))?;
+            witnesses.push(Witness {
+                country: node.country,
+                revoked: node.revoked,
+                verifier,
+            });
+        }
+        Ok(LogTrust {
+            origin: key.origin,
+            log,
+            log_only,
+            witnesses,
+        })
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Opens a signed checkpoint: the log's own Ed25519 signature must
+    /// verify (key named like the origin), and so must every cosignature by
+    /// a key the directory lists for a node. A cosignature that fails is an
+    /// error, not a missing witness: the broker attached a forged or broken
+    /// signature to the log's checkpoint.
+    pub fn open(&self, note_bytes: &[u8]) -> anyhow::Result<CheckedCheckpoint> {
+        let opened = note::open_checkpoint(note_bytes, &self.log_only)
+            .map_err(|e| anyhow!("does not verify with the log key {}: {e}", self.log))?;
+        let checkpoint = opened.checkpoint().clone();
+        let mut by_country: BTreeMap<Country, Cosignature> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for sig in opened.note().unverified() {
+            let witness = self
+                .witnesses
+                .iter()
+                .find(|w| w.verifier.name() == sig.name() && w.verifier.key_id() == sig.key_id());
+            let Some(w) = witness else {
+                let label = format!("{}+{:08x}", sig.name(), sig.key_id());
+                if !unknown.contains(&label) {
+                    unknown.push(label);
+                }
+                continue;
+            };
+            let timestamp =
+                note::verify_cosignature(&checkpoint, sig, &w.verifier).map_err(|e| {
+                    anyhow!(
+                        "checkpoint of size {} carries a cosignature by {} (node {}) that does not \
+                     verify: {e}",
+                        checkpoint.size(),
+                        sig.name(),
+                        w.country
+                    )
+                })?;
+            let entry = by_country.entry(w.country).or_insert(Cosignature {
+                country: w.country,
+                name: w.verifier.name().to_string(),
+                timestamp,
+                revoked: w.revoked,
+            });
+            entry.timestamp = entry.timestamp.max(timestamp);
+        }
+        let missing = self
+            .witnesses
+            .iter()
+            .filter(|w| !w.revoked && !by_country.contains_key(&w.country))
+            .map(|w| w.country)
+            .collect();
+        Ok(CheckedCheckpoint {
+            checkpoint,
+            note: note_bytes.to_vec(),
+            log_key: self.log.to_string(),
+            cosignatures: by_country.into_values().collect(),
+            missing,
+            unknown,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::audit::test_support::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    #[test]
+    fn opens_checkpoints_and_reports_witnesses() {
+        let origin = "casebridge.test/audit-log";
+        let trust = trust_with(
+            origin,
+            [1; 32],
+            &[
+                ("HR", [2; 32], false),
+                ("RS", [3; 32], false),
+                ("BA", [4; 32], true),
+            ],
+        );
+        let bytes = cosigned(
+            origin,
+            7,
+            &[
+                ("HR", [2; 32], 1_700_000_000),
+                ("BA", [4; 32], 1_700_000_100),
+                ("ME", [5; 32], 1),
+            ],
+        );
+        let c = trust.open(&bytes).expect("open");
+        assert_eq!(c.checkpoint.size(), 7);
+        let who: Vec<&str> = c.cosignatures.iter().map(|c| c.country.as_str()).collect();
+        assert_eq!(who, ["BA", "HR"]);
+        assert_eq!(c.counted_cosignatures(), 1);
+        assert_eq!(c.missing, vec!["RS".parse::<Country>().expect("cc")]);
+        assert_eq!(c.unknown.len(), 1);
+        assert!(c.unknown[0].starts_with("casebridge.test/node/ME+"));
+        let lines = c.cosignature_lines().join("\n");
+        assert!(lines.contains("cosigned by 1 of 2 nodes"), "{lines}");
+        assert!(lines.contains("2023-11-14T22:13:20Z"), "{lines}");
+
+        // A cosignature by HR's name and key ID that does not verify.
+        let forged = cosigned(origin, 7, &[("HR", [2; 32], 5)]);
+        let text = String::from_utf8(forged).expect("utf8");
+        let (body, sigs) = text.split_at(text.rfind("\n\n").expect("sigs") + 2);
+        let mut lines: Vec<String> = sigs.lines().map(str::to_string).collect();
+        let hr = lines
+            .iter_mut()
+            .find(|l| l.contains("/node/HR"))
+            .expect("hr");
+        let sig = hr.rsplit(' ').next().expect("b64").to_string();
+        let mut raw = STANDARD.decode(&sig).expect("b64");
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        *hr = hr.replace(&sig, &STANDARD.encode(raw));
+        let tampered = format!("{body}{}\n", lines.join("\n"));
+        let err = format!(
+            "{:#}",
+            trust.open(tampered.as_bytes()).expect_err("bad cosig")
+        );
+        assert!(
+            err.contains("does not verify") && err.contains("node HR"),
+            "{err}"
+        );
+
+        // Signed by another log key.
+        let other = trust_with(origin, [9; 32], &[]);
+        assert!(other.open(&cosigned(origin, 7, &[])).is_err());
+        // Another origin.
+        let elsewhere = trust_with("elsewhere/audit-log", [1; 32], &[]);
+        assert!(elsewhere.open(&cosigned(origin, 7, &[])).is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! A whole federation in one process, on loopback: the broker and any number
+//! of nodes, each on its own port, started and stopped at will. The demo and
+//! the integration tests use it; every connection is real mutual TLS over a
+//! real socket, and every store is on disk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use std::sync::Arc;
+
+use crate::daemon::broker::{Broker, BrokerState};
+use crate::daemon::config::{self, AgencyProfile, BrokerConfig, NodeConfig};
+use crate::daemon::node::{Node, NodeState};
+use crate::protocol::ids::{AgencyId, Country};
+use crate::tools::client::AgencyClient;
+use crate::tools::pki::{self, Federation, InitOptions};
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// A running federation.
+pub struct LocalFederation {
+    pub fed: Federation,
+    pub broker_config: BrokerConfig,
+    pub broker_addr: SocketAddr,
+    pub node_configs: BTreeMap<Country, NodeConfig>,
+    node_addrs: BTreeMap<Country, SocketAddr>,
+    broker: Option<Running>,
+    nodes: BTreeMap<Country, Running>,
+    broker_state: Option<Arc<BrokerState>>,
+    node_states: BTreeMap<Country, Arc<NodeState>>,
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+impl LocalFederation {
+    /// Writes a federation of `countries` into `dir` and loads its configs,
+    /// without starting anything.
+    pub async fn create(dir: &Path, countries: &[Country]) -> anyhow::Result<LocalFederation> {
+        let mut opts = InitOptions::new(dir);
+        opts.countries = countries.to_vec();
+        opts.base_port = 0;
+        let fed = pki::init(&opts)?;
+        let broker_config: BrokerConfig = config::load(&fed.broker_config)?;
+        // Reserve the broker's port now: nodes must know it before it runs.
+        let probe = bind("127.0.0.1:0".parse()?).await?;
+        let broker_addr = probe.local_addr()?;
+        drop(probe);
+        // Auditors dial the broker at the address it will really have.
+        for (_, profile) in &fed.auditor_profiles {
+            let text = std::fs::read_to_string(profile)?;
+            let mut table: toml::Table = toml::from_str(&text)?;
+            table.insert(
+                "broker".into(),
+                toml::Value::String(broker_addr.to_string()),
+            );
+            std::fs::write(profile, toml::to_string(&table)?)?;
+        }
+        let mut node_configs = BTreeMap::new();
+        let mut node_addrs = BTreeMap::new();
+        for (cc, p) in &fed.node_configs {
+            let mut cfg: NodeConfig = config::load(p)?;
+            cfg.broker = broker_addr.to_string();
+            let probe = bind("127.0.0.1:0".parse()?).await?;
+            node_addrs.insert(*cc, probe.local_addr()?);
+            drop(probe);
+            node_configs.insert(*cc, cfg);
+        }
+        Ok(LocalFederation {
+            fed,
+            broker_config,
+            broker_addr,
+            node_configs,
+            node_addrs,
+            broker: None,
+            nodes: BTreeMap::new(),
+            broker_state: None,
+            node_states: BTreeMap::new(),
+        })
+    }
+
+    /// Creates the federation and starts the broker and every node.
+    pub async fn start(dir: &Path, countries: &[Country]) -> anyhow::Result<LocalFederation> {
+        let mut f = Self::create(dir, countries).await?;
+        f.start_broker().await?;
+        for cc in countries {
+            f.start_node(*cc).await?;
+        }
+        Ok(f)
+    }
+
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.broker.is_none(), "broker already running");
+        let broker = Broker::from_config(&self.broker_config)?;
+        self.broker_state = Some(broker.state.clone());
+        broker.record_state().await?;
+        let listener = bind(self.broker_addr).await?;
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(broker.serve(listener, async {
+            let _ = rx.await;
+        }));
+        self.broker = Some(Running { stop, task });
+        Ok(())
+    }
+
+    /// Stops the broker gracefully and waits until its store is closed.
+    pub async fn stop_broker(&mut self) -> anyhow::Result<()> {
+        self.broker_state = None;
+        if let Some(r) = self.broker.take() {
+            r.stop().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn start_node(&mut self, cc: Country) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.nodes.contains_key(&cc), "node {cc} already running");
+        let cfg = self
+            .node_configs
+            .get(&cc)
+            .with_context(|| format!("no node {cc}"))?;
+        let node = Node::from_config(cfg)?;
+        self.node_states.insert(cc, node.state.clone());
+        let listener = bind(self.node_addrs[&cc]).await?;
+        let (stop, rx) = oneshot::channel();
+        let task = tokio::spawn(node.serve(listener, async {
+            let _ = rx.await;
+        }));
+        self.nodes.insert(cc, Running { stop, task });
+        Ok(())
+    }
+
+    pub async fn stop_node(&mut self, cc: Country) -> anyhow::Result<()> {
+        self.node_states.remove(&cc);
+        if let Some(r) = self.nodes.remove(&cc) {
+            r.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// The running broker's shared state (its store, directory and policy).
+    pub fn broker(&self) -> Option<&Arc<BrokerState>> {
+        self.broker_state.as_ref()
+    }
+
+    /// A running node's shared state.
+    pub fn node(&self, cc: Country) -> Option<&Arc<NodeState>> {
+        self.node_states.get(&cc)
+    }
+
+    pub fn node_addr(&self, cc: Country) -> Option<SocketAddr> {
+        self.node_addrs.get(&cc).copied()
+    }
+
+    pub fn agency_profile(&self, agency: &AgencyId) -> anyhow::Result<AgencyProfile> {
+        let p = self
+            .fed
+            .agency_profile(agency)
+            .with_context(|| format!("no profile for {agency}"))?;
+        Ok(config::load(p)?)
+    }
+
+    /// An agency's client of its node.
+    pub fn client(&self, agency: &str) -> anyhow::Result<AgencyClient> {
+        let agency: AgencyId = agency.parse()?;
+        let profile = self.agency_profile(&agency)?;
+        let addr = self
+            .node_addr(agency.country())
+            .with_context(|| format!("no node for {agency}"))?;
+        AgencyClient::from_parts(&profile, &addr.to_string())
+    }
+
+    /// Stops every node, then the broker.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let nodes: Vec<Country> = self.nodes.keys().copied().collect();
+        for cc in nodes {
+            self.stop_node(cc).await?;
+        }
+        self.stop_broker().await
+    }
+}

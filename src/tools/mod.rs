@@ -1,0 +1,10 @@
+//! The person-facing commands and the in-process local federation. Tools use
+//! the daemons and the protocol core; nothing below depends on them.
+
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod demo;
+pub mod local;
+pub mod pki;
+pub mod policy_cli;

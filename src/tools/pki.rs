@@ -1,0 +1,554 @@
+//! `casebridge pki init`: a complete development federation in one directory.
+//!
+//! It writes the federation root CA, one national CA per country, TLS
+//! certificates for the broker, each node, each agency and an auditor, each
+//! node's Ed25519 signing key and X25519 HPKE key, the federation's directory
+//! key, the signed directory, and ready-to-run config files. See
+//! certs/README.md for the layout and the roles.
+//!
+//! The tree holds private keys, so it is private as a whole: every
+//! directory is created 0700 and every file 0600, whatever the umask, each
+//! file written atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use prost::Message as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use crate::daemon::config::{
+    AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, NodeLimits, Retention,
+    TlsFiles,
+};
+use crate::protocol::directory::Directory;
+use crate::protocol::ids::{AgencyId, Country, Role};
+use crate::protocol::keys::{self, SigningKey};
+use crate::protocol::proto::v1;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    pub countries: Vec<Country>,
+    /// The broker listens on this port, node N on base + 1 + N. Zero means
+    /// "pick at start": configs are written with port 0 and the caller fills
+    /// them in (the demo does this).
+    pub base_port: u16,
+    pub federation: String,
+    pub auditors: Vec<String>,
+}
+
+impl InitOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        InitOptions {
+            dir: dir.into(),
+            countries: default_countries(),
+            base_port: 7400,
+            federation: "casebridge.test".into(),
+            auditors: vec!["auditor".into()],
+        }
+    }
+}
+
+/// The countries a development federation has unless told otherwise: those
+/// the scenarios in docs and the demo play.
+pub fn default_countries() -> Vec<Country> {
+    ["HR", "RS", "BA", "ME", "SI", "MK", "AL", "XK"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// The agencies each country gets.
+pub fn agencies_for(cc: Country) -> Vec<(&'static str, v1::AgencyKind, &'static str)> {
+    let mut v = vec![
+        ("police", v1::AgencyKind::CriminalPolice, "Criminal police"),
+        (
+            "prosecutor",
+            v1::AgencyKind::Prosecutor,
+            "Prosecutor's office",
+        ),
+        (
+            "border-police",
+            v1::AgencyKind::BorderPolice,
+            "Border police",
+        ),
+    ];
+    if matches!(cc.as_str(), "BA" | "HR" | "RS" | "ME" | "XK") {
+        v.push((
+            "missing-persons",
+            v1::AgencyKind::MissingPersons,
+            "Missing-persons institute",
+        ));
+    }
+    v
+}
+
+/// Paths of what was written.
+#[derive(Debug, Clone)]
+pub struct Federation {
+    pub dir: PathBuf,
+    pub broker_config: PathBuf,
+    pub node_configs: Vec<(Country, PathBuf)>,
+    pub agency_profiles: Vec<(AgencyId, PathBuf)>,
+    pub auditor_profiles: Vec<(String, PathBuf)>,
+}
+
+impl Federation {
+    pub fn node_config(&self, cc: Country) -> Option<&Path> {
+        self.node_configs
+            .iter()
+            .find(|(c, _)| *c == cc)
+            .map(|(_, p)| p.as_path())
+    }
+    pub fn agency_profile(&self, id: &AgencyId) -> Option<&Path> {
+        self.agency_profiles
+            .iter()
+            .find(|(a, _)| a == id)
+            .map(|(_, p)| p.as_path())
+    }
+}
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+const HOUR: time::Duration = time::Duration::hours(1);
+const DAY: time::Duration = time::Duration::days(1);
+
+fn params(cn: &str, fed: &str, days: i64) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::OrganizationName, fed);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - HOUR;
+    p.not_after = now + DAY * (days as i32);
+    Ok(p)
+}
+
+fn new_ca(cn: &str, fed: &str, parent: Option<&Ca>, path_len: Option<u8>) -> anyhow::Result<Ca> {
+    let mut p = params(cn, fed, if parent.is_none() { 3650 } else { 1825 })?;
+    p.is_ca = match path_len {
+        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
+        None => IsCa::Ca(BasicConstraints::Unconstrained),
+    };
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = match parent {
+        Some(parent) => p.signed_by(&key, &parent.issuer)?,
+        None => p.self_signed(&key)?,
+    };
+    Ok(Ca {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().clone(),
+        issuer: Issuer::new(p, key),
+    })
+}
+
+/// Issues a leaf certificate for `role` and writes `<stem>.crt` (leaf, then
+/// issuer if not the root) and `<stem>.key` (0600).
+fn issue_leaf(
+    dir: &Path,
+    stem: &str,
+    role: &Role,
+    fed: &str,
+    ca: &Ca,
+    chain_ca: bool,
+    server: bool,
+) -> anyhow::Result<()> {
+    let mut p = params(&role.to_string(), fed, 365)?;
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    p.subject_alt_names
+        .push(SanType::URI(role.spiffe_uri(fed).try_into()?));
+    if server {
+        p.subject_alt_names
+            .push(SanType::DnsName("localhost".try_into()?));
+        p.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    }
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &ca.issuer)?;
+    let mut pem = cert.pem();
+    if chain_ca {
+        pem.push_str(&ca.cert_pem);
+    }
+    write_public(&dir.join(format!("{stem}.crt")), pem.as_bytes())?;
+    keys::write_secret(
+        &dir.join(format!("{stem}.key")),
+        key.serialize_pem().as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Writes a file that is not secret in itself (a certificate, a config);
+/// still 0600, like everything in the tree.
+fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::storage::write_private(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn mkdir(path: &Path) -> anyhow::Result<()> {
+    crate::storage::create_private_dir(path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn write_toml<T: serde::Serialize>(path: &Path, header: &str, value: &T) -> anyhow::Result<()> {
+    let body = toml::to_string_pretty(value)?;
+    write_public(path, format!("{header}\n{body}").as_bytes())
+}
+
+fn rel(p: &str) -> PathBuf {
+    PathBuf::from(p)
+}
+
+/// Writes a complete federation into `opts.dir`. Refuses to overwrite one.
+pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
+    let dir = &opts.dir;
+    let fed = opts.federation.as_str();
+    if dir.join("broker.toml").exists() {
+        bail!(
+            "{} already holds a federation (broker.toml exists); choose another directory",
+            dir.display()
+        );
+    }
+    if opts.countries.is_empty() {
+        bail!("no countries given");
+    }
+    let mut countries = opts.countries.clone();
+    countries.sort();
+    countries.dedup();
+    let port = |i: usize| -> anyhow::Result<u16> {
+        if opts.base_port == 0 {
+            return Ok(0);
+        }
+        u16::try_from(usize::from(opts.base_port) + i)
+            .context("--base-port too high for this many nodes")
+    };
+
+    if !dir.exists() {
+        mkdir(dir)?;
+    }
+    for sub in ["ca", "broker", "nodes", "agencies", "auditors", "policies"] {
+        mkdir(&dir.join(sub))?;
+    }
+    let root = new_ca(&format!("{fed} federation root CA"), fed, None, None)?;
+    write_public(&dir.join("ca/root.crt"), root.cert_pem.as_bytes())?;
+    keys::write_secret(
+        &dir.join("ca/root.key"),
+        root.issuer.key().serialize_pem().as_bytes(),
+    )?;
+
+    let (dir_key, dir_pkcs8) = SigningKey::generate()?;
+    keys::write_secret(
+        &dir.join("ca/directory.key"),
+        keys::to_pem(&dir_pkcs8, "PRIVATE KEY").as_bytes(),
+    )?;
+    write_public(
+        &dir.join("ca/directory.pub"),
+        format!("{}\n", hex::encode(dir_key.public_key())).as_bytes(),
+    )?;
+
+    issue_leaf(
+        &dir.join("broker"),
+        "broker",
+        &Role::Broker,
+        fed,
+        &root,
+        false,
+        true,
+    )?;
+    let (log_key, log_pkcs8) = SigningKey::generate()?;
+    keys::write_secret(
+        &dir.join("broker/log.key"),
+        keys::to_pem(&log_pkcs8, "PRIVATE KEY").as_bytes(),
+    )?;
+
+    let now = crate::daemon::clock::now_ms();
+    let mut directory = v1::Directory {
+        version: 1,
+        federation: fed.to_string(),
+        issued_at_ms: now,
+        log: Some(v1::TransparencyLog {
+            origin: format!("{fed}/audit-log"),
+            public_key: log_key.public_key().to_vec(),
+        }),
+        ..Default::default()
+    };
+    let broker_addr = format!("127.0.0.1:{}", port(0)?);
+    let mut node_configs = Vec::new();
+    let mut agency_profiles = Vec::new();
+    for (i, cc) in countries.iter().enumerate() {
+        let national = new_ca(&format!("{cc} national CA"), fed, Some(&root), Some(0))?;
+        let ca_dir = dir.join("ca").join(cc.as_str());
+        mkdir(&ca_dir)?;
+        write_public(&ca_dir.join("ca.crt"), national.cert_pem.as_bytes())?;
+        keys::write_secret(
+            &ca_dir.join("ca.key"),
+            national.issuer.key().serialize_pem().as_bytes(),
+        )?;
+
+        let node_dir = dir.join("nodes").join(cc.as_str());
+        mkdir(&node_dir)?;
+        issue_leaf(&node_dir, "node", &Role::Node(*cc), fed, &root, false, true)?;
+        let (sign, sign_pkcs8) = SigningKey::generate()?;
+        keys::write_secret(
+            &node_dir.join("signing.key"),
+            keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes(),
+        )?;
+        let (hpke_sk, hpke_pk) = keys::generate_hpke();
+        keys::write_secret(
+            &node_dir.join("hpke.key"),
+            hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes(),
+        )?;
+        directory.nodes.push(v1::NodeEntry {
+            country: cc.to_string(),
+            signing_key: sign.public_key().to_vec(),
+            hpke_key: keys::hpke_public_bytes(&hpke_pk).to_vec(),
+            not_before_ms: now - 3_600_000,
+            not_after_ms: now + 365 * 86_400_000,
+            revoked: false,
+            national_ca_sha256: crate::protocol::envelope::sha256(national.cert_der.as_ref())
+                .to_vec(),
+            regime: if cc.is_eu_member() {
+                v1::LegalRegime::EuMember
+            } else {
+                v1::LegalRegime::NonMember
+            } as i32,
+        });
+
+        let node_addr = format!("127.0.0.1:{}", port(1 + i)?);
+        let cfg = NodeConfig {
+            federation: fed.to_string(),
+            country: *cc,
+            listen: node_addr.parse()?,
+            broker: broker_addr.clone(),
+            data_dir: rel(&format!("../data/node-{cc}")),
+            directory: rel("../directory.bin"),
+            directory_key: rel("../ca/directory.pub"),
+            tls: TlsFiles {
+                cert: rel(&format!("{cc}/node.crt")),
+                key: rel(&format!("{cc}/node.key")),
+                root: rel("../ca/root.crt"),
+            },
+            national_ca: rel(&format!("../ca/{cc}/ca.crt")),
+            keys: NodeKeys {
+                signing: rel(&format!("{cc}/signing.key")),
+                hpke: rel(&format!("{cc}/hpke.key")),
+            },
+            policies: rel("../policies"),
+            policy_reload_secs: 5,
+            retention: Retention::default(),
+            limits: NodeLimits::default(),
+            log: LogFormat::Human,
+        };
+        let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));
+        write_toml(
+            &cfg_path,
+            &format!(
+                "# casebridge node for {cc}, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/node.example.toml."
+            ),
+            &cfg,
+        )?;
+        node_configs.push((*cc, cfg_path));
+
+        for (name, kind, display) in agencies_for(*cc) {
+            let id = AgencyId::new(*cc, name)?;
+            let a_dir = dir.join("agencies").join(cc.as_str()).join(name);
+            mkdir(&a_dir)?;
+            issue_leaf(
+                &a_dir,
+                "agency",
+                &Role::Agency(id.clone()),
+                fed,
+                &national,
+                true,
+                false,
+            )?;
+            let profile = AgencyProfile {
+                federation: fed.to_string(),
+                agency: id.clone(),
+                node: node_addr.clone(),
+                tls: TlsFiles {
+                    cert: rel("agency.crt"),
+                    key: rel("agency.key"),
+                    root: rel("../../../ca/root.crt"),
+                },
+            };
+            let p = a_dir.join("profile.toml");
+            write_toml(
+                &p,
+                &format!(
+                    "# Agency profile for {id}: pass it to `casebridge send|inbox|status --profile`."
+                ),
+                &profile,
+            )?;
+            agency_profiles.push((id.clone(), p));
+            directory.agencies.push(v1::AgencyEntry {
+                id: id.to_string(),
+                kind: kind as i32,
+                display_name: format!("{display} ({cc})"),
+                revoked: false,
+            });
+        }
+    }
+
+    let mut auditor_profiles = Vec::new();
+    for name in &opts.auditors {
+        let role = Role::Auditor(name.clone());
+        if Role::from_spiffe_uri(&role.spiffe_uri(fed), fed).is_err() {
+            bail!("auditor name {name:?}: use lower-case letters, digits and '-'");
+        }
+        let a_dir = dir.join("auditors").join(name);
+        mkdir(&a_dir)?;
+        issue_leaf(&a_dir, "auditor", &role, fed, &root, false, false)?;
+        let profile = AuditorProfile {
+            federation: fed.to_string(),
+            auditor: name.clone(),
+            broker: broker_addr.clone(),
+            directory_key: rel("../../ca/directory.pub"),
+            state_dir: rel("state"),
+            tls: TlsFiles {
+                cert: rel("auditor.crt"),
+                key: rel("auditor.key"),
+                root: rel("../../ca/root.crt"),
+            },
+        };
+        let p = a_dir.join("profile.toml");
+        write_toml(
+            &p,
+            &format!("# Auditor profile for {name}: pass it to `casebridge audit ... --profile`."),
+            &profile,
+        )?;
+        auditor_profiles.push((name.clone(), p));
+        directory.auditors.push(v1::AuditorEntry {
+            name: name.clone(),
+            revoked: false,
+        });
+    }
+
+    let signed = Directory::sign(&directory, &dir_key);
+    write_public(&dir.join("directory.bin"), &signed.encode_to_vec())?;
+
+    // The example policy bundles, each signed by its owner: the framework
+    // with the directory key, each agency with its own key.
+    crate::protocol::policy::install_examples(
+        &dir.join("policies"),
+        dir,
+        &crate::protocol::policy::agencies_of(&countries),
+    )
+    .context("installing the example policy bundles")?;
+    // Bundles are written as `policy sign` writes them anywhere (under the
+    // umask); inside the private `policies/` they are made private too.
+    crate::storage::restrict_tree(&dir.join("policies"))
+        .with_context(|| format!("restricting {}", dir.join("policies").display()))?;
+
+    let broker = BrokerConfig {
+        federation: fed.to_string(),
+        listen: broker_addr.parse()?,
+        data_dir: rel("data/broker"),
+        directory: rel("directory.bin"),
+        directory_key: rel("ca/directory.pub"),
+        tls: TlsFiles {
+            cert: rel("broker/broker.crt"),
+            key: rel("broker/broker.key"),
+            root: rel("ca/root.crt"),
+        },
+        log_key: rel("broker/log.key"),
+        policies: rel("policies"),
+        policy_reload_secs: 5,
+        limits: Limits::default(),
+        log: LogFormat::Human,
+    };
+    let broker_config = dir.join("broker.toml");
+    write_toml(
+        &broker_config,
+        "# casebridge broker, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/broker.example.toml.",
+        &broker,
+    )?;
+    Ok(Federation {
+        dir: dir.clone(),
+        broker_config,
+        node_configs,
+        agency_profiles,
+        auditor_profiles,
+    })
+}
+
+/// `auditors/<name>/profile.toml`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditorProfile {
+    pub federation: String,
+    pub auditor: String,
+    /// The broker's address, "host:port".
+    pub broker: String,
+    pub directory_key: PathBuf,
+    /// Where this auditor keeps the last checkpoint it verified.
+    pub state_dir: PathBuf,
+    pub tls: TlsFiles,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_loadable_federation_with_private_keys_0600() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = InitOptions::new(tmp.path().join("fed"));
+        opts.countries = vec!["HR".parse().unwrap(), "BA".parse().unwrap()];
+        let fed = init(&opts).unwrap();
+        let broker: BrokerConfig = crate::daemon::config::load(&fed.broker_config).unwrap();
+        let key = crate::protocol::directory::load_public_key(&broker.directory_key).unwrap();
+        let dir =
+            crate::protocol::directory::load(&broker.directory, &key, &broker.federation).unwrap();
+        assert!(dir.agency(&"BA/missing-persons".parse().unwrap()).is_some());
+        assert!(dir.agency(&"HR/prosecutor".parse().unwrap()).is_some());
+        for (_, p) in &fed.node_configs {
+            let n: NodeConfig = crate::daemon::config::load(p).unwrap();
+            SigningKey::load(&n.keys.signing).unwrap();
+            keys::load_hpke(&n.keys.hpke).unwrap();
+        }
+        for (_, p) in &fed.agency_profiles {
+            let a: AgencyProfile = crate::daemon::config::load(p).unwrap();
+            crate::daemon::tls::Identity::load(&a.tls.cert, &a.tls.key).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let (mut secrets, mut files, mut dirs) = (0, 0, 0);
+            assert_eq!(mode(&fed.dir), 0o700);
+            let mut stack = vec![fed.dir.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(d).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        dirs += 1;
+                        assert_eq!(mode(&p), 0o700, "{}", p.display());
+                        stack.push(p);
+                    } else {
+                        files += 1;
+                        secrets += usize::from(p.extension().is_some_and(|x| x == "key"));
+                        assert_eq!(mode(&p), 0o600, "{}", p.display());
+                    }
+                }
+            }
+            assert!(secrets > 10 && files > secrets && dirs > 10);
+        }
+        assert!(init(&opts).is_err(), "must not overwrite a federation");
+    }
+}
