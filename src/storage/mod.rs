@@ -22,10 +22,14 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// What any storage backend reports, free of the engine's own types: each
+/// backend converts its errors at its boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The engine failed an operation (I/O, a lost connection); the text is
+    /// the engine's own description.
     #[error("storage: {0}")]
-    Sled(#[from] ::sled::Error),
+    Backend(String),
     #[error("storage: flush task has stopped")]
     FlusherGone,
     #[error("storage: {0}")]
@@ -51,7 +55,8 @@ pub fn open_db(dir: &Path) -> Result<::sled::Db, StorageError> {
     let db = ::sled::Config::new()
         .path(dir)
         .mode(::sled::Mode::HighThroughput)
-        .open()?;
+        .open()
+        .map_err(StorageError::from)?;
     restrict_store(dir).map_err(io)?;
     Ok(db)
 }
@@ -279,11 +284,11 @@ impl GroupCommit {
         }
     }
 
-    /// Passes `e` on, unless it is an I/O error of the database: sled failed
-    /// to write, keeps that error and will fail every later write and flush,
-    /// so the store stops as for a failed flush, and the error says so.
+    /// Passes `e` on, unless it is an I/O error of the database: the engine
+    /// failed to write (sled keeps that error and fails every later write and
+    /// flush), so the store stops as for a failed flush, and the error says so.
     pub fn stop_on_io(&self, e: StorageError) -> StorageError {
-        let StorageError::Sled(::sled::Error::Io(io)) = &e else {
+        let StorageError::Io { source: io, .. } = &e else {
             return e;
         };
         let reason = write_failure(&self.what, &io.to_string());
