@@ -8,3 +8,6 @@ pub mod node;
 pub mod rpc;
 pub mod shutdown;
 pub mod tls;
+
+#[cfg(test)]
+mod key_file_props_tests;

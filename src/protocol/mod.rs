@@ -16,3 +16,12 @@ pub mod note;
 pub mod policy;
 pub mod proto;
 pub mod time;
+
+#[cfg(test)]
+mod directory_props_tests;
+#[cfg(test)]
+mod envelope_props_tests;
+#[cfg(test)]
+mod ids_props_tests;
+#[cfg(test)]
+mod note_props_tests;
