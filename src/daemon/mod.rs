@@ -7,6 +7,7 @@ pub mod config;
 pub mod node;
 pub mod rpc;
 pub mod shutdown;
+pub(crate) mod status;
 pub mod tls;
 
 #[cfg(test)]

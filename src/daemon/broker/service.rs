@@ -13,11 +13,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
+use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::bounds::{
     self, MAX_BUNDLE_HASH, MAX_CASE_REFERENCE, MAX_PURGE_IDS, MAX_REFUSAL_EXPLANATION,
 };
-use crate::protocol::envelope::{self, EnvelopeError};
+use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
@@ -98,18 +99,10 @@ impl ExchangeService {
         };
         let index = match self.state.store.append(event).await {
             Ok(i) => i,
-            Err(e) => return storage_status(e),
+            Err(e) => return broker_storage(e),
         };
         tracing::info!(%node, code = code.as_str_name(), %reason, index, "submission refused");
-        let mut status = Status::new(refusal_status(code), format!("refused: {reason}"));
-        let md = status.metadata_mut();
-        if let Ok(v) = code.as_str_name().parse() {
-            md.insert(REFUSAL_METADATA, v);
-        }
-        if let Ok(v) = index.to_string().parse() {
-            md.insert(LOG_INDEX_METADATA, v);
-        }
-        status
+        status::refused(code, &reason, index)
     }
 }
 
@@ -473,55 +466,6 @@ fn check_delivered_to(
     Ok(())
 }
 
-/// The gRPC code a refusal answers with.
-fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
-    use tonic::Code;
-    use v1::RefusalCode as R;
-    match code {
-        R::Malformed | R::InvalidLabels | R::CiphertextMismatch | R::Unspecified => {
-            Code::InvalidArgument
-        }
-        R::Oversized => Code::ResourceExhausted,
-        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy | R::Onward => {
-            Code::PermissionDenied
-        }
-        R::UnknownAgency => Code::NotFound,
-        R::Revoked | R::Replay | R::Expired => Code::FailedPrecondition,
-        R::Duplicate => Code::AlreadyExists,
-    }
-}
-
-/// The refusal code for a failed envelope check.
-fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
-    use v1::RefusalCode as R;
-    match e {
-        EnvelopeError::MalformedHeader
-        | EnvelopeError::UnsupportedVersion(_)
-        | EnvelopeError::WrappedKeys(_)
-        | EnvelopeError::ShortCiphertext(_)
-        | EnvelopeError::KeyCommitmentLength(_) => R::Malformed,
-        EnvelopeError::InvalidField(_) | EnvelopeError::OutOfBounds(_) => R::InvalidLabels,
-        EnvelopeError::UnknownNode(_) | EnvelopeError::UnknownAgency(_) => R::UnknownAgency,
-        EnvelopeError::InactiveNode(_) | EnvelopeError::RevokedAgency(_) => R::Revoked,
-        EnvelopeError::BadSignature(_) => R::BadSignature,
-        EnvelopeError::CiphertextMismatch => R::CiphertextMismatch,
-        EnvelopeError::ForeignSenderAgency { .. } => R::ForeignAgency,
-        EnvelopeError::Expired { .. } => R::Expired,
-        // Opening, receipts and sealing: not what verifying a header yields.
-        EnvelopeError::NotARecipient(_)
-        | EnvelopeError::Unwrap(_)
-        | EnvelopeError::KeyCommitmentMismatch
-        | EnvelopeError::Decrypt
-        | EnvelopeError::MalformedRecord
-        | EnvelopeError::KindMismatch { .. }
-        | EnvelopeError::UndeclaredCategories(_)
-        | EnvelopeError::MalformedReceipt
-        | EnvelopeError::BadReceiptSignature(_)
-        | EnvelopeError::EmptyRecord
-        | EnvelopeError::Seal => R::Malformed,
-    }
-}
-
 /// Whether a rejection proves the sender's signed header false about what
 /// it sent, which the audit log records as a content violation.
 fn is_content_violation(code: v1::RejectionCode) -> bool {
@@ -537,15 +481,6 @@ fn is_content_violation(code: v1::RejectionCode) -> bool {
         | C::Policy
         | C::InvalidHeader => false,
     }
-}
-
-fn storage_status(e: StoreError) -> Status {
-    if let StoreError::Leaf(e) = &e {
-        tracing::error!(error = %e, "an audit event over the leaf cap was not recorded");
-        return Status::internal(format!("the broker could not record this: {e}"));
-    }
-    tracing::error!(error = %e, "broker storage failure");
-    Status::unavailable("broker storage unavailable; try again")
 }
 
 type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + Send>>;
@@ -585,7 +520,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 return Err(self
                     .refuse(
                         node,
-                        refusal_code(&e),
+                        status::refusal_code(&e),
                         e.to_string(),
                         Seen::Unverified(&env),
                         None,
@@ -631,7 +566,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .refuse(node, R::Replay, reason, Seen::Verified(&header), None)
                 .await);
         }
-        if self.state.store.seen(&header.id).map_err(storage_status)? {
+        if self.state.store.seen(&header.id).map_err(broker_storage)? {
             let reason = format!("envelope id {} was already submitted", header.id);
             return Err(self
                 .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
@@ -639,7 +574,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         }
         let (onward, grants) = match self.onward_and_grants(&header) {
             Ok(v) => v,
-            Err(Refusal::Storage(e)) => return Err(storage_status(e)),
+            Err(Refusal::Storage(e)) => return Err(broker_storage(e)),
             Err(Refusal::Onward(reason)) => {
                 return Err(self
                     .refuse(node, R::Onward, reason, Seen::Verified(&header), None)
@@ -704,7 +639,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
                     .await);
             }
-            Err(e) => return Err(storage_status(e)),
+            Err(e) => return Err(broker_storage(e)),
         };
         for cc in recipient_nodes {
             self.state.wakeup(cc).notify_waiters();
@@ -748,7 +683,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 let items = match state.store.pending(node, after, 64) {
                     Ok(items) => items,
                     Err(e) => {
-                        let _ = tx.send(Err(storage_status(e))).await;
+                        let _ = tx.send(Err(broker_storage(e))).await;
                         return;
                     }
                 };
@@ -799,7 +734,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .state
             .store
             .queued(node, ack.seq)
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         let (id, env) = match item {
             None => {
                 return Err(Status::not_found(format!(
@@ -812,7 +747,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     .store
                     .ack_receipt(node, ack.seq)
                     .await
-                    .map_err(storage_status)?;
+                    .map_err(broker_storage)?;
                 return Ok(Response::new(v1::AcknowledgeResponse { log_index: 0 }));
             }
             Some(MailItem::Envelope(id, env)) => (id, env),
@@ -895,12 +830,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .await
         {
             Ok(i) => i,
-            Err(StoreError::NoSuchItem { .. }) => {
-                return Err(Status::not_found(format!(
-                    "envelope {id} already acknowledged by node {node}"
-                )));
-            }
-            Err(e) => return Err(storage_status(e)),
+            Err(e) => return Err(status::envelope_ack(e, id, node)),
         };
         if let Some(sender) = sender {
             self.state.wakeup(sender).notify_waiters();
@@ -940,7 +870,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .state
                 .store
                 .delivered(&id, node)
-                .map_err(storage_status)?
+                .map_err(broker_storage)?
             {
                 return Err(Status::not_found(format!(
                     "envelope {id} was not delivered to node {node}; nothing was recorded"
@@ -963,7 +893,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .store
             .append(event)
             .await
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         tracing::info!(%node, index, "purge recorded");
         Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
     }
@@ -990,7 +920,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .state
             .store
             .checkpoint(cp.size())
-            .map_err(storage_status)?
+            .map_err(broker_storage)?
             .ok_or_else(|| Status::not_found(format!("no checkpoint of size {}", cp.size())))?;
         let stored = crate::protocol::note::Note::parse(&stored)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -1010,7 +940,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .store
             .put_cosignature(cp.size(), node, sig.to_line())
             .await
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         tracing::debug!(%node, size = cp.size(), "cosignature recorded");
         Ok(Response::new(v1::CosignResponse {}))
     }
@@ -1029,7 +959,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         })?;
         // Only the sending node learns where its submission is in the log;
         // for any other envelope the answer is the one for an unknown id.
-        let accepted = self.state.store.accepted(&id).map_err(storage_status)?;
+        let accepted = self.state.store.accepted(&id).map_err(broker_storage)?;
         let index = match accepted {
             Some(a) if a.summary.sender_node == node.as_str() => a.log_index,
             _ => {
@@ -1066,7 +996,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .store
             .append(event)
             .await
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
     }
 
@@ -1088,7 +1018,7 @@ pub(crate) fn checkpoint_response(
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), None)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status::log)?
         .ok_or_else(|| Status::unavailable("no checkpoint yet"))?;
     if from_size > size {
         return Err(Status::invalid_argument(format!(
@@ -1101,7 +1031,7 @@ pub(crate) fn checkpoint_response(
         state
             .store
             .consistency_proof(from_size, size)
-            .map_err(storage_status)?
+            .map_err(broker_storage)?
             .iter()
             .map(|h| h.to_vec())
             .collect()
@@ -1127,7 +1057,7 @@ pub(crate) fn inclusion_proof(
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), size)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status::log)?
         .ok_or_else(|| {
             Status::unavailable("no checkpoint of that size yet; try again in a second")
         })?;
@@ -1139,11 +1069,11 @@ pub(crate) fn inclusion_proof(
     let proof = state
         .store
         .inclusion_proof(index, size)
-        .map_err(storage_status)?;
+        .map_err(broker_storage)?;
     let leaf = state
         .store
         .leaves(index, index + 1)
-        .map_err(storage_status)?
+        .map_err(broker_storage)?
         .pop()
         .ok_or_else(|| Status::internal("entry missing"))?;
     Ok(v1::InclusionProof {
