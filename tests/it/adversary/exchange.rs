@@ -16,6 +16,7 @@ use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
 
+use super::harness::{receipt_for, seal_with, sign_receipt_as};
 use crate::support::*;
 
 const DAY: i64 = 86_400_000;
@@ -204,22 +205,11 @@ fn receipt(
     status: v1::ReceiptStatus,
     delivered_to: &[&str],
 ) -> v1::SignedReceipt {
-    let h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
-    let body = v1::ReceiptBody {
-        envelope_id: h.envelope_id,
-        recipient_node: node.into(),
-        status: status as i32,
-        code: if status == v1::ReceiptStatus::Rejected {
-            v1::RejectionCode::Policy as i32
-        } else {
-            0
-        },
-        delivered_to: delivered_to.iter().map(ToString::to_string).collect(),
-        at_ms: casebridge::daemon::clock::now_ms(),
-        header_sha256: envelope::sha256(&env.header).to_vec(),
-        ..Default::default()
-    };
-    envelope::sign_receipt(&body, &node_signing_key(fed, node))
+    let mut body = receipt_for(env, node, status, delivered_to);
+    if status == v1::ReceiptStatus::Rejected {
+        body.code = v1::RejectionCode::Policy as i32;
+    }
+    sign_receipt_as(fed, node, &body)
 }
 
 #[tokio::test]
@@ -474,12 +464,10 @@ async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> Str
     onward.envelope_id
 }
 
-/// An envelope sealed by node `node` with its own key, bypassing the node's
-/// own checks, as a misbehaving node could.
-#[allow(clippy::too_many_arguments)]
+/// An envelope sealed by the sending agency's node with its own key,
+/// bypassing the node's own checks, as a misbehaving node could.
 fn seal_raw(
     fed: &Fed,
-    node: &str,
     from: &str,
     to: &str,
     record: v1::CaseRecord,
@@ -487,23 +475,13 @@ fn seal_raw(
     onward_of: Option<EnvelopeId>,
     permission: Option<v1::PermissionScope>,
 ) -> v1::Envelope {
-    let sender: AgencyId = from.parse().unwrap();
-    let recipients = [to.parse().unwrap()];
-    let now = casebridge::daemon::clock::now_ms();
     let expires_at_ms = labels.expires_at_ms;
-    let input = SealInput {
-        sender: &sender,
-        recipients: &recipients,
-        record: &record,
-        labels,
-        created_at_ms: now,
-        expires_at_ms,
-        onward_of,
-        permission,
-    };
-    envelope::seal(&input, &node_signing_key(fed, node), &directory(fed))
-        .unwrap()
-        .envelope
+    seal_with(fed, from, &[to], &record, labels, |input| {
+        input.expires_at_ms = expires_at_ms;
+        input.onward_of = onward_of;
+        input.permission = permission;
+    })
+    .envelope
 }
 
 fn grant_record() -> v1::CaseRecord {
@@ -602,7 +580,6 @@ async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
     let (_, r1) = passed_on_once(&fed).await;
     let grant = seal_raw(
         &fed,
-        "RS",
         "RS/police",
         "BA/police",
         grant_record(),
@@ -623,7 +600,6 @@ async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
     // Without HR's permission BA/police cannot pass it on, whoever said yes.
     let onward = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "BA/border-police",
         record("intelligence_report"),
@@ -669,7 +645,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // Asking the forwarder instead of the provider.
     let ask = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "RS/police",
         request_record(),
@@ -692,7 +667,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     ] {
         let env = seal_raw(
             &fed,
-            "BA",
             "BA/police",
             "BA/border-police",
             record("intelligence_report"),
@@ -712,7 +686,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // A record that passes nothing on names no provider.
     let env = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "ME/police",
         record("intelligence_report"),
@@ -732,7 +705,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     for original in [r0.parse::<EnvelopeId>().unwrap(), EnvelopeId::generate()] {
         let env = seal_raw(
             &fed,
-            "ME",
             "ME/police",
             "ME/border-police",
             record("intelligence_report"),
@@ -753,7 +725,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // a grant covers only the agencies it names.
     let grant = seal_raw(
         &fed,
-        "HR",
         "HR/police",
         "ME/police",
         grant_record(),
@@ -772,7 +743,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     let r2 = hop(&fed, "HR/police", "BA/police", &r1, "BA/border-police").await;
     let beyond = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "BA/prosecutor",
         record("intelligence_report"),
