@@ -411,59 +411,6 @@ fn h2() -> v1::Labels {
     l
 }
 
-/// `holder` asks the provider for permission to pass `id` on to `to`, the
-/// provider grants it, and `holder` passes it on. Returns the new record.
-async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
-    let mut h = fed.client(holder).unwrap();
-    let req = h
-        .api
-        .request_permission(v1::RequestPermissionRequest {
-            envelope_id: id.into(),
-            third_agencies: vec![to.into()],
-            justification: "the route continues".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
-    settled(fed, holder, &req.envelope_id).await;
-    let mut p = fed.client(provider).unwrap();
-    let grant = p
-        .api
-        .grant_permission(v1::GrantPermissionRequest {
-            request_envelope_id: req.envelope_id,
-            conditions: "H2 stays".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
-    settled(fed, provider, &grant.envelope_id).await;
-    let onward = h
-        .api
-        .forward(v1::ForwardRequest {
-            envelope_id: id.into(),
-            recipients: vec![to.into()],
-            labels: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
-    settled(fed, holder, &onward.envelope_id).await;
-    onward.envelope_id
-}
-
 /// An envelope sealed by the sending agency's node with its own key,
 /// bypassing the node's own checks, as a misbehaving node could.
 fn seal_raw(

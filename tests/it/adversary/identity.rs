@@ -811,20 +811,6 @@ async fn health_and_reflection_tell_any_member_only_public_facts() {
 // Agency-level: one agency asking its own node for another's records
 // ---------------------------------------------------------------------
 
-fn h2_labels() -> v1::Labels {
-    let mut l = support::labels(
-        v1::Purpose::InvestigationMigrantSmuggling,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H2,
-    );
-    l.legal_basis_reference = "Police Cooperation Convention for Southeast Europe".into();
-    l.evaluation = Some(v1::Evaluation {
-        source: v1::SourceReliability::B as i32,
-        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
-    });
-    l
-}
-
 /// MK/police sent an H2 report to RS/police, which asked MK/police for
 /// permission to pass it on to AL/police. So RS/police holds the report in
 /// its inbox and the request in its sent records; MK/police holds the
@@ -842,7 +828,7 @@ async fn victims() -> Victims {
         "MK/police",
         &["RS/police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     assert_eq!(
@@ -1119,7 +1105,7 @@ async fn an_agency_cannot_reply_in_the_thread_of_another_agencys_record() {
         ("RS/border-police", &v.report),
         ("RS/border-police", &v.request),
     ] {
-        let mut l = h2_labels();
+        let mut l = support::h2_labels();
         l.in_reply_to.clone_from(id);
         let r = own_node(&v.fed, agency)
             .send(v1::SendRequest {
@@ -1153,7 +1139,7 @@ async fn an_agency_watching_its_inbox_sees_only_its_own_entries() {
         "MK/police",
         &["RS/police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     support::settled(&v.fed, "MK/police", &theirs.envelope_id).await;
@@ -1162,7 +1148,7 @@ async fn an_agency_watching_its_inbox_sees_only_its_own_entries() {
         "MK/border-police",
         &["RS/border-police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     assert_eq!(
