@@ -12,6 +12,7 @@ use casebridge::protocol::proto::v1;
 use casebridge::tools::local::LocalFederation;
 use prost::Message as _;
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
 pub fn cc(s: &str) -> Country {
     s.parse().expect("country code")
@@ -373,4 +374,26 @@ pub async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) ->
         "{r:?}"
     );
     onward.envelope_id
+}
+
+/// The services a server lists over gRPC reflection.
+pub async fn listed_services(mut c: ServerReflectionClient<Channel>) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -726,24 +726,7 @@ const PUBLIC_SERVICES: [&str; 5] = [
 ];
 
 async fn listed_services(fed: &Fed, who: &Who, server: Server) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = harness::reflection_client_as(fed, who, server)
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("{other:?}"),
-    }
+    support::listed_services(harness::reflection_client_as(fed, who, server)).await
 }
 
 #[tokio::test]
