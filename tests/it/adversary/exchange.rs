@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use casebridge::daemon::node::witness;
 use casebridge::protocol::bounds;
-use casebridge::protocol::envelope::{self, SealInput};
-use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::envelope;
+use casebridge::protocol::ids::EnvelopeId;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
 
-use super::harness::{receipt_for, seal_with, sign_receipt_as};
+use super::harness::{header_of, receipt_for, seal_with, sign_receipt_as};
 use crate::support::*;
 
 const DAY: i64 = 86_400_000;
@@ -469,12 +469,7 @@ fn provided_by(provider: &str) -> v1::Labels {
 /// refusal code, the message, exactly one new audit event (the refusal),
 /// and that the broker kept nothing of the envelope.
 async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode, says: &str) {
-    let id = EnvelopeId::from_bytes(
-        &v1::EnvelopeHeader::decode(env.header.as_slice())
-            .unwrap()
-            .envelope_id,
-    )
-    .unwrap();
+    let id = EnvelopeId::from_bytes(&header_of(&env).envelope_id).unwrap();
     let before = audit(fed).len();
     let err = exchange_as_node(fed, node)
         .submit(v1::SubmitRequest {
@@ -715,25 +710,15 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
     let fed = start(&["BA", "RS"]).await;
     let node = fed.node(cc("BA")).unwrap().clone();
     // An envelope the broker accepted but whose answer the node never saw.
-    let sender: AgencyId = "BA/police".parse().unwrap();
-    let recipients = ["RS/police".parse().unwrap()];
-    let rec = record("wanted_alert");
-    let now = casebridge::daemon::clock::now_ms();
-    let sealed = envelope::seal(
-        &SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &rec,
-            labels: police(),
-            created_at_ms: now,
-            expires_at_ms: now + 30 * DAY,
-            onward_of: None,
-            permission: None,
-        },
-        &node_signing_key(&fed, "BA"),
-        &directory(&fed),
-    )
-    .unwrap();
+    let sealed = seal_with(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        &record("wanted_alert"),
+        police(),
+        |input| input.expires_at_ms = input.created_at_ms + 30 * DAY,
+    );
+    let now = header_of(&sealed.envelope).created_at_ms;
     let first = exchange_as_node(&fed, "BA")
         .submit(v1::SubmitRequest {
             envelope: Some(sealed.envelope.clone()),
@@ -845,25 +830,14 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     }
     // As if the broker had answered "duplicate" for an envelope it never
     // took: settled accepted, index unknown.
-    let sender: AgencyId = "BA/police".parse().unwrap();
-    let recipients = ["RS/police".parse().unwrap()];
-    let rec = record("wanted_alert");
-    let now = casebridge::daemon::clock::now_ms();
-    let never = envelope::seal(
-        &SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &rec,
-            labels: police(),
-            created_at_ms: now,
-            expires_at_ms: now + 30 * DAY,
-            onward_of: None,
-            permission: None,
-        },
-        &node_signing_key(&fed, "BA"),
-        &directory(&fed),
-    )
-    .unwrap();
+    let never = seal_with(
+        &fed,
+        "BA/police",
+        &["RS/police"],
+        &record("wanted_alert"),
+        police(),
+        |input| input.expires_at_ms = input.created_at_ms + 30 * DAY,
+    );
     let status = v1::SendStatus {
         envelope_id: never.id.to_string(),
         state: v1::SendState::Queued as i32,
@@ -953,7 +927,7 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
     let err = rs
         .acknowledge(v1::AcknowledgeRequest {
             seq,
-            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+            receipt: Some(sign_receipt_as(&fed, "RS", &body)),
         })
         .await
         .unwrap_err();
@@ -980,7 +954,7 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
     let err = rs
         .acknowledge(v1::AcknowledgeRequest {
             seq,
-            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+            receipt: Some(sign_receipt_as(&fed, "RS", &body)),
         })
         .await
         .unwrap_err();
