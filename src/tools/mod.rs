@@ -8,3 +8,6 @@ pub mod demo;
 pub mod local;
 pub mod pki;
 pub mod policy_cli;
+
+#[cfg(test)]
+mod policy_tests;
