@@ -43,7 +43,7 @@ use prost::Message as _;
 use crate::protocol::directory::Directory;
 use crate::protocol::envelope::{self, SealInput};
 use crate::protocol::ids::AgencyId;
-use crate::protocol::keys::{self, HpkePrivateKey, SigningKey};
+use crate::protocol::keys::{HpkePrivateKey, SigningKey};
 use crate::protocol::note::{self, Checkpoint, Cosigner, NoteSigner, Verifiers};
 use crate::protocol::proto::v1;
 
@@ -396,13 +396,18 @@ pub(crate) fn fx() -> &'static Fx {
             .map(|c| c.parse().expect("country"))
             .collect();
         crate::tools::pki::init(&opts).expect("pki init");
-        let dir_key = crate::protocol::directory::load_public_key(&root.join("ca/directory.pub"))
-            .expect("directory key");
-        let dir = crate::protocol::directory::load(&root.join("directory.bin"), &dir_key, FED)
-            .expect("directory");
-        let hr = SigningKey::load(&root.join("nodes/HR/signing.key")).expect("HR key");
-        let rs_hpke = keys::load_hpke(&root.join("nodes/RS/hpke.key")).expect("RS key");
-        let ba_hpke = keys::load_hpke(&root.join("nodes/BA/hpke.key")).expect("BA key");
+        let dir_key =
+            crate::storage::files::directory::load_public_key(&root.join("ca/directory.pub"))
+                .expect("directory key");
+        let dir =
+            crate::storage::files::directory::load(&root.join("directory.bin"), &dir_key, FED)
+                .expect("directory");
+        let hr = crate::storage::files::keys::load_signing_key(&root.join("nodes/HR/signing.key"))
+            .expect("HR key");
+        let rs_hpke = crate::storage::files::keys::load_hpke(&root.join("nodes/RS/hpke.key"))
+            .expect("RS key");
+        let ba_hpke = crate::storage::files::keys::load_hpke(&root.join("nodes/BA/hpke.key"))
+            .expect("BA key");
         let now = crate::daemon::clock::now_ms();
 
         let record: v1::CaseRecord = serde_json::from_str(
@@ -441,7 +446,8 @@ pub(crate) fn fx() -> &'static Fx {
         let envelope = envelope::seal(&input, &hr, &dir).expect("seal").envelope;
         envelope::verify(&envelope, &dir, now).expect("the fixture verifies");
 
-        let rs = SigningKey::load(&root.join("nodes/RS/signing.key")).expect("RS key");
+        let rs = crate::storage::files::keys::load_signing_key(&root.join("nodes/RS/signing.key"))
+            .expect("RS key");
         let h = v1::EnvelopeHeader::decode(envelope.header.as_slice()).expect("header");
         let receipt = envelope::sign_receipt(
             &v1::ReceiptBody {
@@ -457,14 +463,17 @@ pub(crate) fn fx() -> &'static Fx {
             &rs,
         );
 
-        let log_key = SigningKey::load(&root.join("broker/log.key")).expect("log key");
+        let log_key = crate::storage::files::keys::load_signing_key(&root.join("broker/log.key"))
+            .expect("log key");
         let origin = format!("{FED}/audit-log");
         let cp = Checkpoint::new(&origin, 12345, [7u8; 32]).expect("checkpoint");
         let mut note =
             note::sign_checkpoint(&cp, &NoteSigner::new(&origin, log_key).expect("signer"))
                 .expect("sign");
         let witness_name = format!("{FED}/node/HR");
-        let hr_again = SigningKey::load(&root.join("nodes/HR/signing.key")).expect("HR key");
+        let hr_again =
+            crate::storage::files::keys::load_signing_key(&root.join("nodes/HR/signing.key"))
+                .expect("HR key");
         let cosigner = Cosigner::new(&witness_name, hr_again).expect("cosigner");
         let cosig = cosigner.cosign(&cp, 1_750_000_000).expect("cosign");
         let cosignature = cosig.to_line();
@@ -475,7 +484,9 @@ pub(crate) fn fx() -> &'static Fx {
         let verifiers = Verifiers::new([log_verifier, witness.clone()]).expect("verifiers");
         note::open_checkpoint(&note.to_bytes(), &verifiers).expect("the fixture opens");
 
-        let directory_signer = SigningKey::load(&root.join("ca/directory.key")).expect("key");
+        let directory_signer =
+            crate::storage::files::keys::load_signing_key(&root.join("ca/directory.key"))
+                .expect("key");
         Fx {
             _tmp: tmp,
             root,
@@ -512,7 +523,7 @@ pub(crate) fn beside(like: &Path, bytes: &[u8]) -> PathBuf {
         like.file_name().and_then(|s| s.to_str()).unwrap_or("file")
     );
     let p = like.with_file_name(name);
-    keys::write_secret(&p, bytes).expect("write");
+    crate::storage::files::keys::write_secret(&p, bytes).expect("write");
     p
 }
 

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use crate::props_tests::{FED, Fx, apply, beside, byte_muts, fx, run};
-use crate::protocol::keys::{self, SigningKey};
 
 // ---------------------------------------------------------------------
 // Key and certificate files
@@ -51,8 +50,12 @@ fn key_and_certificate_file_mutations_never_panic() {
 
 fn load_key(fx: &Fx, kind: u8, p: &Path) -> Result<(), String> {
     match kind {
-        0 | 5 => SigningKey::load(p).map(|_| ()).map_err(|e| e.to_string()),
-        1 => keys::load_hpke(p).map(|_| ()).map_err(|e| e.to_string()),
+        0 | 5 => crate::storage::files::keys::load_signing_key(p)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        1 => crate::storage::files::keys::load_hpke(p)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         2 => crate::daemon::tls::Identity::load(&fx.root.join("nodes/HR/node.crt"), p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
@@ -64,7 +67,7 @@ fn load_key(fx: &Fx, kind: u8, p: &Path) -> Result<(), String> {
             }
             Ok(())
         }
-        _ => crate::protocol::directory::load_public_key(p)
+        _ => crate::storage::files::directory::load_public_key(p)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     }

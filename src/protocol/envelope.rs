@@ -149,7 +149,7 @@ pub fn seal_declaring(
     dir: &Directory,
 ) -> Result<Sealed, EnvelopeError> {
     let kind = categories::record_kind(input.record).ok_or(EnvelopeError::EmptyRecord)?;
-    let id = EnvelopeId::generate();
+    let id = EnvelopeId::at(input.created_at_ms);
     let rng = SystemRandom::new();
 
     let mut data_key = [0u8; 32];

@@ -720,7 +720,7 @@ fn encrypt_under(key: &[u8; 32], id: &EnvelopeId, plaintext: &[u8]) -> Vec<u8> {
 
 #[test]
 fn key_commitment_is_the_documented_hash() {
-    let id = EnvelopeId::generate();
+    let id = EnvelopeId::at(1_700_000_000_000);
     let key = [0x42u8; 32];
     let spelled_out = sha256(
         &[
@@ -732,7 +732,10 @@ fn key_commitment_is_the_documented_hash() {
     );
     assert_eq!(key_commitment(&id, &key), spelled_out);
     assert_ne!(key_commitment(&id, &[0x43; 32]), spelled_out);
-    assert_ne!(key_commitment(&EnvelopeId::generate(), &key), spelled_out);
+    assert_ne!(
+        key_commitment(&EnvelopeId::at(1_700_000_000_000), &key),
+        spelled_out
+    );
     assert!(constant_time_eq(&spelled_out, &spelled_out.clone()));
     let mut other = spelled_out;
     other[31] ^= 1;
@@ -900,7 +903,7 @@ fn header_fields_are_bounded() {
 #[test]
 fn permission_scope_is_bounded() {
     let scope = |third: Vec<String>| v1::PermissionScope {
-        original_envelope_id: EnvelopeId::generate().as_bytes().to_vec(),
+        original_envelope_id: EnvelopeId::at(1_700_000_000_000).as_bytes().to_vec(),
         grantee: "RS/police".into(),
         third_agencies: third,
     };
@@ -973,7 +976,7 @@ fn sealed_len_is_the_size_of_the_sealed_envelope() {
             labels: labels(),
             created_at_ms: CREATED,
             expires_at_ms: EXPIRES,
-            onward_of: Some(EnvelopeId::generate()),
+            onward_of: Some(EnvelopeId::at(1_700_000_000_000)),
             permission: None,
         };
         let env = seal(&input, &fx.node("HR").sign, &fx.dir).unwrap().envelope;
@@ -994,7 +997,7 @@ fn payload_is_bound_to_the_envelope_id() {
         &fx,
         &mut env,
         &rec.encode_to_vec(),
-        Some(EnvelopeId::generate()),
+        Some(EnvelopeId::at(1_700_000_000_000)),
         "HR",
     );
     let vh = fx.verify(&env);
@@ -1589,8 +1592,8 @@ fn check_labels_table() {
         },
         |l| l.case_reference = "x".repeat(128),
         |l| l.legal_basis_reference = "x".repeat(512),
-        |l| l.in_reply_to = format!("urn:uuid:{}", EnvelopeId::generate()),
-        |l| l.in_reply_to = EnvelopeId::generate().to_string(),
+        |l| l.in_reply_to = format!("urn:uuid:{}", EnvelopeId::at(1_700_000_000_000)),
+        |l| l.in_reply_to = EnvelopeId::at(1_700_000_000_000).to_string(),
         |l| l.evaluation = None,
         |l| l.handling = v1::HandlingCode::H0 as i32,
         // Classification and priority are optional.
@@ -1611,7 +1614,7 @@ fn check_labels_table() {
 
 fn receipt_body(node: &str) -> v1::ReceiptBody {
     v1::ReceiptBody {
-        envelope_id: EnvelopeId::generate().as_bytes().to_vec(),
+        envelope_id: EnvelopeId::at(1_700_000_000_000).as_bytes().to_vec(),
         recipient_node: node.into(),
         status: v1::ReceiptStatus::Delivered as i32,
         code: v1::RejectionCode::Unspecified as i32,
@@ -1725,7 +1728,7 @@ fn unverified_summary_of_garbage_is_none() {
 fn unverified_summary_matches_the_verified_one() {
     let fx = Fx::new();
     let rec = record("trace_result.json");
-    let in_reply_to = EnvelopeId::generate().to_string();
+    let in_reply_to = EnvelopeId::at(1_700_000_000_000).to_string();
     let sealed = fx
         .seal_with(
             "HR/police",

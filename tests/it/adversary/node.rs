@@ -492,7 +492,9 @@ async fn a_relayed_receipt_from_a_node_that_was_no_recipient_is_refused() {
 
     // A receipt for an envelope BA never sent.
     let mut body = honest_body(&sent);
-    body.envelope_id = EnvelopeId::generate().as_bytes().to_vec();
+    body.envelope_id = EnvelopeId::at(casebridge::daemon::clock::now_ms())
+        .as_bytes()
+        .to_vec();
     assert_receipt_refused(
         &fed,
         &hb,
