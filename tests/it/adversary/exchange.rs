@@ -708,19 +708,25 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
 
 // ---- inclusion checks the broker cannot defeat ----
 
-#[tokio::test]
-async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proof() {
-    let fed = start(&["BA", "RS"]).await;
-    let node = fed.node(cc("BA")).unwrap().clone();
-    // An envelope the broker accepted but whose answer the node never saw.
-    let sealed = seal_with(
-        &fed,
+/// A record BA/police seals for RS/police as node BA would, kept for 30 days,
+/// without going through BA's outbox.
+fn ba_to_rs_for_a_month(fed: &Fed) -> envelope::Sealed {
+    seal_with(
+        fed,
         "BA/police",
         &["RS/police"],
         &record("wanted_alert"),
         police(),
         |input| input.expires_at_ms = input.created_at_ms + 30 * DAY,
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proof() {
+    let fed = start(&["BA", "RS"]).await;
+    let node = fed.node(cc("BA")).unwrap().clone();
+    // An envelope the broker accepted but whose answer the node never saw.
+    let sealed = ba_to_rs_for_a_month(&fed);
     let now = header_of(&sealed.envelope).created_at_ms;
     let first = exchange_as_node(&fed, "BA")
         .submit(v1::SubmitRequest {
@@ -833,14 +839,7 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     }
     // As if the broker had answered "duplicate" for an envelope it never
     // took: settled accepted, index unknown.
-    let never = seal_with(
-        &fed,
-        "BA/police",
-        &["RS/police"],
-        &record("wanted_alert"),
-        police(),
-        |input| input.expires_at_ms = input.created_at_ms + 30 * DAY,
-    );
+    let never = ba_to_rs_for_a_month(&fed);
     let status = v1::SendStatus {
         envelope_id: never.id.to_string(),
         state: v1::SendState::Queued as i32,
