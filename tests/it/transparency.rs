@@ -63,7 +63,7 @@ async fn nodes_witness_and_cosign_checkpoints_and_verify_their_own_inclusion() {
     let fed = start(&["BA", "RS"]).await;
     let ids = traffic(&fed, 3).await;
     let size = checkpoint_now(&fed).await;
-    assert_eq!(size, fed.broker().unwrap().store.audit_len().unwrap());
+    assert_eq!(size, fed.broker().unwrap().store.audit_len().await.unwrap());
 
     for c in ["BA", "RS"] {
         let node = fed.node(cc(c)).unwrap().clone();
@@ -273,7 +273,7 @@ async fn auditors_get_entries_and_proofs_that_verify() {
     merkle::verify_consistency_bytes(size, bigger, cp.root_hash(), second.root_hash(), &c.proof)
         .unwrap();
 
-    let refused_before = audit(&fed).len();
+    let refused_before = audit(&fed).await.len();
     let q = a
         .query(v1::QueryRequest {
             agency: "RS/police".into(),
@@ -303,7 +303,11 @@ async fn auditors_get_entries_and_proofs_that_verify() {
         .unwrap()
         .into_inner();
     assert!(q.entries.is_empty(), "receipts carry no kind");
-    assert_eq!(audit(&fed).len(), refused_before, "reading changes nothing");
+    assert_eq!(
+        audit(&fed).await.len(),
+        refused_before,
+        "reading changes nothing"
+    );
 }
 
 #[tokio::test]
@@ -388,13 +392,13 @@ async fn swapped_leaves_stop_the_broker_at_start() {
 #[tokio::test]
 async fn an_untouched_log_restarts_cleanly_with_every_acknowledged_entry() {
     let mut fed = logged(2).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     fed.stop_broker().await.unwrap();
     fed.start_broker().await.unwrap();
     let b = fed.broker().unwrap();
-    assert!(b.store.audit_len().unwrap() as usize >= before);
+    assert!(b.store.audit_len().await.unwrap() as usize >= before);
     assert_eq!(
-        b.log.verify_stored(b.store.as_ref()).unwrap(),
+        b.log.verify_stored(b.store.as_ref()).await.unwrap(),
         Some(before as u64)
     );
 }

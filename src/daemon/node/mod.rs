@@ -77,20 +77,8 @@ impl NodeState {
     /// A new set takes effect once its versions are recorded in the store.
     pub async fn reload_policies(&self) -> crate::protocol::policy::Reload {
         let directory = self.directory();
-        let version = directory.version_info();
-        let outcome = self
-            .policies
-            .reload(&directory, |bundles| async move {
-                let in_force = crate::storage::in_force::InForce {
-                    directory: Some(version),
-                    bundles,
-                };
-                self.store
-                    .put_in_force(&in_force)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
+        let outcome =
+            crate::daemon::in_force::reload_policies(&self.policies, &directory, &self.store).await;
         match &outcome {
             crate::protocol::policy::Reload::Replaced { bundles, .. } => {
                 tracing::info!(node = %self.country, %bundles, "new policy set in force");

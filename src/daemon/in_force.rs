@@ -1,0 +1,31 @@
+//! The policy reload both daemons run: read the bundles again, check them
+//! against the versions in force, and record the raised floor in the
+//! daemon's store before the new set takes effect.
+
+use crate::protocol::directory::Directory;
+use crate::protocol::policy::{LivePolicies, Reload};
+use crate::storage::in_force::{InForce, VersionsInForce};
+
+/// Reads `policies`' bundles again. A set that passes the version checks
+/// is first recorded in `store` with `directory`'s version as the new
+/// floor, and takes effect only once that is durable, so a crash never
+/// leaves a set in force whose versions the store does not hold.
+pub async fn reload_policies<S: VersionsInForce + ?Sized>(
+    policies: &LivePolicies,
+    directory: &Directory,
+    store: &S,
+) -> Reload {
+    let version = directory.version_info();
+    policies
+        .reload(directory, |bundles| async move {
+            let in_force = InForce {
+                directory: Some(version),
+                bundles,
+            };
+            store
+                .put_in_force(&in_force)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+}
