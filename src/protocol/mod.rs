@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod categories;
 pub mod directory;
 pub mod envelope;
+pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod leaf;

@@ -11,3 +11,5 @@ pub mod policy_cli;
 
 #[cfg(test)]
 mod config_props_tests;
+#[cfg(test)]
+mod policy_tests;
