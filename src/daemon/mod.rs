@@ -8,4 +8,8 @@ pub mod in_force;
 pub mod node;
 pub mod rpc;
 pub mod shutdown;
+pub(crate) mod status;
 pub mod tls;
+
+#[cfg(test)]
+mod key_file_props_tests;

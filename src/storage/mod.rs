@@ -15,6 +15,7 @@
 //! commit, and [`GroupCommit::failed`] tells the daemon to stop.
 
 pub mod broker;
+pub mod files;
 pub mod in_force;
 pub mod sled;
 

@@ -585,7 +585,7 @@ mod tests {
             .unwrap(),
         );
         let (gate, mut started) = gated.unwrap();
-        let id = EnvelopeId::generate();
+        let id = EnvelopeId::at(0);
         let s = store.clone();
         let enqueue = tokio::spawn(async move {
             s.enqueue(&id, &v1::Envelope::default(), &v1::SendStatus::default())

@@ -54,7 +54,7 @@ fn gated(
 
 fn acceptance(to: &str) -> Acceptance {
     Acceptance {
-        id: EnvelopeId::generate(),
+        id: EnvelopeId::at(0),
         created_at_ms: 0,
         sender_node: "HR".parse().unwrap(),
         envelope: v1::Envelope {
