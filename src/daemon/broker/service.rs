@@ -145,7 +145,6 @@ impl ExchangeService {
         h: &envelope::VerifiedHeader,
     ) -> Result<(Option<Onward>, Grants), Refusal> {
         let store = &self.state.store;
-        let received_by = |id, agency| self.received_by(id, agency);
         let provider_of = |a: &Accepted, id: &EnvelopeId| {
             a.provider().ok_or_else(|| {
                 Refusal::Onward(format!("the provider of record {id} is unreadable"))
@@ -154,7 +153,7 @@ impl ExchangeService {
         let named = h.labels.provider.as_str();
         let mut onward = None;
         if let Some(orig_id) = &h.onward_of {
-            let orig = received_by(orig_id, &h.sender_agency).await?;
+            let orig = self.received_by(orig_id, &h.sender_agency).await?;
             let provider = provider_of(&orig, orig_id)?;
             if named != provider.to_string() {
                 return Err(Refusal::Onward(format!(
@@ -183,7 +182,7 @@ impl ExchangeService {
             match h.kind {
                 v1::RecordKind::PermissionRequest => {
                     // The grantee is the sender (envelope::verify checked).
-                    let orig = received_by(&p.original, &p.grantee).await?;
+                    let orig = self.received_by(&p.original, &p.grantee).await?;
                     let provider = provider_of(&orig, &p.original)?;
                     if h.recipients.len() != 1 || h.recipients[0] != provider {
                         return Err(Refusal::Onward(format!(
@@ -205,7 +204,7 @@ impl ExchangeService {
                             p.original, h.sender_agency
                         )));
                     }
-                    received_by(&p.original, &p.grantee).await?;
+                    self.received_by(&p.original, &p.grantee).await?;
                     grants = p
                         .third_agencies
                         .iter()

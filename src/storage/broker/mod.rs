@@ -15,9 +15,10 @@
 //! [`BrokerStore`] is all of them together, so the daemon holds one
 //! `Arc<dyn BrokerStore>`; code that needs one concern names that trait.
 //!
-//! Every method is async and returns only when its changes are durable;
-//! readers see the log, the queues and the checkpoints only as far as they
-//! are durable. Errors are this module's [`StoreError`]: the outcomes a
+//! Every method is async. A write that acknowledges anything returns only
+//! once its changes are durable; readers see the log, the queues and the
+//! checkpoints only as far as they are durable, and the tree only over
+//! durable leaves. Errors are this module's [`StoreError`]: the outcomes a
 //! caller acts on, or a backend-neutral [`StorageError`].
 
 mod log;
