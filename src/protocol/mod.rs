@@ -17,3 +17,4 @@ pub mod note;
 pub mod policy;
 pub mod proto;
 pub mod time;
+pub mod transparency;
