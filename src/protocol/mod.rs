@@ -18,3 +18,12 @@ pub mod policy;
 pub mod proto;
 pub mod time;
 pub mod transparency;
+
+#[cfg(test)]
+mod directory_props_tests;
+#[cfg(test)]
+mod envelope_props_tests;
+#[cfg(test)]
+mod ids_props_tests;
+#[cfg(test)]
+mod note_props_tests;

@@ -10,4 +10,6 @@ pub mod pki;
 pub mod policy_cli;
 
 #[cfg(test)]
+mod config_props_tests;
+#[cfg(test)]
 mod policy_tests;

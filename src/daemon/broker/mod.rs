@@ -7,6 +7,8 @@
 
 pub mod audit_api;
 pub mod log;
+mod receipts;
+mod refusal_report;
 pub mod service;
 
 use std::collections::HashMap;
