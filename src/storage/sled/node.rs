@@ -79,7 +79,7 @@ impl NodeStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> std::sync::Arc<dyn Flush>,
     ) -> Result<NodeStore, StorageError> {
-        let db = crate::storage::open_db(dir)?;
+        let db = crate::storage::sled::open_db(dir)?;
         Ok(NodeStore {
             inbox: db.open_tree("inbox")?,
             received: db.open_tree("received")?,
@@ -543,10 +543,24 @@ fn update_status(
     Ok(())
 }
 
+/// The node's versions in force behind the seam the daemons share
+/// (the policy reload of both daemons uses it): the inherent methods above,
+/// under the trait.
+#[async_trait::async_trait]
+impl crate::storage::in_force::VersionsInForce for NodeStore {
+    async fn in_force(&self) -> Result<InForce, StorageError> {
+        NodeStore::in_force(self)
+    }
+
+    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
+        NodeStore::put_in_force(self, in_force).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::GatedFlush;
+    use crate::storage::sled::GatedFlush;
 
     #[tokio::test]
     async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
