@@ -478,9 +478,10 @@ pub(crate) fn fx() -> &'static Fx {
         let cosig = cosigner.cosign(&cp, 1_750_000_000).expect("cosign");
         let cosignature = cosig.to_line();
         note.add_signature(cosig).expect("add cosignature");
-        let log_verifier = crate::daemon::broker::log::log_verifier(&dir).expect("log verifier");
-        let witness = crate::daemon::broker::log::witness_verifier(&dir, "HR".parse().expect("HR"))
-            .expect("witness verifier");
+        let log_verifier = crate::protocol::transparency::log_verifier(&dir).expect("log verifier");
+        let witness =
+            crate::protocol::transparency::witness_verifier(&dir, "HR".parse().expect("HR"))
+                .expect("witness verifier");
         let verifiers = Verifiers::new([log_verifier, witness.clone()]).expect("verifiers");
         note::open_checkpoint(&note.to_bytes(), &verifiers).expect("the fixture opens");
 

@@ -342,7 +342,9 @@ pub trait Resolve {
     }
 }
 
-fn rebase(p: &mut PathBuf, base: &Path) {
+/// Makes a relative path in a config file relative to the file's
+/// directory `base`; an absolute path stays as it is.
+pub fn rebase(p: &mut PathBuf, base: &Path) {
     if p.is_relative() {
         *p = base.join(&*p);
     }

@@ -12,11 +12,11 @@ use std::fmt::Display;
 use tonic::Status;
 
 use crate::daemon::broker::log::LogError;
-use crate::daemon::broker::service::{LOG_INDEX_METADATA, REFUSAL_METADATA};
 use crate::protocol::bounds::Exceeded;
 use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::ids::{Country, EnvelopeId};
 use crate::protocol::proto::v1;
+use crate::protocol::proto::{LOG_INDEX_METADATA, REFUSAL_METADATA};
 use crate::storage::StorageError;
 use crate::storage::broker::StoreError;
 
@@ -81,7 +81,7 @@ fn unavailable(side: &str, e: &dyn Display) -> Status {
 pub(crate) fn log(e: LogError) -> Status {
     match e {
         e @ (LogError::Store(_)
-        | LogError::NoLogKey
+        | LogError::Key(_)
         | LogError::WrongKey(_)
         | LogError::Checkpoint(_)
         | LogError::Tampered { .. }

@@ -17,6 +17,7 @@ pub mod note;
 pub mod policy;
 pub mod proto;
 pub mod time;
+pub mod transparency;
 
 #[cfg(test)]
 mod directory_props_tests;

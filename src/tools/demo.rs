@@ -13,6 +13,7 @@ use crate::protocol::directory::Directory;
 use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country};
 use crate::protocol::proto::v1;
+use crate::protocol::time::DAY_MS;
 use crate::tools::cli::{
     categories_text, kind_name, labels_text, state_name, status_line, status_lines,
 };
@@ -21,7 +22,6 @@ use crate::tools::local::LocalFederation;
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(25);
-const DAY_MS: i64 = 86_400_000;
 
 const MISSING_PERSON_TRACE: &str = include_str!("../../examples/records/missing_person_trace.json");
 const TRACE_RESULT: &str = include_str!("../../examples/records/trace_result.json");

@@ -14,9 +14,9 @@ use casebridge::protocol::proto::v1::{
     InformationAccuracy as Acc, LegalBasis as B, Priority as P, Purpose as Pu, RecordKind as K,
     SourceReliability as Src,
 };
+use casebridge::protocol::time::DAY_MS;
 
 const CREATED_MS: i64 = 1_760_000_000_000;
-const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone)]
 enum Expect {

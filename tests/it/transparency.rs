@@ -1,13 +1,13 @@
 //! The audit log as a transparency log: checkpoints, witnesses, proofs for
 //! auditors, and tampering detected.
 
-use casebridge::daemon::broker::log::{log_verifier, witness_verifier};
 use casebridge::daemon::node::witness::{self, WitnessError};
 use casebridge::daemon::tls::{ClientTls, Identity};
 use casebridge::protocol::ids::Role;
 use casebridge::protocol::merkle::{self, MemoryTree};
 use casebridge::protocol::note::{self, Checkpoint, NoteSigner, Verifiers};
 use casebridge::protocol::proto::v1;
+use casebridge::protocol::transparency::{log_verifier, witness_verifier};
 use prost::Message as _;
 use tonic::Code;
 

@@ -8,21 +8,21 @@
 //! index durably, in the same write); [`integrate`] computes the tree over
 //! it afterwards, and checkpoints cover only what is integrated.
 
-use crate::protocol::directory::Directory;
-use crate::protocol::ids::Country;
-use crate::protocol::keys::SigningKey;
-use crate::protocol::merkle;
-use crate::protocol::note::{self, Checkpoint, NoteSigner, SignatureType, Verifier, Verifiers};
 use std::sync::Arc;
 
+use crate::protocol::directory::Directory;
+use crate::protocol::keys::SigningKey;
+use crate::protocol::merkle;
+use crate::protocol::note::{self, Checkpoint, NoteSigner, Verifier, Verifiers};
+use crate::protocol::transparency::{LogKeyError, log_verifier};
 use crate::storage::broker::{BrokerStore, Checkpoints, Integrator, Sequencer, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the directory pins no transparency log key")]
-    NoLogKey,
+    #[error(transparent)]
+    Key(#[from] LogKeyError),
     #[error("the log key does not match the key the directory pins for {0}")]
     WrongKey(String),
     #[error("checkpoint: {0}")]
@@ -45,34 +45,10 @@ pub struct TransparencyLog {
     log_verifier: Verifier,
 }
 
-/// The key name a node cosigns checkpoints under.
-pub fn witness_name(federation: &str, node: Country) -> String {
-    format!("{federation}/node/{node}")
-}
-
-/// The verifier of node `cc`'s cosignatures: its directory signing key,
-/// under its witness name.
-pub fn witness_verifier(dir: &Directory, cc: Country) -> Option<Verifier> {
-    let n = dir.node(cc)?;
-    Verifier::new(
-        &witness_name(&dir.federation, cc),
-        SignatureType::CosignatureV1,
-        n.signing_key,
-    )
-    .ok()
-}
-
-/// The verifier of the log's checkpoints, as the directory pins it.
-pub fn log_verifier(dir: &Directory) -> Result<Verifier, LogError> {
-    let log = dir.log().ok_or(LogError::NoLogKey)?;
-    Verifier::new(&log.origin, SignatureType::Ed25519, log.public_key)
-        .map_err(|e| LogError::Checkpoint(e.to_string()))
-}
-
 impl TransparencyLog {
     /// The log of `key`, which must be the key the directory pins.
     pub fn new(key: SigningKey, dir: &Directory) -> Result<TransparencyLog, LogError> {
-        let log = dir.log().ok_or(LogError::NoLogKey)?;
+        let log = dir.log().ok_or(LogKeyError::NoLogKey)?;
         if key.public_key() != log.public_key {
             return Err(LogError::WrongKey(log.origin.clone()));
         }

@@ -22,12 +22,6 @@ use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
 use crate::storage::broker::{Acceptance, Accepted, MailItem, StoreError};
 
-/// gRPC metadata key carrying a refusal's code, so a node can tell a
-/// refusal (final) from a failure (retry).
-pub const REFUSAL_METADATA: &str = "casebridge-refusal";
-/// gRPC metadata key carrying the log index of a refusal's audit event.
-pub const LOG_INDEX_METADATA: &str = "casebridge-log-index";
-
 pub struct ExchangeService {
     state: Arc<BrokerState>,
 }
@@ -595,7 +589,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         let sig = crate::protocol::note::NoteSignature::parse_line(&req.cosignature)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = self.state.directory();
-        let verifier = super::log::witness_verifier(&dir, node)
+        let verifier = crate::protocol::transparency::witness_verifier(&dir, node)
             .ok_or_else(|| Status::permission_denied(format!("node {node} has no witness key")))?;
         crate::protocol::note::verify_cosignature(&cp, &sig, &verifier)
             .map_err(|e| Status::permission_denied(format!("cosignature does not verify: {e}")))?;

@@ -19,10 +19,10 @@ use crate::protocol::bounds;
 use crate::protocol::envelope::{self, SealInput};
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::proto::v1;
+use crate::protocol::time::DAY_MS;
 
 /// How long Send waits for the broker's answer before reporting "queued".
 const SEND_WAIT: Duration = Duration::from_secs(10);
-const DAY_MS: i64 = 86_400_000;
 
 pub struct AgencyService {
     state: Arc<NodeState>,

@@ -14,11 +14,11 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
-use crate::daemon::broker::service::REFUSAL_METADATA;
 use crate::daemon::status;
 use crate::protocol::bounds::{self, MAX_PURGE_IDS};
 use crate::protocol::envelope::{self, EnvelopeError};
 use crate::protocol::ids::{AgencyId, EnvelopeId};
+use crate::protocol::proto::REFUSAL_METADATA;
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
 

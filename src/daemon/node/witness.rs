@@ -19,11 +19,11 @@ use prost::Message as _;
 
 use super::NodeState;
 use super::uplink::Client;
-use crate::daemon::broker::log::{log_verifier, witness_name};
 use crate::protocol::ids::EnvelopeId;
 use crate::protocol::merkle;
 use crate::protocol::note::{self, Checkpoint, Cosigner, Verifiers};
 use crate::protocol::proto::v1;
+use crate::protocol::transparency::{log_verifier, witness_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WitnessError {

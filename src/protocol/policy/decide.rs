@@ -14,7 +14,7 @@ use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, PolicyId, Request, RestrictedExpression,
 };
 
-use super::bundle::Compiled;
+use super::bundle::{Compiled, Effect};
 use super::schema::Enum;
 use super::{Owner, Policies, PolicyError};
 use crate::protocol::categories::{self, CategorySet};
@@ -22,8 +22,8 @@ use crate::protocol::directory::Directory;
 use crate::protocol::envelope::VerifiedHeader;
 use crate::protocol::ids::AgencyId;
 use crate::protocol::proto::v1;
+use crate::protocol::time::DAY_MS;
 
-const DAY_MS: i128 = 86_400_000;
 /// The legal bases that are third-country transfer grounds under EU law.
 const THIRD_COUNTRY_GROUNDS: [v1::LegalBasis; 3] = [
     v1::LegalBasis::AdequacyDecision,
@@ -130,32 +130,8 @@ impl Transfer {
         if span <= 0 {
             return 0;
         }
-        i64::try_from((span + DAY_MS - 1) / DAY_MS).unwrap_or(i64::MAX)
-    }
-}
-
-/// Whether a policy permits or forbids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Effect {
-    Permit,
-    Forbid,
-}
-
-impl From<cedar_policy::Effect> for Effect {
-    fn from(e: cedar_policy::Effect) -> Self {
-        match e {
-            cedar_policy::Effect::Permit => Effect::Permit,
-            cedar_policy::Effect::Forbid => Effect::Forbid,
-        }
-    }
-}
-
-impl fmt::Display for Effect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Effect::Permit => "permit",
-            Effect::Forbid => "forbid",
-        })
+        let day = i128::from(DAY_MS);
+        i64::try_from((span + day - 1) / day).unwrap_or(i64::MAX)
     }
 }
 

@@ -39,6 +39,7 @@
 //! per-kind agency templates.
 
 mod bundle;
+mod check;
 mod decide;
 mod examples;
 mod lint;
@@ -53,11 +54,12 @@ use std::sync::Arc;
 #[cfg(test)]
 pub(crate) use bundle::digest as bundle_digest;
 pub(crate) use bundle::report;
-pub use bundle::{BundleReport, PolicySummary, SignatureStatus};
-pub(crate) use bundle::{RawBundle, RawSet, validate_bundle, verify_bundle};
+pub use bundle::{BundleReport, Effect, PolicySummary, SignatureStatus};
+pub(crate) use bundle::{RawBundle, RawSet};
+pub(crate) use check::{validate_bundle, verify_bundle};
 pub use decide::{
-    AgencyFacts, Decision, Effect, EvalError, Layer, LayerOutcome, Onward, PolicyRef,
-    RecipientDecision, Transfer,
+    AgencyFacts, Decision, EvalError, Layer, LayerOutcome, Onward, PolicyRef, RecipientDecision,
+    Transfer,
 };
 pub(crate) use examples::render as render_examples;
 pub use examples::{agencies_for, agencies_of, default_agencies, default_countries, template_for};
@@ -280,7 +282,7 @@ impl Policies {
         };
 
         let framework =
-            match bundle::load_bundle(&vocabulary, set.framework, &Owner::Framework, &trust) {
+            match check::load_bundle(&vocabulary, set.framework, &Owner::Framework, &trust) {
                 Ok(b) => Some(b),
                 Err(mut d) => {
                     diags.append(&mut d);
@@ -299,7 +301,7 @@ impl Policies {
                         Ok(id) if directory.agency(&id).is_some_and(|a| a.revoked) => {
                             tracing::warn!(agency = %id, "bundle of a revoked agency ignored");
                         }
-                        Ok(id) => match bundle::load_bundle(
+                        Ok(id) => match check::load_bundle(
                             &vocabulary,
                             raw,
                             &Owner::Agency(id.clone()),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail};
 use tonic::transport::Channel;
 
+use crate::daemon::config::rebase;
 use crate::daemon::tls::{ClientTls, Identity};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::Role;
@@ -25,12 +26,6 @@ pub fn default_directory_path(profile: &Path) -> PathBuf {
         .join("..")
         .join("..")
         .join("directory.bin")
-}
-
-fn rebase(p: &mut PathBuf, base: &Path) {
-    if p.is_relative() {
-        *p = base.join(&*p);
-    }
 }
 
 /// Reads an auditor profile; relative paths are relative to the file.

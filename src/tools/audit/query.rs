@@ -143,82 +143,20 @@ pub fn entry_json_line(e: &v1::LogEntry) -> anyhow::Result<String> {
 
 /// Parses RFC 3339 (`2025-03-01T12:00:00Z`, fractions and `±HH:MM` offsets
 /// allowed, `T` or a space) or a bare date (midnight UTC) into Unix
-/// milliseconds.
+/// milliseconds; fractions below a millisecond are dropped.
 pub fn parse_time_ms(s: &str) -> anyhow::Result<i64> {
-    let b = s.trim().as_bytes();
     let bad = || anyhow!("expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or a date 2025-03-01");
-    let num = |from: usize, len: usize| -> anyhow::Result<u32> {
-        let digits = b.get(from..from + len).ok_or_else(bad)?;
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return Err(bad());
-        }
-        Ok(digits
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+    let s = s.trim();
+    // A bare date is midnight UTC; RFC 3339 lets a space stand for the `T`,
+    // which the parser wants as a letter.
+    let text = match (s.get(..10), s.get(10..11), s.get(11..)) {
+        (Some(date), None, _) => format!("{date}T00:00:00Z"),
+        (Some(date), Some(" "), Some(rest)) => format!("{date}T{rest}"),
+        _ => s.to_string(),
     };
-    let sep = |at: usize, c: &[u8]| -> anyhow::Result<()> {
-        match b.get(at) {
-            Some(x) if c.contains(x) => Ok(()),
-            _ => Err(bad()),
-        }
-    };
-    let year = num(0, 4)?;
-    sep(4, b"-")?;
-    let month = num(5, 2)?;
-    sep(7, b"-")?;
-    let day = num(8, 2)?;
-    let month = u8::try_from(month)
-        .ok()
-        .and_then(|m| time::Month::try_from(m).ok())
-        .ok_or_else(|| anyhow!("month {month} out of range"))?;
-    let date = time::Date::from_calendar_date(year as i32, month, day as u8)
-        .map_err(|e| anyhow!("invalid date: {e}"))?;
-    if b.len() == 10 {
-        return Ok(date.midnight().assume_utc().unix_timestamp() * 1000);
-    }
-    sep(10, b"Tt ")?;
-    let hour = num(11, 2)?;
-    sep(13, b":")?;
-    let minute = num(14, 2)?;
-    sep(16, b":")?;
-    let second = num(17, 2)?;
-    let mut at = 19;
-    let mut millis = 0u32;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            if at - start < 3 {
-                millis = millis * 10 + u32::from(b[at] - b'0');
-            }
-            at += 1;
-        }
-        if at == start {
-            return Err(bad());
-        }
-        for _ in (at - start)..3 {
-            millis *= 10;
-        }
-    }
-    let offset_seconds: i32 = match b.get(at) {
-        Some(b'Z' | b'z') if b.len() == at + 1 => 0,
-        Some(&c @ (b'+' | b'-')) if b.len() == at + 6 => {
-            let h = num(at + 1, 2)?;
-            sep(at + 3, b":")?;
-            let m = num(at + 4, 2)?;
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let secs = (h * 3600 + m * 60) as i32;
-            if c == b'-' { -secs } else { secs }
-        }
-        _ => return Err(bad()),
-    };
-    let t = time::Time::from_hms_milli(hour as u8, minute as u8, second as u8, millis as u16)
-        .map_err(|e| anyhow!("invalid time: {e}"))?;
-    let local = time::PrimitiveDateTime::new(date, t).assume_utc();
-    let ms = local.unix_timestamp() * 1000 + i64::from(millis) - i64::from(offset_seconds) * 1000;
-    Ok(ms)
+    let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).map_err(|_| bad())
 }
 
 pub(super) fn format_seconds(s: u64) -> String {

@@ -7,6 +7,7 @@ use crate::protocol::merkle::{self, Hash, MemoryTree};
 use crate::protocol::note::{self, Checkpoint, SignatureType, Verifier, Verifiers};
 use crate::protocol::proto::v1;
 use crate::protocol::proto::v1::audit_event::Event;
+use crate::protocol::transparency::witness_name;
 
 use super::*;
 use crate::protocol::note::{Cosigner, NoteSigner};

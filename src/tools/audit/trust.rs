@@ -3,60 +3,29 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail};
-use prost::Message as _;
 
-use crate::protocol::directory::Directory;
+use crate::protocol::directory::{Directory, LogInfo};
 use crate::protocol::ids::Country;
 use crate::protocol::note::{self, Checkpoint, SignatureType, Verifier, Verifiers};
-use crate::protocol::proto::v1;
+use crate::protocol::transparency::witness_name;
 
 use super::*;
 
 // ---- trust: the log key and the witnesses -----------------------------------
 
-/// The broker's transparency log as the directory pins it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogKey {
-    /// The checkpoint origin line, e.g. `casebridge.test/audit-log`.
-    pub origin: String,
-    /// The Ed25519 key that signs checkpoints.
-    pub public_key: [u8; 32],
-}
-
-/// The log's checkpoint key from a verified directory.
-///
-/// Read from the `Directory.log` field of the signed bytes themselves, so it
-/// does not depend on which accessors [`Directory`] offers; the bytes were
-/// verified by [`Directory::verify`].
-pub fn log_key(dir: &Directory) -> anyhow::Result<LogKey> {
-    let raw = v1::Directory::decode(dir.signed().directory.as_slice())
-        .context("the verified directory does not decode")?;
-    let log = raw.log.ok_or_else(|| {
+/// The log's checkpoint key, as the verified directory pins it.
+fn log_key(dir: &Directory) -> anyhow::Result<&LogInfo> {
+    let log = dir.log().ok_or_else(|| {
         anyhow!(
             "directory version {} names no transparency log (Directory.log); \
              the audit log cannot be verified",
             dir.version
         )
     })?;
-    let public_key = <[u8; 32]>::try_from(log.public_key.as_slice()).map_err(|_| {
-        anyhow!(
-            "directory version {}: the log key is {} bytes, Ed25519 keys are 32",
-            dir.version,
-            log.public_key.len()
-        )
-    })?;
     if log.origin.is_empty() {
         bail!("directory version {}: the log has no origin", dir.version);
     }
-    Ok(LogKey {
-        origin: log.origin,
-        public_key,
-    })
-}
-
-/// The key name under which node `cc` cosigns checkpoints as a witness.
-pub fn witness_name(federation: &str, cc: Country) -> String {
-    format!("{federation}/node/{cc}")
+    Ok(log)
 }
 
 /// A node as a witness.
@@ -170,7 +139,7 @@ impl LogTrust {
             });
         }
         Ok(LogTrust {
-            origin: key.origin,
+            origin: key.origin.clone(),
             log,
             log_only,
             witnesses,

@@ -3,6 +3,7 @@ use crate::daemon::tls::Identity;
 use crate::protocol::ids::{Country, EnvelopeId};
 use crate::protocol::note::{self, Checkpoint, Cosigner, NoteSigner};
 use crate::protocol::proto::v1::audit_event::Event;
+use crate::protocol::transparency::witness_name;
 use crate::tools::audit::test_support::*;
 
 // ---- against a broker over mTLS ----

@@ -550,7 +550,7 @@ pub fn checkpoint_text(note_bytes: &[u8]) -> String {
 /// real key under its witness name, as of `timestamp` (seconds).
 pub fn cosign_as(fed: &Fed, node: &str, checkpoint_text: &str, timestamp: u64) -> String {
     let name =
-        casebridge::daemon::broker::log::witness_name(&fed.broker_config.federation, cc(node));
+        casebridge::protocol::transparency::witness_name(&fed.broker_config.federation, cc(node));
     let cosigner = Cosigner::new(&name, node_keys(fed, node).signing).expect("cosigner");
     let cp = Checkpoint::parse(checkpoint_text).expect("checkpoint");
     cosigner.cosign(&cp, timestamp).expect("cosign").to_line()
