@@ -12,6 +12,7 @@
 //! commit, and [`GroupCommit::failed`] tells the daemon to stop.
 
 pub mod in_force;
+pub mod node;
 pub mod sled;
 
 use std::future::Future;

@@ -653,7 +653,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads the state now.
-    pub fn take(fed: &Fed) -> Snapshot {
+    pub async fn take(fed: &Fed) -> Snapshot {
         let broker = fed.broker().expect("broker running");
         let dir = support::directory(fed);
         let mut s = Snapshot {
@@ -672,15 +672,19 @@ impl Snapshot {
             if let Some(node) = fed.node(n.country) {
                 s.outboxes.insert(
                     n.country.to_string(),
-                    node.store.outbox().expect("outbox").len(),
+                    node.store.outbox().await.expect("outbox").len(),
                 );
             }
         }
         for a in dir.agencies() {
             if let Some(node) = fed.node(a.id.country()) {
-                let inbox = node.store.inbox(&a.id, None, usize::MAX).expect("inbox");
+                let inbox = node
+                    .store
+                    .inbox(&a.id, None, usize::MAX)
+                    .await
+                    .expect("inbox");
                 s.inboxes.insert(a.id.to_string(), inbox.len());
-                let sent = node.store.sent_by(&a.id).expect("sent");
+                let sent = node.store.sent_by(&a.id).await.expect("sent");
                 s.sent.insert(a.id.to_string(), sent.len());
             }
         }
@@ -690,18 +694,17 @@ impl Snapshot {
     /// Waits until no queue or outbox holds anything (every delivery and
     /// receipt was acknowledged), then reads the state.
     pub async fn settled(fed: &Fed) -> Snapshot {
-        support::until("queues and outboxes to drain", || {
-            let s = Snapshot::take(fed);
+        support::until("queues and outboxes to drain", || async move {
+            let s = Snapshot::take(fed).await;
             let idle = s.queues.values().all(|n| *n == 0) && s.outboxes.values().all(|n| *n == 0);
-            async move { idle.then_some(s) }
+            idle.then_some(s)
         })
         .await
     }
 
     /// Asserts that nothing changed since this snapshot.
-    #[track_caller]
-    pub fn assert_unchanged(&self, fed: &Fed) {
-        let now = Snapshot::take(fed);
+    pub async fn assert_unchanged(&self, fed: &Fed) {
+        let now = Snapshot::take(fed).await;
         if now != *self {
             let new = audit_events_since(fed, self.log);
             panic!("state changed:\nbefore {self:?}\nafter  {now:?}\nnew events {new:?}");
@@ -711,13 +714,12 @@ impl Snapshot {
     /// Asserts that the only change since this snapshot is audit events,
     /// one per entry of `expected`, each satisfying its predicate, in order.
     /// Returns the new events.
-    #[track_caller]
-    pub fn assert_only_events(
+    pub async fn assert_only_events(
         &self,
         fed: &Fed,
         expected: &[&dyn Fn(&v1::audit_event::Event) -> bool],
     ) -> Vec<v1::AuditEvent> {
-        let now = Snapshot::take(fed);
+        let now = Snapshot::take(fed).await;
         let new = audit_events_since(fed, self.log);
         assert_eq!(
             new.len(),

@@ -160,7 +160,7 @@ async fn exchange_denies(make: impl FnOnce(&Fed) -> Who, fragment: &str) {
     let before = Snapshot::settled(&fed).await;
     let outcomes = every_exchange_method(&fed, &who, &menu).await;
     assert_all(outcomes, Code::PermissionDenied, fragment, &who);
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -268,7 +268,7 @@ async fn exchange_refuses_a_revoked_node_on_every_method() {
         "node BA is revoked or not yet valid",
         &who,
     );
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -304,7 +304,7 @@ async fn the_broker_refuses_outsiders_at_the_tls_handshake() {
         harness::handshake(&fed, Some(&Who::Node("HR")), Server::Broker).await,
         harness::Handshake::Accepted
     );
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -358,7 +358,7 @@ async fn audit_denies(make: impl FnOnce(&Fed) -> Who, fragment: &str) {
     let before = Snapshot::settled(&fed).await;
     let outcomes = every_audit_method(&fed, &who).await;
     assert_all(outcomes, Code::PermissionDenied, fragment, &who);
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     auditor_still_served(&fed).await;
     harness::still_serves(&fed).await;
 }
@@ -443,7 +443,7 @@ async fn audit_refuses_a_revoked_auditor() {
         "auditor auditor is not listed or is revoked",
         &who,
     );
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -557,7 +557,7 @@ async fn agency_api_denies(make: impl FnOnce(&Fed) -> Who, fragment: &str) {
     let before = Snapshot::settled(&fed).await;
     let outcomes = every_agency_method(&fed, &who, &menu).await;
     assert_all(outcomes, Code::PermissionDenied, fragment, &who);
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -675,7 +675,7 @@ async fn agency_api_refuses_a_revoked_agency_on_every_method() {
         "agency HR/prosecutor is revoked",
         &who,
     );
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -707,7 +707,7 @@ async fn a_node_refuses_outsiders_at_the_tls_handshake() {
         harness::handshake(&fed, Some(&Who::Agency("HR/police")), Server::Node("HR")).await,
         harness::Handshake::Accepted
     );
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -803,7 +803,7 @@ async fn health_and_reflection_tell_any_member_only_public_facts() {
             }
         }
     }
-    before.assert_unchanged(&fed);
+    before.assert_unchanged(&fed).await;
     harness::still_serves(&fed).await;
 }
 
@@ -905,7 +905,7 @@ async fn an_agency_lists_only_its_own_inbox() {
     // The victims do see theirs.
     assert_eq!(support::inbox(&v.fed, "RS/police").await.len(), 1);
     assert_eq!(support::inbox(&v.fed, "MK/police").await.len(), 1);
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -934,7 +934,7 @@ async fn an_agency_cannot_fetch_another_agencys_record_by_its_real_id() {
         Code::NotFound,
         &format!("{} is not in MK/prosecutor's inbox", v.request),
     );
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -985,7 +985,7 @@ async fn real_and_guessed_ids_of_others_get_the_same_answer() {
         Code::InvalidArgument,
         "expected a UUID",
     );
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1005,7 +1005,7 @@ async fn an_agency_cannot_see_the_status_of_another_agencys_sent_record() {
             .await;
         harness::assert_status(r, Code::NotFound, &format!("{agency} sent no record {id}"));
     }
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1030,7 +1030,7 @@ async fn an_agency_lists_only_what_it_sent() {
         .sent;
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].envelope_id, v.report);
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1051,7 +1051,7 @@ async fn an_agency_cannot_forward_another_agencys_record() {
         &format!("{} is not in RS/border-police's inbox", v.report),
     );
     // Nothing sealed, nothing reported: no audit event, no outbox entry.
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1071,7 +1071,7 @@ async fn an_agency_cannot_request_permission_for_another_agencys_record() {
         Code::NotFound,
         &format!("{} is not in RS/border-police's inbox", v.report),
     );
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1092,7 +1092,7 @@ async fn an_agency_cannot_grant_a_permission_request_addressed_to_another_agency
             &format!("{} is not in {agency}'s inbox", v.request),
         );
     }
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     // The real originator still can; the broker records the grant.
     let grant = own_node(&v.fed, "MK/police")
         .grant_permission(v1::GrantPermissionRequest {
@@ -1134,7 +1134,7 @@ async fn an_agency_cannot_reply_in_the_thread_of_another_agencys_record() {
             &format!("in_reply_to {id}: no such record in {agency}'s inbox or sent records"),
         );
     }
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
 
@@ -1202,6 +1202,6 @@ async fn an_inbox_cursor_from_another_agency_reveals_nothing() {
         .into_inner()
         .entries;
     assert!(entries.is_empty(), "{entries:?}");
-    before.assert_unchanged(&v.fed);
+    before.assert_unchanged(&v.fed).await;
     harness::still_serves(&v.fed).await;
 }
