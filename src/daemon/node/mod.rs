@@ -42,6 +42,7 @@ pub struct NodeState {
     directory: RwLock<Arc<Directory>>,
     signing: SigningKey,
     hpke: HpkePrivateKey,
+    /// What the node keeps, behind the traits of [`crate::storage::node`].
     pub store: Arc<dyn NodeStore>,
     policies: crate::protocol::policy::LivePolicies,
     policy_reload: std::time::Duration,

@@ -113,16 +113,27 @@ impl SledNodeStore {
         &self,
         f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || f(&trees))
-            .await
-            .map_err(|e| StorageError::Backend(format!("a store task failed: {e}")))?
+        on_blocking_thread(self.trees.clone(), f).await
     }
 
     /// Waits until everything applied so far is on disk.
     async fn commit(&self) -> Result<(), StorageError> {
         self.trees.commit.commit().await
     }
+}
+
+/// Runs `f` on `trees` on a blocking thread, off the async workers.
+async fn on_blocking_thread<T: Send + 'static>(
+    trees: Arc<Trees>,
+    f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(move || f(&trees))
+        .await
+        .map_err(task_failed)?
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Backend(format!("a store task failed: {e}"))
 }
 
 impl Trees {
@@ -204,23 +215,31 @@ impl Outbox for SledNodeStore {
         let header_sha256 = crate::protocol::envelope::sha256(&env.header);
         let env = env.encode_to_vec();
         let status = status.encode_to_vec();
-        self.blocking(move |t| {
-            t.unflushed().insert(id);
-            let _g = t.lock();
-            (&t.outbox, &t.sent, &t.sent_headers)
-                .transaction(|(outbox, sent, sent_headers)| {
-                    outbox.insert(id.as_bytes().as_slice(), env.as_slice())?;
-                    sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
-                    sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
-                    Ok(())
-                })
-                .map_err(|e| t.tx_err(e))
-        })
-        .await?;
-        self.commit().await?;
-        self.trees.unflushed().remove(&id);
-        self.outbox_changed.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(())
+        let trees = self.trees.clone();
+        let changed = self.outbox_changed.clone();
+        // On a task of its own, so that a caller who stops waiting (an agency
+        // that hangs up) cannot leave the envelope applied yet never released
+        // to the submitter.
+        let task = tokio::spawn(async move {
+            on_blocking_thread(trees.clone(), move |t| {
+                t.unflushed().insert(id);
+                let _g = t.lock();
+                (&t.outbox, &t.sent, &t.sent_headers)
+                    .transaction(|(outbox, sent, sent_headers)| {
+                        outbox.insert(id.as_bytes().as_slice(), env.as_slice())?;
+                        sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
+                        sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
+                        Ok(())
+                    })
+                    .map_err(|e| t.tx_err(e))
+            })
+            .await?;
+            trees.commit.commit().await?;
+            trees.unflushed().remove(&id);
+            changed.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(())
+        });
+        task.await.map_err(task_failed)?
     }
 
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
@@ -646,12 +665,21 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_envelope_leaves_the_outbox_only_once_on_disk_and_then_signals() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` whose flushes wait for the gate, an envelope being
+    /// enqueued on a task of its own once the flush has started, and the
+    /// outbox subscription taken before.
+    async fn enqueue_held_at_the_flush(
+        dir: &std::path::Path,
+    ) -> (
+        Arc<SledNodeStore>,
+        Arc<GatedFlush>,
+        EnvelopeId,
+        tokio::task::JoinHandle<Result<(), StorageError>>,
+        watch::Receiver<u64>,
+    ) {
         let mut gated = None;
         let store = Arc::new(
-            SledNodeStore::open_with(dir.path(), |db| {
+            SledNodeStore::open_with(dir, |db| {
                 let (f, started) = GatedFlush::over(db);
                 gated = Some((f.clone(), started));
                 f
@@ -659,7 +687,7 @@ mod tests {
             .unwrap(),
         );
         let (gate, mut started) = gated.unwrap();
-        let mut changed = store.outbox_changed();
+        let changed = store.outbox_changed();
         let id = EnvelopeId::generate();
         let s = store.clone();
         let enqueue = tokio::spawn(async move {
@@ -667,7 +695,19 @@ mod tests {
                 .await
         });
         started.recv().await.unwrap();
-        assert!(store.outbox().await.unwrap().is_empty(), "not yet on disk");
+        (store, gate, id, enqueue, changed)
+    }
+
+    async fn outbox_ids(store: &SledNodeStore) -> Vec<EnvelopeId> {
+        let outbox = store.outbox().await.unwrap();
+        outbox.into_iter().map(|(i, _)| i).collect()
+    }
+
+    #[tokio::test]
+    async fn an_envelope_leaves_the_outbox_only_once_on_disk_and_then_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, gate, id, enqueue, changed) = enqueue_held_at_the_flush(dir.path()).await;
+        assert!(outbox_ids(&store).await.is_empty(), "not yet on disk");
         assert!(
             !changed.has_changed().unwrap(),
             "no signal before the flush"
@@ -675,14 +715,17 @@ mod tests {
         gate.gate.add_permits(1);
         enqueue.await.unwrap().unwrap();
         assert!(changed.has_changed().unwrap(), "signalled once durable");
-        changed.borrow_and_update();
-        let ids: Vec<EnvelopeId> = store
-            .outbox()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(ids, vec![id]);
+        assert_eq!(outbox_ids(&store).await, vec![id]);
+    }
+
+    #[tokio::test]
+    async fn an_envelope_whose_caller_stopped_waiting_still_reaches_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, gate, id, caller, mut changed) = enqueue_held_at_the_flush(dir.path()).await;
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        gate.gate.add_permits(1);
+        changed.changed().await.unwrap();
+        assert_eq!(outbox_ids(&store).await, vec![id]);
     }
 }
