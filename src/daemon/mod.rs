@@ -7,4 +7,8 @@ pub mod config;
 pub mod node;
 pub mod rpc;
 pub mod shutdown;
+pub(crate) mod status;
 pub mod tls;
+
+#[cfg(test)]
+mod key_file_props_tests;

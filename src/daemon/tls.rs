@@ -55,10 +55,7 @@ impl TlsError {
     }
 }
 
-/// The ring crypto provider, the only one casebridge uses.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+pub use crate::protocol::identity::{provider, role_of};
 
 /// A certificate chain and its private key.
 pub struct Identity {
@@ -71,7 +68,7 @@ impl Identity {
     /// not be readable by group or others.
     pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let chain = load_certs(cert)?;
-        let key_bytes = keys::read_secret(key)?;
+        let key_bytes = crate::storage::files::keys::read_secret(key)?;
         let key = match PrivateKeyDer::from_pem_slice(&key_bytes) {
             Ok(k) => k,
             Err(pem::Error::NoItemsFound) => {
@@ -260,30 +257,6 @@ impl ServerTls {
             }
         });
         ReceiverStream::new(rx)
-    }
-}
-
-/// Parses the one SPIFFE URI SAN of a certificate into a role.
-pub fn role_of(cert: &CertificateDer<'_>, federation: &str) -> Result<Role, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|_| "certificate does not parse".to_string())?;
-    let san = parsed
-        .subject_alternative_name()
-        .map_err(|_| "malformed subject alternative name".to_string())?
-        .ok_or_else(|| "certificate has no subject alternative name".to_string())?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
-            _ => None,
-        })
-        .collect();
-    match uris.as_slice() {
-        [uri] => Role::from_spiffe_uri(uri, federation).map_err(|e| e.to_string()),
-        [] => Err("certificate has no SPIFFE URI".into()),
-        _ => Err("certificate has more than one SPIFFE URI".into()),
     }
 }
 

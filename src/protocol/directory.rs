@@ -273,32 +273,6 @@ fn signing_input(bytes: &[u8]) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-/// Loads a signed directory file and verifies it.
-pub fn load(
-    path: &std::path::Path,
-    directory_key: &[u8],
-    federation: &str,
-) -> anyhow::Result<Directory> {
-    use anyhow::Context as _;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let signed = v1::SignedDirectory::decode(bytes.as_slice())
-        .with_context(|| format!("{}: not a signed directory", path.display()))?;
-    Directory::verify(&signed, directory_key, federation)
-        .with_context(|| format!("{}: directory refused", path.display()))
-}
-
-/// Reads a pinned public key file (hex, one line).
-pub fn load_public_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
-    use anyhow::Context as _;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let raw = hex::decode(text.trim())
-        .with_context(|| format!("{}: expected a hex Ed25519 public key", path.display()))?;
-    raw.as_slice()
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes, got {}", path.display(), raw.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,9 +119,17 @@ impl fmt::Display for AgencyId {
 pub struct EnvelopeId(uuid::Uuid);
 
 impl EnvelopeId {
-    /// A fresh id: 48 bits of Unix milliseconds and 74 random bits.
-    pub fn generate() -> Self {
-        EnvelopeId(uuid::Uuid::now_v7())
+    /// A fresh id for an envelope created at `created_at_ms` (Unix
+    /// milliseconds, from the caller's clock): 48 bits of that time, then a
+    /// counter seeded at random that keeps ids made in this process within
+    /// one millisecond in order, then random bits.
+    pub fn at(created_at_ms: i64) -> Self {
+        static ORDER: std::sync::Mutex<uuid::ContextV7> =
+            std::sync::Mutex::new(uuid::ContextV7::new());
+        let ms = u64::try_from(created_at_ms).unwrap_or(0);
+        let subsec_nanos = u32::try_from(ms % 1000).unwrap_or(0) * 1_000_000;
+        let ts = uuid::Timestamp::from_unix(&ORDER, ms / 1000, subsec_nanos);
+        EnvelopeId(uuid::Uuid::new_v7(ts))
     }
     pub fn from_bytes(b: &[u8]) -> Result<Self, IdError> {
         uuid::Uuid::from_slice(b)
@@ -249,9 +257,10 @@ mod tests {
 
     #[test]
     fn envelope_ids_are_time_ordered() {
-        let a = EnvelopeId::generate();
-        let b = EnvelopeId::generate();
-        assert!(a < b);
+        let a = EnvelopeId::at(1_700_000_000_000);
+        let b = EnvelopeId::at(1_700_000_000_000);
+        let c = EnvelopeId::at(1_700_000_000_001);
+        assert!(a < b && b < c);
         assert_eq!(a.to_string().parse::<EnvelopeId>().unwrap(), a);
         assert_eq!(EnvelopeId::from_bytes(a.as_bytes()).unwrap(), a);
         assert!(EnvelopeId::from_bytes(&[1, 2, 3]).is_err());

@@ -1,16 +1,12 @@
-//! Application keys and the files that hold secrets.
+//! Application keys: their types, and parsing them from the bytes of a key
+//! file (PEM or DER).
 //!
 //! Each node has an Ed25519 signing key (ring) and an X25519 HPKE key; the
 //! federation has a directory-signing key. These are separate from TLS keys.
-//! Secret files are written 0600, atomically (a reader sees the old file or
-//! the new one, never half of one). They are read from the opened file,
-//! whose mode is then checked on that same file, so nothing can swap the
-//! file between the check and the read; one that group or others can read
-//! is refused. A malformed key file is an error naming the file and what is
-//! wrong with it.
+//! A malformed key file is an error naming the file and what is wrong with
+//! it. Reading and writing the files that hold secrets is the storage
+//! layer's (`storage::files::keys`).
 
-use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use hpke::{Deserializable, Kem as _, Serializable};
@@ -22,9 +18,6 @@ use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
 pub type HpkeKem = hpke::kem::X25519HkdfSha256;
 pub type HpkePrivateKey = <HpkeKem as hpke::Kem>::PrivateKey;
 pub type HpkePublicKey = <HpkeKem as hpke::Kem>::PublicKey;
-
-/// The largest secret file read: keys are a few hundred bytes.
-pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -47,56 +40,6 @@ pub enum KeyError {
     Generate,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Reads a secret file, refusing it if its permissions let anyone but the
-/// owner read it. The mode is checked on the file as opened, then read from
-/// that same open file.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let file = fs::File::open(path).map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    let invalid = |why: String| KeyError::Invalid {
-        path: path.to_path_buf(),
-        what: "secret file",
-        why,
-    };
-    if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
-    if bytes.len() as u64 > MAX_SECRET_BYTES {
-        return Err(invalid(format!(
-            "larger than {MAX_SECRET_BYTES} bytes; a key file is far smaller"
-        )));
-    }
-    Ok(bytes)
-}
-
-/// Writes a secret file with mode 0600, atomically: it is never readable
-/// by others, not even for a moment, and never seen half written.
-pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    crate::storage::write_private(path, bytes).map_err(io_err(path))
-}
-
 /// An Ed25519 signing key (a node's, or the federation's directory key).
 pub struct SigningKey {
     pair: Ed25519KeyPair,
@@ -117,16 +60,16 @@ impl SigningKey {
             .map(|pair| SigningKey { pair })
     }
 
-    /// Loads a PKCS#8 (DER or PEM "PRIVATE KEY") Ed25519 key file.
-    pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+    /// Parses the bytes of a PKCS#8 (DER or PEM "PRIVATE KEY") Ed25519 key
+    /// file; `path` names the file in errors.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<SigningKey, KeyError> {
         const WHAT: &str = "Ed25519 PKCS#8 key";
-        let bytes = read_secret(path)?;
         let invalid = |why: String| KeyError::Invalid {
             path: path.to_path_buf(),
             what: WHAT,
             why,
         };
-        let der = pem_or_der(&bytes, "PRIVATE KEY").map_err(invalid)?;
+        let der = pem_or_der(bytes, "PRIVATE KEY").map_err(invalid)?;
         Ed25519KeyPair::from_pkcs8(&der)
             .map(|pair| SigningKey { pair })
             .map_err(|e| invalid(format!("the key does not parse ({e})")))
@@ -180,15 +123,15 @@ pub fn hpke_public_from_bytes(b: &[u8]) -> Option<HpkePublicKey> {
     HpkePublicKey::from_bytes(b).ok()
 }
 
-/// Loads a raw 32-byte X25519 private key file (binary or hex).
-pub fn load_hpke(path: &Path) -> Result<HpkePrivateKey, KeyError> {
-    let bytes = read_secret(path)?;
-    let raw = match std::str::from_utf8(&bytes)
+/// Parses the bytes of a raw 32-byte X25519 private key file (binary or
+/// hex); `path` names the file in errors.
+pub fn parse_hpke(path: &Path, bytes: &[u8]) -> Result<HpkePrivateKey, KeyError> {
+    let raw = match std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| hex::decode(s.trim()).ok())
     {
         Some(raw) => raw,
-        None => bytes,
+        None => bytes.to_vec(),
     };
     let invalid = |why: String| KeyError::Invalid {
         path: path.to_path_buf(),
@@ -330,120 +273,6 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_written_0600_and_open_ones_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        let (key, pkcs8) = SigningKey::generate().unwrap();
-        write_secret(&path, to_pem(&pkcs8, "PRIVATE KEY").as_bytes()).unwrap();
-        let loaded = SigningKey::load(&path).unwrap();
-        assert_eq!(loaded.public_key(), key.public_key());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-            let err = SigningKey::load(&path).err().unwrap();
-            assert!(
-                matches!(err, KeyError::TooOpen { mode: 0o644, .. }),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_key_file_is_refused_on_the_mode_of_the_file_it_opened() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k");
-        let (_, pkcs8) = SigningKey::generate().unwrap();
-        write_secret(&path, to_pem(&pkcs8, "PRIVATE KEY").as_bytes()).unwrap();
-        for mode in [0o644, 0o640, 0o604, 0o660] {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            match read_secret(&path) {
-                Err(KeyError::TooOpen { mode: m, .. }) => assert_eq!(m, mode),
-                other => panic!("mode {mode:o}: {other:?}"),
-            }
-        }
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
-        read_secret(&path).unwrap();
-        // Not a file.
-        let err = read_secret(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-        // Too large to be a key.
-        let big = dir.path().join("big");
-        write_secret(&big, &vec![b'A'; MAX_SECRET_BYTES as usize + 1]).unwrap();
-        let err = read_secret(&big).unwrap_err();
-        assert!(err.to_string().contains("larger than"), "{err}");
-    }
-
-    #[test]
-    fn malformed_key_files_are_clear_errors_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, pkcs8) = SigningKey::generate().unwrap();
-        let pem = to_pem(&pkcs8, "PRIVATE KEY");
-        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("empty", vec![], "does not parse"),
-            (
-                "garbage",
-                b"\x00\xffnot a key at all".to_vec(),
-                "does not parse",
-            ),
-            (
-                "truncated-pem",
-                pem.as_bytes()[..pem.len() / 2].to_vec(),
-                "no \"-----END PRIVATE KEY-----\" line",
-            ),
-            (
-                "truncated-der",
-                pkcs8[..pkcs8.len() - 5].to_vec(),
-                "does not parse",
-            ),
-            (
-                "wrong-label",
-                to_pem(&pkcs8, "CERTIFICATE").into_bytes(),
-                "labelled \"CERTIFICATE\", expected \"PRIVATE KEY\"",
-            ),
-            (
-                "rsa-label",
-                to_pem(&pkcs8, "RSA PRIVATE KEY").into_bytes(),
-                "labelled \"RSA PRIVATE KEY\"",
-            ),
-            (
-                "bad-base64",
-                b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n".to_vec(),
-                "not valid base64",
-            ),
-            (
-                "long-label",
-                format!("-----BEGIN {}-----\n", "X".repeat(10_000)).into_bytes(),
-                "is labelled",
-            ),
-        ];
-        for (name, bytes, says) in cases {
-            let path = dir.path().join(name);
-            write_secret(&path, &bytes).unwrap();
-            let err = SigningKey::load(&path).err().unwrap();
-            let msg = err.to_string();
-            assert!(
-                msg.starts_with(&path.display().to_string()) && msg.contains(says),
-                "{name}: {msg}"
-            );
-            assert!(
-                msg.len() < 300,
-                "{name}: the message quotes too much: {msg}"
-            );
-            let err = load_hpke(&path).err().unwrap();
-            assert!(
-                err.to_string().starts_with(&path.display().to_string()),
-                "{name}: {err}"
-            );
-        }
-        let hpke = dir.path().join("short-hpke");
-        write_secret(&hpke, b"abcd").unwrap();
-        let err = load_hpke(&hpke).err().unwrap().to_string();
-        assert!(err.contains("expected 32 bytes"), "{err}");
-    }
-
-    #[test]
     fn signatures_verify_and_tampering_fails() {
         let (key, _) = SigningKey::generate().unwrap();
         let sig = key.sign(b"msg");
@@ -451,18 +280,5 @@ mod tests {
         assert!(!verify_ed25519(&key.public_key(), b"msh", &sig));
         let (other, _) = SigningKey::generate().unwrap();
         assert!(!verify_ed25519(&other.public_key(), b"msg", &sig));
-    }
-
-    #[test]
-    fn hpke_keys_round_trip_through_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hpke.key");
-        let (sk, pk) = generate_hpke();
-        write_secret(&path, hex::encode(hpke_private_bytes(&sk)).as_bytes()).unwrap();
-        let loaded = load_hpke(&path).unwrap();
-        assert_eq!(
-            hpke_public_bytes(&HpkeKem::sk_to_pk(&loaded)),
-            hpke_public_bytes(&pk)
-        );
     }
 }

@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod categories;
 pub mod directory;
 pub mod envelope;
+pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod leaf;
@@ -16,3 +17,12 @@ pub mod note;
 pub mod policy;
 pub mod proto;
 pub mod time;
+
+#[cfg(test)]
+mod directory_props_tests;
+#[cfg(test)]
+mod envelope_props_tests;
+#[cfg(test)]
+mod ids_props_tests;
+#[cfg(test)]
+mod note_props_tests;

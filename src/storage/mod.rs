@@ -11,6 +11,7 @@
 //! proves nothing about what came before it: the store refuses every later
 //! commit, and [`GroupCommit::failed`] tells the daemon to stop.
 
+pub mod files;
 pub mod in_force;
 pub mod node;
 pub mod sled;

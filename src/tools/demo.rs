@@ -584,7 +584,7 @@ impl Demo<'_> {
             .node_configs
             .get(&"HR".parse()?)
             .context("node HR")?;
-        let key = crate::protocol::keys::SigningKey::load(&cfg.keys.signing)?;
+        let key = crate::storage::files::keys::load_signing_key(&cfg.keys.signing)?;
         let sender: AgencyId = "HR/police".parse()?;
         let recipients = ["BA/police".parse()?];
         let rec = record(FINGERPRINTS)?;
@@ -753,8 +753,8 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<bool> {
             println!("   node {cc}:     {a}");
         }
     }
-    let key = crate::protocol::directory::load_public_key(&fed.broker_config.directory_key)?;
-    let directory = crate::protocol::directory::load(
+    let key = crate::storage::files::directory::load_public_key(&fed.broker_config.directory_key)?;
+    let directory = crate::storage::files::directory::load(
         &fed.broker_config.directory,
         &key,
         &fed.broker_config.federation,

@@ -8,3 +8,8 @@ pub mod demo;
 pub mod local;
 pub mod pki;
 pub mod policy_cli;
+
+#[cfg(test)]
+mod config_props_tests;
+#[cfg(test)]
+mod policy_tests;

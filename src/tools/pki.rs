@@ -26,6 +26,7 @@ use crate::daemon::config::{
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, Role};
 use crate::protocol::keys::{self, SigningKey};
+use crate::protocol::policy::{agencies_for, default_countries};
 use crate::protocol::proto::v1;
 
 /// What to generate.
@@ -51,40 +52,6 @@ impl InitOptions {
             auditors: vec!["auditor".into()],
         }
     }
-}
-
-/// The countries a development federation has unless told otherwise: those
-/// the scenarios in docs and the demo play.
-pub fn default_countries() -> Vec<Country> {
-    ["HR", "RS", "BA", "ME", "SI", "MK", "AL", "XK"]
-        .iter()
-        .filter_map(|c| c.parse().ok())
-        .collect()
-}
-
-/// The agencies each country gets.
-pub fn agencies_for(cc: Country) -> Vec<(&'static str, v1::AgencyKind, &'static str)> {
-    let mut v = vec![
-        ("police", v1::AgencyKind::CriminalPolice, "Criminal police"),
-        (
-            "prosecutor",
-            v1::AgencyKind::Prosecutor,
-            "Prosecutor's office",
-        ),
-        (
-            "border-police",
-            v1::AgencyKind::BorderPolice,
-            "Border police",
-        ),
-    ];
-    if matches!(cc.as_str(), "BA" | "HR" | "RS" | "ME" | "XK") {
-        v.push((
-            "missing-persons",
-            v1::AgencyKind::MissingPersons,
-            "Missing-persons institute",
-        ));
-    }
-    v
 }
 
 /// Paths of what was written.
@@ -187,7 +154,7 @@ fn issue_leaf(
         pem.push_str(&ca.cert_pem);
     }
     write_public(&dir.join(format!("{stem}.crt")), pem.as_bytes())?;
-    keys::write_secret(
+    crate::storage::files::keys::write_secret(
         &dir.join(format!("{stem}.key")),
         key.serialize_pem().as_bytes(),
     )?;
@@ -246,13 +213,13 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     }
     let root = new_ca(&format!("{fed} federation root CA"), fed, None, None)?;
     write_public(&dir.join("ca/root.crt"), root.cert_pem.as_bytes())?;
-    keys::write_secret(
+    crate::storage::files::keys::write_secret(
         &dir.join("ca/root.key"),
         root.issuer.key().serialize_pem().as_bytes(),
     )?;
 
     let (dir_key, dir_pkcs8) = SigningKey::generate()?;
-    keys::write_secret(
+    crate::storage::files::keys::write_secret(
         &dir.join("ca/directory.key"),
         keys::to_pem(&dir_pkcs8, "PRIVATE KEY").as_bytes(),
     )?;
@@ -271,7 +238,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         true,
     )?;
     let (log_key, log_pkcs8) = SigningKey::generate()?;
-    keys::write_secret(
+    crate::storage::files::keys::write_secret(
         &dir.join("broker/log.key"),
         keys::to_pem(&log_pkcs8, "PRIVATE KEY").as_bytes(),
     )?;
@@ -295,7 +262,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         let ca_dir = dir.join("ca").join(cc.as_str());
         mkdir(&ca_dir)?;
         write_public(&ca_dir.join("ca.crt"), national.cert_pem.as_bytes())?;
-        keys::write_secret(
+        crate::storage::files::keys::write_secret(
             &ca_dir.join("ca.key"),
             national.issuer.key().serialize_pem().as_bytes(),
         )?;
@@ -304,12 +271,12 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         mkdir(&node_dir)?;
         issue_leaf(&node_dir, "node", &Role::Node(*cc), fed, &root, false, true)?;
         let (sign, sign_pkcs8) = SigningKey::generate()?;
-        keys::write_secret(
+        crate::storage::files::keys::write_secret(
             &node_dir.join("signing.key"),
             keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes(),
         )?;
         let (hpke_sk, hpke_pk) = keys::generate_hpke();
-        keys::write_secret(
+        crate::storage::files::keys::write_secret(
             &node_dir.join("hpke.key"),
             hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes(),
         )?;
@@ -444,7 +411,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
 
     // The example policy bundles, each signed by its owner: the framework
     // with the directory key, each agency with its own key.
-    crate::protocol::policy::install_examples(
+    crate::storage::files::policy::install_examples(
         &dir.join("policies"),
         dir,
         &crate::protocol::policy::agencies_of(&countries),
@@ -512,15 +479,16 @@ mod tests {
         opts.countries = vec!["HR".parse().unwrap(), "BA".parse().unwrap()];
         let fed = init(&opts).unwrap();
         let broker: BrokerConfig = crate::daemon::config::load(&fed.broker_config).unwrap();
-        let key = crate::protocol::directory::load_public_key(&broker.directory_key).unwrap();
+        let key = crate::storage::files::directory::load_public_key(&broker.directory_key).unwrap();
         let dir =
-            crate::protocol::directory::load(&broker.directory, &key, &broker.federation).unwrap();
+            crate::storage::files::directory::load(&broker.directory, &key, &broker.federation)
+                .unwrap();
         assert!(dir.agency(&"BA/missing-persons".parse().unwrap()).is_some());
         assert!(dir.agency(&"HR/prosecutor".parse().unwrap()).is_some());
         for (_, p) in &fed.node_configs {
             let n: NodeConfig = crate::daemon::config::load(p).unwrap();
-            SigningKey::load(&n.keys.signing).unwrap();
-            keys::load_hpke(&n.keys.hpke).unwrap();
+            crate::storage::files::keys::load_signing_key(&n.keys.signing).unwrap();
+            crate::storage::files::keys::load_hpke(&n.keys.hpke).unwrap();
         }
         for (_, p) in &fed.agency_profiles {
             let a: AgencyProfile = crate::daemon::config::load(p).unwrap();

@@ -5,17 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use crate::daemon::clock::now_ms;
 use crate::protocol::categories::{self, CategorySet};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::AgencyId;
-use crate::protocol::policy::{self, AgencyFacts, BundleSigner, Onward, Owner, Policies, Transfer};
+use crate::protocol::policy::{self, AgencyFacts, Onward, Owner, Policies, Transfer};
 use crate::protocol::proto::v1;
+use crate::storage::files::policy as files;
 use crate::tools::cli::parse_label;
 
 /// The directory and pinned key of the federation at `dir` (a `pki init`
 /// layout).
 fn federation(dir: &Path) -> anyhow::Result<(Directory, [u8; 32])> {
-    let key = crate::protocol::directory::load_public_key(&dir.join("ca/directory.pub"))?;
+    let key = crate::storage::files::directory::load_public_key(&dir.join("ca/directory.pub"))?;
     let text = std::fs::read_to_string(dir.join("broker.toml")).ok();
     let fed_name = text
         .as_deref()
@@ -26,7 +28,8 @@ fn federation(dir: &Path) -> anyhow::Result<(Directory, [u8; 32])> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "casebridge.test".into());
-    let directory = crate::protocol::directory::load(&dir.join("directory.bin"), &key, &fed_name)?;
+    let directory =
+        crate::storage::files::directory::load(&dir.join("directory.bin"), &key, &fed_name)?;
     Ok((directory, key))
 }
 
@@ -35,9 +38,9 @@ pub fn validate(dir: &Path, federation_dir: Option<&Path>) -> anyhow::Result<boo
     let result = match federation_dir {
         Some(f) => {
             let (directory, key) = federation(f)?;
-            policy::verify_bundle_dir(dir, &directory, &key)
+            files::verify_bundle_dir(dir, &directory, &key, now_ms())
         }
-        None => policy::validate_bundle_dir(dir),
+        None => files::validate_bundle_dir(dir),
     };
     match result {
         Ok(report) => {
@@ -73,13 +76,13 @@ pub fn sign(
                 .and_then(|v| v.as_str())
                 .context("bundle.toml has no owner")?
                 .parse()?;
-            BundleSigner::from_federation(fed, &owner)?
+            files::signer_from_federation(fed, &owner)?
         }
-        (None, Some(key), None) => BundleSigner::framework(key)?,
-        (None, Some(key), Some(cert)) => BundleSigner::agency(key, cert)?,
+        (None, Some(key), None) => files::framework_signer(key)?,
+        (None, Some(key), Some(cert)) => files::agency_signer(key, cert)?,
         _ => bail!("give either --federation, or --key (and --cert for an agency bundle)"),
     };
-    let report = policy::sign_bundle(dir, &signer)?;
+    let report = files::sign_bundle(dir, &signer)?;
     print!("{report}");
     println!("signed");
     Ok(())
@@ -155,7 +158,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<bool> {
                 .parent()
                 .context("--policies has no parent (the federation directory)")?;
             let (directory, key) = federation(fed)?;
-            let p = Policies::load(dir, &directory, &key)?;
+            let p = files::load_policies(dir, &directory, &key, now_ms())?;
             (p, Some(directory))
         }
         None => (Policies::examples(&policy::default_agencies())?, None),

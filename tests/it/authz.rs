@@ -115,7 +115,7 @@ fn forge(fed: &Fed, ca_dir: &str, spiffe: &str, out: &Path) -> (PathBuf, PathBuf
     let cert = p.signed_by(&key, &issuer).unwrap();
     let (c, k) = (out.join("forged.crt"), out.join("forged.key"));
     std::fs::write(&c, cert.pem() + &ca_pem).unwrap();
-    casebridge::protocol::keys::write_secret(&k, key.serialize_pem().as_bytes()).unwrap();
+    casebridge::storage::files::keys::write_secret(&k, key.serialize_pem().as_bytes()).unwrap();
     (c, k)
 }
 

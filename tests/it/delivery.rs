@@ -206,7 +206,8 @@ async fn a_reply_joins_the_thread_of_its_request() {
 
     // A reply must answer something the replying agency holds.
     let mut stray = l;
-    stray.in_reply_to = casebridge::protocol::ids::EnvelopeId::generate().to_string();
+    stray.in_reply_to =
+        casebridge::protocol::ids::EnvelopeId::at(casebridge::daemon::clock::now_ms()).to_string();
     let err = try_send(
         &fed,
         "ME/prosecutor",

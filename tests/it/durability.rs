@@ -343,7 +343,7 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
     assert_eq!(ids, vec![short.envelope_id]);
 
     // A node cannot log purges of records it never received.
-    let stranger = casebridge::protocol::ids::EnvelopeId::generate();
+    let stranger = casebridge::protocol::ids::EnvelopeId::at(casebridge::daemon::clock::now_ms());
     let err = exchange_as_node(&fed, "BA")
         .report_purge(v1::PurgeReport {
             envelope_ids: vec![stranger.as_bytes().to_vec()],

@@ -3,8 +3,9 @@
 //! one is refused with file, line and reason, and the set in force stays.
 //! Every change is an audit event.
 
-use casebridge::protocol::policy::{self, BundleSigner, Owner, Reload};
+use casebridge::protocol::policy::Owner;
 use casebridge::protocol::proto::v1;
+use casebridge::storage::files::policy::Reload;
 use tonic::Code;
 use v1::audit_event::Event;
 
@@ -32,10 +33,12 @@ fn bump_version(dir: &std::path::Path) {
 }
 
 fn sign(fed: &Fed, dir: &std::path::Path) {
-    let signer =
-        BundleSigner::from_federation(&fed.fed.dir, &Owner::Agency("HR/police".parse().unwrap()))
-            .unwrap();
-    policy::sign_bundle(dir, &signer).unwrap();
+    let signer = casebridge::storage::files::policy::signer_from_federation(
+        &fed.fed.dir,
+        &Owner::Agency("HR/police".parse().unwrap()),
+    )
+    .unwrap();
+    casebridge::storage::files::policy::sign_bundle(dir, &signer).unwrap();
 }
 
 fn policy_events(fed: &Fed) -> Vec<v1::PolicyChanged> {
@@ -160,11 +163,13 @@ async fn a_bundle_with_a_syntax_error_is_refused_with_file_and_line() {
 /// Signing validates first; a broken bundle cannot be signed, which is
 /// itself a refusal worth checking.
 fn sign_best_effort(fed: &Fed, dir: &std::path::Path) {
-    let signer =
-        BundleSigner::from_federation(&fed.fed.dir, &Owner::Agency("HR/police".parse().unwrap()))
-            .unwrap();
+    let signer = casebridge::storage::files::policy::signer_from_federation(
+        &fed.fed.dir,
+        &Owner::Agency("HR/police".parse().unwrap()),
+    )
+    .unwrap();
     assert!(
-        policy::sign_bundle(dir, &signer).is_err(),
+        casebridge::storage::files::policy::sign_bundle(dir, &signer).is_err(),
         "a broken bundle must not be signable"
     );
 }

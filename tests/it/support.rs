@@ -218,9 +218,10 @@ pub fn audit(fed: &Fed) -> Vec<v1::AuditEvent> {
 }
 
 pub fn directory(fed: &Fed) -> Directory {
-    let key = casebridge::protocol::directory::load_public_key(&fed.broker_config.directory_key)
-        .expect("key");
-    casebridge::protocol::directory::load(
+    let key =
+        casebridge::storage::files::directory::load_public_key(&fed.broker_config.directory_key)
+            .expect("key");
+    casebridge::storage::files::directory::load(
         &fed.broker_config.directory,
         &key,
         &fed.broker_config.federation,
@@ -229,7 +230,8 @@ pub fn directory(fed: &Fed) -> Directory {
 }
 
 pub fn node_signing_key(fed: &Fed, c: &str) -> SigningKey {
-    SigningKey::load(&fed.node_configs[&cc(c)].keys.signing).expect("signing key")
+    casebridge::storage::files::keys::load_signing_key(&fed.node_configs[&cc(c)].keys.signing)
+        .expect("signing key")
 }
 
 /// A client of the broker's exchange API holding `cert`/`key`.
@@ -261,7 +263,9 @@ pub fn exchange_as_node(
 /// Re-signs the federation's directory after `edit`, as the federation's
 /// directory authority would.
 pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
-    let key = SigningKey::load(&fed.fed.dir.join("ca/directory.key")).expect("directory key");
+    let key =
+        casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
+            .expect("directory key");
     let bytes = std::fs::read(&fed.broker_config.directory).expect("directory");
     let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
     let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");

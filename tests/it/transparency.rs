@@ -141,7 +141,8 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
     // The broker's operator signs a rewritten history for RS only: a tree
     // with other entries, larger than what RS accepted.
     let key =
-        casebridge::protocol::keys::SigningKey::load(&fed.fed.dir.join("broker/log.key")).unwrap();
+        casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("broker/log.key"))
+            .unwrap();
     let origin = directory(&fed).log().unwrap().origin.clone();
     let mut forged = MemoryTree::new();
     for i in 0..(accepted.size() + 3) {

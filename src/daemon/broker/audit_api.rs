@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::BrokerState;
 use super::service::{checkpoint_response, inclusion_proof};
+use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::ids::{EnvelopeId, Role};
 use crate::protocol::leaf::MAX_LEAF_BYTES;
@@ -145,7 +146,7 @@ impl Bounds {
 /// comes first. Each chunk of leaves read is scanned whole before the clock
 /// is looked at, so every scan makes progress.
 fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Scan, Status> {
-    let len = store.audit_len().map_err(storage)?;
+    let len = store.audit_len().map_err(broker_storage)?;
     if q.start > len {
         return Err(Status::out_of_range(format!(
             "start {} is beyond the log ({len} entries)",
@@ -167,7 +168,7 @@ fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Sca
     while found.next < len {
         let start = found.next;
         let end = start.saturating_add(SCAN_CHUNK).min(len);
-        for (index, leaf) in (start..).zip(store.leaves(start, end).map_err(storage)?) {
+        for (index, leaf) in (start..).zip(store.leaves(start, end).map_err(broker_storage)?) {
             let hit = v1::AuditEvent::decode(leaf.as_slice()).is_ok_and(|ev| matches(q, &ev));
             if hit {
                 let entry = log_entry(index, leaf);
@@ -202,11 +203,6 @@ fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Sca
         }
     }
     Ok(found)
-}
-
-fn storage(e: StoreError) -> Status {
-    tracing::error!(error = %e, "broker storage failure");
-    Status::unavailable("broker storage unavailable; try again")
 }
 
 /// What a query can filter on, read off one event.
@@ -341,7 +337,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
     ) -> Result<Response<v1::GetEntriesResponse>, Status> {
         self.auditor(&req)?;
         let r = req.get_ref();
-        let len = self.state.store.audit_len().map_err(storage)?;
+        let len = self.state.store.audit_len().map_err(broker_storage)?;
         let end = r.end.min(len).min(r.start.saturating_add(PAGE_ENTRIES));
         if r.start > end {
             return Err(Status::out_of_range(format!(
@@ -350,7 +346,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             )));
         }
         Ok(Response::new(v1::GetEntriesResponse {
-            entries: page(self.state.store.as_ref(), r.start, end).map_err(storage)?,
+            entries: page(self.state.store.as_ref(), r.start, end).map_err(broker_storage)?,
         }))
     }
 
@@ -369,7 +365,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
                 self.state
                     .store
                     .accepted(&id)
-                    .map_err(storage)?
+                    .map_err(broker_storage)?
                     .ok_or_else(|| {
                         Status::not_found(format!("no accepted submission {id} in the log"))
                     })?
@@ -395,7 +391,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             .state
             .log
             .checkpoint_note(self.state.store.as_ref(), wanted)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status::log)?
             .ok_or_else(|| Status::not_found("no checkpoint of that size"))?;
         if r.first_size == 0 || r.first_size > second {
             return Err(Status::invalid_argument(format!(
@@ -409,7 +405,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             self.state
                 .store
                 .consistency_proof(r.first_size, second)
-                .map_err(storage)?
+                .map_err(broker_storage)?
         };
         Ok(Response::new(v1::ConsistencyProof {
             first_size: r.first_size,

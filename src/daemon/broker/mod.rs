@@ -7,6 +7,8 @@
 
 pub mod audit_api;
 pub mod log;
+mod receipts;
+mod refusal_report;
 pub mod service;
 
 use std::collections::HashMap;
@@ -22,8 +24,9 @@ use crate::daemon::config::{BrokerConfig, Limits};
 use crate::daemon::tls::{Identity, ServerTls};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;
-use crate::protocol::policy::{LivePolicies, Policies, Reload};
+use crate::protocol::policy::Policies;
 use crate::protocol::proto::v1;
+use crate::storage::files::policy::{LivePolicies, Reload};
 use crate::storage::sled::broker::{BrokerStore, SledStore, Subject};
 
 use crate::daemon::clock::Clock;
@@ -92,7 +95,7 @@ impl BrokerState {
         let version = directory.version_info();
         let outcome = self
             .policies
-            .reload(&directory, |bundles| async move {
+            .reload(&directory, (self.clock)(), |bundles| async move {
                 let in_force = crate::storage::in_force::InForce {
                     directory: Some(version),
                     bundles,
@@ -184,16 +187,23 @@ impl Broker {
         let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
         let root = crate::daemon::tls::load_certs(&cfg.tls.root)?.remove(0);
         let tls = ServerTls::new(&identity, &root, None, &cfg.federation)?;
-        let key = crate::protocol::directory::load_public_key(&cfg.directory_key)?;
-        let directory = crate::protocol::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
+        let directory =
+            crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
         let in_force = store.in_force()?;
         in_force.check_directory(&directory, &cfg.directory)?;
-        let policies = LivePolicies::load(&cfg.policies, &directory, key, &in_force.bundles)
-            .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        let policies = LivePolicies::load(
+            &cfg.policies,
+            &directory,
+            key,
+            &in_force.bundles,
+            crate::daemon::clock::now_ms(),
+        )
+        .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let log = log::TransparencyLog::new(
-            crate::protocol::keys::SigningKey::load(&cfg.log_key)?,
+            crate::storage::files::keys::load_signing_key(&cfg.log_key)?,
             &directory,
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;

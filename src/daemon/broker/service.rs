@@ -13,15 +13,14 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
+use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
-use crate::protocol::bounds::{
-    self, MAX_BUNDLE_HASH, MAX_CASE_REFERENCE, MAX_PURGE_IDS, MAX_REFUSAL_EXPLANATION,
-};
-use crate::protocol::envelope::{self, EnvelopeError};
+use crate::protocol::bounds::{self, MAX_PURGE_IDS};
+use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
-use crate::storage::sled::broker::{Acceptance, Accepted, EnvelopeAck, MailItem, StoreError};
+use crate::storage::sled::broker::{Acceptance, Accepted, MailItem, StoreError};
 
 /// gRPC metadata key carrying a refusal's code, so a node can tell a
 /// refusal (final) from a failure (retry).
@@ -98,18 +97,10 @@ impl ExchangeService {
         };
         let index = match self.state.store.append(event).await {
             Ok(i) => i,
-            Err(e) => return storage_status(e),
+            Err(e) => return broker_storage(e),
         };
         tracing::info!(%node, code = code.as_str_name(), %reason, index, "submission refused");
-        let mut status = Status::new(refusal_status(code), format!("refused: {reason}"));
-        let md = status.metadata_mut();
-        if let Ok(v) = code.as_str_name().parse() {
-            md.insert(REFUSAL_METADATA, v);
-        }
-        if let Ok(v) = index.to_string().parse() {
-            md.insert(LOG_INDEX_METADATA, v);
-        }
-        status
+        status::refused(code, &reason, index)
     }
 }
 
@@ -241,313 +232,6 @@ impl ExchangeService {
     }
 }
 
-/// A short, quoted prefix of something a peer sent, for error messages.
-fn quoted(s: &str) -> String {
-    format!("{:?}", crate::protocol::bounds::quote(s))
-}
-
-/// A refusal report a node may make: for an active agency of its own, with
-/// labels that name only what the directory and the vocabulary know, and
-/// nothing a sealed envelope would have (nothing was sealed). Each error
-/// names the field and the limit it broke.
-struct RefusalReport {
-    transfer: v1::EnvelopeSummary,
-    policy_bundle_hash: String,
-    policy_explanation: String,
-}
-
-fn check_refusal_report(
-    node: Country,
-    r: v1::RefusalReport,
-    dir: &crate::protocol::directory::Directory,
-) -> Result<RefusalReport, Status> {
-    let invalid = |field: &str, why: String| Status::invalid_argument(format!("{field}: {why}"));
-    let denied = |field: &str, why: String| Status::permission_denied(format!("{field}: {why}"));
-    let t = r
-        .transfer
-        .ok_or_else(|| invalid("transfer", "missing".into()))?;
-    // Who: only the reporting node's own agencies that the directory lists.
-    if t.sender_node != node.as_str() {
-        return Err(denied(
-            "transfer.sender_node",
-            format!(
-                "node {node} reports only its own refusals, not {}",
-                quoted(&t.sender_node)
-            ),
-        ));
-    }
-    let sender: crate::protocol::ids::AgencyId = t.sender_agency.parse().map_err(|_| {
-        invalid(
-            "transfer.sender_agency",
-            format!("{} is not an agency id (CC/name)", quoted(&t.sender_agency)),
-        )
-    })?;
-    if sender.country() != node {
-        return Err(denied(
-            "transfer.sender_agency",
-            format!("node {node} cannot report for {sender}"),
-        ));
-    }
-    match dir.agency(&sender) {
-        Some(a) if !a.revoked => {}
-        Some(_) => {
-            return Err(denied(
-                "transfer.sender_agency",
-                format!("{sender} is revoked"),
-            ));
-        }
-        None => {
-            return Err(denied(
-                "transfer.sender_agency",
-                format!("{sender} is not in the directory"),
-            ));
-        }
-    }
-    // Nothing was sealed, so nothing a sealed envelope has may be claimed.
-    for (field, given) in [
-        ("transfer.envelope_id", !t.envelope_id.is_empty()),
-        ("transfer.header_sha256", !t.header_sha256.is_empty()),
-        (
-            "transfer.ciphertext_sha256",
-            !t.ciphertext_sha256.is_empty(),
-        ),
-        ("transfer.ciphertext_len", t.ciphertext_len != 0),
-    ] {
-        if given {
-            return Err(invalid(
-                field,
-                "must be empty: a refusal before sealing has no envelope".into(),
-            ));
-        }
-    }
-    // Recipients: agencies the directory lists, each once, so at most as
-    // many as it lists.
-    let listed = dir.agencies().count();
-    if t.recipients.is_empty() || t.recipients.len() > listed {
-        return Err(invalid(
-            "transfer.recipients",
-            format!(
-                "{} given; between 1 and {listed} (the agencies in the directory)",
-                t.recipients.len()
-            ),
-        ));
-    }
-    let mut recipients = std::collections::BTreeSet::new();
-    for (i, a) in t.recipients.iter().enumerate() {
-        let field = format!("transfer.recipients[{i}]");
-        let id: crate::protocol::ids::AgencyId = a
-            .parse()
-            .map_err(|_| invalid(&field, format!("{} is not an agency id", quoted(a))))?;
-        if dir.agency(&id).is_none() {
-            return Err(invalid(&field, format!("{id} is not in the directory")));
-        }
-        if !recipients.insert(id) {
-            return Err(invalid(&field, format!("{a} is listed twice")));
-        }
-    }
-    // Labels: values of the vocabulary, each category once.
-    let mut categories = std::collections::BTreeSet::new();
-    for (i, c) in t.declared_categories.iter().enumerate() {
-        let field = format!("transfer.declared_categories[{i}]");
-        if !matches!(v1::DataCategory::try_from(*c), Ok(d) if d != v1::DataCategory::Unspecified) {
-            return Err(invalid(&field, format!("{c} is not a data category")));
-        }
-        if !categories.insert(*c) {
-            return Err(invalid(&field, format!("{c} is listed twice")));
-        }
-    }
-    let known = [
-        (
-            "transfer.kind",
-            v1::RecordKind::try_from(t.kind).is_ok_and(|k| k != v1::RecordKind::Unspecified),
-        ),
-        (
-            "transfer.purpose",
-            v1::Purpose::try_from(t.purpose).is_ok_and(|p| p != v1::Purpose::Unspecified),
-        ),
-        (
-            "transfer.legal_basis",
-            v1::LegalBasis::try_from(t.legal_basis).is_ok_and(|b| b != v1::LegalBasis::Unspecified),
-        ),
-        (
-            "transfer.handling",
-            v1::HandlingCode::try_from(t.handling)
-                .is_ok_and(|h| h != v1::HandlingCode::Unspecified),
-        ),
-        (
-            "transfer.classification",
-            v1::Classification::try_from(t.classification).is_ok(),
-        ),
-        (
-            "transfer.priority",
-            v1::Priority::try_from(t.priority).is_ok(),
-        ),
-    ];
-    for (field, ok) in known {
-        if !ok {
-            return Err(invalid(field, "missing or not a known value".into()));
-        }
-    }
-    if t.case_reference.len() > MAX_CASE_REFERENCE {
-        return Err(invalid(
-            "transfer.case_reference",
-            format!(
-                "{} bytes; the limit is {MAX_CASE_REFERENCE}",
-                t.case_reference.len()
-            ),
-        ));
-    }
-    if !t.in_reply_to.is_empty() && t.in_reply_to.parse::<EnvelopeId>().is_err() {
-        return Err(invalid(
-            "transfer.in_reply_to",
-            format!("{} is not an envelope id", quoted(&t.in_reply_to)),
-        ));
-    }
-    if r.policy_bundle_hash.len() > MAX_BUNDLE_HASH
-        || !r.policy_bundle_hash.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(invalid(
-            "policy_bundle_hash",
-            format!(
-                "{} bytes; at most {MAX_BUNDLE_HASH} printable ASCII",
-                r.policy_bundle_hash.len()
-            ),
-        ));
-    }
-    if r.policy_explanation.len() > MAX_REFUSAL_EXPLANATION {
-        return Err(invalid(
-            "policy_explanation",
-            format!(
-                "{} bytes; the limit is {MAX_REFUSAL_EXPLANATION}",
-                r.policy_explanation.len()
-            ),
-        ));
-    }
-    Ok(RefusalReport {
-        transfer: t,
-        policy_bundle_hash: r.policy_bundle_hash,
-        policy_explanation: r.policy_explanation,
-    })
-}
-
-/// A receipt names, as delivered to, only agencies that are recipients of
-/// the envelope at the node that signed it, each once; a rejection names
-/// none. What a node claims here goes into the audit log and to the sender.
-fn check_delivered_to(
-    body: &v1::ReceiptBody,
-    summary: &v1::EnvelopeSummary,
-    node: Country,
-    id: EnvelopeId,
-) -> Result<(), Status> {
-    if body.status() != v1::ReceiptStatus::Delivered {
-        if !body.delivered_to.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "a rejection of envelope {id} names agencies in delivered_to; it reached none"
-            )));
-        }
-        return Ok(());
-    }
-    if body.delivered_to.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "a delivery of envelope {id} names no agency in delivered_to"
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for a in &body.delivered_to {
-        let here = a
-            .parse::<AgencyId>()
-            .is_ok_and(|agency| agency.country() == node)
-            && summary.recipients.iter().any(|r| r == a);
-        if !here {
-            return Err(Status::invalid_argument(format!(
-                "receipt names {:?} in delivered_to, which is not a recipient of envelope {id} at node {node}",
-                crate::protocol::bounds::quote(a)
-            )));
-        }
-        if !seen.insert(a.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "receipt names {a} twice in delivered_to"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The gRPC code a refusal answers with.
-fn refusal_status(code: v1::RefusalCode) -> tonic::Code {
-    use tonic::Code;
-    use v1::RefusalCode as R;
-    match code {
-        R::Malformed | R::InvalidLabels | R::CiphertextMismatch | R::Unspecified => {
-            Code::InvalidArgument
-        }
-        R::Oversized => Code::ResourceExhausted,
-        R::BadSignature | R::WrongSenderNode | R::ForeignAgency | R::Policy | R::Onward => {
-            Code::PermissionDenied
-        }
-        R::UnknownAgency => Code::NotFound,
-        R::Revoked | R::Replay | R::Expired => Code::FailedPrecondition,
-        R::Duplicate => Code::AlreadyExists,
-    }
-}
-
-/// The refusal code for a failed envelope check.
-fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
-    use v1::RefusalCode as R;
-    match e {
-        EnvelopeError::MalformedHeader
-        | EnvelopeError::UnsupportedVersion(_)
-        | EnvelopeError::WrappedKeys(_)
-        | EnvelopeError::ShortCiphertext(_)
-        | EnvelopeError::KeyCommitmentLength(_) => R::Malformed,
-        EnvelopeError::InvalidField(_) | EnvelopeError::OutOfBounds(_) => R::InvalidLabels,
-        EnvelopeError::UnknownNode(_) | EnvelopeError::UnknownAgency(_) => R::UnknownAgency,
-        EnvelopeError::InactiveNode(_) | EnvelopeError::RevokedAgency(_) => R::Revoked,
-        EnvelopeError::BadSignature(_) => R::BadSignature,
-        EnvelopeError::CiphertextMismatch => R::CiphertextMismatch,
-        EnvelopeError::ForeignSenderAgency { .. } => R::ForeignAgency,
-        EnvelopeError::Expired { .. } => R::Expired,
-        // Opening, receipts and sealing: not what verifying a header yields.
-        EnvelopeError::NotARecipient(_)
-        | EnvelopeError::Unwrap(_)
-        | EnvelopeError::KeyCommitmentMismatch
-        | EnvelopeError::Decrypt
-        | EnvelopeError::MalformedRecord
-        | EnvelopeError::KindMismatch { .. }
-        | EnvelopeError::UndeclaredCategories(_)
-        | EnvelopeError::MalformedReceipt
-        | EnvelopeError::BadReceiptSignature(_)
-        | EnvelopeError::EmptyRecord
-        | EnvelopeError::Seal => R::Malformed,
-    }
-}
-
-/// Whether a rejection proves the sender's signed header false about what
-/// it sent, which the audit log records as a content violation.
-fn is_content_violation(code: v1::RejectionCode) -> bool {
-    use v1::RejectionCode as C;
-    match code {
-        C::UndeclaredCategories | C::KindMismatch | C::KeyCommitment => true,
-        C::Unspecified
-        | C::BadSignature
-        | C::Undecryptable
-        | C::MalformedRecord
-        | C::Expired
-        | C::NotARecipient
-        | C::Policy
-        | C::InvalidHeader => false,
-    }
-}
-
-fn storage_status(e: StoreError) -> Status {
-    if let StoreError::Leaf(e) = &e {
-        tracing::error!(error = %e, "an audit event over the leaf cap was not recorded");
-        return Status::internal(format!("the broker could not record this: {e}"));
-    }
-    tracing::error!(error = %e, "broker storage failure");
-    Status::unavailable("broker storage unavailable; try again")
-}
-
 type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -585,7 +269,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 return Err(self
                     .refuse(
                         node,
-                        refusal_code(&e),
+                        status::refusal_code(&e),
                         e.to_string(),
                         Seen::Unverified(&env),
                         None,
@@ -631,7 +315,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .refuse(node, R::Replay, reason, Seen::Verified(&header), None)
                 .await);
         }
-        if self.state.store.seen(&header.id).map_err(storage_status)? {
+        if self.state.store.seen(&header.id).map_err(broker_storage)? {
             let reason = format!("envelope id {} was already submitted", header.id);
             return Err(self
                 .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
@@ -639,7 +323,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         }
         let (onward, grants) = match self.onward_and_grants(&header) {
             Ok(v) => v,
-            Err(Refusal::Storage(e)) => return Err(storage_status(e)),
+            Err(Refusal::Storage(e)) => return Err(broker_storage(e)),
             Err(Refusal::Onward(reason)) => {
                 return Err(self
                     .refuse(node, R::Onward, reason, Seen::Verified(&header), None)
@@ -704,7 +388,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
                     .await);
             }
-            Err(e) => return Err(storage_status(e)),
+            Err(e) => return Err(broker_storage(e)),
         };
         for cc in recipient_nodes {
             self.state.wakeup(cc).notify_waiters();
@@ -748,7 +432,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 let items = match state.store.pending(node, after, 64) {
                     Ok(items) => items,
                     Err(e) => {
-                        let _ = tx.send(Err(storage_status(e))).await;
+                        let _ = tx.send(Err(broker_storage(e))).await;
                         return;
                     }
                 };
@@ -794,119 +478,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
-        let ack = req.into_inner();
-        let item = self
-            .state
-            .store
-            .queued(node, ack.seq)
-            .map_err(storage_status)?;
-        let (id, env) = match item {
-            None => {
-                return Err(Status::not_found(format!(
-                    "nothing queued at {} for node {node}",
-                    ack.seq
-                )));
-            }
-            Some(MailItem::Receipt(_)) => {
-                self.state
-                    .store
-                    .ack_receipt(node, ack.seq)
-                    .await
-                    .map_err(storage_status)?;
-                return Ok(Response::new(v1::AcknowledgeResponse { log_index: 0 }));
-            }
-            Some(MailItem::Envelope(id, env)) => (id, env),
-        };
-        let receipt = ack.receipt.ok_or_else(|| {
-            Status::invalid_argument("an envelope is acknowledged with a signed receipt")
-        })?;
-        let dir = self.state.directory();
-        let body = envelope::verify_receipt(&receipt, &dir)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if body.recipient_node != node.as_str() {
-            return Err(Status::permission_denied(format!(
-                "receipt is signed for node {}, not {node}",
-                body.recipient_node
-            )));
-        }
-        // The queued header was verified at submission; read it once here
-        // for the receipt check, a violation and the relay to the sender.
-        let summary = envelope::unverified_summary(&env).unwrap_or_default();
-        if EnvelopeId::from_bytes(&body.envelope_id).ok() != Some(id)
-            || body.header_sha256 != summary.header_sha256
-        {
-            return Err(Status::invalid_argument(format!(
-                "receipt does not answer envelope {id}"
-            )));
-        }
-        let status = body.status();
-        if status == v1::ReceiptStatus::Unspecified {
-            return Err(Status::invalid_argument("receipt has no status"));
-        }
-        check_delivered_to(&body, &summary, node, id)?;
-        let receipt_sha = envelope::sha256(&receipt.body).to_vec();
-        let now = self.state.now_ms();
-        let mut events = vec![v1::AuditEvent {
-            at_ms: now,
-            event: Some(v1::audit_event::Event::ReceiptRecorded(
-                v1::ReceiptRecorded {
-                    envelope_id: id.as_bytes().to_vec(),
-                    recipient_node: node.to_string(),
-                    status: body.status,
-                    code: body.code,
-                    reason: body.reason.clone(),
-                    delivered_to: body.delivered_to.clone(),
-                    receipt_sha256: receipt_sha.clone(),
-                },
-            )),
-        }];
-        let violation = is_content_violation(body.code());
-        let sender: Option<Country> = summary.sender_node.parse().ok();
-        if status == v1::ReceiptStatus::Rejected && violation {
-            tracing::warn!(%id, sender = %summary.sender_agency, reporter = %node, reason = %body.reason, "content violation");
-            events.push(v1::AuditEvent {
-                at_ms: now,
-                event: Some(v1::audit_event::Event::ContentViolation(
-                    v1::ContentViolation {
-                        envelope_id: id.as_bytes().to_vec(),
-                        sender_node: summary.sender_node,
-                        sender_agency: summary.sender_agency,
-                        reporting_node: node.to_string(),
-                        code: body.code,
-                        detail: body.reason.clone(),
-                        receipt_sha256: receipt_sha,
-                    },
-                )),
-            });
-        }
-        let index = match self
-            .state
-            .store
-            .ack_envelope(
-                node,
-                ack.seq,
-                EnvelopeAck {
-                    id,
-                    receipt,
-                    events,
-                    delivered: status == v1::ReceiptStatus::Delivered,
-                },
-            )
-            .await
-        {
-            Ok(i) => i,
-            Err(StoreError::NoSuchItem { .. }) => {
-                return Err(Status::not_found(format!(
-                    "envelope {id} already acknowledged by node {node}"
-                )));
-            }
-            Err(e) => return Err(storage_status(e)),
-        };
-        if let Some(sender) = sender {
-            self.state.wakeup(sender).notify_waiters();
-        }
-        tracing::info!(%id, %node, status = status.as_str_name(), index, "receipt recorded");
-        Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
+        super::receipts::acknowledge(&self.state, node, req.into_inner()).await
     }
 
     async fn report_purge(
@@ -940,7 +512,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .state
                 .store
                 .delivered(&id, node)
-                .map_err(storage_status)?
+                .map_err(broker_storage)?
             {
                 return Err(Status::not_found(format!(
                     "envelope {id} was not delivered to node {node}; nothing was recorded"
@@ -963,7 +535,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .store
             .append(event)
             .await
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         tracing::info!(%node, index, "purge recorded");
         Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
     }
@@ -990,7 +562,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .state
             .store
             .checkpoint(cp.size())
-            .map_err(storage_status)?
+            .map_err(broker_storage)?
             .ok_or_else(|| Status::not_found(format!("no checkpoint of size {}", cp.size())))?;
         let stored = crate::protocol::note::Note::parse(&stored)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -1010,7 +582,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .store
             .put_cosignature(cp.size(), node, sig.to_line())
             .await
-            .map_err(storage_status)?;
+            .map_err(broker_storage)?;
         tracing::debug!(%node, size = cp.size(), "cosignature recorded");
         Ok(Response::new(v1::CosignResponse {}))
     }
@@ -1029,7 +601,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         })?;
         // Only the sending node learns where its submission is in the log;
         // for any other envelope the answer is the one for an unknown id.
-        let accepted = self.state.store.accepted(&id).map_err(storage_status)?;
+        let accepted = self.state.store.accepted(&id).map_err(broker_storage)?;
         let index = match accepted {
             Some(a) if a.summary.sender_node == node.as_str() => a.log_index,
             _ => {
@@ -1046,28 +618,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::RefusalReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
-        let r = check_refusal_report(node, req.into_inner(), &self.state.directory())?;
-        let event = v1::AuditEvent {
-            at_ms: self.state.now_ms(),
-            event: Some(v1::audit_event::Event::SubmissionRefused(
-                v1::SubmissionRefused {
-                    submitting_node: node.to_string(),
-                    code: v1::RefusalCode::Policy as i32,
-                    reason: format!("refused by node {node} before sealing"),
-                    envelope: Some(r.transfer),
-                    policy_bundle_hash: r.policy_bundle_hash,
-                    policy_explanation: r.policy_explanation,
-                    unverified_header_sha256: Vec::new(),
-                },
-            )),
-        };
-        let index = self
-            .state
-            .store
-            .append(event)
-            .await
-            .map_err(storage_status)?;
-        Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
+        super::refusal_report::report(&self.state, node, req.into_inner()).await
     }
 
     async fn get_directory(
@@ -1088,7 +639,7 @@ pub(crate) fn checkpoint_response(
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), None)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status::log)?
         .ok_or_else(|| Status::unavailable("no checkpoint yet"))?;
     if from_size > size {
         return Err(Status::invalid_argument(format!(
@@ -1101,7 +652,7 @@ pub(crate) fn checkpoint_response(
         state
             .store
             .consistency_proof(from_size, size)
-            .map_err(storage_status)?
+            .map_err(broker_storage)?
             .iter()
             .map(|h| h.to_vec())
             .collect()
@@ -1127,7 +678,7 @@ pub(crate) fn inclusion_proof(
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), size)
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status::log)?
         .ok_or_else(|| {
             Status::unavailable("no checkpoint of that size yet; try again in a second")
         })?;
@@ -1139,11 +690,11 @@ pub(crate) fn inclusion_proof(
     let proof = state
         .store
         .inclusion_proof(index, size)
-        .map_err(storage_status)?;
+        .map_err(broker_storage)?;
     let leaf = state
         .store
         .leaves(index, index + 1)
-        .map_err(storage_status)?
+        .map_err(broker_storage)?
         .pop()
         .ok_or_else(|| Status::internal("entry missing"))?;
     Ok(v1::InclusionProof {

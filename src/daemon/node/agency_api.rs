@@ -13,12 +13,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{NodeState, SubmitOutcome};
+use crate::daemon::status::{exceeded, invalid, node_storage};
 use crate::daemon::tls::{Issuer, peer_of};
-use crate::protocol::bounds::{self, Exceeded};
-use crate::protocol::envelope::{self, EnvelopeError, SealInput};
+use crate::protocol::bounds;
+use crate::protocol::envelope::{self, SealInput};
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::proto::v1;
-use crate::storage::StorageError;
 
 /// How long Send waits for the broker's answer before reporting "queued".
 const SEND_WAIT: Duration = Duration::from_secs(10);
@@ -74,25 +74,12 @@ impl AgencyService {
     }
 }
 
-fn storage(e: StorageError) -> Status {
-    tracing::error!(error = %e, "node storage failure");
-    Status::unavailable("node storage unavailable; try again")
-}
-
 /// Parses the envelope id in request field `field`.
 fn envelope_id(field: &'static str, s: &str) -> Result<EnvelopeId, Status> {
     bounds::check_len(field, s.as_bytes(), bounds::MAX_ENVELOPE_ID_TEXT).map_err(exceeded)?;
     s.parse().map_err(|e: crate::protocol::ids::IdError| {
         Status::invalid_argument(format!("{field}: {e}"))
     })
-}
-
-fn invalid(e: EnvelopeError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-fn exceeded(e: Exceeded) -> Status {
-    Status::invalid_argument(e.to_string())
 }
 
 type InboxStream = Pin<Box<dyn Stream<Item = Result<v1::InboxEntry, Status>> + Send>>;
@@ -131,14 +118,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
                 .store
                 .fetch(&sender, &parent)
                 .await
-                .map_err(storage)?
+                .map_err(node_storage)?
                 .is_some()
                 || self
                     .state
                     .store
                     .sent(&parent)
                     .await
-                    .map_err(storage)?
+                    .map_err(node_storage)?
                     .is_some_and(|s| s.sender_agency == sender.to_string());
             if !known {
                 return Err(Status::invalid_argument(format!(
@@ -324,7 +311,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             .store
             .inbox(&agency, after.as_ref(), limit)
             .await
-            .map_err(storage)?
+            .map_err(node_storage)?
             .into_iter()
             .filter_map(|r| r.entry)
             .collect();
@@ -345,7 +332,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             .store
             .inbox(&agency, None, usize::MAX)
             .await
-            .map_err(storage)?;
+            .map_err(node_storage)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let mut stopping = state.stopping();
         tokio::spawn(async move {
@@ -399,7 +386,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             .store
             .fetch(&agency, &id)
             .await
-            .map_err(storage)?
+            .map_err(node_storage)?
         {
             Some(r) => Ok(Response::new(r)),
             None => Err(Status::not_found(format!(
@@ -414,7 +401,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendStatus>, Status> {
         let agency = self.agency(&req)?;
         let id = envelope_id("envelope_id", &req.get_ref().envelope_id)?;
-        match self.state.store.sent(&id).await.map_err(storage)? {
+        match self.state.store.sent(&id).await.map_err(node_storage)? {
             Some(s) if s.sender_agency == agency.to_string() => Ok(Response::new(s)),
             _ => Err(Status::not_found(format!("{agency} sent no record {id}"))),
         }
@@ -425,7 +412,12 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
         req: Request<v1::ListSentRequest>,
     ) -> Result<Response<v1::ListSentResponse>, Status> {
         let agency = self.agency(&req)?;
-        let sent = self.state.store.sent_by(&agency).await.map_err(storage)?;
+        let sent = self
+            .state
+            .store
+            .sent_by(&agency)
+            .await
+            .map_err(node_storage)?;
         Ok(Response::new(v1::ListSentResponse { sent }))
     }
 }
@@ -528,7 +520,7 @@ impl AgencyService {
             .store
             .fetch(agency, id)
             .await
-            .map_err(storage)?
+            .map_err(node_storage)?
             .ok_or_else(|| Status::not_found(format!("{id} is not in {agency}'s inbox")))
     }
 
@@ -594,7 +586,7 @@ impl AgencyService {
             .store
             .inbox(grantee, None, usize::MAX)
             .await
-            .map_err(storage)?;
+            .map_err(node_storage)?;
         Ok(entries
             .into_iter()
             .filter_map(|r| r.entry)
@@ -755,7 +747,7 @@ impl AgencyService {
             .store
             .enqueue(&sealed.id, &sealed.envelope, &status)
             .await
-            .map_err(storage)?;
+            .map_err(node_storage)?;
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 
         let outcome = tokio::time::timeout(SEND_WAIT, waiter)

@@ -44,7 +44,7 @@ pub struct NodeState {
     hpke: HpkePrivateKey,
     /// What the node keeps, behind the traits of [`crate::storage::node`].
     pub store: Arc<dyn NodeStore>,
-    policies: crate::protocol::policy::LivePolicies,
+    policies: crate::storage::files::policy::LivePolicies,
     policy_reload: std::time::Duration,
     pub retention: Retention,
     /// Bounds on what agencies send and what the node receives.
@@ -76,12 +76,12 @@ impl NodeState {
 
     /// Reads the policy bundles again; a refused set leaves the one in force.
     /// A new set takes effect once its versions are recorded in the store.
-    pub async fn reload_policies(&self) -> crate::protocol::policy::Reload {
+    pub async fn reload_policies(&self) -> crate::storage::files::policy::Reload {
         let directory = self.directory();
         let version = directory.version_info();
         let outcome = self
             .policies
-            .reload(&directory, |bundles| async move {
+            .reload(&directory, (self.clock)(), |bundles| async move {
                 let in_force = crate::storage::in_force::InForce {
                     directory: Some(version),
                     bundles,
@@ -93,10 +93,10 @@ impl NodeState {
             })
             .await;
         match &outcome {
-            crate::protocol::policy::Reload::Replaced { bundles, .. } => {
+            crate::storage::files::policy::Reload::Replaced { bundles, .. } => {
                 tracing::info!(node = %self.country, %bundles, "new policy set in force");
             }
-            crate::protocol::policy::Reload::Refused {
+            crate::storage::files::policy::Reload::Refused {
                 reason,
                 first: true,
             } => {
@@ -167,10 +167,11 @@ impl Node {
                 cfg.country
             ),
         }
-        let signing = SigningKey::load(&cfg.keys.signing)?;
-        let hpke = crate::protocol::keys::load_hpke(&cfg.keys.hpke)?;
-        let key = crate::protocol::directory::load_public_key(&cfg.directory_key)?;
-        let directory = crate::protocol::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let signing = crate::storage::files::keys::load_signing_key(&cfg.keys.signing)?;
+        let hpke = crate::storage::files::keys::load_hpke(&cfg.keys.hpke)?;
+        let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
+        let directory =
+            crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
         match directory.node(cfg.country) {
             Some(n)
                 if n.signing_key == signing.public_key()
@@ -191,11 +192,12 @@ impl Node {
         );
         let in_force = store.in_force().await?;
         in_force.check_directory(&directory, &cfg.directory)?;
-        let policies = crate::protocol::policy::LivePolicies::load(
+        let policies = crate::storage::files::policy::LivePolicies::load(
             &cfg.policies,
             &directory,
             key,
             &in_force.bundles,
+            crate::daemon::clock::now_ms(),
         )
         .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
         let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
 use crate::daemon::broker::service::REFUSAL_METADATA;
+use crate::daemon::status;
 use crate::protocol::bounds::{self, MAX_PURGE_IDS};
 use crate::protocol::envelope::{self, EnvelopeError};
 use crate::protocol::ids::{AgencyId, EnvelopeId};
@@ -345,36 +346,6 @@ fn is_refusal(code: tonic::Code) -> bool {
     )
 }
 
-fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
-    use v1::RejectionCode as R;
-    match e {
-        EnvelopeError::BadSignature(_) => R::BadSignature,
-        EnvelopeError::Unwrap(_) | EnvelopeError::Decrypt => R::Undecryptable,
-        EnvelopeError::KeyCommitmentMismatch => R::KeyCommitment,
-        EnvelopeError::MalformedRecord | EnvelopeError::EmptyRecord => R::MalformedRecord,
-        EnvelopeError::UndeclaredCategories(_) => R::UndeclaredCategories,
-        EnvelopeError::KindMismatch { .. } => R::KindMismatch,
-        EnvelopeError::Expired { .. } => R::Expired,
-        EnvelopeError::NotARecipient(_) => R::NotARecipient,
-        EnvelopeError::MalformedHeader
-        | EnvelopeError::UnsupportedVersion(_)
-        | EnvelopeError::InvalidField(_)
-        | EnvelopeError::OutOfBounds(_)
-        | EnvelopeError::UnknownNode(_)
-        | EnvelopeError::InactiveNode(_)
-        | EnvelopeError::CiphertextMismatch
-        | EnvelopeError::ShortCiphertext(_)
-        | EnvelopeError::KeyCommitmentLength(_)
-        | EnvelopeError::UnknownAgency(_)
-        | EnvelopeError::RevokedAgency(_)
-        | EnvelopeError::ForeignSenderAgency { .. }
-        | EnvelopeError::WrappedKeys(_)
-        | EnvelopeError::MalformedReceipt
-        | EnvelopeError::BadReceiptSignature(_)
-        | EnvelopeError::Seal => R::InvalidHeader,
-    }
-}
-
 /// Verifies, opens and files one envelope, returning the signed receipt.
 ///
 /// Exactly once, keyed by what this node verified. A receipt is stored only
@@ -411,7 +382,7 @@ pub async fn accept_envelope(
             Ok(h) => h,
             Err(e) => {
                 let claimed = claimed_id(&env.header);
-                let code = rejection_code(&e);
+                let code = status::rejection_code(&e);
                 tracing::warn!(
                     claimed = %claimed.map(|id| id.to_string()).unwrap_or_default(),
                     code = code.as_str_name(), reason = %e,
@@ -499,7 +470,7 @@ pub async fn accept_envelope(
                 .collect()
         }
         Err(e) => {
-            let code = rejection_code(&e);
+            let code = status::rejection_code(&e);
             tracing::warn!(id = %header.id, code = code.as_str_name(), reason = %e, "rejected a delivery");
             body.status = v1::ReceiptStatus::Rejected as i32;
             body.code = code as i32;

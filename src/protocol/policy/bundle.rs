@@ -1,5 +1,6 @@
-//! Policy bundles: reading a bundle directory, its digest, and compiling its
-//! Cedar files into a validated policy set that respects its owner's scope.
+//! Policy bundles: a bundle directory's files as read, its digest, and
+//! compiling its Cedar files into a validated policy set that respects its
+//! owner's scope. Reading the directory is `storage::files::policy`'s.
 //!
 //! A bundle is a flat directory: `bundle.toml`, one or more `*.cedar` files,
 //! `SIGNATURE`, and for agency bundles `signer.crt`. Anything else is refused,
@@ -12,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use cedar_policy::{
@@ -23,25 +23,38 @@ use miette::Diagnostic as _;
 use super::decide::Effect;
 use super::schema::Vocabulary;
 use super::signing::{self, Trust};
-use super::{BundleInfo, Diagnostic, MANIFEST_FILE, Owner, SIGNATURE_FILE, SIGNER_FILE, lint};
-use crate::protocol::ids::{AgencyId, Country};
+use super::{BundleInfo, Diagnostic, MANIFEST_FILE, Owner, lint};
+use crate::protocol::ids::AgencyId;
 
-/// Largest file a bundle may hold.
-const MAX_FILE_BYTES: u64 = 1 << 20;
-/// Most files a bundle may hold.
-const MAX_FILES: usize = 256;
 /// Domain separation for the bundle digest.
 const DIGEST_DOMAIN: &[u8] = b"casebridge/v1 policy-bundle\0";
 /// The annotations a policy may carry.
 const ANNOTATIONS: [&str; 2] = ["id", "reason"];
 
-/// A bundle directory as read from disk.
+/// A bundle directory as read from disk (by `storage::files::policy`).
 pub(crate) struct RawBundle {
     /// Every file the digest covers: `bundle.toml` and the `.cedar` files.
     pub files: BTreeMap<String, Vec<u8>>,
     pub signature: Option<Vec<u8>>,
     pub signer: Option<Vec<u8>>,
 }
+
+/// A policy set directory as read from disk: the framework bundle, the
+/// agency bundles under `agencies/<CC>/<name>/` with the owner each place
+/// names, and what was found where no bundle belongs; each with why it could
+/// not be read.
+pub(crate) struct RawSet {
+    pub framework: Result<RawBundle, Vec<Diagnostic>>,
+    pub agencies: Result<Vec<RawAgencyBundle>, Diagnostic>,
+    pub strays: Vec<Diagnostic>,
+}
+
+/// An agency bundle's place in a set: the owner it names (or why it names
+/// none) and the bundle read there.
+pub(crate) type RawAgencyBundle = (
+    Result<AgencyId, Diagnostic>,
+    Result<RawBundle, Vec<Diagnostic>>,
+);
 
 /// What the compiler knows about one policy.
 #[derive(Debug, Clone)]
@@ -166,13 +179,16 @@ impl fmt::Display for BundleReport {
     }
 }
 
-/// Validates one bundle directory: its files, manifest, Cedar syntax,
-/// schema (strict) and, for agency bundles, scope. The signature is reported
-/// as present or absent but not checked; use [`verify_bundle_dir`] for that.
-pub fn validate_bundle_dir(dir: &Path) -> Result<BundleReport, Vec<Diagnostic>> {
+/// Validates one bundle directory, as read from `dir`: its files,
+/// manifest, Cedar syntax, schema (strict) and, for agency bundles, scope.
+/// The signature is reported as present or absent but not checked; use
+/// [`verify_bundle`] for that.
+pub(crate) fn validate_bundle(
+    dir: &Path,
+    raw: &RawBundle,
+) -> Result<BundleReport, Vec<Diagnostic>> {
     let vocabulary = vocabulary_or_diag(dir)?;
     let base = dir.display().to_string();
-    let raw = read_bundle(dir, &base)?;
     let compiled = compile(&vocabulary, &base, None, &raw.files)?;
     let signature = match (&raw.signature, &raw.signer) {
         (None, _) => SignatureStatus::Unsigned,
@@ -184,26 +200,28 @@ pub fn validate_bundle_dir(dir: &Path) -> Result<BundleReport, Vec<Diagnostic>> 
     Ok(report(dir, compiled, signature))
 }
 
-/// As [`validate_bundle_dir`], and also checks the signature against a
-/// federation: the framework's against `directory_key`, an agency's
-/// against its national CA as `directory` pins it.
-pub fn verify_bundle_dir(
+/// As [`validate_bundle`], and also checks the signature against a
+/// federation at `now_ms`: the framework's against `directory_key`, an
+/// agency's against its national CA as `directory` pins it.
+pub(crate) fn verify_bundle(
     dir: &Path,
+    raw: &RawBundle,
     directory: &crate::protocol::directory::Directory,
     directory_key: &[u8; 32],
+    now_ms: i64,
 ) -> Result<BundleReport, Vec<Diagnostic>> {
     let vocabulary = vocabulary_or_diag(dir)?;
     let base = dir.display().to_string();
-    let raw = read_bundle(dir, &base)?;
     let compiled = compile(&vocabulary, &base, None, &raw.files)?;
     let trust = Trust {
         directory,
         directory_key,
+        now_ms,
     };
     let signer = signing::verify(
         &compiled.info.owner,
         &compiled.info.digest,
-        &raw,
+        raw,
         &trust,
         &base,
     )
@@ -235,16 +253,16 @@ pub(crate) fn report(dir: &Path, c: Compiled, signature: SignatureStatus) -> Bun
     }
 }
 
-/// Reads, compiles and verifies the bundle of `owner` in `dir`, which must
-/// be the owner's place in a policy set.
+/// Compiles and verifies the bundle of `owner` as read from the owner's
+/// place in a policy set (or why it could not be read).
 pub(crate) fn load_bundle(
     vocabulary: &Vocabulary,
-    dir: &Path,
+    raw: Result<RawBundle, Vec<Diagnostic>>,
     owner: &Owner,
     trust: &Trust<'_>,
 ) -> Result<Compiled, Vec<Diagnostic>> {
     let base = owner.relative_dir_string();
-    let raw = read_bundle(dir, &base)?;
+    let raw = raw?;
     // Report content and signature problems together: a data-protection
     // officer fixing one should not have to come back for the other.
     let compiled = compile(vocabulary, &base, Some(owner), &raw.files);
@@ -289,197 +307,6 @@ pub(crate) fn digest(files: &BTreeMap<String, Vec<u8>>) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
-}
-
-/// Reads a bundle directory, refusing anything that is not one of the
-/// bundle's files.
-pub(crate) fn read_bundle(dir: &Path, base: &str) -> Result<RawBundle, Vec<Diagnostic>> {
-    let entries = fs::read_dir(dir).map_err(|e| {
-        vec![Diagnostic::new(
-            base,
-            None,
-            format!("cannot read bundle directory: {e}"),
-        )]
-    })?;
-    let mut diags = Vec::new();
-    let mut raw = RawBundle {
-        files: BTreeMap::new(),
-        signature: None,
-        signer: None,
-    };
-    let mut count = 0usize;
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                diags.push(Diagnostic::new(
-                    base,
-                    None,
-                    format!("cannot read bundle directory: {e}"),
-                ));
-                continue;
-            }
-        };
-        count += 1;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            diags.push(Diagnostic::new(
-                base,
-                None,
-                format!("file name {:?} is not UTF-8", entry.file_name()),
-            ));
-            continue;
-        };
-        let file = format!("{base}/{name}");
-        let known = name == MANIFEST_FILE
-            || name == SIGNATURE_FILE
-            || name == SIGNER_FILE
-            || (name.ends_with(".cedar") && name.len() > ".cedar".len());
-        if !known {
-            diags.push(Diagnostic::new(
-                file,
-                None,
-                "unexpected file: a bundle holds bundle.toml, *.cedar files, SIGNATURE and (agency bundles) signer.crt, nothing else",
-            ));
-            continue;
-        }
-        let meta = match fs::symlink_metadata(entry.path()) {
-            Ok(m) => m,
-            Err(e) => {
-                diags.push(Diagnostic::new(file, None, format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        if !meta.file_type().is_file() {
-            diags.push(Diagnostic::new(
-                file,
-                None,
-                "not a regular file (a bundle is a flat directory of regular files; no links)",
-            ));
-            continue;
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            diags.push(Diagnostic::new(
-                file,
-                None,
-                format!("file is larger than {MAX_FILE_BYTES} bytes"),
-            ));
-            continue;
-        }
-        let content = match fs::read(entry.path()) {
-            Ok(c) => c,
-            Err(e) => {
-                diags.push(Diagnostic::new(file, None, format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        if name == SIGNATURE_FILE {
-            raw.signature = Some(content);
-        } else if name == SIGNER_FILE {
-            raw.signer = Some(content);
-        } else {
-            raw.files.insert(name, content);
-        }
-    }
-    if count > MAX_FILES {
-        diags.push(Diagnostic::new(
-            base,
-            None,
-            format!("bundle holds {count} files, more than {MAX_FILES}"),
-        ));
-    }
-    if diags.is_empty() {
-        Ok(raw)
-    } else {
-        Err(diags)
-    }
-}
-
-/// An agency bundle's directory and the owner its place names, or why the
-/// place names none.
-pub(crate) type AgencyDir = (Result<AgencyId, Diagnostic>, PathBuf);
-
-/// The agency bundle directories under `agencies/`: `<CC>/<name>`.
-pub(crate) fn agency_dirs(agencies_dir: &Path) -> Result<Vec<AgencyDir>, Diagnostic> {
-    let mut out = Vec::new();
-    if !agencies_dir.exists() {
-        return Ok(out);
-    }
-    for country in sorted_entries(agencies_dir, "agencies")? {
-        let (cc_name, cc_path) = country;
-        let rel_cc = format!("agencies/{cc_name}");
-        if !cc_path.is_dir() {
-            out.push((
-                Err(Diagnostic::new(
-                    rel_cc,
-                    None,
-                    "unexpected file: agencies/ holds one directory per country",
-                )),
-                cc_path,
-            ));
-            continue;
-        }
-        let cc: Country = match cc_name.parse() {
-            Ok(cc) => cc,
-            Err(_) => {
-                out.push((
-                    Err(Diagnostic::new(
-                        rel_cc,
-                        None,
-                        "not a country code: agencies/ holds one directory per country (e.g. agencies/HR)",
-                    )),
-                    cc_path,
-                ));
-                continue;
-            }
-        };
-        for (name, path) in sorted_entries(&cc_path, &rel_cc)? {
-            let rel = format!("{rel_cc}/{name}");
-            let owner = if !path.is_dir() {
-                Err(Diagnostic::new(
-                    rel,
-                    None,
-                    "unexpected file: agencies/<CC>/ holds one bundle directory per agency",
-                ))
-            } else {
-                AgencyId::new(cc, &name).map_err(|e| Diagnostic::new(rel, None, e.to_string()))
-            };
-            out.push((owner, path));
-        }
-    }
-    Ok(out)
-}
-
-fn sorted_entries(dir: &Path, rel: &str) -> Result<Vec<(String, PathBuf)>, Diagnostic> {
-    let read = fs::read_dir(dir)
-        .map_err(|e| Diagnostic::new(rel, None, format!("cannot read directory: {e}")))?;
-    let mut out = Vec::new();
-    for entry in read {
-        let entry =
-            entry.map_err(|e| Diagnostic::new(rel, None, format!("cannot read directory: {e}")))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        out.push((name, entry.path()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Directories in a policy set's root other than `framework/` and
-/// `agencies/`: a bundle put there would silently not be in force.
-pub(crate) fn top_level_strays(dir: &Path) -> Vec<Diagnostic> {
-    let Ok(entries) = sorted_entries(dir, ".") else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter(|(name, path)| path.is_dir() && name != "framework" && name != "agencies")
-        .map(|(name, _)| {
-            Diagnostic::new(
-                name,
-                None,
-                "unexpected directory: bundles live in framework/ and agencies/<CC>/<name>/",
-            )
-        })
-        .collect()
 }
 
 #[derive(serde::Deserialize)]

@@ -3,16 +3,16 @@
 //! The framework is used as is; agency bundles are instantiated from one
 //! template per agency kind by replacing `{{owner}}` with the agency id. The
 //! same rendering feeds [`Policies::examples`](super::Policies::examples)
-//! (unsigned, in memory) and [`install_examples`] (written and signed into a
-//! federation by `pki init`), so what the tests decide on is byte for byte
-//! what a development federation enforces.
+//! (unsigned, in memory) and `storage::files::policy::install_examples`
+//! (written and signed into a federation by `pki init`), so what the tests
+//! decide on is byte for byte what a development federation enforces. The
+//! agencies a development federation has are here too ([`agencies_for`],
+//! [`default_countries`]), for `pki init` and the examples alike.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use super::Owner;
 use super::decide::AgencyFacts;
-use super::signing::{BundleSigner, sign_bundle};
-use super::{Owner, PolicyError};
 use crate::protocol::ids::{AgencyId, Country};
 use crate::protocol::proto::v1;
 
@@ -119,14 +119,48 @@ fn template_files(name: &str) -> Option<Files> {
         .map(|(_, files)| *files)
 }
 
-/// The agencies `pki init` creates for `countries`
-/// ([`pki::agencies_for`](crate::tools::pki::agencies_for)), with EU membership by
-/// country: what [`install_examples`] needs when called from `pki init`.
+/// The countries a development federation has unless told otherwise: those
+/// the scenarios in docs and the demo play.
+pub fn default_countries() -> Vec<Country> {
+    ["HR", "RS", "BA", "ME", "SI", "MK", "AL", "XK"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// The agencies each country gets.
+pub fn agencies_for(cc: Country) -> Vec<(&'static str, v1::AgencyKind, &'static str)> {
+    let mut v = vec![
+        ("police", v1::AgencyKind::CriminalPolice, "Criminal police"),
+        (
+            "prosecutor",
+            v1::AgencyKind::Prosecutor,
+            "Prosecutor's office",
+        ),
+        (
+            "border-police",
+            v1::AgencyKind::BorderPolice,
+            "Border police",
+        ),
+    ];
+    if matches!(cc.as_str(), "BA" | "HR" | "RS" | "ME" | "XK") {
+        v.push((
+            "missing-persons",
+            v1::AgencyKind::MissingPersons,
+            "Missing-persons institute",
+        ));
+    }
+    v
+}
+
+/// The agencies `pki init` creates for `countries` ([`agencies_for`]), with
+/// EU membership by country: what installing the examples needs when called
+/// from `pki init`.
 pub fn agencies_of(countries: &[Country]) -> Vec<AgencyFacts> {
     countries
         .iter()
         .flat_map(|&cc| {
-            crate::tools::pki::agencies_for(cc)
+            agencies_for(cc)
                 .into_iter()
                 .filter_map(move |(name, kind, _)| {
                     AgencyId::new(cc, name).ok().map(|id| AgencyFacts {
@@ -140,9 +174,9 @@ pub fn agencies_of(countries: &[Country]) -> Vec<AgencyFacts> {
 }
 
 /// The agencies of a default development federation: [`agencies_of`] the
-/// [`pki::default_countries`](crate::tools::pki::default_countries).
+/// [`default_countries`].
 pub fn default_agencies() -> Vec<AgencyFacts> {
-    agencies_of(&crate::tools::pki::default_countries())
+    agencies_of(&default_countries())
 }
 
 /// The example bundles for `agencies`: the framework, then one per agency
@@ -174,33 +208,4 @@ pub(crate) fn render(agencies: &[AgencyFacts]) -> Vec<(Owner, BTreeMap<String, V
         out.push((Owner::Agency(a.id.clone()), files));
     }
     out
-}
-
-/// Writes the example framework bundle and one bundle per agency of
-/// `agencies` (see [`template_for`]) into `policies_dir`, and signs each
-/// with the keys of the federation in `federation_dir` as `pki init` lays
-/// it out: the framework with `ca/directory.key`, each agency's with
-/// `agencies/<CC>/<name>/agency.key` and `agency.crt`.
-///
-/// Refuses to write into a `policies_dir` that already holds a framework.
-pub fn install_examples(
-    policies_dir: &Path,
-    federation_dir: &Path,
-    agencies: &[AgencyFacts],
-) -> Result<(), PolicyError> {
-    let framework_dir = policies_dir.join("framework");
-    if framework_dir.exists() {
-        return Err(PolicyError::Exists(framework_dir));
-    }
-    for (owner, files) in render(agencies) {
-        let dir = policies_dir.join(owner.relative_dir());
-        std::fs::create_dir_all(&dir).map_err(PolicyError::io(&dir))?;
-        for (name, content) in &files {
-            let path = dir.join(name);
-            std::fs::write(&path, content).map_err(PolicyError::io(&path))?;
-        }
-        let signer = BundleSigner::from_federation(federation_dir, &owner)?;
-        sign_bundle(&dir, &signer)?;
-    }
-    Ok(())
 }

@@ -32,8 +32,9 @@
 //! the embedded examples, labelled as such). Every [`Decision`] names the
 //! policies that determined it and carries the hash of the set in force.
 //!
-//! Deciding is pure: no I/O, no clock. Loading and signing read and write
-//! bundle directories. `docs/policy.md` is the guide for data-protection
+//! Everything here is pure: no I/O, no clock ("now" is an argument).
+//! Reading and writing bundle directories, and the set in force that is
+//! reloaded when they change, are `storage::files::policy`'s. `docs/policy.md` is the guide for data-protection
 //! officers; `examples/policies/` holds the example framework and the
 //! per-kind agency templates.
 
@@ -41,7 +42,6 @@ mod bundle;
 mod decide;
 mod examples;
 mod lint;
-mod live;
 mod schema;
 mod signing;
 
@@ -50,16 +50,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use bundle::{
-    BundleReport, PolicySummary, SignatureStatus, validate_bundle_dir, verify_bundle_dir,
-};
+#[cfg(test)]
+pub(crate) use bundle::digest as bundle_digest;
+pub(crate) use bundle::report;
+pub use bundle::{BundleReport, PolicySummary, SignatureStatus};
+pub(crate) use bundle::{RawBundle, RawSet, validate_bundle, verify_bundle};
 pub use decide::{
     AgencyFacts, Decision, Effect, EvalError, Layer, LayerOutcome, Onward, PolicyRef,
     RecipientDecision, Transfer,
 };
-pub use examples::{agencies_of, default_agencies, install_examples, template_for};
-pub use live::{LivePolicies, Reload, bundle_list};
-pub use signing::{BundleSigner, sign_bundle};
+pub(crate) use examples::render as render_examples;
+pub use examples::{agencies_for, agencies_of, default_agencies, default_countries, template_for};
+pub use signing::BundleSigner;
+pub(crate) use signing::sign_raw;
 
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::AgencyId;
@@ -183,7 +186,7 @@ impl Owner {
         }
     }
 
-    fn relative_dir_string(&self) -> String {
+    pub(crate) fn relative_dir_string(&self) -> String {
         match self {
             Owner::Framework => "framework".to_string(),
             Owner::Agency(a) => format!("agencies/{}/{}", a.country(), a.name()),
@@ -253,44 +256,42 @@ impl fmt::Debug for Policies {
 }
 
 impl Policies {
-    /// Loads the policy set in `dir` (`framework/` and
-    /// `agencies/<CC>/<name>/`), checking every bundle's syntax, schema,
-    /// scope and signature: the framework's against the pinned
-    /// `directory_key`, each agency's against its national CA as `directory`
-    /// pins it.
+    /// Builds the policy set read from a directory (`framework/` and
+    /// `agencies/<CC>/<name>/`; see `storage::files::policy`), checking
+    /// every bundle's syntax, schema, scope and signature: the framework's
+    /// against the pinned `directory_key`, each agency's against its
+    /// national CA as `directory` pins it, with certificates valid at
+    /// `now_ms`.
     ///
     /// Fails if any bundle fails, listing every problem found; the caller
     /// keeps the set it had in force.
-    pub fn load(
-        dir: &Path,
+    pub(crate) fn from_set(
+        set: bundle::RawSet,
         directory: &Directory,
         directory_key: &[u8; 32],
+        now_ms: i64,
     ) -> Result<Policies, PolicyError> {
         let vocabulary = schema::Vocabulary::new()?;
         let mut diags = Vec::new();
         let trust = signing::Trust {
             directory,
             directory_key,
+            now_ms,
         };
 
-        let framework = match bundle::load_bundle(
-            &vocabulary,
-            &dir.join("framework"),
-            &Owner::Framework,
-            &trust,
-        ) {
-            Ok(b) => Some(b),
-            Err(mut d) => {
-                diags.append(&mut d);
-                None
-            }
-        };
+        let framework =
+            match bundle::load_bundle(&vocabulary, set.framework, &Owner::Framework, &trust) {
+                Ok(b) => Some(b),
+                Err(mut d) => {
+                    diags.append(&mut d);
+                    None
+                }
+            };
 
         let mut agencies = BTreeMap::new();
-        let agencies_dir = dir.join("agencies");
-        match bundle::agency_dirs(&agencies_dir) {
+        match set.agencies {
             Ok(found) => {
-                for (owner, path) in found {
+                for (owner, raw) in found {
                     match owner {
                         // A revoked agency can neither send nor receive; its
                         // bundle is not in force, and must not keep the rest
@@ -300,7 +301,7 @@ impl Policies {
                         }
                         Ok(id) => match bundle::load_bundle(
                             &vocabulary,
-                            &path,
+                            raw,
                             &Owner::Agency(id.clone()),
                             &trust,
                         ) {
@@ -315,9 +316,7 @@ impl Policies {
             }
             Err(d) => diags.push(d),
         }
-        for entry in bundle::top_level_strays(dir) {
-            diags.push(entry);
-        }
+        diags.extend(set.strays);
 
         match framework {
             Some(framework) if diags.is_empty() => {
@@ -425,6 +424,15 @@ impl Policies {
     pub fn decide(&self, transfer: &Transfer) -> Decision {
         decide::decide(self, transfer)
     }
+}
+
+/// One line naming every bundle of a set with its version.
+pub fn bundle_list(p: &Policies) -> String {
+    p.bundles()
+        .iter()
+        .map(|b| format!("{} v{}", b.owner, b.version))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Refuses `next` bundles that go back from the versions `in_force` (an

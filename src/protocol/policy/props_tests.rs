@@ -6,14 +6,52 @@
 //! the original files. See `crate::props_tests` for the fixture and the
 //! long-run command.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use proptest::prelude::*;
 
-use super::Owner;
 use super::bundle::{self, RawBundle};
 use super::schema::Vocabulary;
 use super::signing::{self, Trust};
+use super::{Owner, SIGNATURE_FILE, SIGNER_FILE};
 use crate::props_tests::{ByteMut, apply, byte_muts, fx, run};
 use crate::protocol::ids::AgencyId;
+
+/// A bundle directory of the fixture as the storage layer reads it: the
+/// signed files, the SIGNATURE and the signer.crt.
+fn read_fixture(dir: &Path) -> RawBundle {
+    let mut raw = RawBundle {
+        files: BTreeMap::new(),
+        signature: None,
+        signer: None,
+    };
+    for entry in std::fs::read_dir(dir).expect("bundle directory") {
+        let path = entry.expect("directory entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("UTF-8 name")
+            .to_string();
+        let content = std::fs::read(&path).expect("bundle file");
+        match name.as_str() {
+            SIGNATURE_FILE => raw.signature = Some(content),
+            SIGNER_FILE => raw.signer = Some(content),
+            _ => {
+                raw.files.insert(name, content);
+            }
+        }
+    }
+    raw
+}
+
+/// The time the fixture's certificates are checked at.
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
 
 #[derive(Debug, Clone)]
 enum BundleMut {
@@ -85,6 +123,7 @@ fn bundle_property(name: &str, owner: Owner, orig: &RawBundle) {
     let trust = Trust {
         directory: &fx.dir,
         directory_key: &fx.dir_key,
+        now_ms: now_ms(),
     };
     let base = owner.relative_dir_string();
     // The original is valid, so every failure below is the mutation's.
@@ -104,18 +143,13 @@ fn bundle_property(name: &str, owner: Owner, orig: &RawBundle) {
 
 #[test]
 fn framework_bundle_mutations_verify_only_when_unchanged() {
-    let raw = bundle::read_bundle(&fx().root.join("policies/framework"), "framework")
-        .expect("framework bundle");
+    let raw = read_fixture(&fx().root.join("policies/framework"));
     bundle_property("policy: framework bundle mutations", Owner::Framework, &raw);
 }
 
 #[test]
 fn agency_bundle_mutations_verify_only_when_unchanged() {
     let id: AgencyId = "HR/police".parse().expect("agency");
-    let raw = bundle::read_bundle(
-        &fx().root.join("policies/agencies/HR/police"),
-        "agencies/HR/police",
-    )
-    .expect("agency bundle");
+    let raw = read_fixture(&fx().root.join("policies/agencies/HR/police"));
     bundle_property("policy: agency bundle mutations", Owner::Agency(id), &raw);
 }

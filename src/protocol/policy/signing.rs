@@ -20,9 +20,9 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 
-use super::bundle::{self, RawBundle, SignatureStatus};
+use super::bundle::{self, Compiled, RawBundle};
 use super::schema::Vocabulary;
-use super::{BundleReport, Diagnostic, Owner, PolicyError, SIGNATURE_FILE, SIGNER_FILE};
+use super::{Diagnostic, Owner, PolicyError, SIGNATURE_FILE, SIGNER_FILE};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Role};
 use crate::protocol::keys::{self, SigningKey};
@@ -31,6 +31,8 @@ use crate::protocol::keys::{self, SigningKey};
 pub(crate) struct Trust<'a> {
     pub directory: &'a Directory,
     pub directory_key: &'a [u8; 32],
+    /// When the signer certificate must be valid (Unix milliseconds).
+    pub now_ms: i64,
 }
 
 /// Checks the signature of a bundle whose digest is `digest`; returns who
@@ -154,7 +156,7 @@ fn verify_agency(
     })?;
     let verifier = WebPkiClientVerifier::builder_with_provider(
         std::sync::Arc::new(roots),
-        crate::daemon::tls::provider(),
+        crate::protocol::identity::provider(),
     )
     .build()
     .map_err(|e| {
@@ -164,14 +166,14 @@ fn verify_agency(
         )
     })?;
     verifier
-        .verify_client_cert(leaf, &[], UnixTime::now())
+        .verify_client_cert(leaf, &[], unix_time(trust.now_ms))
         .map_err(|e| {
             err(
                 signer_file,
                 format!("the signer certificate is not valid under {cc}'s national CA: {e}"),
             )
         })?;
-    match crate::daemon::tls::role_of(leaf, &dir.federation) {
+    match crate::protocol::identity::role_of(leaf, &dir.federation) {
         Ok(Role::Agency(a)) if a == *id => {}
         Ok(role) => {
             return Err(err(
@@ -216,44 +218,12 @@ fn leaf_public_key(leaf: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
     Ok(parsed.public_key().subject_public_key.data.to_vec())
 }
 
-/// The agency a certificate's SPIFFE id names, in whatever trust domain it
-/// names; for describing and pre-checking signers, not for trusting them.
-fn agency_of(leaf: &CertificateDer<'_>) -> Result<AgencyId, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|_| "certificate does not parse".to_string())?;
-    let san = parsed
-        .subject_alternative_name()
-        .map_err(|_| "malformed subject alternative name".to_string())?
-        .ok_or_else(|| "certificate has no subject alternative name".to_string())?;
-    let uris: Vec<&str> = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
-            _ => None,
-        })
-        .collect();
-    let [uri] = uris.as_slice() else {
-        return Err("certificate does not carry exactly one SPIFFE id".into());
-    };
-    let domain = uri
-        .trim_start_matches("spiffe://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    match Role::from_spiffe_uri(uri, domain) {
-        Ok(Role::Agency(a)) => Ok(a),
-        Ok(role) => Err(format!("certificate is for {role}, not for an agency")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Describes the signer of a `signer.crt` without trusting it.
 pub(crate) fn describe_chain(pem: &[u8]) -> Result<String, String> {
     let chain = parse_chain(pem)?;
     let leaf = chain.first().ok_or("no certificate")?;
-    agency_of(leaf).map(|a| format!("agency {a} (claimed by signer.crt)"))
+    crate::protocol::identity::agency_of(leaf)
+        .map(|a| format!("agency {a} (claimed by signer.crt)"))
 }
 
 /// A key that can sign bundles of one owner.
@@ -275,21 +245,18 @@ impl std::fmt::Debug for BundleSigner {
 }
 
 impl BundleSigner {
-    /// The framework signer: the federation's directory key (PKCS#8 PEM,
-    /// e.g. `<federation>/ca/directory.key`; refused if group or others can
-    /// read it).
-    pub fn framework(key_file: &Path) -> Result<BundleSigner, PolicyError> {
-        Ok(BundleSigner::Framework(SigningKey::load(key_file)?))
-    }
-
-    /// An agency signer: its TLS private key (ECDSA P-256, PKCS#8 PEM) and
-    /// certificate chain (PEM: the agency certificate, then its national CA),
-    /// e.g. `agency.key` and `agency.crt` as `pki init` writes them. The
-    /// agency is the one the certificate's SPIFFE id names; the key must
-    /// match the certificate.
-    pub fn agency(key_file: &Path, chain_file: &Path) -> Result<BundleSigner, PolicyError> {
-        let key_bytes = keys::read_secret(key_file)?;
-        let der = PrivatePkcs8KeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+    /// An agency signer from the bytes of its TLS private key (ECDSA P-256,
+    /// PKCS#8 PEM) and certificate chain (PEM: the agency certificate, then
+    /// its national CA); the paths name the files in errors. The agency is
+    /// the one the certificate's SPIFFE id names; the key must match the
+    /// certificate.
+    pub fn agency_from_pem(
+        key_file: &Path,
+        key_bytes: &[u8],
+        chain_file: &Path,
+        chain_pem: Vec<u8>,
+    ) -> Result<BundleSigner, PolicyError> {
+        let der = PrivatePkcs8KeyDer::from_pem_slice(key_bytes).map_err(|e| {
             PolicyError::Signer(format!(
                 "{}: not a PKCS#8 PEM private key: {}",
                 key_file.display(),
@@ -304,7 +271,6 @@ impl BundleSigner {
         .map_err(|_| {
             PolicyError::Signer(format!("{}: not an ECDSA P-256 key", key_file.display()))
         })?;
-        let chain_pem = std::fs::read(chain_file).map_err(PolicyError::io(chain_file))?;
         let chain = parse_chain(&chain_pem)
             .map_err(|e| PolicyError::Signer(format!("{}: {e}", chain_file.display())))?;
         if chain.len() != 2 {
@@ -315,7 +281,7 @@ impl BundleSigner {
             )));
         }
         let leaf = &chain[0];
-        let agency = agency_of(leaf)
+        let agency = crate::protocol::identity::agency_of(leaf)
             .map_err(|e| PolicyError::Signer(format!("{}: {e}", chain_file.display())))?;
         let public = leaf_public_key(leaf)
             .map_err(|e| PolicyError::Signer(format!("{}: {e}", chain_file.display())))?;
@@ -331,25 +297,6 @@ impl BundleSigner {
             key,
             chain_pem,
         })
-    }
-
-    /// The signer for `owner` in a federation directory written by
-    /// `casebridge pki init`: `ca/directory.key` for the framework,
-    /// `agencies/<CC>/<name>/agency.{key,crt}` for an agency.
-    pub fn from_federation(
-        federation_dir: &Path,
-        owner: &Owner,
-    ) -> Result<BundleSigner, PolicyError> {
-        match owner {
-            Owner::Framework => BundleSigner::framework(&federation_dir.join("ca/directory.key")),
-            Owner::Agency(a) => {
-                let dir = federation_dir
-                    .join("agencies")
-                    .join(a.country().as_str())
-                    .join(a.name());
-                BundleSigner::agency(&dir.join("agency.key"), &dir.join("agency.crt"))
-            }
-        }
     }
 
     /// Whose bundles this signer can sign.
@@ -371,13 +318,16 @@ impl BundleSigner {
     }
 }
 
-/// Validates the bundle in `dir` and signs it: writes `SIGNATURE` (hex)
-/// and, for an agency, `signer.crt`. Refuses a bundle that does not
-/// validate, or whose owner is not the signer's.
-pub fn sign_bundle(dir: &Path, signer: &BundleSigner) -> Result<BundleReport, PolicyError> {
+/// Validates the bundle read from `dir` and signs its digest with
+/// `signer`: the signature, and the compiled bundle to report on. Refuses a
+/// bundle that does not validate, or whose owner is not the signer's.
+pub(crate) fn sign_raw(
+    dir: &Path,
+    raw: &RawBundle,
+    signer: &BundleSigner,
+) -> Result<(Vec<u8>, Compiled), PolicyError> {
     let vocabulary = Vocabulary::new()?;
     let base = dir.display().to_string();
-    let raw = bundle::read_bundle(dir, &base).map_err(PolicyError::Refused)?;
     let compiled =
         bundle::compile(&vocabulary, &base, None, &raw.files).map_err(PolicyError::Refused)?;
     let owner = compiled.info.owner.clone();
@@ -389,29 +339,12 @@ pub fn sign_bundle(dir: &Path, signer: &BundleSigner) -> Result<BundleReport, Po
         )));
     }
     let sig = signer.sign(&compiled.info.digest)?;
-    let sig_path = dir.join(SIGNATURE_FILE);
-    std::fs::write(&sig_path, format!("{}\n", hex::encode(sig)))
-        .map_err(PolicyError::io(&sig_path))?;
-    let signer_path = dir.join(SIGNER_FILE);
-    let signer_desc = match signer {
-        BundleSigner::Agency {
-            chain_pem, agency, ..
-        } => {
-            std::fs::write(&signer_path, chain_pem).map_err(PolicyError::io(&signer_path))?;
-            Some(format!("agency {agency}"))
-        }
-        BundleSigner::Framework(_) => {
-            if signer_path.exists() {
-                std::fs::remove_file(&signer_path).map_err(PolicyError::io(&signer_path))?;
-            }
-            Some("the federation's directory key".to_string())
-        }
-    };
-    Ok(bundle::report(
-        dir,
-        compiled,
-        SignatureStatus::NotChecked {
-            signer: signer_desc,
-        },
+    Ok((sig, compiled))
+}
+
+/// `ms` Unix milliseconds as rustls counts time (before 1970 is 1970).
+fn unix_time(ms: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_millis(
+        u64::try_from(ms).unwrap_or(0),
     ))
 }

@@ -939,7 +939,7 @@ mod tests {
 
     fn acceptance(to: &str) -> Acceptance {
         Acceptance {
-            id: EnvelopeId::generate(),
+            id: EnvelopeId::at(0),
             created_at_ms: 0,
             sender_node: "HR".parse().unwrap(),
             envelope: v1::Envelope {

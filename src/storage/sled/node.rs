@@ -688,7 +688,7 @@ mod tests {
         );
         let (gate, mut started) = gated.unwrap();
         let changed = store.outbox_changed();
-        let id = EnvelopeId::generate();
+        let id = EnvelopeId::at(0);
         let s = store.clone();
         let enqueue = tokio::spawn(async move {
             s.enqueue(&id, &v1::Envelope::default(), &v1::SendStatus::default())

@@ -68,11 +68,11 @@ impl Auditor {
     /// channel to the broker. The first call dials.
     pub fn connect(profile: &Path, directory: Option<&Path>) -> anyhow::Result<Auditor> {
         let p = load_profile(profile)?;
-        let key = crate::protocol::directory::load_public_key(&p.directory_key)?;
+        let key = crate::storage::files::directory::load_public_key(&p.directory_key)?;
         let dir_path = directory
             .map(Path::to_path_buf)
             .unwrap_or_else(|| default_directory_path(profile));
-        let dir = crate::protocol::directory::load(&dir_path, &key, &p.federation)
+        let dir = crate::storage::files::directory::load(&dir_path, &key, &p.federation)
             .context("the signed directory (pass --directory FILE to use another)")?;
         let trust = LogTrust::from_directory(&dir)?;
         let identity = Identity::load(&p.tls.cert, &p.tls.key)?;

@@ -186,7 +186,8 @@ async fn fake_federation(dir: &Path) -> (PathBuf, FakeBroker) {
     std::fs::write(&profile, text).expect("profile");
 
     let fed_dir = fed.dir.clone();
-    let key = |p: &str| crate::protocol::keys::SigningKey::load(&fed_dir.join(p)).expect("key");
+    let key =
+        |p: &str| crate::storage::files::keys::load_signing_key(&fed_dir.join(p)).expect("key");
     let fake = FakeBroker(std::sync::Arc::new(std::sync::Mutex::new(FakeLog {
         origin: "casebridge.test/audit-log".into(),
         log_key: key("broker/log.key"),

@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use casebridge::protocol::directory::Directory;
-use casebridge::protocol::keys::SigningKey;
-use casebridge::protocol::policy::{self, BundleSigner, Owner};
+use casebridge::protocol::policy::Owner;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 
@@ -20,7 +19,9 @@ use crate::support::*;
 /// directory key holder who wants an old version number to mean something
 /// else would.
 fn resign_directory_same_version(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
-    let key = SigningKey::load(&fed.fed.dir.join("ca/directory.key")).expect("directory key");
+    let key =
+        casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
+            .expect("directory key");
     let bytes = std::fs::read(&fed.broker_config.directory).expect("directory");
     let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
     let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");
@@ -166,10 +167,12 @@ fn restore(dir: &Path, files: &[(PathBuf, Vec<u8>)]) {
 }
 
 fn sign_hr_police(fed: &Fed, dir: &Path) {
-    let signer =
-        BundleSigner::from_federation(&fed.fed.dir, &Owner::Agency("HR/police".parse().unwrap()))
-            .unwrap();
-    policy::sign_bundle(dir, &signer).unwrap();
+    let signer = casebridge::storage::files::policy::signer_from_federation(
+        &fed.fed.dir,
+        &Owner::Agency("HR/police".parse().unwrap()),
+    )
+    .unwrap();
+    casebridge::storage::files::policy::sign_bundle(dir, &signer).unwrap();
 }
 
 const NOTHING_NEW: &str = "// reviewed, nothing changes\n";
@@ -189,11 +192,11 @@ async fn an_older_policy_bundle_is_refused_at_restart_by_broker_and_node() {
     let version_2 = snapshot(&dir);
     assert!(matches!(
         fed.broker().unwrap().reload_policies().await.unwrap(),
-        policy::Reload::Replaced { .. }
+        casebridge::storage::files::policy::Reload::Replaced { .. }
     ));
     assert!(matches!(
         fed.node(cc("HR")).unwrap().reload_policies().await,
-        policy::Reload::Replaced { .. }
+        casebridge::storage::files::policy::Reload::Replaced { .. }
     ));
     let len = audit(&fed).len();
     fed.stop_node(cc("HR")).await.unwrap();

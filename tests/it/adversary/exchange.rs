@@ -50,7 +50,7 @@ async fn a_node_cannot_read_the_log_entry_of_an_exchange_it_did_not_send() {
     settled(&fed, "BA/police", &sent.envelope_id).await;
     let size = checkpoint_now(&fed).await;
     let id = id_of(&sent);
-    let unknown = EnvelopeId::generate();
+    let unknown = EnvelopeId::at(casebridge::daemon::clock::now_ms());
     let before = audit(&fed).len();
     // A stranger, the recipient, and anyone asking about an unknown id get
     // one and the same answer: nothing tells them the envelope exists.
@@ -118,7 +118,7 @@ async fn a_node_reports_purges_only_of_records_delivered_to_it() {
 
     let before = audit(&fed).len();
     let mut rs = exchange_as_node(&fed, "RS");
-    let unknown = EnvelopeId::generate();
+    let unknown = EnvelopeId::at(casebridge::daemon::clock::now_ms());
     for ids in [
         vec![id_of(&waiting)],
         vec![id_of(&foreign)],
@@ -729,7 +729,10 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     )
     .await;
     // A record never received and an unknown one are answered alike.
-    for original in [r0.parse::<EnvelopeId>().unwrap(), EnvelopeId::generate()] {
+    for original in [
+        r0.parse::<EnvelopeId>().unwrap(),
+        EnvelopeId::at(casebridge::daemon::clock::now_ms()),
+    ] {
         let env = seal_raw(
             &fed,
             "ME",
@@ -1125,8 +1128,14 @@ fn holds(files: &[(std::path::PathBuf, Vec<u8>)], needle: &str) -> bool {
 async fn the_broker_stores_no_record_content_only_headers() {
     let mut fed = start(&["BA", "RS"]).await;
     fed.stop_node(cc("RS")).await.unwrap();
-    let secret = format!("secret-offence-{}", EnvelopeId::generate());
-    let control = format!("CASE-{}", &EnvelopeId::generate().to_string()[..8]);
+    let secret = format!(
+        "secret-offence-{}",
+        EnvelopeId::at(casebridge::daemon::clock::now_ms())
+    );
+    let control = format!(
+        "CASE-{}",
+        &EnvelopeId::at(casebridge::daemon::clock::now_ms()).to_string()[..8]
+    );
     let mut rec = record("wanted_alert");
     match rec.body.as_mut() {
         Some(v1::case_record::Body::WantedAlert(w)) => w.offence.clone_from(&secret),

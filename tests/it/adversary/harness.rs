@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use casebridge::daemon::tls::{ClientTls, Identity};
 use casebridge::protocol::envelope::{self, SealInput, Sealed};
 use casebridge::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
-use casebridge::protocol::keys::{self, HpkePrivateKey, SigningKey};
+use casebridge::protocol::keys::{HpkePrivateKey, SigningKey};
 use casebridge::protocol::note::{self, Checkpoint, Cosigner, NoteSigner};
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
@@ -186,7 +186,8 @@ pub fn mint(fed: &Fed, issuer: Issuer, uris: &[&str]) -> Who {
         out.join(format!("minted-{n}.key")),
     );
     std::fs::write(&c, cert.pem() + &chain_tail).expect("write cert");
-    keys::write_secret(&k, key.serialize_pem().as_bytes()).expect("write key");
+    casebridge::storage::files::keys::write_secret(&k, key.serialize_pem().as_bytes())
+        .expect("write key");
     Who::Minted {
         label: format!("a certificate for {uris:?} issued by {issuer:?}"),
         cert: c,
@@ -373,19 +374,21 @@ pub fn node_keys(fed: &Fed, c: &str) -> NodeKeys {
     let cfg = &fed.node_configs[&cc(c)];
     NodeKeys {
         country: cc(c),
-        signing: SigningKey::load(&cfg.keys.signing).expect("signing key"),
-        hpke: keys::load_hpke(&cfg.keys.hpke).expect("HPKE key"),
+        signing: casebridge::storage::files::keys::load_signing_key(&cfg.keys.signing)
+            .expect("signing key"),
+        hpke: casebridge::storage::files::keys::load_hpke(&cfg.keys.hpke).expect("HPKE key"),
     }
 }
 
 /// The federation's directory-signing key.
 pub fn directory_key(fed: &Fed) -> SigningKey {
-    SigningKey::load(&fed.fed.dir.join("ca/directory.key")).expect("directory key")
+    casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
+        .expect("directory key")
 }
 
 /// The broker's checkpoint-signing key.
 pub fn log_key(fed: &Fed) -> SigningKey {
-    SigningKey::load(&fed.broker_config.log_key).expect("log key")
+    casebridge::storage::files::keys::load_signing_key(&fed.broker_config.log_key).expect("log key")
 }
 
 // ---------------------------------------------------------------------

@@ -99,7 +99,7 @@ async fn exchange_menu(fed: &Fed) -> ExchangeMenu {
         envelope: sealed.envelope,
         receipt,
         cosign,
-        purge: harness::purge_report(&[EnvelopeId::generate()]),
+        purge: harness::purge_report(&[EnvelopeId::at(casebridge::daemon::clock::now_ms())]),
         refusal: harness::refusal_report("HR", "HR/police", "refused before sealing"),
     }
 }
@@ -142,7 +142,9 @@ async fn every_exchange_method(fed: &Fed, who: &Who, m: &ExchangeMenu) -> Vec<Ou
         (
             "GetInclusionProof",
             ok(c.get_inclusion_proof(v1::InclusionProofRequest {
-                envelope_id: EnvelopeId::generate().as_bytes().to_vec(),
+                envelope_id: EnvelopeId::at(casebridge::daemon::clock::now_ms())
+                    .as_bytes()
+                    .to_vec(),
                 tree_size: 0,
             })
             .await),
@@ -942,7 +944,7 @@ async fn an_agency_cannot_fetch_another_agencys_record_by_its_real_id() {
 async fn real_and_guessed_ids_of_others_get_the_same_answer() {
     let v = victims().await;
     let before = Snapshot::settled(&v.fed).await;
-    let guessed = EnvelopeId::generate().to_string();
+    let guessed = EnvelopeId::at(casebridge::daemon::clock::now_ms()).to_string();
     let mut c = own_node(&v.fed, "RS/border-police");
     let answer = |s: Status, id: &str| {
         assert_eq!(s.code(), Code::NotFound, "{}", s.message());

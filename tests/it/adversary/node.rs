@@ -74,7 +74,7 @@ fn signed_with(header: &v1::EnvelopeHeader, key: &SigningKey, ciphertext: &[u8])
 /// The key the broker really holds: its log key. It signs no header a node
 /// accepts.
 fn broker_key(fed: &Fed) -> SigningKey {
-    SigningKey::load(&fed.fed.dir.join("broker/log.key")).unwrap()
+    casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("broker/log.key")).unwrap()
 }
 
 /// The receipt in an acknowledgement, checked against the signing key of
@@ -514,7 +514,9 @@ async fn a_relayed_receipt_from_a_node_that_was_no_recipient_is_refused() {
 
     // A receipt for an envelope BA never sent.
     let mut body = honest_body(&sent);
-    body.envelope_id = EnvelopeId::generate().as_bytes().to_vec();
+    body.envelope_id = EnvelopeId::at(casebridge::daemon::clock::now_ms())
+        .as_bytes()
+        .to_vec();
     assert_receipt_refused(
         &fed,
         &hb,

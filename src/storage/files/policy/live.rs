@@ -13,8 +13,11 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use super::{BundleInfo, Policies, PolicyError, check_versions, raise_floor};
+use super::load_policies;
 use crate::protocol::directory::Directory;
+use crate::protocol::policy::{
+    BundleInfo, Policies, PolicyError, bundle_list, check_versions, raise_floor,
+};
 
 /// What a reload found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,25 +45,17 @@ pub struct LivePolicies {
     last_refusal: Mutex<Option<String>>,
 }
 
-/// One line naming every bundle of a set with its version.
-pub fn bundle_list(p: &Policies) -> String {
-    p.bundles()
-        .iter()
-        .map(|b| format!("{} v{}", b.owner, b.version))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl LivePolicies {
-    /// Loads the set in `dir`; fails if any bundle fails, or goes back
-    /// from the versions `in_force` (as the store recorded them).
+    /// Loads the set in `dir` at `now_ms`; fails if any bundle fails, or
+    /// goes back from the versions `in_force` (as the store recorded them).
     pub fn load(
         dir: &Path,
         directory: &Directory,
         directory_key: [u8; 32],
         in_force: &[BundleInfo],
+        now_ms: i64,
     ) -> Result<LivePolicies, PolicyError> {
-        let current = Policies::load(dir, directory, &directory_key)?;
+        let current = load_policies(dir, directory, &directory_key, now_ms)?;
         check_versions(in_force, &current.bundles(), Some(dir))?;
         let floor = raise_floor(in_force, &current.bundles());
         Ok(LivePolicies {
@@ -96,12 +91,13 @@ impl LivePolicies {
             .clone()
     }
 
-    /// Reads the bundles again and puts them in force if they load and do
+    /// Reads the bundles again (certificates checked at `now_ms`) and puts
+    /// them in force if they load and do
     /// not roll back a version. A set that would replace the one in force
     /// is first handed to `record` with the new floor of versions; it takes
     /// effect only once that succeeded, so a crash can never leave a set in
     /// force whose versions the store does not hold.
-    pub async fn reload<F, Fut>(&self, directory: &Directory, record: F) -> Reload
+    pub async fn reload<F, Fut>(&self, directory: &Directory, now_ms: i64, record: F) -> Reload
     where
         F: FnOnce(Vec<BundleInfo>) -> Fut,
         Fut: Future<Output = Result<(), String>>,
@@ -111,7 +107,7 @@ impl LivePolicies {
         };
         let current = self.current();
         let floor = self.in_force();
-        let next = Policies::load(dir, directory, &self.directory_key)
+        let next = load_policies(dir, directory, &self.directory_key, now_ms)
             .and_then(|next| check_versions(&floor, &next.bundles(), Some(dir)).map(|()| next));
         let next = match next {
             Ok(next) if next.hash() == current.hash() => {
