@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             private_files();
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
-            let broker = casebridge::daemon::broker::Broker::from_config(&cfg)?;
+            let broker = casebridge::daemon::broker::Broker::from_config(&cfg).await?;
             let listener = bind(cfg.listen, "broker").await?;
             broker
                 .serve(listener, casebridge::daemon::shutdown::shutdown_signal())

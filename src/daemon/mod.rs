@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod in_force;
 pub mod node;
 pub mod rpc;
 pub mod shutdown;

@@ -18,7 +18,7 @@ use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::ids::{Country, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
-use crate::storage::sled::broker::StoreError;
+use crate::storage::broker::StoreError;
 
 // ---------------------------------------------------------------------
 // Storage
@@ -40,6 +40,7 @@ pub(crate) fn broker_storage(e: StoreError) -> Status {
         | StoreError::NoSuchItem { .. }
         | StoreError::ReceiptRequired { .. }
         | StoreError::WrongEnvelope { .. }
+        | StoreError::NotIntegrated { .. }
         | StoreError::Storage(_)) => unavailable("broker", &e),
     }
 }
@@ -54,6 +55,7 @@ pub(crate) fn envelope_ack(e: StoreError, id: EnvelopeId, node: Country) -> Stat
         e @ (StoreError::Duplicate
         | StoreError::ReceiptRequired { .. }
         | StoreError::WrongEnvelope { .. }
+        | StoreError::NotIntegrated { .. }
         | StoreError::Leaf(_)
         | StoreError::Storage(_)) => broker_storage(e),
     }

@@ -14,7 +14,20 @@ use std::path::Path;
 
 use crate::protocol::directory::{Directory, DirectoryError, DirectoryVersion};
 use crate::protocol::policy::{BundleInfo, Owner};
-use crate::storage::{be, read_be};
+use crate::storage::{StorageError, be, read_be};
+
+/// Where a daemon keeps the versions in force: the broker's store and the
+/// node's both do, so the start-up check and the policy reload are written
+/// once against this.
+#[async_trait::async_trait]
+pub trait VersionsInForce: Send + Sync {
+    /// The directory and policy bundle versions recorded as in force.
+    async fn in_force(&self) -> Result<InForce, StorageError>;
+    /// Records the directory and policy bundle versions in force, durably
+    /// before returning Ok. A recorded version never goes down: an entry is
+    /// written only if it [`raises`] what is stored.
+    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError>;
+}
 
 /// A directory file refused at start because it goes back from the one in
 /// force.

@@ -1,5 +1,8 @@
-//! What the sled-backed stores share: private data directories and files,
-//! group commit, and stopping for good when a flush fails.
+//! Storage: the traits of the seam (the broker's in [`broker`], the
+//! versions in force in [`in_force`]), their backend-neutral errors, and
+//! what every backend shares: private data directories and files, group
+//! commit, and stopping for good when a flush fails. The backends live one
+//! folder each ([`sled`]).
 //!
 //! sled makes writes durable only on `flush`. Every commit path applies its
 //! changes, then waits on [`GroupCommit::commit`]; writers that arrive while a
@@ -11,6 +14,7 @@
 //! proves nothing about what came before it: the store refuses every later
 //! commit, and [`GroupCommit::failed`] tells the daemon to stop.
 
+pub mod broker;
 pub mod files;
 pub mod in_force;
 pub mod node;
@@ -45,40 +49,14 @@ pub enum StorageError {
     },
 }
 
-/// Opens (or creates) a sled database in `dir`. The directory is made 0700
-/// and every file sled created in it 0600, whatever the umask; files sled
-/// creates later are inside the private directory.
-pub fn open_db(dir: &Path) -> Result<::sled::Db, StorageError> {
-    let io = |source| StorageError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    create_private_dir(dir).map_err(io)?;
-    let db = ::sled::Config::new()
-        .path(dir)
-        .mode(::sled::Mode::HighThroughput)
-        .open()
-        .map_err(StorageError::from)?;
-    restrict_store(dir).map_err(io)?;
-    Ok(db)
-}
-
-/// Makes sled's own files in `dir` private: `conf`, `db`, snapshots and the
-/// `blobs` directory. Nothing else in `dir` is touched, so a data directory
-/// configured by mistake as a shared one is not rewritten wholesale.
-fn restrict_store(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let kind = entry.file_type()?;
-        if kind.is_file() && (name == "conf" || name == "db" || name.starts_with("snap.")) {
-            set_mode(&entry.path(), 0o600)?;
-        } else if kind.is_dir() && name == "blobs" {
-            restrict_tree(&entry.path())?;
-        }
-    }
-    Ok(())
+/// Whether a store as a whole can still acknowledge anything; both
+/// daemons' stores answer it.
+#[async_trait::async_trait]
+pub trait Durability: Send + Sync {
+    /// Resolves, with the reason, once the store can make nothing durable
+    /// any more (a flush failed) and acknowledges nothing; the daemon then
+    /// stops. Never otherwise.
+    async fn failed(&self) -> String;
 }
 
 /// Creates `dir` and any missing parents with mode 0700, and makes `dir`
@@ -120,7 +98,7 @@ pub fn restrict_tree(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -173,17 +151,6 @@ pub trait Flush: Send + Sync + 'static {
     fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
-impl Flush for ::sled::Db {
-    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(async move {
-            self.flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
 type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// A handle to the flush task of one database.
@@ -191,6 +158,7 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 pub struct GroupCommit {
     tx: mpsc::UnboundedSender<Waiter>,
     flushes: Arc<std::sync::atomic::AtomicU64>,
+    requested: Arc<std::sync::atomic::AtomicU64>,
     failure: Arc<watch::Sender<Option<String>>>,
     // The handles own the flusher (and with it the database); the task holds
     // it weakly, so dropping the store closes the database at once, not when
@@ -264,6 +232,7 @@ impl GroupCommit {
         GroupCommit {
             tx,
             flushes,
+            requested: Default::default(),
             failure,
             _flusher: flusher,
             what: name,
@@ -275,9 +244,17 @@ impl GroupCommit {
         self.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many commits were asked for; with [`GroupCommit::flushes`], how
+    /// well they were batched.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Returns once everything applied before this call is on disk.
     pub async fn commit(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
+        self.requested
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.tx.send(tx).map_err(|_| StorageError::FlusherGone)?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -329,139 +306,9 @@ pub fn read_be(b: &[u8]) -> Option<u64> {
     b.try_into().ok().map(u64::from_be_bytes)
 }
 
-/// A flush for tests that tells when it starts, then waits for a permit
-/// before flushing for real, or fails when told to: it holds a store between
-/// applying a write and making it durable.
-#[cfg(test)]
-pub(crate) struct GatedFlush {
-    db: ::sled::Db,
-    started: tokio::sync::mpsc::UnboundedSender<()>,
-    pub(crate) gate: tokio::sync::Semaphore,
-    pub(crate) fail: std::sync::atomic::AtomicBool,
-}
-
-#[cfg(test)]
-impl GatedFlush {
-    /// A closed gate over `db`, and the channel that tells each flush start.
-    pub(crate) fn over(
-        db: ::sled::Db,
-    ) -> (
-        std::sync::Arc<GatedFlush>,
-        tokio::sync::mpsc::UnboundedReceiver<()>,
-    ) {
-        let (started, rx) = tokio::sync::mpsc::unbounded_channel();
-        let f = GatedFlush {
-            db,
-            started,
-            gate: tokio::sync::Semaphore::new(0),
-            fail: Default::default(),
-        };
-        (std::sync::Arc::new(f), rx)
-    }
-}
-
-#[cfg(test)]
-impl Flush for GatedFlush {
-    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(async move {
-            let _ = self.started.send(());
-            self.gate
-                .acquire()
-                .await
-                .map_err(|e| e.to_string())?
-                .forget();
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err("No space left on device (os error 28)".into());
-            }
-            Flush::make_durable(&self.db).await
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A flush that fails the `fail_at`-th time (counting from 1) and
-    /// passes through to sled otherwise.
-    struct FailingFlush {
-        db: ::sled::Db,
-        calls: std::sync::atomic::AtomicU64,
-        fail_at: u64,
-    }
-
-    impl Flush for FailingFlush {
-        fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-            Box::pin(async move {
-                let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                if n == self.fail_at {
-                    return Err("Input/output error (os error 5)".into());
-                }
-                Flush::make_durable(&self.db).await
-            })
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_flush_fails_that_commit_and_every_later_one_and_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_db(&dir.path().join("db")).unwrap();
-        let flusher = Arc::new(FailingFlush {
-            db: db.clone(),
-            calls: Default::default(),
-            fail_at: 2,
-        });
-        let gc = GroupCommit::start(flusher.clone(), "the test store".into());
-        db.insert(b"a", b"1").unwrap();
-        gc.commit().await.unwrap();
-        db.insert(b"b", b"2").unwrap();
-        let err = gc.commit().await.unwrap_err();
-        assert!(
-            matches!(&err, StorageError::Stopped(m) if m.contains("flush of the test store failed: Input/output error")),
-            "{err}"
-        );
-        assert_eq!(
-            gc.failed().await,
-            flush_failure("the test store", "Input/output error (os error 5)")
-        );
-        // The next flush would succeed, but the store never answers OK again
-        // and does not even try.
-        db.insert(b"c", b"3").unwrap();
-        assert!(matches!(gc.commit().await, Err(StorageError::Stopped(_))));
-        assert_eq!(
-            flusher.calls.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "no flush after the failed one"
-        );
-    }
-
-    #[test]
-    fn a_store_directory_and_sleds_files_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data/store");
-        let db = open_db(&dir).unwrap();
-        db.insert(b"k", b"v").unwrap();
-        db.flush().unwrap();
-        drop(db);
-        assert_eq!(mode(&tmp.path().join("data")), 0o700);
-        assert_eq!(mode(&dir), 0o700);
-        // An existing store that was left open is tightened at open; other
-        // files in its directory are none of its business.
-        set_mode(&dir, 0o755).unwrap();
-        set_mode(&dir.join("db"), 0o644).unwrap();
-        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
-        set_mode(&dir.join("notes.txt"), 0o644).unwrap();
-        let db = open_db(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
-        for f in ["conf", "db", "blobs"] {
-            let want = if f == "blobs" { 0o700 } else { 0o600 };
-            assert_eq!(mode(&dir.join(f)), want, "{f}");
-        }
-        assert_eq!(mode(&dir.join("notes.txt")), 0o644);
-        drop(db);
-    }
 
     #[test]
     fn private_files_and_directories() {

@@ -634,8 +634,8 @@ impl Demo<'_> {
         let violation = eventually("the violation in the audit log", || {
             let broker = broker.clone();
             async move {
-                let len = broker.store.audit_len()?;
-                let events = broker.store.audit_range(0, len)?;
+                let len = broker.store.audit_len().await?;
+                let events = broker.store.audit_range(0, len).await?;
                 Ok(events
                     .into_iter()
                     .enumerate()
@@ -696,10 +696,10 @@ impl Demo<'_> {
         eventually("every node's cosignature", || {
             let broker = broker.clone();
             async move {
-                let Some((size, _)) = broker.store.latest_checkpoint()? else {
+                let Some((size, _)) = broker.store.latest_checkpoint().await? else {
                     return Ok(None);
                 };
-                Ok((broker.store.cosignatures(size)?.len() >= witnesses).then_some(()))
+                Ok((broker.store.cosignatures(size).await?.len() >= witnesses).then_some(()))
             }
         })
         .await?;

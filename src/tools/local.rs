@@ -110,7 +110,7 @@ impl LocalFederation {
 
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.broker.is_none(), "broker already running");
-        let broker = Broker::from_config(&self.broker_config)?;
+        let broker = Broker::from_config(&self.broker_config).await?;
         self.broker_state = Some(broker.state.clone());
         broker.record_state().await?;
         let listener = bind(self.broker_addr).await?;

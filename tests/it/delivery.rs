@@ -55,7 +55,7 @@ async fn one_to_one_delivers_the_exact_record_with_a_signed_receipt() {
     assert!(fetch(&fed, "HR/police", &resp.envelope_id).await.is_err());
     assert!(inbox(&fed, "HR/police").await.is_empty());
 
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     let kinds = events_of(&events);
     assert_eq!(kinds.len(), 4, "{kinds:?}");
     assert!(
@@ -276,13 +276,11 @@ async fn a_lying_sender_is_caught_by_the_receiving_node_and_logged_as_a_violatio
     .await
     .unwrap();
 
-    let events = until("the violation", || {
-        let e = audit(&fed);
-        async move {
-            e.iter()
-                .any(|e| matches!(e.event, Some(Event::ContentViolation(_))))
-                .then_some(e)
-        }
+    let events = until("the violation", || async {
+        let e = audit(&fed).await;
+        e.iter()
+            .any(|e| matches!(e.event, Some(Event::ContentViolation(_))))
+            .then_some(e)
     })
     .await;
     let violation = events

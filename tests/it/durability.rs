@@ -33,6 +33,7 @@ async fn records_wait_for_a_node_that_is_down() {
             .unwrap()
             .store
             .pending(cc("HR"), None, 10)
+            .await
             .unwrap()
             .len(),
         1
@@ -50,6 +51,7 @@ async fn records_wait_for_a_node_that_is_down() {
             .unwrap()
             .store
             .pending(cc("HR"), None, 10)
+            .await
             .unwrap()
             .is_empty(),
         "payload dropped after the receipt"
@@ -125,11 +127,12 @@ async fn a_redelivered_envelope_gets_the_same_receipt_and_one_inbox_entry() {
         .unwrap()
         .store
         .pending(cc("HR"), None, 1)
+        .await
         .unwrap()
         .remove(0)
         .1
     {
-        casebridge::storage::sled::broker::MailItem::Envelope(_, env) => env,
+        casebridge::storage::broker::MailItem::Envelope(_, env) => env,
         other => panic!("{other:?}"),
     };
     fed.start_node(cc("HR")).await.unwrap();
@@ -181,7 +184,7 @@ async fn a_broker_restart_loses_nothing_and_duplicates_nothing() {
     got.sort();
     ids.sort();
     assert_eq!(got, ids);
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     let accepted = events
         .iter()
         .filter(|e| matches!(e.event, Some(Event::SubmissionAccepted(_))))
@@ -322,7 +325,7 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
         "the broker logged it"
     );
 
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     let purge = events
         .iter()
         .find_map(|e| match &e.event {

@@ -99,7 +99,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
     );
 
     // The RS node refuses locally with the explanation: nothing leaves.
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut rs = fed.client("RS/police").unwrap();
     let err = rs
         .api
@@ -114,9 +114,9 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
     );
     // Nothing was sealed or sent, but the refusal and its explanation reach
     // the audit log as the node reports them.
-    let reported = until("the reported refusal", || {
-        let events = audit(&fed);
-        async move { (events.len() > before).then(|| events[before].clone()) }
+    let reported = until("the reported refusal", || async {
+        let events = audit(&fed).await;
+        (events.len() > before).then(|| events[before].clone())
     })
     .await;
     match reported.event {
@@ -138,7 +138,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(audit(&fed).len(), before + 1);
+    assert_eq!(audit(&fed).await.len(), before + 1);
 
     // The broker refuses it too, should a node skip its own check.
     let original: EnvelopeId = report.envelope_id.parse().unwrap();
@@ -152,7 +152,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         None,
     );
     submit_refused(&fed, "RS", env, "h2-onward-needs-permission").await;
-    let refusal = audit(&fed).pop().unwrap();
+    let refusal = audit(&fed).await.pop().unwrap();
     match refusal.event {
         Some(Event::SubmissionRefused(r)) => {
             assert_eq!(r.code, v1::RefusalCode::Policy as i32);
@@ -365,13 +365,13 @@ async fn a_node_reports_refusals_only_for_its_own_agencies() {
         policy_bundle_hash: String::new(),
         policy_explanation: "made up".into(),
     };
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let err = exchange_as_node(&fed, "RS")
         .report_refusal(report)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(audit(&fed).len(), before);
+    assert_eq!(audit(&fed).await.len(), before);
 }
 
 /// `holder` asks the provider for permission to pass `id` on to `to`, the
@@ -477,7 +477,7 @@ async fn a_record_passes_three_hops_each_with_its_providers_permission() {
     let mut passed_on = r0.envelope_id.clone();
     for id in [&r1, &r2, &r3] {
         let id: EnvelopeId = id.parse().unwrap();
-        let kept = store.accepted(&id).unwrap().unwrap();
+        let kept = store.accepted(&id).await.unwrap().unwrap();
         assert_eq!(kept.provider().unwrap().to_string(), "HR/police");
         let s = kept.summary;
         assert_eq!(
@@ -491,6 +491,7 @@ async fn a_record_passes_three_hops_each_with_its_providers_permission() {
     assert_eq!(
         store
             .accepted(&original)
+            .await
             .unwrap()
             .unwrap()
             .provider()

@@ -41,8 +41,9 @@ fn sign(fed: &Fed, dir: &std::path::Path) {
     casebridge::storage::files::policy::sign_bundle(dir, &signer).unwrap();
 }
 
-fn policy_events(fed: &Fed) -> Vec<v1::PolicyChanged> {
+async fn policy_events(fed: &Fed) -> Vec<v1::PolicyChanged> {
     audit(fed)
+        .await
         .into_iter()
         .filter_map(|e| match e.event {
             Some(Event::PolicyChanged(p)) => Some(p),
@@ -101,7 +102,7 @@ async fn a_new_signed_bundle_takes_effect_without_a_restart() {
         err.message()
     );
 
-    let events = policy_events(&fed);
+    let events = policy_events(&fed).await;
     let last = events.last().unwrap();
     assert_eq!(last.bundle_hash, hash);
     assert!(last.detail.contains("HR/police v2"), "{}", last.detail);
@@ -110,13 +111,13 @@ async fn a_new_signed_bundle_takes_effect_without_a_restart() {
         fed.broker().unwrap().reload_policies().await.unwrap(),
         Reload::Unchanged
     );
-    assert_eq!(policy_events(&fed).len(), events.len());
+    assert_eq!(policy_events(&fed).await.len(), events.len());
 }
 
 async fn assert_refused_at_reload(fed: &Fed, says: &[&str]) {
     let broker = fed.broker().unwrap();
     let in_force = broker.policies().hash().to_string();
-    let before = policy_events(fed).len();
+    let before = policy_events(fed).await.len();
     let outcome = broker.reload_policies().await.unwrap();
     let Reload::Refused {
         reason,
@@ -129,7 +130,7 @@ async fn assert_refused_at_reload(fed: &Fed, says: &[&str]) {
         assert!(reason.contains(s), "{reason:?} lacks {s:?}");
     }
     assert_eq!(broker.policies().hash(), in_force, "the set in force stays");
-    let events = policy_events(fed);
+    let events = policy_events(fed).await;
     assert_eq!(events.len(), before + 1, "the refusal is an audit event");
     assert_eq!(events.last().unwrap().bundle_hash, in_force);
     assert!(events.last().unwrap().detail.starts_with("refused"));
@@ -138,7 +139,7 @@ async fn assert_refused_at_reload(fed: &Fed, says: &[&str]) {
         broker.reload_policies().await.unwrap(),
         Reload::Refused { first: false, .. }
     ));
-    assert_eq!(policy_events(fed).len(), before + 1);
+    assert_eq!(policy_events(fed).await.len(), before + 1);
     // And transfers go on under the previous set.
     assert_eq!(
         hr_to_ba(fed).await.unwrap().state,

@@ -74,7 +74,7 @@ async fn assert_refused(
     refusal: R,
     says: &str,
 ) {
-    let before = audit(fed).len();
+    let before = audit(fed).await.len();
     let id = v1::EnvelopeHeader::decode(env.header.as_slice())
         .ok()
         .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok());
@@ -98,7 +98,7 @@ async fn assert_refused(
         Some(refusal.as_str_name())
     );
 
-    let events = audit(fed);
+    let events = audit(fed).await;
     assert_eq!(events.len(), before + 1, "exactly one new audit event");
     match &events[before].event {
         Some(Event::SubmissionRefused(r)) => {
@@ -111,14 +111,14 @@ async fn assert_refused(
     let store = &fed.broker().unwrap().store;
     for c in fed.node_configs.keys() {
         assert!(
-            store.pending(*c, None, 100).unwrap().is_empty(),
+            store.pending(*c, None, 100).await.unwrap().is_empty(),
             "queue of {c} must stay empty"
         );
     }
     if let Some(id) = id {
         if refusal != R::Duplicate {
             assert!(
-                !store.seen(&id).unwrap(),
+                !store.seen(&id).await.unwrap(),
                 "a refused id is not remembered as seen"
             );
         }
@@ -282,7 +282,7 @@ async fn replayed_envelope_id() {
     })
     .await
     .unwrap();
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let err = hr
         .submit(v1::SubmitRequest {
             envelope: Some(env),
@@ -295,7 +295,7 @@ async fn replayed_envelope_id() {
         "{}",
         err.message()
     );
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     assert_eq!(events.len(), before + 1);
     assert!(
         matches!(&events[before].event, Some(Event::SubmissionRefused(r)) if r.code == R::Duplicate as i32)
@@ -305,6 +305,7 @@ async fn replayed_envelope_id() {
         .unwrap()
         .store
         .pending(cc("BA"), None, 10)
+        .await
         .unwrap();
     assert_eq!(queued.len(), 1, "the replay queued nothing more");
 }
@@ -420,19 +421,19 @@ async fn malformed_header_protobuf() {
 #[tokio::test]
 async fn request_without_an_envelope() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let err = exchange_as_node(&fed, "HR")
         .submit(v1::SubmitRequest { envelope: None })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(audit(&fed).len(), before + 1);
+    assert_eq!(audit(&fed).await.len(), before + 1);
 }
 
 #[tokio::test]
 async fn the_sending_node_refuses_bad_labels_before_anything_leaves() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut l = police_labels();
     l.handling = v1::HandlingCode::H3 as i32;
     let err = try_send(&fed, "HR/police", &["BA/police"], record("wanted_alert"), l)
@@ -460,5 +461,9 @@ async fn the_sending_node_refuses_bad_labels_before_anything_leaves() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(audit(&fed).len(), before, "nothing reached the broker");
+    assert_eq!(
+        audit(&fed).await.len(),
+        before,
+        "nothing reached the broker"
+    );
 }

@@ -210,10 +210,11 @@ pub async fn fetch(fed: &Fed, agency: &str, id: &str) -> Result<v1::InboxRecord,
         .map(tonic::Response::into_inner)
 }
 
-pub fn audit(fed: &Fed) -> Vec<v1::AuditEvent> {
+pub async fn audit(fed: &Fed) -> Vec<v1::AuditEvent> {
     let store = &fed.broker().expect("broker running").store;
     store
-        .audit_range(0, store.audit_len().expect("len"))
+        .audit_range(0, store.audit_len().await.expect("len"))
+        .await
         .expect("audit")
 }
 
@@ -288,6 +289,7 @@ pub async fn checkpoint_now(fed: &Fed) -> u64 {
         .expect("checkpoint");
     b.store
         .latest_checkpoint()
+        .await
         .expect("read checkpoint")
         .expect("a checkpoint")
         .0

@@ -2,9 +2,10 @@
 //!
 //! Only auditor certificates issued directly by the federation root, for an
 //! auditor the directory lists, are served. Proofs cost O(log n) reads of
-//! stored tree nodes; queries scan the entries, off the request-serving
-//! threads and within bounds of time, entries and bytes that the answer
-//! reports when it meets them. Pages of entries are bounded by count and by
+//! stored tree nodes; queries scan the entries a chunk at a time (the
+//! store reads off the async workers, and the scan yields between chunks)
+//! within bounds of time, entries and bytes that the answer reports when it
+//! meets them. Pages of entries are bounded by count and by
 //! bytes, so every answer fits the auditor's client ([`MAX_RESPONSE_BYTES`]).
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::ids::{EnvelopeId, Role};
 use crate::protocol::leaf::MAX_LEAF_BYTES;
 use crate::protocol::proto::v1;
-use crate::storage::sled::broker::{BrokerStore, StoreError};
+use crate::storage::broker::{Sequencer, StoreError};
 
 /// Entries in one `GetEntries` page at most.
 pub const PAGE_ENTRIES: u64 = 1000;
@@ -94,13 +95,17 @@ fn log_entry(index: u64, leaf: Vec<u8>) -> v1::LogEntry {
 /// The entries of `[start, end)` that fit one page: all of them, or those
 /// before the one that would take the page past [`PAGE_BYTES`] (at least
 /// one).
-fn page(store: &dyn BrokerStore, start: u64, end: u64) -> Result<Vec<v1::LogEntry>, StoreError> {
+async fn page<S: Sequencer + ?Sized>(
+    store: &S,
+    start: u64,
+    end: u64,
+) -> Result<Vec<v1::LogEntry>, StoreError> {
     let mut entries = Vec::new();
     let mut bytes = 0usize;
     let mut next = start;
     while next < end {
         let chunk_end = next.saturating_add(SCAN_CHUNK).min(end);
-        for (index, leaf) in (next..).zip(store.leaves(next, chunk_end)?) {
+        for (index, leaf) in (next..).zip(store.leaves(next, chunk_end).await?) {
             let entry = log_entry(index, leaf);
             let size = entry.encoded_len() + ENTRY_FRAMING;
             if !entries.is_empty() && bytes + size > PAGE_BYTES {
@@ -145,8 +150,12 @@ impl Bounds {
 /// the log, the entry limit, the byte limit or the deadline, whichever
 /// comes first. Each chunk of leaves read is scanned whole before the clock
 /// is looked at, so every scan makes progress.
-fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Scan, Status> {
-    let len = store.audit_len().map_err(broker_storage)?;
+async fn scan<S: Sequencer + ?Sized>(
+    store: &S,
+    q: &v1::QueryRequest,
+    b: &Bounds,
+) -> Result<Scan, Status> {
+    let len = store.audit_len().await.map_err(broker_storage)?;
     if q.start > len {
         return Err(Status::out_of_range(format!(
             "start {} is beyond the log ({len} entries)",
@@ -168,7 +177,8 @@ fn scan(store: &dyn BrokerStore, q: &v1::QueryRequest, b: &Bounds) -> Result<Sca
     while found.next < len {
         let start = found.next;
         let end = start.saturating_add(SCAN_CHUNK).min(len);
-        for (index, leaf) in (start..).zip(store.leaves(start, end).map_err(broker_storage)?) {
+        for (index, leaf) in (start..).zip(store.leaves(start, end).await.map_err(broker_storage)?)
+        {
             let hit = v1::AuditEvent::decode(leaf.as_slice()).is_ok_and(|ev| matches(q, &ev));
             if hit {
                 let entry = log_entry(index, leaf);
@@ -328,7 +338,9 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
         req: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::CheckpointResponse>, Status> {
         self.auditor(&req)?;
-        checkpoint_response(&self.state, req.get_ref().from_size).map(Response::new)
+        checkpoint_response(&self.state, req.get_ref().from_size)
+            .await
+            .map(Response::new)
     }
 
     async fn get_entries(
@@ -337,7 +349,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
     ) -> Result<Response<v1::GetEntriesResponse>, Status> {
         self.auditor(&req)?;
         let r = req.get_ref();
-        let len = self.state.store.audit_len().map_err(broker_storage)?;
+        let len = self.state.store.audit_len().await.map_err(broker_storage)?;
         let end = r.end.min(len).min(r.start.saturating_add(PAGE_ENTRIES));
         if r.start > end {
             return Err(Status::out_of_range(format!(
@@ -346,7 +358,9 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             )));
         }
         Ok(Response::new(v1::GetEntriesResponse {
-            entries: page(self.state.store.as_ref(), r.start, end).map_err(broker_storage)?,
+            entries: page(self.state.store.as_ref(), r.start, end)
+                .await
+                .map_err(broker_storage)?,
         }))
     }
 
@@ -365,6 +379,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
                 self.state
                     .store
                     .accepted(&id)
+                    .await
                     .map_err(broker_storage)?
                     .ok_or_else(|| {
                         Status::not_found(format!("no accepted submission {id} in the log"))
@@ -373,7 +388,9 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             }
             None => return Err(Status::invalid_argument("give an index or an envelope id")),
         };
-        inclusion_proof(&self.state, index, r.tree_size).map(Response::new)
+        inclusion_proof(&self.state, index, r.tree_size)
+            .await
+            .map(Response::new)
     }
 
     async fn prove_consistency(
@@ -391,6 +408,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             .state
             .log
             .checkpoint_note(self.state.store.as_ref(), wanted)
+            .await
             .map_err(status::log)?
             .ok_or_else(|| Status::not_found("no checkpoint of that size"))?;
         if r.first_size == 0 || r.first_size > second {
@@ -405,6 +423,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             self.state
                 .store
                 .consistency_proof(r.first_size, second)
+                .await
                 .map_err(broker_storage)?
         };
         Ok(Response::new(v1::ConsistencyProof {
@@ -422,13 +441,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
         self.auditor(&req)?;
         let q = req.into_inner();
         let bounds = Bounds::query();
-        let store = self.state.store.clone();
-        let found = tokio::task::spawn_blocking(move || scan(store.as_ref(), &q, &bounds))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit query task failed");
-                Status::internal("the query failed")
-            })??;
+        let found = scan(self.state.store.as_ref(), &q, &bounds).await?;
         Ok(Response::new(v1::QueryResponse {
             entries: found.entries,
             truncated: found.cut.is_some(),
@@ -480,7 +493,7 @@ mod tests {
             deadline: Instant::now(),
             ..Bounds::query()
         };
-        let found = scan(&store, &q, &past).unwrap();
+        let found = scan(&store, &q, &past).await.unwrap();
         assert_eq!(found.next, SCAN_CHUNK, "every scan makes progress");
         assert_eq!(found.entries.len() as u64, SCAN_CHUNK);
         assert!(found.cut.unwrap().contains("time limit of 10 s"));
@@ -492,6 +505,7 @@ mod tests {
             },
             &later(),
         )
+        .await
         .unwrap();
         assert_eq!(rest.next, SCAN_CHUNK * 2 + 5);
         assert_eq!(rest.cut, None);
@@ -505,7 +519,9 @@ mod tests {
             max_entries: 10,
             ..later()
         };
-        let found = scan(&store, &v1::QueryRequest::default(), &few).unwrap();
+        let found = scan(&store, &v1::QueryRequest::default(), &few)
+            .await
+            .unwrap();
         assert_eq!(found.entries.len(), 10);
         assert_eq!(found.next, 10);
         assert!(found.cut.unwrap().contains("at most 10 entries"));
@@ -513,14 +529,14 @@ mod tests {
             limit: u32::MAX,
             ..Default::default()
         };
-        let found = scan(&store, &q, &few).unwrap();
+        let found = scan(&store, &q, &few).await.unwrap();
         assert_eq!(found.entries.len(), 10, "a larger limit is capped");
         assert!(found.cut.unwrap().contains("at most 10 entries"));
         let q = v1::QueryRequest {
             limit: 3,
             ..Default::default()
         };
-        let found = scan(&store, &q, &few).unwrap();
+        let found = scan(&store, &q, &few).await.unwrap();
         assert_eq!(found.entries.len(), 3);
         assert!(found.cut.unwrap().contains("the limit of 3 entries"));
     }
@@ -528,11 +544,13 @@ mod tests {
     #[tokio::test]
     async fn pages_and_scans_stop_at_the_byte_cap() {
         let (_dir, store) = store_of(80, MAX_LEAF_BYTES).await;
-        let entries = page(&store, 0, 80).unwrap();
+        let entries = page(&store, 0, 80).await.unwrap();
         let bytes: usize = entries.iter().map(|e| e.encoded_len()).sum();
         assert!(entries.len() < 80 && !entries.is_empty());
         assert!(bytes <= PAGE_BYTES);
-        let found = scan(&store, &v1::QueryRequest::default(), &later()).unwrap();
+        let found = scan(&store, &v1::QueryRequest::default(), &later())
+            .await
+            .unwrap();
         assert_eq!(found.entries.len(), entries.len());
         assert_eq!(found.next, entries.len() as u64);
         assert!(found.cut.unwrap().contains("bytes of entries"));

@@ -1,17 +1,21 @@
-//! The audit log as a transparency log: signed checkpoints over the Merkle
-//! tree the store keeps, the check at start that the stored tree is the one
-//! the last checkpoint signed, and the answers the broker gives witnesses and
+//! The audit log as a transparency log: the integrator that keeps the
+//! Merkle tree up with what is sequenced, signed checkpoints over the
+//! integrated tree, the check at start that the stored tree is the one the
+//! last checkpoint signed, and the answers the broker gives witnesses and
 //! auditors.
 //!
-//! The tree itself is maintained by the store, in the same transaction as
-//! each entry; this module only reads it and signs.
+//! Every write that records an event sequences it (the store assigns its
+//! index durably, in the same write); [`integrate`] computes the tree over
+//! it afterwards, and checkpoints cover only what is integrated.
 
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;
 use crate::protocol::keys::SigningKey;
 use crate::protocol::merkle;
 use crate::protocol::note::{self, Checkpoint, NoteSigner, SignatureType, Verifier, Verifiers};
-use crate::storage::sled::broker::{BrokerStore, StoreError};
+use std::sync::Arc;
+
+use crate::storage::broker::{BrokerStore, Checkpoints, Integrator, Sequencer, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -88,17 +92,22 @@ impl TransparencyLog {
     /// Signs a checkpoint of the whole log if it grew since the last one.
     /// Returns the new size.
     ///
-    /// The store counts only entries on disk, so the checkpoint signs
-    /// nothing a crash could take back, and serves it only once it is on
-    /// disk itself: a witness never holds a checkpoint the restarted broker
-    /// could contradict at the same size.
-    pub async fn checkpoint(&self, store: &dyn BrokerStore) -> Result<Option<u64>, LogError> {
-        let size = store.audit_len()?;
-        let last = store.latest_checkpoint()?.map(|(s, _)| s);
+    /// Integrates first whatever is sequenced, so a checkpoint signed right
+    /// after a Submit covers it. The store sequences and integrates only
+    /// entries on disk, so the checkpoint signs nothing a crash could take
+    /// back, and serves it only once it is on disk itself: a witness never
+    /// holds a checkpoint the restarted broker could contradict at the same
+    /// size.
+    pub async fn checkpoint<S: Integrator + Checkpoints + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Option<u64>, LogError> {
+        let size = store.integrate().await?;
+        let last = store.latest_checkpoint().await?.map(|(s, _)| s);
         if size == 0 || last == Some(size) {
             return Ok(None);
         }
-        let root = store.root(size)?;
+        let root = store.root(size).await?;
         let cp = Checkpoint::new(self.origin.clone(), size, root)
             .map_err(|e| LogError::Checkpoint(e.to_string()))?;
         let note = note::sign_checkpoint(&cp, &self.signer)
@@ -109,20 +118,20 @@ impl TransparencyLog {
 
     /// The signed checkpoint of `size` (latest if None) with every
     /// cosignature the broker holds for it.
-    pub fn checkpoint_note(
+    pub async fn checkpoint_note<S: Checkpoints + ?Sized>(
         &self,
-        store: &dyn BrokerStore,
+        store: &S,
         size: Option<u64>,
     ) -> Result<Option<(u64, Vec<u8>)>, LogError> {
         let found = match size {
-            None => store.latest_checkpoint()?,
-            Some(s) => store.checkpoint(s)?.map(|n| (s, n)),
+            None => store.latest_checkpoint().await?,
+            Some(s) => store.checkpoint(s).await?.map(|n| (s, n)),
         };
         let Some((size, bytes)) = found else {
             return Ok(None);
         };
         let mut n = note::Note::parse(&bytes).map_err(|e| LogError::Checkpoint(e.to_string()))?;
-        for line in store.cosignatures(size)? {
+        for line in store.cosignatures(size).await? {
             if let Ok(sig) = note::NoteSignature::parse_line(&line) {
                 let _ = n.add_signature(sig);
             }
@@ -131,11 +140,16 @@ impl TransparencyLog {
     }
 
     /// Checks, at start, that the stored log is the one its latest
-    /// checkpoint signed: every stored entry hashes to the leaf hash stored
-    /// with it, there are no gaps, and the root of the first `size` leaves
-    /// is the checkpoint's. Names the first bad index.
-    pub fn verify_stored(&self, store: &dyn BrokerStore) -> Result<Option<u64>, LogError> {
-        let Some((size, bytes)) = store.latest_checkpoint()? else {
+    /// checkpoint signed: every integrated entry hashes to the leaf hash
+    /// stored when it was integrated, there are no gaps, and the root of the
+    /// first `size` leaves is the checkpoint's. Names the first bad index.
+    /// Entries sequenced but not yet integrated (after a crash) have no
+    /// stored hash yet; the integrator computes theirs.
+    pub async fn verify_stored<S: Sequencer + Integrator + Checkpoints + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Option<u64>, LogError> {
+        let Some((size, bytes)) = store.latest_checkpoint().await? else {
             return Ok(None);
         };
         let verifiers = Verifiers::new([self.log_verifier.clone()])
@@ -149,7 +163,8 @@ impl TransparencyLog {
                 cp.size()
             )));
         }
-        let len = store.audit_len()?;
+        let len = store.audit_len().await?;
+        let integrated = store.integrated_size().await?;
         if len < size {
             return Err(LogError::Tampered {
                 size,
@@ -162,10 +177,10 @@ impl TransparencyLog {
         let mut from = 0;
         while from < len {
             let to = (from + page).min(len);
-            let leaves = match store.leaves(from, to) {
+            let leaves = match store.leaves(from, to).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let index = first_gap(store, from, to).unwrap_or(from);
+                    let index = first_gap(store, from, to).await.unwrap_or(from);
                     return Err(LogError::Tampered {
                         size,
                         index,
@@ -175,7 +190,7 @@ impl TransparencyLog {
             };
             for (i, leaf) in (from..to).zip(leaves) {
                 let h = merkle::leaf_hash(&leaf);
-                if store.leaf_hash(i)? != Some(h) {
+                if i < integrated && store.leaf_hash(i).await? != Some(h) {
                     return Err(LogError::Tampered {
                         size,
                         index: i,
@@ -195,7 +210,13 @@ impl TransparencyLog {
                 why: "the stored leaves do not give the signed root".into(),
             });
         }
-        if store.root(size)? != root {
+        if integrated < size {
+            return Err(LogError::RootMismatch {
+                size,
+                why: format!("the stored tree covers only {integrated} entries"),
+            });
+        }
+        if store.root(size).await? != root {
             return Err(LogError::RootMismatch {
                 size,
                 why: "the stored tree nodes do not give the signed root".into(),
@@ -205,11 +226,40 @@ impl TransparencyLog {
     }
 }
 
-fn first_gap(store: &dyn BrokerStore, from: u64, to: u64) -> Option<u64> {
-    (from..to).find(|i| {
-        store
-            .leaves(*i, i + 1)
-            .map(|l| l.len() != 1)
-            .unwrap_or(true)
-    })
+async fn first_gap<S: Sequencer + ?Sized>(store: &S, from: u64, to: u64) -> Option<u64> {
+    for i in from..to {
+        if store.leaves(i, i + 1).await.map_or(true, |l| l.len() != 1) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The integrator: integrates what an earlier run sequenced but left
+/// unintegrated, then, each time the store says more is sequenced, that,
+/// until the broker stops. A failure is logged and retried on the next
+/// wake-up (the checkpoint signer also integrates before it signs).
+pub async fn integrate(
+    store: Arc<dyn BrokerStore>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut sequenced = match store.sequenced().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::error!(error = %e, "the integrator cannot follow the log");
+            return;
+        }
+    };
+    loop {
+        // Seen before integrating: what is sequenced meanwhile wakes the
+        // next round.
+        sequenced.borrow_and_update();
+        if let Err(e) = store.integrate().await {
+            tracing::error!(error = %e, "could not integrate the log");
+        }
+        tokio::select! {
+            changed = sequenced.changed() => if changed.is_err() { return },
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //! on policy from their signed headers, and keeps the audit log.
 //!
 //! The submit pipeline lives in [`service`]; durable state behind
-//! [`crate::storage::sled::broker::BrokerStore`]. The broker never holds a key that opens a payload:
-//! it has the directory (public keys) and its own TLS identity, nothing else.
+//! [`crate::storage::broker::BrokerStore`]; the log's integrator and
+//! checkpoint signer in [`log`]. The broker never holds a key that opens a
+//! payload: it has the directory (public keys) and its own TLS identity,
+//! nothing else.
 
 pub mod audit_api;
 pub mod log;
@@ -18,7 +20,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::daemon::config::{BrokerConfig, Limits};
 use crate::daemon::tls::{Identity, ServerTls};
@@ -26,8 +27,9 @@ use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;
 use crate::protocol::policy::Policies;
 use crate::protocol::proto::v1;
+use crate::storage::broker::{BrokerStore, Subject, VersionsInForce};
 use crate::storage::files::policy::{LivePolicies, Reload};
-use crate::storage::sled::broker::{BrokerStore, SledStore, Subject};
+use crate::storage::sled::broker::SledStore;
 
 use crate::daemon::clock::Clock;
 
@@ -41,7 +43,6 @@ pub struct BrokerState {
     pub log: log::TransparencyLog,
     pub limits: Limits,
     pub clock: Clock,
-    wakeups: Mutex<HashMap<Country, Arc<Notify>>>,
     /// Per node, the generation of its delivery stream in use.
     deliveries: Mutex<HashMap<Country, tokio::sync::watch::Sender<u64>>>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -65,7 +66,6 @@ impl BrokerState {
             log,
             limits,
             clock,
-            wakeups: Mutex::new(HashMap::new()),
             deliveries: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
         }
@@ -92,20 +92,13 @@ impl BrokerState {
     /// leaves the one in force.
     pub async fn reload_policies(&self) -> anyhow::Result<Reload> {
         let directory = self.directory();
-        let version = directory.version_info();
-        let outcome = self
-            .policies
-            .reload(&directory, (self.clock)(), |bundles| async move {
-                let in_force = crate::storage::in_force::InForce {
-                    directory: Some(version),
-                    bundles,
-                };
-                self.store
-                    .put_in_force(&in_force)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
+        let outcome = crate::daemon::in_force::reload_policies(
+            &self.policies,
+            &directory,
+            self.now_ms(),
+            self.store.as_ref(),
+        )
+        .await;
         let detail = match &outcome {
             Reload::Unchanged | Reload::Refused { first: false, .. } => return Ok(outcome),
             Reload::Replaced {
@@ -161,16 +154,6 @@ impl BrokerState {
         tx.send_replace(generation);
         (generation, tx.subscribe())
     }
-
-    /// The wake-up for `node`'s delivery streams.
-    pub fn wakeup(&self, node: Country) -> Arc<Notify> {
-        self.wakeups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node)
-            .or_default()
-            .clone()
-    }
 }
 
 /// A configured broker, ready to serve.
@@ -183,7 +166,7 @@ pub struct Broker {
 impl Broker {
     /// Builds a broker from its config: loads and checks the TLS identity,
     /// the pinned directory key and the directory, and opens the store.
-    pub fn from_config(cfg: &BrokerConfig) -> anyhow::Result<Broker> {
+    pub async fn from_config(cfg: &BrokerConfig) -> anyhow::Result<Broker> {
         let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
         let root = crate::daemon::tls::load_certs(&cfg.tls.root)?.remove(0);
         let tls = ServerTls::new(&identity, &root, None, &cfg.federation)?;
@@ -192,7 +175,7 @@ impl Broker {
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
-        let in_force = store.in_force()?;
+        let in_force = store.in_force().await?;
         in_force.check_directory(&directory, &cfg.directory)?;
         let policies = LivePolicies::load(
             &cfg.policies,
@@ -207,7 +190,7 @@ impl Broker {
             &directory,
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;
-        if let Some(size) = log.verify_stored(&store)? {
+        if let Some(size) = log.verify_stored(&store).await? {
             tracing::info!(size, "stored audit log matches its latest checkpoint");
         }
         let state = BrokerState::new(
@@ -306,6 +289,12 @@ impl Broker {
                 }
             })
         };
+        // Keeps the Merkle tree up with what is sequenced, from what an
+        // earlier run left unintegrated on.
+        let integrator = tokio::spawn(log::integrate(
+            self.state.store.clone(),
+            self.state.stopping(),
+        ));
         let checkpointer = {
             let state = self.state.clone();
             let mut stopping = state.stopping();
@@ -375,6 +364,7 @@ impl Broker {
         self.state.stopping.send_replace(true);
         let _ = reloader.await;
         let _ = checkpointer.await;
+        let _ = integrator.await;
         if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             anyhow::bail!("broker stopped: {reason}");
         }

@@ -11,7 +11,7 @@ use crate::daemon::status::{broker_storage, envelope_ack};
 use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId};
 use crate::protocol::proto::v1;
-use crate::storage::sled::broker::{EnvelopeAck, MailItem};
+use crate::storage::broker::{EnvelopeAck, MailItem};
 
 /// Checks and records a node's answer to the delivery queued at `ack.seq`.
 pub(super) async fn acknowledge(
@@ -19,7 +19,11 @@ pub(super) async fn acknowledge(
     node: Country,
     ack: v1::AcknowledgeRequest,
 ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
-    let item = state.store.queued(node, ack.seq).map_err(broker_storage)?;
+    let item = state
+        .store
+        .queued(node, ack.seq)
+        .await
+        .map_err(broker_storage)?;
     let (id, env) = match item {
         None => {
             return Err(Status::not_found(format!(
@@ -81,7 +85,6 @@ pub(super) async fn acknowledge(
         )),
     }];
     let violation = is_content_violation(body.code());
-    let sender: Option<Country> = summary.sender_node.parse().ok();
     if status == v1::ReceiptStatus::Rejected && violation {
         tracing::warn!(%id, sender = %summary.sender_agency, reporter = %node, reason = %body.reason, "content violation");
         events.push(v1::AuditEvent {
@@ -116,9 +119,7 @@ pub(super) async fn acknowledge(
         Ok(i) => i,
         Err(e) => return Err(envelope_ack(e, id, node)),
     };
-    if let Some(sender) = sender {
-        state.wakeup(sender).notify_waiters();
-    }
+    // The store wakes the sender's delivery stream for the relayed receipt.
     tracing::info!(%id, %node, status = status.as_str_name(), index, "receipt recorded");
     Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
 }

@@ -20,7 +20,7 @@ use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
-use crate::storage::sled::broker::{Acceptance, Accepted, MailItem, StoreError};
+use crate::storage::broker::{Acceptance, Accepted, MailItem, StoreError};
 
 /// gRPC metadata key carrying a refusal's code, so a node can tell a
 /// refusal (final) from a failure (retry).
@@ -140,29 +140,11 @@ impl ExchangeService {
     /// so the provider of any accepted record is one read away. Only the
     /// provider is asked, only the provider grants, and a grant names the
     /// record the grantee received and the third agencies it covers.
-    fn onward_and_grants(
+    async fn onward_and_grants(
         &self,
         h: &envelope::VerifiedHeader,
     ) -> Result<(Option<Onward>, Grants), Refusal> {
         let store = &self.state.store;
-        // A record as `agency` received it. An unknown id and a record the
-        // agency never received are refused alike: the answer tells a node
-        // nothing about exchanges it is not party to.
-        let received_by = |id: &EnvelopeId, agency: &AgencyId| -> Result<Accepted, Refusal> {
-            match store.accepted(id)? {
-                Some(a)
-                    if a.summary
-                        .recipients
-                        .iter()
-                        .any(|r| *r == agency.to_string()) =>
-                {
-                    Ok(a)
-                }
-                _ => Err(Refusal::Onward(format!(
-                    "{agency} did not receive record {id}"
-                ))),
-            }
-        };
         let provider_of = |a: &Accepted, id: &EnvelopeId| {
             a.provider().ok_or_else(|| {
                 Refusal::Onward(format!("the provider of record {id} is unreadable"))
@@ -171,7 +153,7 @@ impl ExchangeService {
         let named = h.labels.provider.as_str();
         let mut onward = None;
         if let Some(orig_id) = &h.onward_of {
-            let orig = received_by(orig_id, &h.sender_agency)?;
+            let orig = self.received_by(orig_id, &h.sender_agency).await?;
             let provider = provider_of(&orig, orig_id)?;
             if named != provider.to_string() {
                 return Err(Refusal::Onward(format!(
@@ -181,7 +163,7 @@ impl ExchangeService {
             }
             let mut granted = true;
             for r in &h.recipients {
-                granted &= store.granted(orig_id, &h.sender_agency, r)?;
+                granted &= store.granted(orig_id, &h.sender_agency, r).await?;
             }
             onward = Some(Onward {
                 originator: provider,
@@ -200,7 +182,7 @@ impl ExchangeService {
             match h.kind {
                 v1::RecordKind::PermissionRequest => {
                     // The grantee is the sender (envelope::verify checked).
-                    let orig = received_by(&p.original, &p.grantee)?;
+                    let orig = self.received_by(&p.original, &p.grantee).await?;
                     let provider = provider_of(&orig, &p.original)?;
                     if h.recipients.len() != 1 || h.recipients[0] != provider {
                         return Err(Refusal::Onward(format!(
@@ -212,14 +194,17 @@ impl ExchangeService {
                 _ => {
                     // Whether the sender is the provider is asked first, so
                     // nobody else learns who provided the record.
-                    let provider = store.accepted(&p.original)?.and_then(|a| a.provider());
+                    let provider = store
+                        .accepted(&p.original)
+                        .await?
+                        .and_then(|a| a.provider());
                     if provider.as_ref() != Some(&h.sender_agency) {
                         return Err(Refusal::Onward(format!(
                             "only the provider of record {} can grant permission to pass it on; {} is not",
                             p.original, h.sender_agency
                         )));
                     }
-                    received_by(&p.original, &p.grantee)?;
+                    self.received_by(&p.original, &p.grantee).await?;
                     grants = p
                         .third_agencies
                         .iter()
@@ -229,6 +214,25 @@ impl ExchangeService {
             }
         }
         Ok((onward, grants))
+    }
+
+    /// A record as `agency` received it. An unknown id and a record the
+    /// agency never received are refused alike: the answer tells a node
+    /// nothing about exchanges it is not party to.
+    async fn received_by(&self, id: &EnvelopeId, agency: &AgencyId) -> Result<Accepted, Refusal> {
+        match self.state.store.accepted(id).await? {
+            Some(a)
+                if a.summary
+                    .recipients
+                    .iter()
+                    .any(|r| *r == agency.to_string()) =>
+            {
+                Ok(a)
+            }
+            _ => Err(Refusal::Onward(format!(
+                "{agency} did not receive record {id}"
+            ))),
+        }
     }
 }
 
@@ -315,13 +319,19 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .refuse(node, R::Replay, reason, Seen::Verified(&header), None)
                 .await);
         }
-        if self.state.store.seen(&header.id).map_err(broker_storage)? {
+        if self
+            .state
+            .store
+            .seen(&header.id)
+            .await
+            .map_err(broker_storage)?
+        {
             let reason = format!("envelope id {} was already submitted", header.id);
             return Err(self
                 .refuse(node, R::Duplicate, reason, Seen::Verified(&header), None)
                 .await);
         }
-        let (onward, grants) = match self.onward_and_grants(&header) {
+        let (onward, grants) = match self.onward_and_grants(&header).await {
             Ok(v) => v,
             Err(Refusal::Storage(e)) => return Err(broker_storage(e)),
             Err(Refusal::Onward(reason)) => {
@@ -390,9 +400,6 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             }
             Err(e) => return Err(broker_storage(e)),
         };
-        for cc in recipient_nodes {
-            self.state.wakeup(cc).notify_waiters();
-        }
         tracing::info!(id = %header.id, from = %header.sender_agency, kind = header.kind.as_str_name(), index, "accepted");
         Ok(Response::new(v1::SubmitResponse {
             envelope_id: header.id.as_bytes().to_vec(),
@@ -421,15 +428,19 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     "a newer delivery stream of node {node} replaced this one"
                 ))
             };
-            let wakeup = state.wakeup(node);
+            let mut wakeup = match state.store.subscribe(node).await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    let _ = tx.send(Err(broker_storage(e))).await;
+                    return;
+                }
+            };
             let mut after = None;
             loop {
-                // Register for wake-ups before looking, so a submit that lands
-                // between the look and the wait is not missed.
-                let notified = wakeup.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let items = match state.store.pending(node, after, 64) {
+                // Marked seen before looking, so a submit that lands between
+                // the look and the wait is not missed.
+                wakeup.borrow_and_update();
+                let items = match state.store.pending(node, after, 64).await {
                     Ok(items) => items,
                     Err(e) => {
                         let _ = tx.send(Err(broker_storage(e))).await;
@@ -438,7 +449,13 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 };
                 if items.is_empty() {
                     tokio::select! {
-                        _ = &mut notified => continue,
+                        woken = wakeup.changed() => {
+                            if woken.is_err() {
+                                let _ = tx.try_send(Err(Status::unavailable("broker store closed")));
+                                return;
+                            }
+                            continue;
+                        }
                         _ = tx.closed() => return,
                         _ = stopping.wait_for(|s| *s) => return,
                         _ = current.wait_for(|g| *g != generation) => {
@@ -512,6 +529,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 .state
                 .store
                 .delivered(&id, node)
+                .await
                 .map_err(broker_storage)?
             {
                 return Err(Status::not_found(format!(
@@ -545,7 +563,9 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::CheckpointResponse>, Status> {
         self.node(&req)?;
-        checkpoint_response(&self.state, req.get_ref().from_size).map(Response::new)
+        checkpoint_response(&self.state, req.get_ref().from_size)
+            .await
+            .map(Response::new)
     }
 
     async fn cosign(
@@ -562,6 +582,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .state
             .store
             .checkpoint(cp.size())
+            .await
             .map_err(broker_storage)?
             .ok_or_else(|| Status::not_found(format!("no checkpoint of size {}", cp.size())))?;
         let stored = crate::protocol::note::Note::parse(&stored)
@@ -601,7 +622,12 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         })?;
         // Only the sending node learns where its submission is in the log;
         // for any other envelope the answer is the one for an unknown id.
-        let accepted = self.state.store.accepted(&id).map_err(broker_storage)?;
+        let accepted = self
+            .state
+            .store
+            .accepted(&id)
+            .await
+            .map_err(broker_storage)?;
         let index = match accepted {
             Some(a) if a.summary.sender_node == node.as_str() => a.log_index,
             _ => {
@@ -610,7 +636,9 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 )));
             }
         };
-        inclusion_proof(&self.state, index, r.tree_size).map(Response::new)
+        inclusion_proof(&self.state, index, r.tree_size)
+            .await
+            .map(Response::new)
     }
 
     async fn report_refusal(
@@ -632,13 +660,14 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
 
 /// The latest checkpoint with its cosignatures, and a consistency proof from
 /// `from_size` to it.
-pub(crate) fn checkpoint_response(
+pub(crate) async fn checkpoint_response(
     state: &BrokerState,
     from_size: u64,
 ) -> Result<v1::CheckpointResponse, Status> {
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), None)
+        .await
         .map_err(status::log)?
         .ok_or_else(|| Status::unavailable("no checkpoint yet"))?;
     if from_size > size {
@@ -652,6 +681,7 @@ pub(crate) fn checkpoint_response(
         state
             .store
             .consistency_proof(from_size, size)
+            .await
             .map_err(broker_storage)?
             .iter()
             .map(|h| h.to_vec())
@@ -665,7 +695,7 @@ pub(crate) fn checkpoint_response(
 
 /// An inclusion proof of entry `index` against the checkpoint of
 /// `tree_size` (the latest if 0).
-pub(crate) fn inclusion_proof(
+pub(crate) async fn inclusion_proof(
     state: &BrokerState,
     index: u64,
     tree_size: u64,
@@ -678,6 +708,7 @@ pub(crate) fn inclusion_proof(
     let (size, checkpoint) = state
         .log
         .checkpoint_note(state.store.as_ref(), size)
+        .await
         .map_err(status::log)?
         .ok_or_else(|| {
             Status::unavailable("no checkpoint of that size yet; try again in a second")
@@ -690,10 +721,12 @@ pub(crate) fn inclusion_proof(
     let proof = state
         .store
         .inclusion_proof(index, size)
+        .await
         .map_err(broker_storage)?;
     let leaf = state
         .store
         .leaves(index, index + 1)
+        .await
         .map_err(broker_storage)?
         .pop()
         .ok_or_else(|| Status::internal("entry missing"))?;

@@ -78,20 +78,13 @@ impl NodeState {
     /// A new set takes effect once its versions are recorded in the store.
     pub async fn reload_policies(&self) -> crate::storage::files::policy::Reload {
         let directory = self.directory();
-        let version = directory.version_info();
-        let outcome = self
-            .policies
-            .reload(&directory, (self.clock)(), |bundles| async move {
-                let in_force = crate::storage::in_force::InForce {
-                    directory: Some(version),
-                    bundles,
-                };
-                self.store
-                    .put_in_force(&in_force)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
+        let outcome = crate::daemon::in_force::reload_policies(
+            &self.policies,
+            &directory,
+            self.now_ms(),
+            self.store.as_ref(),
+        )
+        .await;
         match &outcome {
             crate::storage::files::policy::Reload::Replaced { bundles, .. } => {
                 tracing::info!(node = %self.country, %bundles, "new policy set in force");

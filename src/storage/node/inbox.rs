@@ -7,7 +7,7 @@ use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Inbox: Send + Sync {
     /// Stores a delivered record in each recipient agency's inbox together
     /// with the receipt, atomically: either the agencies have it and the

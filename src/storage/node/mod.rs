@@ -9,6 +9,10 @@
 //!   witness still has to prove of each accepted submission.
 //! - [`WitnessState`] ([`witness`]): the checkpoint this node last accepted
 //!   as witness and the evidence of a broker that lied.
+//! - [`VersionsInForce`] (shared with the broker): the directory and policy
+//!   bundle versions in force, the floor for every later start.
+//! - [`Durability`] (shared with the broker): whether the store can still
+//!   acknowledge anything.
 //!
 //! Every method is async and returns once its effect is durable: a backend
 //! runs blocking work off the async workers. [`NodeStore`] bundles the
@@ -23,30 +27,10 @@ pub use inbox::Inbox;
 pub use outbox::{Outbox, StatusUpdate};
 pub use witness::WitnessState;
 
-use crate::storage::StorageError;
-use crate::storage::in_force::InForce;
-
-/// The directory and policy bundle versions the node had in force, kept
-/// across restarts so that an older file put back is refused.
-#[tonic::async_trait]
-pub trait NodeInForce: Send + Sync {
-    /// The versions recorded as in force.
-    async fn in_force(&self) -> Result<InForce, StorageError>;
-
-    /// Records `in_force`; a recorded version only ever goes up.
-    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError>;
-}
-
-/// Whether the store can still acknowledge anything.
-#[tonic::async_trait]
-pub trait Durability: Send + Sync {
-    /// Resolves, with the reason, once the store failed to make a write
-    /// durable and acknowledges nothing more; the node then stops. Never
-    /// otherwise.
-    async fn failed(&self) -> String;
-}
+pub use crate::storage::Durability;
+use crate::storage::in_force::VersionsInForce;
 
 /// Everything a node keeps, as one object the daemon can share.
-pub trait NodeStore: Inbox + Outbox + WitnessState + NodeInForce + Durability {}
+pub trait NodeStore: Inbox + Outbox + WitnessState + VersionsInForce + Durability {}
 
-impl<T> NodeStore for T where T: Inbox + Outbox + WitnessState + NodeInForce + Durability {}
+impl<T> NodeStore for T where T: Inbox + Outbox + WitnessState + VersionsInForce + Durability {}

@@ -15,7 +15,7 @@ use crate::storage::StorageError;
 /// stored.
 pub type StatusUpdate = Box<dyn Fn(&mut v1::SendStatus) + Send + Sync + 'static>;
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Outbox: Send + Sync {
     /// Records a sealed envelope as sent (queued), with the hash of its
     /// header for checking receipts, and puts it in the outbox. Once it is

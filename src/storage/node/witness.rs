@@ -5,7 +5,7 @@
 
 use crate::storage::StorageError;
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait WitnessState: Send + Sync {
     /// The last checkpoint this node accepted as witness (a signed note).
     async fn accepted_checkpoint(&self) -> Result<Option<Vec<u8>>, StorageError>;

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::in_force::InForce;
-use crate::storage::node::{Durability, Inbox, NodeInForce, Outbox, StatusUpdate, WitnessState};
+use crate::storage::in_force::VersionsInForce;
+use crate::storage::node::{Durability, Inbox, Outbox, StatusUpdate, WitnessState};
 use crate::storage::{Flush, GroupCommit, StorageError};
 
 /// A node's sled database.
@@ -88,7 +89,7 @@ impl SledNodeStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledNodeStore, StorageError> {
-        let db = crate::storage::open_db(dir)?;
+        let db = crate::storage::sled::open_db(dir)?;
         let trees = Trees {
             inbox: db.open_tree("inbox")?,
             received: db.open_tree("received")?,
@@ -162,15 +163,15 @@ impl Trees {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Durability for SledNodeStore {
     async fn failed(&self) -> String {
         self.trees.commit.failed().await
     }
 }
 
-#[tonic::async_trait]
-impl NodeInForce for SledNodeStore {
+#[async_trait::async_trait]
+impl VersionsInForce for SledNodeStore {
     async fn in_force(&self) -> Result<InForce, StorageError> {
         self.blocking(|t| {
             let mut entries = Vec::new();
@@ -203,7 +204,7 @@ impl NodeInForce for SledNodeStore {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Outbox for SledNodeStore {
     async fn enqueue(
         &self,
@@ -416,7 +417,7 @@ impl Outbox for SledNodeStore {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Inbox for SledNodeStore {
     async fn deliver(
         &self,
@@ -582,7 +583,7 @@ impl Inbox for SledNodeStore {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl WitnessState for SledNodeStore {
     async fn accepted_checkpoint(&self) -> Result<Option<Vec<u8>>, StorageError> {
         self.blocking(|t| Ok(t.witness.get(b"accepted")?.map(|v| v.to_vec())))
@@ -650,7 +651,7 @@ fn update_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::GatedFlush;
+    use crate::storage::sled::GatedFlush;
 
     #[tokio::test]
     async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {

@@ -71,7 +71,7 @@ async fn a_broker_restarted_with_an_older_directory_refuses_to_start() {
     edit_directory(&fed, revoke_agency("HR/prosecutor"));
     let version_2 = std::fs::read(&fed.broker_config.directory).unwrap();
     fed.start_broker().await.unwrap();
-    let len = audit(&fed).len();
+    let len = audit(&fed).await.len();
     fed.stop_broker().await.unwrap();
 
     // Version 1 put back would bring the revoked agency back.
@@ -89,7 +89,11 @@ async fn a_broker_restarted_with_an_older_directory_refuses_to_start() {
     // Nothing was recorded; with version 2 back the broker starts and serves.
     std::fs::write(&fed.broker_config.directory, &version_2).unwrap();
     fed.start_broker().await.unwrap();
-    assert_eq!(audit(&fed).len(), len, "the refused start left no trace");
+    assert_eq!(
+        audit(&fed).await.len(),
+        len,
+        "the refused start left no trace"
+    );
     still_serves(&fed).await;
 }
 
@@ -198,7 +202,7 @@ async fn an_older_policy_bundle_is_refused_at_restart_by_broker_and_node() {
         fed.node(cc("HR")).unwrap().reload_policies().await,
         casebridge::storage::files::policy::Reload::Replaced { .. }
     ));
-    let len = audit(&fed).len();
+    let len = audit(&fed).await.len();
     fed.stop_node(cc("HR")).await.unwrap();
     fed.stop_broker().await.unwrap();
 
@@ -219,7 +223,11 @@ async fn an_older_policy_bundle_is_refused_at_restart_by_broker_and_node() {
     restore(&dir, &version_2);
     fed.start_broker().await.unwrap();
     fed.start_node(cc("HR")).await.unwrap();
-    assert_eq!(audit(&fed).len(), len, "the refused starts left no trace");
+    assert_eq!(
+        audit(&fed).await.len(),
+        len,
+        "the refused starts left no trace"
+    );
     still_serves(&fed).await;
 }
 

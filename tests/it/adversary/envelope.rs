@@ -13,7 +13,7 @@ use casebridge::protocol::directory::Directory;
 use casebridge::protocol::envelope::{self, SealInput};
 use casebridge::protocol::ids::{AgencyId, Country, EnvelopeId};
 use casebridge::protocol::proto::v1;
-use casebridge::storage::sled::broker::MailItem;
+use casebridge::storage::broker::MailItem;
 use hpke::Serializable as _;
 use prost::Message as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -172,7 +172,7 @@ async fn assert_refused(
     refusal: R,
     says: &str,
 ) {
-    let before = audit(fed).len();
+    let before = audit(fed).await.len();
     let id = id_of(&env);
     let err = submit(fed, node, env).await.expect_err("must be refused");
     assert_eq!(err.code(), code, "{}", short(err.message()));
@@ -192,7 +192,7 @@ async fn assert_refused(
             .and_then(|v| v.to_str().ok()),
         Some(refusal.as_str_name())
     );
-    let events = audit(fed);
+    let events = audit(fed).await;
     assert_eq!(events.len(), before + 1, "exactly one new audit event");
     match &events[before].event {
         Some(Event::SubmissionRefused(r)) => {
@@ -210,12 +210,15 @@ async fn assert_refused(
     let store = &fed.broker().unwrap().store;
     for c in fed.node_configs.keys() {
         assert!(
-            store.pending(*c, None, 100).unwrap().is_empty(),
+            store.pending(*c, None, 100).await.unwrap().is_empty(),
             "queue of {c} must stay empty"
         );
     }
     if let Some(id) = id {
-        assert!(!store.seen(&id).unwrap(), "a refused id is not remembered");
+        assert!(
+            !store.seen(&id).await.unwrap(),
+            "a refused id is not remembered"
+        );
     }
 }
 
@@ -253,8 +256,9 @@ async fn still_serves(fed: &Fed) {
 }
 
 /// The receipts the broker recorded for `id`, by recipient node.
-fn receipts_recorded(fed: &Fed, id: &EnvelopeId) -> BTreeMap<String, v1::ReceiptRecorded> {
+async fn receipts_recorded(fed: &Fed, id: &EnvelopeId) -> BTreeMap<String, v1::ReceiptRecorded> {
     audit(fed)
+        .await
         .into_iter()
         .filter_map(|e| match e.event {
             Some(Event::ReceiptRecorded(r)) if r.envelope_id == id.as_bytes() => {
@@ -299,9 +303,9 @@ async fn recipients_given_different_data_keys_both_refuse() {
         .await
         .expect("a well-formed, properly signed header is accepted by the broker");
 
-    let receipts = until("both recipients' receipts", || {
-        let r = receipts_recorded(&fed, &id);
-        std::future::ready((r.len() == 2).then_some(r))
+    let receipts = until("both recipients' receipts", || async {
+        let r = receipts_recorded(&fed, &id).await;
+        (r.len() == 2).then_some(r)
     })
     .await;
     for node in ["RS", "BA"] {
@@ -325,6 +329,7 @@ async fn recipients_given_different_data_keys_both_refuse() {
     );
     // BA's refusal is evidence against the sender, logged as such.
     let violations: Vec<_> = audit(&fed)
+        .await
         .into_iter()
         .filter_map(|e| match e.event {
             Some(Event::ContentViolation(v)) if v.envelope_id == id.as_bytes() => Some(v),
@@ -343,6 +348,7 @@ async fn recipients_given_different_data_keys_both_refuse() {
         .unwrap()
         .store
         .pending(cc("HR"), None, 100)
+        .await
         .unwrap();
     let mut rejected_by = Vec::new();
     for (_, item) in queued {
@@ -522,7 +528,11 @@ async fn assert_send_refused(
         "{} bytes",
         err.message().len()
     );
-    assert_eq!(audit(fed).len(), audit_before, "nothing reached the broker");
+    assert_eq!(
+        audit(fed).await.len(),
+        audit_before,
+        "nothing reached the broker"
+    );
     let node = fed.node(cc("HR")).unwrap();
     assert!(
         node.store.outbox().await.unwrap().is_empty(),
@@ -542,7 +552,7 @@ async fn assert_send_refused(
 #[tokio::test]
 async fn send_refuses_a_five_mib_legal_basis_reference() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut l = police_to_third_country();
     l.legal_basis_reference = "x".repeat(5 * MIB);
     let r = try_send(&fed, "HR/police", &["BA/police"], record("wanted_alert"), l).await;
@@ -560,7 +570,7 @@ async fn send_refuses_a_five_mib_legal_basis_reference() {
 #[tokio::test]
 async fn send_quotes_only_a_prefix_of_a_huge_recipient() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let huge = format!("BA/{}", "p".repeat(MIB));
     let r = try_send(
         &fed,
@@ -590,7 +600,7 @@ async fn send_refuses_more_recipients_than_the_node_allows() {
         .limits
         .max_recipients = 1;
     start_all(&mut fed).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let r = try_send(
         &fed,
         "HR/police",
@@ -622,7 +632,7 @@ async fn permission_requests_are_bounded() {
     )
     .await;
     settled(&fed, "HR/police", &sent.envelope_id).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut ba = fed.client("BA/police").unwrap();
     let ask = |third: Vec<String>, justification: String| v1::RequestPermissionRequest {
         envelope_id: sent.envelope_id.clone(),
@@ -691,7 +701,11 @@ async fn permission_requests_are_bounded() {
         "{}",
         short(err.message())
     );
-    assert_eq!(audit(&fed).len(), before, "nothing reached the broker");
+    assert_eq!(
+        audit(&fed).await.len(),
+        before,
+        "nothing reached the broker"
+    );
     for node in ["HR", "BA"] {
         let outbox = fed.node(cc(node)).unwrap().store.outbox().await.unwrap();
         assert!(outbox.is_empty(), "{node}'s outbox");
@@ -753,7 +767,7 @@ async fn receiving_node_checks_the_bounds_again() {
 #[tokio::test]
 async fn send_refuses_a_record_too_large_for_the_broker() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let rec = evidence(17 * MIB);
     let r = try_send(
         &fed,

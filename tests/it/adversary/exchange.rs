@@ -51,7 +51,7 @@ async fn a_node_cannot_read_the_log_entry_of_an_exchange_it_did_not_send() {
     let size = checkpoint_now(&fed).await;
     let id = id_of(&sent);
     let unknown = EnvelopeId::at(casebridge::daemon::clock::now_ms());
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     // A stranger, the recipient, and anyone asking about an unknown id get
     // one and the same answer: nothing tells them the envelope exists.
     for (node, asked) in [("ME", id), ("RS", id), ("ME", unknown), ("BA", unknown)] {
@@ -69,7 +69,7 @@ async fn a_node_cannot_read_the_log_entry_of_an_exchange_it_did_not_send() {
         "{}",
         err.message()
     );
-    assert_eq!(audit(&fed).len(), before, "asking changes nothing");
+    assert_eq!(audit(&fed).await.len(), before, "asking changes nothing");
 
     // The sender still gets its own acceptance, with a proof that verifies.
     let proof = proof_as(&fed, "BA", id.as_bytes()).await.unwrap();
@@ -116,7 +116,7 @@ async fn a_node_reports_purges_only_of_records_delivered_to_it() {
     .await;
     assert_eq!(waiting.state, v1::SendState::Accepted as i32);
 
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut rs = exchange_as_node(&fed, "RS");
     let unknown = EnvelopeId::at(casebridge::daemon::clock::now_ms());
     for ids in [
@@ -154,7 +154,11 @@ async fn a_node_reports_purges_only_of_records_delivered_to_it() {
         assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
         assert!(err.message().contains(says), "{}", err.message());
     }
-    assert_eq!(audit(&fed).len(), before, "a refused report logs nothing");
+    assert_eq!(
+        audit(&fed).await.len(),
+        before,
+        "a refused report logs nothing"
+    );
 
     // What was delivered can be reported.
     let ok = rs
@@ -164,7 +168,7 @@ async fn a_node_reports_purges_only_of_records_delivered_to_it() {
         .await
         .unwrap()
         .into_inner();
-    match &audit(&fed)[ok.log_index as usize].event {
+    match &audit(&fed).await[ok.log_index as usize].event {
         Some(Event::RecordsPurged(p)) => {
             assert_eq!(p.node, "RS");
             assert_eq!(p.envelope_ids, vec![id_of(&delivered).as_bytes().to_vec()]);
@@ -235,7 +239,7 @@ async fn a_receipt_names_only_recipients_of_the_envelope_at_the_signing_node() {
     )
     .await;
     let (seq, env) = first_queued(&fed, "RS").await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut rs = exchange_as_node(&fed, "RS");
     use v1::ReceiptStatus::{Delivered, Rejected};
     let cases: [(v1::ReceiptStatus, &[&str], &str); 5] = [
@@ -269,13 +273,13 @@ async fn a_receipt_names_only_recipients_of_the_envelope_at_the_signing_node() {
         assert!(err.message().contains(says), "{}", err.message());
     }
     assert_eq!(
-        audit(&fed).len(),
+        audit(&fed).await.len(),
         before,
         "no audit event for a refused receipt"
     );
     let store = &fed.broker().unwrap().store;
     assert!(
-        store.queued(cc("RS"), seq).unwrap().is_some(),
+        store.queued(cc("RS"), seq).await.unwrap().is_some(),
         "the envelope stays queued"
     );
     let s = status(&fed, "BA/police", &sent.envelope_id).await;
@@ -294,7 +298,7 @@ async fn a_receipt_names_only_recipients_of_the_envelope_at_the_signing_node() {
         .await
         .unwrap()
         .into_inner();
-    match &audit(&fed)[ok.log_index as usize].event {
+    match &audit(&fed).await[ok.log_index as usize].event {
         Some(Event::ReceiptRecorded(r)) => assert_eq!(r.delivered_to, vec!["RS/police"]),
         other => panic!("{other:?}"),
     }
@@ -327,7 +331,7 @@ async fn a_revoked_node_is_refused_on_every_exchange_call() {
         }
     });
     fed.start_broker().await.unwrap();
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut rs = exchange_as_node(&fed, "RS");
     let revoked = |r: Result<(), tonic::Status>| {
         let err = r.unwrap_err();
@@ -383,7 +387,7 @@ async fn a_revoked_node_is_refused_on_every_exchange_call() {
     );
     revoked(rs.get_directory(v1::GetDirectoryRequest {}).await.map(drop));
     assert_eq!(
-        audit(&fed).len(),
+        audit(&fed).await.len(),
         before,
         "nothing logged for a revoked node"
     );
@@ -392,6 +396,7 @@ async fn a_revoked_node_is_refused_on_every_exchange_call() {
             .unwrap()
             .store
             .queued(cc("RS"), seq)
+            .await
             .unwrap()
             .is_some()
     );
@@ -550,7 +555,7 @@ async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode
             .envelope_id,
     )
     .unwrap();
-    let before = audit(fed).len();
+    let before = audit(fed).await.len();
     let err = exchange_as_node(fed, node)
         .submit(v1::SubmitRequest {
             envelope: Some(env),
@@ -565,7 +570,7 @@ async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode
             .and_then(|v| v.to_str().ok()),
         Some(code.as_str_name())
     );
-    let events = audit(fed);
+    let events = audit(fed).await;
     assert_eq!(events.len(), before + 1, "exactly the refusal is logged");
     match &events[before].event {
         Some(Event::SubmissionRefused(r)) => {
@@ -575,7 +580,7 @@ async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode
         other => panic!("{other:?}"),
     }
     let store = &fed.broker().unwrap().store;
-    assert!(!store.seen(&id).unwrap() && store.accepted(&id).unwrap().is_none());
+    assert!(!store.seen(&id).await.unwrap() && store.accepted(&id).await.unwrap().is_none());
 }
 
 /// HR/police provides an H2 record to RS/police, which passes it on to
@@ -1032,7 +1037,7 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
     )
     .await;
     let (seq, env) = first_queued(&fed, "RS").await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let mut rs = exchange_as_node(&fed, "RS");
     let mut body = v1::ReceiptBody::decode(
         receipt(&fed, "RS", &env, v1::ReceiptStatus::Rejected, &[])
@@ -1055,12 +1060,13 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
         err.message()
     );
     assert!(err.message().len() < 300, "the message quotes no input");
-    assert_eq!(audit(&fed).len(), before, "no audit event");
+    assert_eq!(audit(&fed).await.len(), before, "no audit event");
     assert!(
         fed.broker()
             .unwrap()
             .store
             .queued(cc("RS"), seq)
+            .await
             .unwrap()
             .is_some(),
         "the envelope stays queued"

@@ -522,17 +522,18 @@ pub fn sign_receipt_as(fed: &Fed, node: &str, body: &v1::ReceiptBody) -> v1::Sig
 }
 
 /// The broker's latest checkpoint (signed note bytes) and its size.
-pub fn latest_checkpoint(fed: &Fed) -> Option<(u64, Vec<u8>)> {
+pub async fn latest_checkpoint(fed: &Fed) -> Option<(u64, Vec<u8>)> {
     let store = &fed.broker().expect("broker running").store;
-    store.latest_checkpoint().expect("checkpoint")
+    store.latest_checkpoint().await.expect("checkpoint")
 }
 
 /// Waits until the broker has signed a checkpoint covering the whole log.
 pub async fn checkpoint_covering_log(fed: &Fed) -> (u64, Vec<u8>) {
-    let want = log_size(fed);
-    support::until("a checkpoint covering the log", || {
-        let cp = latest_checkpoint(fed).filter(|(size, _)| *size >= want);
-        async move { cp }
+    let want = log_size(fed).await;
+    support::until("a checkpoint covering the log", || async move {
+        latest_checkpoint(fed)
+            .await
+            .filter(|(size, _)| *size >= want)
     })
     .await
 }
@@ -626,16 +627,17 @@ pub fn assert_status<T: std::fmt::Debug>(
 }
 
 /// The number of entries in the broker's audit log.
-pub fn log_size(fed: &Fed) -> u64 {
+pub async fn log_size(fed: &Fed) -> u64 {
     let store = &fed.broker().expect("broker running").store;
-    store.audit_len().expect("audit length")
+    store.audit_len().await.expect("audit length")
 }
 
 /// The audit events appended since the log had `n` entries.
-pub fn audit_events_since(fed: &Fed, n: u64) -> Vec<v1::AuditEvent> {
+pub async fn audit_events_since(fed: &Fed, n: u64) -> Vec<v1::AuditEvent> {
     let store = &fed.broker().expect("broker running").store;
     store
-        .audit_range(n, store.audit_len().expect("audit length"))
+        .audit_range(n, store.audit_len().await.expect("audit length"))
+        .await
         .expect("audit range")
 }
 
@@ -660,7 +662,7 @@ impl Snapshot {
         let broker = fed.broker().expect("broker running");
         let dir = support::directory(fed);
         let mut s = Snapshot {
-            log: broker.store.audit_len().expect("audit length"),
+            log: broker.store.audit_len().await.expect("audit length"),
             queues: BTreeMap::new(),
             inboxes: BTreeMap::new(),
             sent: BTreeMap::new(),
@@ -670,6 +672,7 @@ impl Snapshot {
             let pending = broker
                 .store
                 .pending(n.country, None, usize::MAX)
+                .await
                 .expect("pending");
             s.queues.insert(n.country.to_string(), pending.len());
             if let Some(node) = fed.node(n.country) {
@@ -709,7 +712,7 @@ impl Snapshot {
     pub async fn assert_unchanged(&self, fed: &Fed) {
         let now = Snapshot::take(fed).await;
         if now != *self {
-            let new = audit_events_since(fed, self.log);
+            let new = audit_events_since(fed, self.log).await;
             panic!("state changed:\nbefore {self:?}\nafter  {now:?}\nnew events {new:?}");
         }
     }
@@ -723,7 +726,7 @@ impl Snapshot {
         expected: &[&dyn Fn(&v1::audit_event::Event) -> bool],
     ) -> Vec<v1::AuditEvent> {
         let now = Snapshot::take(fed).await;
-        let new = audit_events_since(fed, self.log);
+        let new = audit_events_since(fed, self.log).await;
         assert_eq!(
             new.len(),
             expected.len(),

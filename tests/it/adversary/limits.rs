@@ -50,7 +50,7 @@ async fn assert_report_refused(
     code: Code,
     says: &[&str],
 ) {
-    let before = audit(fed).len();
+    let before = audit(fed).await.len();
     let err = exchange_as_node(fed, node)
         .report_refusal(report)
         .await
@@ -63,7 +63,11 @@ async fn assert_report_refused(
         err.message().len() < 512,
         "the message quotes no input whole"
     );
-    assert_eq!(audit(fed).len(), before, "a refused report leaves no event");
+    assert_eq!(
+        audit(fed).await.len(),
+        before,
+        "a refused report leaves no event"
+    );
     still_serves(fed, node).await;
 }
 
@@ -146,14 +150,14 @@ async fn huge_refusal_reports_are_refused_and_the_log_stays_readable() {
 #[tokio::test]
 async fn an_honest_refusal_report_is_logged_with_its_explanation_once() {
     let fed = start(&["HR", "BA"]).await;
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let report = honest_report();
     let explanation = report.policy_explanation.clone();
     exchange_as_node(&fed, "HR")
         .report_refusal(report)
         .await
         .expect("an honest report is taken");
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     assert_eq!(events.len(), before + 1);
     match &events[before].event {
         Some(Event::SubmissionRefused(r)) => {
@@ -370,7 +374,7 @@ async fn a_forged_sender_is_attributed_to_the_node_that_submitted_it() {
     let fed = start(&["HR", "RS", "BA"]).await;
     let env = forged_by_rs(&fed);
     let header_sha = envelope::sha256(&env.header).to_vec();
-    let before = audit(&fed).len();
+    let before = audit(&fed).await.len();
     let err = exchange_as_node(&fed, "RS")
         .submit(v1::SubmitRequest {
             envelope: Some(env),
@@ -379,7 +383,7 @@ async fn a_forged_sender_is_attributed_to_the_node_that_submitted_it() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
     assert!(err.message().contains("signature does not verify"));
-    let events = audit(&fed);
+    let events = audit(&fed).await;
     assert_eq!(events.len(), before + 1, "only the refusal");
     let refusal = match &events[before].event {
         Some(Event::SubmissionRefused(r)) => r.clone(),
@@ -486,8 +490,8 @@ async fn a_log_of_maximal_leaves_is_read_by_every_auditor_command() {
         };
         store.append(event).await.unwrap();
     }
-    let len = store.audit_len().unwrap();
-    for leaf in store.leaves(0, len).unwrap() {
+    let len = store.audit_len().await.unwrap();
+    for leaf in store.leaves(0, len).await.unwrap() {
         assert!(leaf.len() <= MAX_LEAF_BYTES, "leaf of {} bytes", leaf.len());
     }
 
@@ -573,7 +577,7 @@ async fn a_query_limit_is_reported_not_applied_silently() {
     assert!(!rest.truncated && rest.truncated_reason.is_empty());
     assert_eq!(
         rest.next_index,
-        fed.broker().unwrap().store.audit_len().unwrap()
+        fed.broker().unwrap().store.audit_len().await.unwrap()
     );
 }
 

@@ -1,0 +1,61 @@
+//! Queues and payloads: what waits for each node, and the wake-ups its
+//! delivery stream waits on.
+
+use tokio::sync::watch;
+
+use super::{Acceptance, EnvelopeAck, MailItem, StoreError};
+use crate::protocol::ids::{Country, EnvelopeId};
+
+/// The per-node delivery queues and the payloads they point to.
+#[async_trait::async_trait]
+pub trait Mailboxes: Send + Sync {
+    /// Atomically records an accepted envelope: its id as seen, its
+    /// summary and the grants it gives, its payload, one queue entry per
+    /// recipient node, and its audit event, which this sequences (see
+    /// [`super::Sequencer`]). Returns the event's log index. Fails with
+    /// `Duplicate` if the id was seen before.
+    ///
+    /// It is one method, and a mailbox's, because the brief's Submit ends
+    /// in one durable write: a crash must never leave a queued envelope
+    /// without its audit event, nor an id seen whose envelope was never
+    /// queued, so a backend does all of it in one transaction. Queueing is
+    /// what the write is for; the rest is what must hold with it.
+    async fn accept(&self, a: Acceptance) -> Result<u64, StoreError>;
+
+    /// The queued item `seq` of `node`, if it is still queued.
+    async fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
+
+    /// Up to `limit` queued items for `node` with seq > `after`, only those
+    /// whose write is durable: an envelope is never delivered before the
+    /// Submit that queued it is.
+    async fn pending(
+        &self,
+        node: Country,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, MailItem)>, StoreError>;
+
+    /// Whether `node` acknowledged `id` with a delivered receipt.
+    async fn delivered(&self, id: &EnvelopeId, node: Country) -> Result<bool, StoreError>;
+
+    /// Removes an envelope from `node`'s queue, sequences the receipt's
+    /// audit events (and records the delivery, if it was one), queues the
+    /// receipt for the sender, and drops the payload once every recipient
+    /// node has acknowledged, all in one durable write. Returns the first
+    /// event's index.
+    async fn ack_envelope(
+        &self,
+        node: Country,
+        seq: u64,
+        ack: EnvelopeAck,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes a relayed receipt from `node`'s queue.
+    async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
+
+    /// A wake-up for `node`'s delivery stream: the value changes after
+    /// something queued for `node` became durable (from this broker or,
+    /// with a shared backend, another). Mark it seen before reading
+    /// [`Mailboxes::pending`], so nothing queued in between is missed.
+    async fn subscribe(&self, node: Country) -> Result<watch::Receiver<u64>, StoreError>;
+}

@@ -1,0 +1,371 @@
+//! The sled broker store: durability, group commit, sequencing and
+//! integration, wake-ups.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::protocol::merkle;
+use crate::storage::broker::{
+    Acceptance, Checkpoints, FederationState, Integrator, Mailboxes, Sequencer, Subject,
+};
+use crate::storage::sled::GatedFlush;
+
+fn refusal(n: u64) -> v1::AuditEvent {
+    v1::AuditEvent {
+        at_ms: n as i64,
+        event: Some(v1::audit_event::Event::SubmissionRefused(
+            v1::SubmissionRefused {
+                reason: format!("r{n}"),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+fn dir_event(version: u64) -> v1::AuditEvent {
+    v1::AuditEvent {
+        at_ms: 0,
+        event: Some(v1::audit_event::Event::DirectoryChanged(
+            v1::DirectoryChanged {
+                version,
+                directory_sha256: vec![version as u8; 32],
+            },
+        )),
+    }
+}
+
+fn gated(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<SledStore>,
+    std::sync::Arc<GatedFlush>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let mut flush = None;
+    let store = SledStore::open_with(dir, |db| {
+        let (f, rx) = GatedFlush::over(db);
+        flush = Some((f.clone(), rx));
+        f
+    })
+    .unwrap();
+    let (flush, rx) = flush.unwrap();
+    (std::sync::Arc::new(store), flush, rx)
+}
+
+fn acceptance(to: &str) -> Acceptance {
+    Acceptance {
+        id: EnvelopeId::at(0),
+        created_at_ms: 0,
+        sender_node: "HR".parse().unwrap(),
+        envelope: v1::Envelope {
+            header: b"header".to_vec(),
+            ..Default::default()
+        },
+        recipient_nodes: vec![to.parse().unwrap()],
+        event: refusal(100),
+        summary: v1::EnvelopeSummary::default(),
+        grants: vec![],
+    }
+}
+
+#[tokio::test]
+async fn an_entry_is_in_the_log_only_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let s = store.clone();
+    let append = tokio::spawn(async move { s.append(refusal(0)).await });
+    started.recv().await.unwrap();
+    // Applied, not yet flushed: no reader and no checkpoint sees it.
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+    assert!(store.leaves(0, 10).await.unwrap().is_empty());
+    assert!(store.audit_range(0, 10).await.unwrap().is_empty());
+    flush.gate.add_permits(1);
+    assert_eq!(append.await.unwrap().unwrap(), 0);
+    assert_eq!(store.audit_len().await.unwrap(), 1);
+    assert_eq!(store.leaves(0, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_queued_envelope_is_delivered_only_once_its_submit_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let ba: Country = "BA".parse().unwrap();
+    let s = store.clone();
+    let accept = tokio::spawn(async move { s.accept(acceptance("BA")).await });
+    started.recv().await.unwrap();
+    assert!(store.pending(ba, None, 10).await.unwrap().is_empty());
+    assert!(store.queued(ba, 0).await.unwrap().is_none());
+    flush.gate.add_permits(1);
+    assert_eq!(accept.await.unwrap().unwrap(), 0);
+    assert_eq!(store.pending(ba, None, 10).await.unwrap().len(), 1);
+    assert!(store.queued(ba, 0).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_checkpoint_is_served_only_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    flush.gate.add_permits(1);
+    store.append(refusal(0)).await.unwrap();
+    started.recv().await.unwrap();
+    let s = store.clone();
+    let put = tokio::spawn(async move { s.put_checkpoint(1, b"note of 1".to_vec()).await });
+    started.recv().await.unwrap();
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+    assert_eq!(store.checkpoint(1).await.unwrap(), None);
+    flush.gate.add_permits(1);
+    put.await.unwrap().unwrap();
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap(),
+        Some((1, b"note of 1".to_vec()))
+    );
+    assert_eq!(
+        store.checkpoint(1).await.unwrap(),
+        Some(b"note of 1".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_failed_flush_is_fatal_and_what_it_covered_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let ba: Country = "BA".parse().unwrap();
+    flush.gate.add_permits(1);
+    store.append(refusal(0)).await.unwrap();
+    started.recv().await.unwrap();
+
+    flush.fail.store(true, Ordering::SeqCst);
+    flush.gate.add_permits(1);
+    let err = store.accept(acceptance("BA")).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("failed: No space left on device (os error 28); stopping"),
+        "{err}"
+    );
+    let reason = store.failed().await;
+    assert!(reason.starts_with(&format!("flush of {} failed", dir.path().display())));
+    assert_eq!(
+        store.audit_len().await.unwrap(),
+        1,
+        "the unflushed entry is not served"
+    );
+    assert!(store.pending(ba, None, 10).await.unwrap().is_empty());
+
+    // Nothing is acknowledged any more, even if the disk came back.
+    flush.fail.store(false, Ordering::SeqCst);
+    flush.gate.add_permits(10);
+    assert!(store.append(refusal(1)).await.is_err());
+    assert!(store.put_checkpoint(1, b"note".to_vec()).await.is_err());
+    assert_eq!(store.latest_checkpoint().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_commits_share_one_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    // A flush held open, so that the 64 commits below, whose transactions
+    // run on blocking threads and finish at their own pace, all wait
+    // together for the next one.
+    let commit = store.commit.clone();
+    let held = tokio::spawn(async move { commit.commit().await });
+    started.recv().await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let s = store.clone();
+            tokio::spawn(async move { s.append(refusal(n)).await.unwrap() })
+        })
+        .collect();
+    while store.commit.requested() < 65 {
+        tokio::task::yield_now().await;
+    }
+    flush.gate.add_permits(2);
+    held.await.unwrap().unwrap();
+    let mut indices = Vec::new();
+    for t in tasks {
+        indices.push(t.await.unwrap());
+    }
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        (0..64).collect::<Vec<u64>>(),
+        "dense, unique indices"
+    );
+    assert_eq!(
+        store.flushes(),
+        2,
+        "64 commits waiting together share one flush after the held one"
+    );
+    assert_eq!(store.audit_len().await.unwrap(), 64);
+}
+
+#[tokio::test]
+async fn acknowledged_events_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for n in 0..3 {
+            store.append(refusal(n)).await.unwrap();
+        }
+        assert_eq!(
+            store
+                .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
+                .await
+                .unwrap(),
+            Some(3)
+        );
+        assert_eq!(
+            store
+                .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
+                .await
+                .unwrap(),
+            None,
+            "same directory: no event"
+        );
+    }
+    // Let the flush task notice that its database is gone.
+    tokio::task::yield_now().await;
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.audit_len().await.unwrap(), 4);
+    let events = store.audit_range(0, 4).await.unwrap();
+    assert_eq!(events[2], refusal(2));
+    assert!(matches!(
+        events[3].event,
+        Some(v1::audit_event::Event::DirectoryChanged(_))
+    ));
+    assert_eq!(
+        store
+            .record_if_changed(Subject::Directory, vec![2; 32], dir_event(2))
+            .await
+            .unwrap(),
+        Some(4)
+    );
+}
+
+#[tokio::test]
+async fn no_leaf_is_stored_over_the_cap() {
+    use crate::protocol::leaf::MAX_LEAF_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut long = refusal(0);
+    if let Some(v1::audit_event::Event::SubmissionRefused(r)) = &mut long.event {
+        r.reason = "x".repeat(20 << 20);
+    }
+    let i = store.append(long).await.unwrap();
+    let leaf = store.leaves(i, i + 1).await.unwrap().remove(0);
+    assert!(
+        leaf.len() <= MAX_LEAF_BYTES,
+        "free text cut: {}",
+        leaf.len()
+    );
+    assert_eq!(
+        store.leaf_hash(i).await.unwrap(),
+        None,
+        "not integrated yet"
+    );
+    assert_eq!(store.integrate().await.unwrap(), 1);
+    assert_eq!(
+        store.leaf_hash(i).await.unwrap(),
+        Some(merkle::leaf_hash(&leaf)),
+        "the tree holds the leaf as stored"
+    );
+    let uncuttable = v1::AuditEvent {
+        at_ms: 1,
+        event: Some(v1::audit_event::Event::RecordsPurged(v1::RecordsPurged {
+            node: "HR".into(),
+            envelope_ids: vec![vec![1; 16]; MAX_LEAF_BYTES / 16],
+        })),
+    };
+    assert!(matches!(
+        store.append(uncuttable).await,
+        Err(StoreError::Leaf(_))
+    ));
+    assert_eq!(store.audit_len().await.unwrap(), 1, "nothing appended");
+}
+
+#[tokio::test]
+async fn integration_covers_what_is_sequenced_and_catches_up_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaves;
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        for n in 0..5 {
+            store.append(refusal(n)).await.unwrap();
+        }
+        // Sequenced, not integrated: no root, no proof, no leaf hash.
+        assert_eq!(store.integrated_size().await.unwrap(), 0);
+        assert!(matches!(
+            store.root(5).await,
+            Err(StoreError::NotIntegrated {
+                size: 5,
+                integrated: 0
+            })
+        ));
+        assert_eq!(store.leaf_hash(0).await.unwrap(), None);
+        assert_eq!(store.integrate().await.unwrap(), 5);
+        assert_eq!(store.integrate().await.unwrap(), 5, "idempotent");
+        leaves = store.leaves(0, 5).await.unwrap();
+        let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+        assert_eq!(
+            store.root(5).await.unwrap(),
+            merkle::root_from_leaves(&hashes)
+        );
+        assert_eq!(
+            store.root(3).await.unwrap(),
+            merkle::root_from_leaves(&hashes[..3])
+        );
+        // Sequenced before a crash, never integrated.
+        for n in 5..8 {
+            store.append(refusal(n)).await.unwrap();
+        }
+    }
+    tokio::task::yield_now().await;
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.audit_len().await.unwrap(), 8);
+    assert_eq!(store.integrated_size().await.unwrap(), 5);
+    assert_eq!(store.integrate().await.unwrap(), 8, "catches up");
+    let leaves = store.leaves(0, 8).await.unwrap();
+    let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+    assert_eq!(
+        store.root(8).await.unwrap(),
+        merkle::root_from_leaves(&hashes)
+    );
+    let proof = store.inclusion_proof(6, 8).await.unwrap();
+    assert!(!proof.is_empty());
+}
+
+#[tokio::test]
+async fn only_what_is_on_disk_is_integrated_and_the_integrator_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let mut sequenced = store.sequenced().await.unwrap();
+    let s = store.clone();
+    let append = tokio::spawn(async move { s.append(refusal(0)).await });
+    started.recv().await.unwrap();
+    // Applied, not flushed: nothing to integrate, nobody woken.
+    assert_eq!(store.integrate().await.unwrap(), 0);
+    assert!(!sequenced.has_changed().unwrap());
+    flush.gate.add_permits(1);
+    append.await.unwrap().unwrap();
+    sequenced.changed().await.unwrap();
+    assert_eq!(*sequenced.borrow_and_update(), 1);
+    assert_eq!(store.integrate().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_wakes_its_node_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let ba: Country = "BA".parse().unwrap();
+    let mut ba_wakeup = store.subscribe(ba).await.unwrap();
+    let rs_wakeup = store.subscribe("RS".parse().unwrap()).await.unwrap();
+    let s = store.clone();
+    let accept = tokio::spawn(async move { s.accept(acceptance("BA")).await });
+    started.recv().await.unwrap();
+    assert!(!ba_wakeup.has_changed().unwrap(), "not before the flush");
+    flush.gate.add_permits(1);
+    accept.await.unwrap().unwrap();
+    ba_wakeup.changed().await.unwrap();
+    ba_wakeup.borrow_and_update();
+    assert_eq!(store.pending(ba, None, 10).await.unwrap().len(), 1);
+    assert!(!rs_wakeup.has_changed().unwrap(), "only the recipient");
+}
