@@ -5,10 +5,7 @@ use casebridge::daemon::tls::{ClientTls, Identity};
 use casebridge::protocol::ids::Role;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::support::*;
 
@@ -27,25 +24,6 @@ fn channel(
         .unwrap()
         .channel(&addr, role)
         .unwrap()
-}
-
-async fn services(ch: tonic::transport::Channel) -> Vec<String> {
-    let mut c = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = c
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("{other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -68,7 +46,7 @@ async fn broker_and_node_report_serving_and_list_their_services() {
         .into_inner();
     assert_eq!(health.status, ServingStatus::Serving as i32);
     assert!(
-        services(to_broker)
+        listed_services(ServerReflectionClient::new(to_broker))
             .await
             .contains(&"casebridge.v1.Exchange".to_string())
     );
@@ -90,7 +68,7 @@ async fn broker_and_node_report_serving_and_list_their_services() {
         .into_inner();
     assert_eq!(health.status, ServingStatus::Serving as i32);
     assert!(
-        services(to_node)
+        listed_services(ServerReflectionClient::new(to_node))
             .await
             .contains(&"casebridge.v1.Agency".to_string())
     );

@@ -10,28 +10,6 @@ use v1::audit_event::Event;
 
 use crate::support::*;
 
-fn h2_labels() -> v1::Labels {
-    let mut l = labels(
-        v1::Purpose::InvestigationMigrantSmuggling,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H2,
-    );
-    l.legal_basis_reference = "Police Cooperation Convention for Southeast Europe".into();
-    l.evaluation = Some(v1::Evaluation {
-        source: v1::SourceReliability::B as i32,
-        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
-    });
-    l
-}
-
-fn forward(id: &str, to: &str) -> v1::ForwardRequest {
-    v1::ForwardRequest {
-        envelope_id: id.into(),
-        recipients: vec![to.into()],
-        labels: None,
-    }
-}
-
 /// Seals an envelope as node `node` with an explicit onward or permission
 /// field, bypassing the node's own checks, as a misbehaving node could. A
 /// record passed on names `MK/police`, the provider in these tests.
@@ -372,68 +350,6 @@ async fn a_node_reports_refusals_only_for_its_own_agencies() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(audit(&fed).await.len(), before);
-}
-
-/// `holder` asks the provider for permission to pass `id` on to `to`, the
-/// provider grants it, and `holder` passes it on, all through the Agency
-/// API. Checks that the request reached the provider, not the agency
-/// `holder` got the record from. Returns the record passed on.
-async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
-    let mut h = fed.client(holder).unwrap();
-    let req = h
-        .api
-        .request_permission(v1::RequestPermissionRequest {
-            envelope_id: id.into(),
-            third_agencies: vec![to.into()],
-            justification: "the route continues".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
-    let asked = settled(fed, holder, &req.envelope_id).await;
-    assert_eq!(asked.recipients, vec![provider.to_string()]);
-    let mut p = fed.client(provider).unwrap();
-    let grant = p
-        .api
-        .grant_permission(v1::GrantPermissionRequest {
-            request_envelope_id: req.envelope_id,
-            conditions: "H2 stays".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
-    settled(fed, provider, &grant.envelope_id).await;
-    let onward = h.api.forward(forward(id, to)).await.unwrap().into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
-    settled(fed, holder, &onward.envelope_id).await;
-    let got = fetch(fed, to, &onward.envelope_id)
-        .await
-        .unwrap()
-        .entry
-        .unwrap();
-    assert_eq!(got.onward_of, id);
-    assert_eq!(got.sender_agency, holder);
-    let labels = got.labels.unwrap();
-    assert_eq!(labels.provider, provider, "the provider travels with it");
-    assert_eq!(labels.handling, v1::HandlingCode::H2 as i32);
-    let r = got.restrictions.unwrap();
-    assert!(
-        r.no_onward_transfer && r.notices[0].contains(&format!("permission of {provider}")),
-        "{r:?}"
-    );
-    onward.envelope_id
 }
 
 #[tokio::test]

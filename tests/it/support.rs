@@ -12,6 +12,7 @@ use casebridge::protocol::proto::v1;
 use casebridge::tools::local::LocalFederation;
 use prost::Message as _;
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
 pub fn cc(s: &str) -> Country {
     s.parse().expect("country code")
@@ -293,4 +294,112 @@ pub async fn checkpoint_now(fed: &Fed) -> u64 {
         .expect("read checkpoint")
         .expect("a checkpoint")
         .0
+}
+
+/// H2 labels of a regional police exchange (the onward-transfer cases).
+pub fn h2_labels() -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::InvestigationMigrantSmuggling,
+        v1::LegalBasis::RegionalPoliceConvention,
+        v1::HandlingCode::H2,
+    );
+    l.legal_basis_reference = "Police Cooperation Convention for Southeast Europe".into();
+    l.evaluation = Some(v1::Evaluation {
+        source: v1::SourceReliability::B as i32,
+        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
+    });
+    l
+}
+
+/// A request to pass record `id` on to `to`, under the labels it came with.
+pub fn forward(id: &str, to: &str) -> v1::ForwardRequest {
+    v1::ForwardRequest {
+        envelope_id: id.into(),
+        recipients: vec![to.into()],
+        labels: None,
+    }
+}
+
+/// `holder` asks the provider for permission to pass `id` on to `to`, the
+/// provider grants it, and `holder` passes it on, all through the Agency
+/// API. Checks that the request reached the provider, not the agency
+/// `holder` got the record from. Returns the record passed on.
+pub async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
+    let mut h = fed.client(holder).unwrap();
+    let req = h
+        .api
+        .request_permission(v1::RequestPermissionRequest {
+            envelope_id: id.into(),
+            third_agencies: vec![to.into()],
+            justification: "the route continues".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
+    let asked = settled(fed, holder, &req.envelope_id).await;
+    assert_eq!(asked.recipients, vec![provider.to_string()]);
+    let mut p = fed.client(provider).unwrap();
+    let grant = p
+        .api
+        .grant_permission(v1::GrantPermissionRequest {
+            request_envelope_id: req.envelope_id,
+            conditions: "H2 stays".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grant.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        grant.detail
+    );
+    settled(fed, provider, &grant.envelope_id).await;
+    let onward = h.api.forward(forward(id, to)).await.unwrap().into_inner();
+    assert_eq!(
+        onward.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        onward.detail
+    );
+    settled(fed, holder, &onward.envelope_id).await;
+    let got = fetch(fed, to, &onward.envelope_id)
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
+    assert_eq!(got.onward_of, id);
+    assert_eq!(got.sender_agency, holder);
+    let labels = got.labels.unwrap();
+    assert_eq!(labels.provider, provider, "the provider travels with it");
+    assert_eq!(labels.handling, v1::HandlingCode::H2 as i32);
+    let r = got.restrictions.unwrap();
+    assert!(
+        r.no_onward_transfer && r.notices[0].contains(&format!("permission of {provider}")),
+        "{r:?}"
+    );
+    onward.envelope_id
+}
+
+/// The services a server lists over gRPC reflection.
+pub async fn listed_services(mut c: ServerReflectionClient<Channel>) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -13,6 +13,7 @@ use casebridge::protocol::policy::Owner;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 
+use super::harness::still_serves;
 use crate::support::*;
 
 /// Re-signs the directory after `edit` without raising its version, as a
@@ -38,24 +39,6 @@ fn revoke_agency(id: &str) -> impl FnOnce(&mut v1::Directory) + '_ {
             .expect("agency")
             .revoked = true;
     }
-}
-
-/// An honest transfer still goes through, end to end.
-async fn still_serves(fed: &Fed) {
-    let r = send(
-        fed,
-        "BA/police",
-        &["HR/police"],
-        record("wanted_alert"),
-        police(),
-    )
-    .await;
-    assert_eq!(r.state, v1::SendState::Accepted as i32, "{}", r.detail);
-    let st = settled(fed, "BA/police", &r.envelope_id).await;
-    assert_eq!(
-        st.recipient_status[0].state,
-        v1::DeliveryState::Delivered as i32
-    );
 }
 
 fn message(e: anyhow::Error) -> String {

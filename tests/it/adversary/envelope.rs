@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use casebridge::protocol::directory::Directory;
-use casebridge::protocol::envelope::{self, SealInput};
-use casebridge::protocol::ids::{AgencyId, Country, EnvelopeId};
+use casebridge::protocol::envelope;
+use casebridge::protocol::ids::{Country, EnvelopeId};
 use casebridge::protocol::proto::v1;
 use casebridge::storage::broker::MailItem;
 use hpke::Serializable as _;
@@ -22,9 +22,9 @@ use tonic::Code;
 use v1::RefusalCode as R;
 use v1::audit_event::Event;
 
+use super::harness::{self, still_serves};
 use crate::support::*;
 
-const DAY: i64 = 86_400_000;
 const MIB: usize = 1 << 20;
 /// No error message may be longer than this, whatever the input.
 const SHORT: usize = 512;
@@ -32,38 +32,14 @@ const SHORT: usize = 512;
 // ---------------------------------------------------------------------------
 // What a hostile node does with its own keys
 
-/// Seals `rec` as node `node` would, from `from` to `to`, created now.
-fn seal_as(
-    fed: &Fed,
-    node: &str,
-    from: &str,
-    to: &[&str],
-    rec: &v1::CaseRecord,
-) -> envelope::Sealed {
-    let sender: AgencyId = from.parse().unwrap();
-    let recipients: Vec<AgencyId> = to.iter().map(|a| a.parse().unwrap()).collect();
-    let now = casebridge::daemon::clock::now_ms();
-    let input = SealInput {
-        sender: &sender,
-        recipients: &recipients,
-        record: rec,
-        labels: police_to_third_country(),
-        created_at_ms: now,
-        expires_at_ms: now + DAY,
-        onward_of: None,
-        permission: None,
-    };
-    envelope::seal(&input, &node_signing_key(fed, node), &directory(fed)).unwrap()
-}
-
 /// An honest-looking envelope from HR/police to BA/police, sealed by HR.
 fn fresh(fed: &Fed) -> v1::Envelope {
-    seal_as(
+    harness::seal_as(
         fed,
-        "HR",
         "HR/police",
         &["BA/police"],
         &record("wanted_alert"),
+        police_to_third_country(),
     )
     .envelope
 }
@@ -76,10 +52,7 @@ fn resign(
     env: &mut v1::Envelope,
     edit: impl FnOnce(&mut v1::EnvelopeHeader),
 ) {
-    let mut h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
-    edit(&mut h);
-    env.header = h.encode_to_vec();
-    env.signature = envelope::sign_header(&env.header, &node_signing_key(fed, node));
+    *env = harness::resign(env, &node_signing_key(fed, node), edit);
 }
 
 /// Replaces the ciphertext and binds its hash into the header, signed by
@@ -231,30 +204,6 @@ fn short(s: &str) -> &str {
     &s[..end]
 }
 
-/// An honest transfer still goes all the way: HR/police to BA/police,
-/// accepted by the broker and delivered.
-async fn still_serves(fed: &Fed) {
-    let sent = send(
-        fed,
-        "HR/police",
-        &["BA/police"],
-        record("wanted_alert"),
-        police_to_third_country(),
-    )
-    .await;
-    assert_eq!(
-        sent.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        sent.detail
-    );
-    let status = settled(fed, "HR/police", &sent.envelope_id).await;
-    assert_eq!(
-        status.recipient_status[0].state,
-        v1::DeliveryState::Delivered as i32
-    );
-}
-
 /// The receipts the broker recorded for `id`, by recipient node.
 async fn receipts_recorded(fed: &Fed, id: &EnvelopeId) -> BTreeMap<String, v1::ReceiptRecorded> {
     audit(fed)
@@ -283,7 +232,13 @@ async fn recipients_given_different_data_keys_both_refuse() {
     // with HR's node stopped, the broker keeps the receipts it relays to HR.
     fed.stop_node(cc("HR")).await.unwrap();
     let rec = record("wanted_alert");
-    let sealed = seal_as(&fed, "HR", "HR/police", &["RS/police", "BA/police"], &rec);
+    let sealed = harness::seal_as(
+        &fed,
+        "HR/police",
+        &["RS/police", "BA/police"],
+        &rec,
+        police_to_third_country(),
+    );
     let id = sealed.id;
     let mut other = rec.clone();
     if let Some(v1::case_record::Body::WantedAlert(w)) = &mut other.body {
@@ -814,12 +769,12 @@ async fn oversized_submit_gets_a_typed_refusal() {
     let mut fed = create(&["HR", "BA"]).await;
     fed.broker_config.limits.max_envelope_bytes = 64 * 1024;
     start_all(&mut fed).await;
-    let env = seal_as(
+    let env = harness::seal_as(
         &fed,
-        "HR",
         "HR/police",
         &["BA/police"],
         &evidence(180 * 1024),
+        police_to_third_country(),
     )
     .envelope;
     assert_refused(

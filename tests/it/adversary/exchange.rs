@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use casebridge::daemon::node::witness;
 use casebridge::protocol::bounds;
-use casebridge::protocol::envelope::{self, SealInput};
-use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::envelope;
+use casebridge::protocol::ids::EnvelopeId;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
 
+use super::harness::{header_of, receipt_for, seal_with, sign_receipt_as};
 use crate::support::*;
 
 const DAY: i64 = 86_400_000;
@@ -208,22 +209,11 @@ fn receipt(
     status: v1::ReceiptStatus,
     delivered_to: &[&str],
 ) -> v1::SignedReceipt {
-    let h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
-    let body = v1::ReceiptBody {
-        envelope_id: h.envelope_id,
-        recipient_node: node.into(),
-        status: status as i32,
-        code: if status == v1::ReceiptStatus::Rejected {
-            v1::RejectionCode::Policy as i32
-        } else {
-            0
-        },
-        delivered_to: delivered_to.iter().map(ToString::to_string).collect(),
-        at_ms: casebridge::daemon::clock::now_ms(),
-        header_sha256: envelope::sha256(&env.header).to_vec(),
-        ..Default::default()
-    };
-    envelope::sign_receipt(&body, &node_signing_key(fed, node))
+    let mut body = receipt_for(env, node, status, delivered_to);
+    if status == v1::ReceiptStatus::Rejected {
+        body.code = v1::RejectionCode::Policy as i32;
+    }
+    sign_receipt_as(fed, node, &body)
 }
 
 #[tokio::test]
@@ -426,65 +416,10 @@ fn h2() -> v1::Labels {
     l
 }
 
-/// `holder` asks the provider for permission to pass `id` on to `to`, the
-/// provider grants it, and `holder` passes it on. Returns the new record.
-async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) -> String {
-    let mut h = fed.client(holder).unwrap();
-    let req = h
-        .api
-        .request_permission(v1::RequestPermissionRequest {
-            envelope_id: id.into(),
-            third_agencies: vec![to.into()],
-            justification: "the route continues".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(req.state, v1::SendState::Accepted as i32, "{}", req.detail);
-    settled(fed, holder, &req.envelope_id).await;
-    let mut p = fed.client(provider).unwrap();
-    let grant = p
-        .api
-        .grant_permission(v1::GrantPermissionRequest {
-            request_envelope_id: req.envelope_id,
-            conditions: "H2 stays".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
-    settled(fed, provider, &grant.envelope_id).await;
-    let onward = h
-        .api
-        .forward(v1::ForwardRequest {
-            envelope_id: id.into(),
-            recipients: vec![to.into()],
-            labels: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
-    settled(fed, holder, &onward.envelope_id).await;
-    onward.envelope_id
-}
-
-/// An envelope sealed by node `node` with its own key, bypassing the node's
-/// own checks, as a misbehaving node could.
-#[allow(clippy::too_many_arguments)]
+/// An envelope sealed by the sending agency's node with its own key,
+/// bypassing the node's own checks, as a misbehaving node could.
 fn seal_raw(
     fed: &Fed,
-    node: &str,
     from: &str,
     to: &str,
     record: v1::CaseRecord,
@@ -492,23 +427,13 @@ fn seal_raw(
     onward_of: Option<EnvelopeId>,
     permission: Option<v1::PermissionScope>,
 ) -> v1::Envelope {
-    let sender: AgencyId = from.parse().unwrap();
-    let recipients = [to.parse().unwrap()];
-    let now = casebridge::daemon::clock::now_ms();
     let expires_at_ms = labels.expires_at_ms;
-    let input = SealInput {
-        sender: &sender,
-        recipients: &recipients,
-        record: &record,
-        labels,
-        created_at_ms: now,
-        expires_at_ms,
-        onward_of,
-        permission,
-    };
-    envelope::seal(&input, &node_signing_key(fed, node), &directory(fed))
-        .unwrap()
-        .envelope
+    seal_with(fed, from, &[to], &record, labels, |input| {
+        input.expires_at_ms = expires_at_ms;
+        input.onward_of = onward_of;
+        input.permission = permission;
+    })
+    .envelope
 }
 
 fn grant_record() -> v1::CaseRecord {
@@ -549,12 +474,7 @@ fn provided_by(provider: &str) -> v1::Labels {
 /// refusal code, the message, exactly one new audit event (the refusal),
 /// and that the broker kept nothing of the envelope.
 async fn refused(fed: &Fed, node: &str, env: v1::Envelope, code: v1::RefusalCode, says: &str) {
-    let id = EnvelopeId::from_bytes(
-        &v1::EnvelopeHeader::decode(env.header.as_slice())
-            .unwrap()
-            .envelope_id,
-    )
-    .unwrap();
+    let id = EnvelopeId::from_bytes(&header_of(&env).envelope_id).unwrap();
     let before = audit(fed).await.len();
     let err = exchange_as_node(fed, node)
         .submit(v1::SubmitRequest {
@@ -607,7 +527,6 @@ async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
     let (_, r1) = passed_on_once(&fed).await;
     let grant = seal_raw(
         &fed,
-        "RS",
         "RS/police",
         "BA/police",
         grant_record(),
@@ -628,7 +547,6 @@ async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
     // Without HR's permission BA/police cannot pass it on, whoever said yes.
     let onward = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "BA/border-police",
         record("intelligence_report"),
@@ -674,7 +592,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // Asking the forwarder instead of the provider.
     let ask = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "RS/police",
         request_record(),
@@ -697,7 +614,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     ] {
         let env = seal_raw(
             &fed,
-            "BA",
             "BA/police",
             "BA/border-police",
             record("intelligence_report"),
@@ -717,7 +633,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // A record that passes nothing on names no provider.
     let env = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "ME/police",
         record("intelligence_report"),
@@ -740,7 +655,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     ] {
         let env = seal_raw(
             &fed,
-            "ME",
             "ME/police",
             "ME/border-police",
             record("intelligence_report"),
@@ -761,7 +675,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     // a grant covers only the agencies it names.
     let grant = seal_raw(
         &fed,
-        "HR",
         "HR/police",
         "ME/police",
         grant_record(),
@@ -780,7 +693,6 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
     let r2 = hop(&fed, "HR/police", "BA/police", &r1, "BA/border-police").await;
     let beyond = seal_raw(
         &fed,
-        "BA",
         "BA/police",
         "BA/prosecutor",
         record("intelligence_report"),
@@ -801,30 +713,26 @@ async fn permission_is_asked_of_the_provider_and_onward_headers_name_it() {
 
 // ---- inclusion checks the broker cannot defeat ----
 
+/// A record BA/police seals for RS/police as node BA would, kept for 30 days,
+/// without going through BA's outbox.
+fn ba_to_rs_for_a_month(fed: &Fed) -> envelope::Sealed {
+    seal_with(
+        fed,
+        "BA/police",
+        &["RS/police"],
+        &record("wanted_alert"),
+        police(),
+        |input| input.expires_at_ms = input.created_at_ms + 30 * DAY,
+    )
+}
+
 #[tokio::test]
 async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proof() {
     let fed = start(&["BA", "RS"]).await;
     let node = fed.node(cc("BA")).unwrap().clone();
     // An envelope the broker accepted but whose answer the node never saw.
-    let sender: AgencyId = "BA/police".parse().unwrap();
-    let recipients = ["RS/police".parse().unwrap()];
-    let rec = record("wanted_alert");
-    let now = casebridge::daemon::clock::now_ms();
-    let sealed = envelope::seal(
-        &SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &rec,
-            labels: police(),
-            created_at_ms: now,
-            expires_at_ms: now + 30 * DAY,
-            onward_of: None,
-            permission: None,
-        },
-        &node_signing_key(&fed, "BA"),
-        &directory(&fed),
-    )
-    .unwrap();
+    let sealed = ba_to_rs_for_a_month(&fed);
+    let now = header_of(&sealed.envelope).created_at_ms;
     let first = exchange_as_node(&fed, "BA")
         .submit(v1::SubmitRequest {
             envelope: Some(sealed.envelope.clone()),
@@ -940,25 +848,7 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     }
     // As if the broker had answered "duplicate" for an envelope it never
     // took: settled accepted, index unknown.
-    let sender: AgencyId = "BA/police".parse().unwrap();
-    let recipients = ["RS/police".parse().unwrap()];
-    let rec = record("wanted_alert");
-    let now = casebridge::daemon::clock::now_ms();
-    let never = envelope::seal(
-        &SealInput {
-            sender: &sender,
-            recipients: &recipients,
-            record: &rec,
-            labels: police(),
-            created_at_ms: now,
-            expires_at_ms: now + 30 * DAY,
-            onward_of: None,
-            permission: None,
-        },
-        &node_signing_key(&fed, "BA"),
-        &directory(&fed),
-    )
-    .unwrap();
+    let never = ba_to_rs_for_a_month(&fed);
     let status = v1::SendStatus {
         envelope_id: never.id.to_string(),
         state: v1::SendState::Queued as i32,
@@ -1049,7 +939,7 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
     let err = rs
         .acknowledge(v1::AcknowledgeRequest {
             seq,
-            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+            receipt: Some(sign_receipt_as(&fed, "RS", &body)),
         })
         .await
         .unwrap_err();
@@ -1077,7 +967,7 @@ async fn a_receipt_with_an_unbounded_reason_is_refused_before_it_reaches_the_log
     let err = rs
         .acknowledge(v1::AcknowledgeRequest {
             seq,
-            receipt: Some(envelope::sign_receipt(&body, &node_signing_key(&fed, "RS"))),
+            receipt: Some(sign_receipt_as(&fed, "RS", &body)),
         })
         .await
         .unwrap_err();

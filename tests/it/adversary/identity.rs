@@ -728,24 +728,7 @@ const PUBLIC_SERVICES: [&str; 5] = [
 ];
 
 async fn listed_services(fed: &Fed, who: &Who, server: Server) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = harness::reflection_client_as(fed, who, server)
-        .server_reflection_info(tokio_stream::iter(vec![req]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            l.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("{other:?}"),
-    }
+    support::listed_services(harness::reflection_client_as(fed, who, server)).await
 }
 
 #[tokio::test]
@@ -813,20 +796,6 @@ async fn health_and_reflection_tell_any_member_only_public_facts() {
 // Agency-level: one agency asking its own node for another's records
 // ---------------------------------------------------------------------
 
-fn h2_labels() -> v1::Labels {
-    let mut l = support::labels(
-        v1::Purpose::InvestigationMigrantSmuggling,
-        v1::LegalBasis::RegionalPoliceConvention,
-        v1::HandlingCode::H2,
-    );
-    l.legal_basis_reference = "Police Cooperation Convention for Southeast Europe".into();
-    l.evaluation = Some(v1::Evaluation {
-        source: v1::SourceReliability::B as i32,
-        accuracy: v1::InformationAccuracy::InformationAccuracy3 as i32,
-    });
-    l
-}
-
 /// MK/police sent an H2 report to RS/police, which asked MK/police for
 /// permission to pass it on to AL/police. So RS/police holds the report in
 /// its inbox and the request in its sent records; MK/police holds the
@@ -844,7 +813,7 @@ async fn victims() -> Victims {
         "MK/police",
         &["RS/police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     assert_eq!(
@@ -1121,7 +1090,7 @@ async fn an_agency_cannot_reply_in_the_thread_of_another_agencys_record() {
         ("RS/border-police", &v.report),
         ("RS/border-police", &v.request),
     ] {
-        let mut l = h2_labels();
+        let mut l = support::h2_labels();
         l.in_reply_to.clone_from(id);
         let r = own_node(&v.fed, agency)
             .send(v1::SendRequest {
@@ -1155,7 +1124,7 @@ async fn an_agency_watching_its_inbox_sees_only_its_own_entries() {
         "MK/police",
         &["RS/police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     support::settled(&v.fed, "MK/police", &theirs.envelope_id).await;
@@ -1164,7 +1133,7 @@ async fn an_agency_watching_its_inbox_sees_only_its_own_entries() {
         "MK/border-police",
         &["RS/border-police"],
         support::record("intelligence_report"),
-        h2_labels(),
+        support::h2_labels(),
     )
     .await;
     assert_eq!(

@@ -6,15 +6,17 @@
 use std::time::Duration;
 
 use casebridge::daemon::broker::audit_api::{MAX_RESPONSE_BYTES, PAGE_BYTES};
-use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::daemon::rpc::audit_client::AuditClient;
+use casebridge::daemon::tls::Identity;
 use casebridge::protocol::envelope::{self, SealInput};
-use casebridge::protocol::ids::{AgencyId, Role};
+use casebridge::protocol::ids::AgencyId;
 use casebridge::protocol::leaf::MAX_LEAF_BYTES;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
 use v1::audit_event::Event;
 
+use super::harness::{Who, audit_client_as};
 use crate::support::*;
 
 const DAY: i64 = 86_400_000;
@@ -79,20 +81,10 @@ async fn still_serves(fed: &Fed, node: &str) {
         .expect("the broker still serves");
 }
 
-fn auditor(
-    fed: &Fed,
-) -> casebridge::daemon::rpc::audit_client::AuditClient<tonic::transport::Channel> {
-    let d = fed.fed.dir.join("auditors/auditor");
-    let id = Identity::load(&d.join("auditor.crt"), &d.join("auditor.key")).unwrap();
-    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
-        .unwrap()
-        .remove(0);
-    let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).unwrap();
-    casebridge::daemon::rpc::audit_client::AuditClient::new(
-        tls.channel(&fed.broker_addr.to_string(), Role::Broker)
-            .unwrap(),
-    )
-    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+/// The federation's auditor at the broker, with the largest answer the
+/// audit API promises as its decoding limit.
+fn auditor(fed: &Fed) -> AuditClient<tonic::transport::Channel> {
+    audit_client_as(fed, &Who::Auditor("auditor")).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 fn auditor_profile(fed: &Fed) -> std::path::PathBuf {

@@ -18,6 +18,7 @@ use casebridge::protocol::keys::SigningKey;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 
+use super::harness::{header_of, log_key, receipt_for, seal_as, sign_receipt_as};
 use crate::support::*;
 use hostile_broker::HostileBroker;
 
@@ -52,13 +53,9 @@ fn sealed_by_ba(
     .unwrap()
 }
 
+/// An honest envelope from BA/police, sealed now by node BA.
 fn fresh_for(fed: &Fed, to: &[&str], record: &v1::CaseRecord) -> envelope::Sealed {
-    let now = casebridge::daemon::clock::now_ms();
-    sealed_by_ba(fed, to, record, None, now, now + DAY)
-}
-
-fn header_of(env: &v1::Envelope) -> v1::EnvelopeHeader {
-    v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap()
+    seal_as(fed, "BA/police", to, record, police())
 }
 
 /// `header` signed by `key` over `ciphertext`.
@@ -69,12 +66,6 @@ fn signed_with(header: &v1::EnvelopeHeader, key: &SigningKey, ciphertext: &[u8])
         header,
         ciphertext: ciphertext.to_vec(),
     }
-}
-
-/// The key the broker really holds: its log key. It signs no header a node
-/// accepts.
-fn broker_key(fed: &Fed) -> SigningKey {
-    casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("broker/log.key")).unwrap()
 }
 
 /// The receipt in an acknowledgement, checked against the signing key of
@@ -109,7 +100,7 @@ async fn a_forged_envelope_reusing_a_real_id_changes_nothing_for_the_real_one() 
     // Another header under the real id, signed by the broker's own key.
     let mut h = header_of(&real.envelope);
     h.labels.as_mut().unwrap().case_reference = "FORGED-BY-BROKER".into();
-    let forged = signed_with(&h, &broker_key(&fed), &real.envelope.ciphertext);
+    let forged = signed_with(&h, &log_key(&fed), &real.envelope.ciphertext);
     // The real header bytes under a signature that is not BA's.
     let mut unsigned = real.envelope.clone();
     unsigned.signature[0] ^= 1;
@@ -387,19 +378,12 @@ async fn ba_sends_to_hr(fed: &Fed, hb: &HostileBroker) -> Sent {
 
 /// The receipt HR would give for the record BA sent.
 fn honest_body(sent: &Sent) -> v1::ReceiptBody {
-    v1::ReceiptBody {
-        envelope_id: sent.id.as_bytes().to_vec(),
-        recipient_node: "HR".into(),
-        status: v1::ReceiptStatus::Delivered as i32,
-        delivered_to: vec!["HR/police".into()],
-        at_ms: casebridge::daemon::clock::now_ms(),
-        header_sha256: sha(&sent.envelope.header),
-        ..Default::default()
-    }
-}
-
-fn signed_by(fed: &Fed, node: &str, body: &v1::ReceiptBody) -> v1::SignedReceipt {
-    envelope::sign_receipt(body, &node_signing_key(fed, node))
+    receipt_for(
+        &sent.envelope,
+        "HR",
+        v1::ReceiptStatus::Delivered,
+        &["HR/police"],
+    )
 }
 
 /// HR's state in BA/police's view of the record.
@@ -469,7 +453,7 @@ async fn a_relayed_receipt_for_another_header_is_refused_and_kept_as_evidence() 
     // real id, and relays it to BA as the answer to BA's record.
     let mut h = header_of(&sent.envelope);
     h.labels.as_mut().unwrap().case_reference = "FORGED-BY-BROKER".into();
-    let forged = signed_with(&h, &broker_key(&fed), &sent.envelope.ciphertext);
+    let forged = signed_with(&h, &log_key(&fed), &sent.envelope.ciphertext);
     let seq = hb.deliver_envelope(cc("HR"), forged);
     let hr_signed = hb.wait_ack(cc("HR"), seq).await.receipt.unwrap();
     let hr_body = envelope::verify_receipt(&hr_signed, &directory(&fed)).unwrap();
@@ -484,7 +468,7 @@ async fn a_relayed_receipt_for_another_header_is_refused_and_kept_as_evidence() 
         &fed,
         &hb,
         &sent,
-        signed_by(&fed, "HR", &body),
+        sign_receipt_as(&fed, "HR", &body),
         "not the header this node sent",
     )
     .await;
@@ -507,7 +491,7 @@ async fn a_relayed_receipt_from_a_node_that_was_no_recipient_is_refused() {
         &fed,
         &hb,
         &sent,
-        signed_by(&fed, "RS", &body),
+        sign_receipt_as(&fed, "RS", &body),
         "signed by node RS, which serves no recipient",
     )
     .await;
@@ -521,20 +505,25 @@ async fn a_relayed_receipt_from_a_node_that_was_no_recipient_is_refused() {
         &fed,
         &hb,
         &sent,
-        signed_by(&fed, "HR", &body),
+        sign_receipt_as(&fed, "HR", &body),
         "which this node did not send",
     )
     .await;
 
-    assert_honest_receipt_applies(&fed, &hb, &sent, signed_by(&fed, "HR", &honest_body(&sent)))
-        .await;
+    assert_honest_receipt_applies(
+        &fed,
+        &hb,
+        &sent,
+        sign_receipt_as(&fed, "HR", &honest_body(&sent)),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unsigned_or_missigned_relayed_receipt_is_refused() {
     let (fed, hb) = behind_hostile_broker(&["BA"]).await;
     let sent = ba_sends_to_hr(&fed, &hb).await;
-    let honest = signed_by(&fed, "HR", &honest_body(&sent));
+    let honest = sign_receipt_as(&fed, "HR", &honest_body(&sent));
 
     let unsigned = v1::SignedReceipt {
         body: honest.body.clone(),
@@ -551,7 +540,7 @@ async fn an_unsigned_or_missigned_relayed_receipt_is_refused() {
     // Signed, but by RS, for a body that names HR.
     let by_rs = v1::SignedReceipt {
         body: honest.body.clone(),
-        signature: signed_by(&fed, "RS", &honest_body(&sent)).signature,
+        signature: sign_receipt_as(&fed, "RS", &honest_body(&sent)).signature,
     };
     assert_receipt_refused(&fed, &hb, &sent, by_rs, "does not verify").await;
     let garbage = v1::SignedReceipt {
@@ -581,16 +570,28 @@ async fn a_relayed_receipt_naming_an_agency_that_was_no_recipient_is_refused() {
         &fed,
         &hb,
         &sent,
-        signed_by(&fed, "HR", &body),
+        sign_receipt_as(&fed, "HR", &body),
         "names HR/border-police, which is not a recipient",
     )
     .await;
     let mut body = honest_body(&sent);
     body.status = v1::ReceiptStatus::Unspecified as i32;
-    assert_receipt_refused(&fed, &hb, &sent, signed_by(&fed, "HR", &body), "no status").await;
+    assert_receipt_refused(
+        &fed,
+        &hb,
+        &sent,
+        sign_receipt_as(&fed, "HR", &body),
+        "no status",
+    )
+    .await;
 
-    assert_honest_receipt_applies(&fed, &hb, &sent, signed_by(&fed, "HR", &honest_body(&sent)))
-        .await;
+    assert_honest_receipt_applies(
+        &fed,
+        &hb,
+        &sent,
+        sign_receipt_as(&fed, "HR", &honest_body(&sent)),
+    )
+    .await;
 }
 
 #[tokio::test]
