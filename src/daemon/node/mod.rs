@@ -95,7 +95,8 @@ impl NodeState {
             } => {
                 tracing::error!(node = %self.country, %reason, "policy bundles refused; the set in force stays");
             }
-            _ => {}
+            crate::storage::files::policy::Reload::Refused { first: false, .. }
+            | crate::storage::files::policy::Reload::Unchanged => {}
         }
         outcome
     }
@@ -183,16 +184,15 @@ impl Node {
             SledNodeStore::open(&cfg.data_dir)
                 .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?,
         );
-        let in_force = store.in_force().await?;
-        in_force.check_directory(&directory, &cfg.directory)?;
-        let policies = crate::storage::files::policy::LivePolicies::load(
-            &cfg.policies,
+        let policies = crate::daemon::in_force::load_in_force(
+            store.as_ref(),
             &directory,
+            &cfg.directory,
             key,
-            &in_force.bundles,
+            &cfg.policies,
             crate::daemon::clock::now_ms(),
         )
-        .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        .await?;
         let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
         let state = NodeState {
             country: cfg.country,
