@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/casebridge/v1/exchange.proto",
     "proto/casebridge/v1/agency.proto",
     "proto/casebridge/v1/auditor.proto",
+    "proto/casebridge/v1/bench.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

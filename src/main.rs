@@ -81,6 +81,18 @@ enum Command {
     /// Check the broker's audit log with proofs (auditors).
     #[command(subcommand)]
     Audit(casebridge::tools::audit::AuditCmd),
+    /// Measure a throwaway federation of separate processes on loopback
+    /// against a raw gRPC echo over the same mutual TLS.
+    Bench(Box<casebridge::tools::bench::BenchArgs>),
+    /// The echo server `bench` measures against (started by `bench`).
+    #[command(hide = true)]
+    BenchEcho {
+        /// The broker config whose TLS identity the echo presents.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Play the scenarios on a throwaway federation and print what happens.
     Demo {
         /// Keep the federation in this directory instead of a temporary one.
@@ -270,6 +282,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Audit(cmd) => {
             init_logging(LogFormat::Human, "warn");
             casebridge::tools::audit::run(cmd).await
+        }
+        Command::Bench(args) => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::bench::run(*args).await
+        }
+        Command::BenchEcho { config, listen } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::bench::echo::serve(
+                &config,
+                listen,
+                casebridge::daemon::shutdown::shutdown_signal(),
+            )
+            .await?;
+            Ok(true)
         }
         Command::Demo { dir } => {
             // The demo tells its own story; the daemons' warnings about the

@@ -2,6 +2,7 @@
 //! the daemons and the protocol core; nothing below depends on them.
 
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod demo;
