@@ -3,6 +3,7 @@
 
 mod adversary;
 mod authz;
+mod bench;
 mod delivery;
 mod durability;
 mod health;
