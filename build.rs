@@ -13,8 +13,10 @@ const PROTOS: &[&str] = &[
     "proto/casebridge/v1/exchange.proto",
     "proto/casebridge/v1/agency.proto",
     "proto/casebridge/v1/auditor.proto",
-    "proto/casebridge/v1/bench.proto",
 ];
+
+/// The echo `casebridge bench` measures against; not part of any API.
+const BENCH_PROTO: &str = "proto/casebridge/v1/bench.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -43,13 +45,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&services)
         .compile_with_config(config, PROTOS, &["proto"])?;
 
+    // The bench's echo, for `tools::bench` alone: messages and service in
+    // one file, kept out of the descriptor set above so that no daemon
+    // lists it in reflection.
+    let bench = out_dir.join("bench");
+    std::fs::create_dir_all(&bench)?;
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(&protoc);
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .out_dir(&bench)
+        .compile_with_config(config, &[BENCH_PROTO], &["proto"])?;
+
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .out_dir(&messages)
         .build(&[".casebridge.v1"])?;
 
-    for proto in PROTOS {
+    for proto in PROTOS.iter().chain([&BENCH_PROTO]) {
         println!("cargo:rerun-if-changed={proto}");
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! The generated gRPC clients and servers of `casebridge.v1` (Exchange,
-//! Audit, Agency, and the bench's Echo), over the messages of `protocol::proto`.
+//! Audit, Agency), over the messages of `protocol::proto`.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 mod generated {

@@ -124,7 +124,10 @@ pub async fn echo(
         let mut c = client.clone();
         let payload = payload.clone();
         async move {
-            let r = c.echo(v1::EchoRequest { payload }).await.context("Echo")?;
+            let r = c
+                .echo(super::echo::EchoRequest { payload })
+                .await
+                .context("Echo")?;
             if r.into_inner().payload.len() != RECORD_BYTES {
                 bail!("the echo answered with another payload");
             }
