@@ -47,30 +47,30 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub concurrency: Vec<usize>,
     /// Echo calls per concurrency.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 4000)]
     pub echo_count: usize,
     /// Agency Sends per concurrency.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 500)]
     pub send_count: usize,
     /// Records sent end to end (Send → inbox → receipt at the sender).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 500)]
     pub e2e_count: usize,
     /// Concurrency of the end-to-end loop.
     #[arg(long, default_value_t = 16)]
     pub e2e_concurrency: usize,
     /// Pre-sealed envelopes submitted directly per concurrency.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1000)]
     pub submit_count: usize,
     /// Routine envelopes queued for a stopped node, then drained (the
     /// regional-scale figure is measured with 100000; it takes far longer
     /// than the default run).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 5000)]
     pub backlog: usize,
     /// At most this many immediate alerts while the backlog drains.
     #[arg(long, default_value_t = 20)]
     pub alerts: usize,
     /// Milliseconds between two alerts.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 250)]
     pub alert_every_ms: u64,
     /// Seconds of idleness over which each process's CPU is read.
     #[arg(long, default_value_t = 6)]
@@ -441,7 +441,9 @@ async fn measure(
         &b.alerts,
     );
     if !b.alerts_during_drain {
-        report.note("the backlog drained before the last alert arrived: raise --backlog for alerts that all meet a draining backlog");
+        report.note(
+            "the backlog had drained before the last alert reached its last inbox: the alerts waited behind it, or it was too short to outlast them (--backlog)",
+        );
     }
 
     progress("the audit log");

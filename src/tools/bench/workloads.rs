@@ -36,14 +36,17 @@ pub fn record() -> anyhow::Result<v1::CaseRecord> {
             .context("the embedded example record")?;
     use prost::Message as _;
     let short = r.encoded_len();
+    let pad = " .".repeat(RECORD_BYTES.saturating_sub(short) / 2);
     if let Some(v1::case_record::Body::WantedAlert(a)) = r.body.as_mut() {
-        // The length prefixes grow by a byte or two with the text: trim after.
-        a.instructions
-            .push_str(&" .".repeat(RECORD_BYTES.saturating_sub(short) / 2));
-        while r.encoded_len() > RECORD_BYTES {
-            if let Some(v1::case_record::Body::WantedAlert(a)) = r.body.as_mut() {
-                a.instructions.pop();
-            }
+        a.instructions.push_str(&pad);
+    }
+    // The length prefixes grow by a byte or two with the text: trim after.
+    while r.encoded_len() > RECORD_BYTES {
+        let Some(v1::case_record::Body::WantedAlert(a)) = r.body.as_mut() else {
+            break;
+        };
+        if a.instructions.pop().is_none() {
+            break;
         }
     }
     Ok(r)
@@ -337,7 +340,8 @@ pub struct Backlog {
     pub rss_drained: u64,
     /// Send → last recipient's inbox, one per alert sent while the backlog drained.
     pub alerts: Vec<Duration>,
-    /// Whether the backlog was still draining when the last alert arrived.
+    /// Whether the backlog was still draining when the last alert arrived
+    /// (if not, the later alerts met a shorter backlog, or none).
     pub alerts_during_drain: bool,
 }
 
@@ -365,22 +369,33 @@ pub async fn backlog(
         tokio::spawn(async move { watch.wait_all(&ids, ARRIVAL_WAIT).await })
     };
     let mut client = fed.client(&p.sender)?;
-    let mut alerts = Vec::new();
-    // At least one alert, so that the figure exists even when the backlog
+    // Alerts go out on a schedule, each one followed on its own until it
+    // reaches the last inbox, so that a slow one does not hold back the next.
+    // At least one goes, so that the figure exists even when the backlog
     // drains first (the report then says so).
-    while alerts.len() < max_alerts.max(1) && (alerts.is_empty() || !drained.is_finished()) {
+    let mut arrivals = tokio::task::JoinSet::new();
+    let mut sent = 0;
+    while sent < max_alerts.max(1) && (sent == 0 || !drained.is_finished()) {
         let t0 = Instant::now();
         let id = send(&mut client, &p.others, &p.record, v1::Priority::Immediate).await?;
-        let mut last = t0;
-        for a in &p.others {
-            last = last.max(
-                p.watch(a)?
-                    .wait_all(std::slice::from_ref(&id), ARRIVAL_WAIT)
-                    .await?,
-            );
-        }
-        alerts.push(last.saturating_duration_since(t0));
+        sent += 1;
+        let watches: Vec<InboxWatch> = p
+            .others
+            .iter()
+            .map(|a| p.watch(a).cloned())
+            .collect::<anyhow::Result<_>>()?;
+        arrivals.spawn(async move {
+            let mut last = t0;
+            for w in &watches {
+                last = last.max(w.wait_all(std::slice::from_ref(&id), ARRIVAL_WAIT).await?);
+            }
+            anyhow::Ok(last.saturating_duration_since(t0))
+        });
         tokio::time::sleep(alert_every.saturating_sub(t0.elapsed())).await;
+    }
+    let mut alerts = Vec::with_capacity(sent);
+    while let Some(a) = arrivals.join_next().await {
+        alerts.push(a.context("an alert watch panicked")??);
     }
     let alerts_during_drain = !drained.is_finished();
     let last = drained.await.context("the drain watch panicked")??;
