@@ -7,10 +7,10 @@ use std::fmt;
 
 use ring::signature::Ed25519KeyPair;
 
-use super::keys::{checked_name, parse_private_key, public_key_of};
+use super::keys::{pair_from_pkcs8, pair_from_seed, parse_private_key, signing_key_id};
 use super::{
     Checkpoint, ED25519_SIGNATURE_LEN, NoteError, NoteKeyError, NoteSignature, SignatureType,
-    TIMESTAMP_LEN, Verifier, key_id,
+    TIMESTAMP_LEN, Verifier,
 };
 
 /// First line of the message an Ed25519 cosignature signs.
@@ -33,12 +33,7 @@ pub struct Cosigner<K = Ed25519KeyPair> {
 impl<K: Borrow<Ed25519KeyPair>> Cosigner<K> {
     /// A cosigner named `name` (a schema-less URL identifying the witness).
     pub fn new(name: &str, key: K) -> Result<Cosigner<K>, NoteKeyError> {
-        let name = checked_name(name)?;
-        let key_id = key_id(
-            &name,
-            SignatureType::CosignatureV1,
-            &public_key_of(key.borrow()),
-        );
+        let (name, key_id) = signing_key_id(name, SignatureType::CosignatureV1, key.borrow())?;
         Ok(Cosigner { name, key_id, key })
     }
 
@@ -54,12 +49,12 @@ impl<K: Borrow<Ed25519KeyPair>> Cosigner<K> {
 
     /// The matching verifier (print it for the verifier key text).
     pub fn verifier(&self) -> Verifier {
-        Verifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            signature_type: SignatureType::CosignatureV1,
-            public_key: public_key_of(self.key.borrow()),
-        }
+        Verifier::of_pair(
+            &self.name,
+            self.key_id,
+            SignatureType::CosignatureV1,
+            self.key.borrow(),
+        )
     }
 
     /// Cosigns `checkpoint` as of `timestamp` (POSIX seconds, at most
@@ -89,15 +84,12 @@ impl<K: Borrow<Ed25519KeyPair>> Cosigner<K> {
 impl Cosigner<Ed25519KeyPair> {
     /// A cosigner from a PKCS#8 v2 Ed25519 key.
     pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<Cosigner, NoteKeyError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| NoteKeyError::RejectedKey)?;
-        Cosigner::new(name, pair)
+        Cosigner::new(name, pair_from_pkcs8(pkcs8)?)
     }
 
     /// A cosigner from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Cosigner, NoteKeyError> {
-        let pair =
-            Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| NoteKeyError::RejectedKey)?;
-        Cosigner::new(name, pair)
+        Cosigner::new(name, pair_from_seed(seed)?)
     }
 
     /// A cosigner from `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x04 || seed)>`.

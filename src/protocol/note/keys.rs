@@ -60,6 +60,21 @@ impl Verifier {
         })
     }
 
+    /// The verifier of a signing key whose name and key ID are checked.
+    pub(super) fn of_pair(
+        name: &str,
+        key_id: u32,
+        signature_type: SignatureType,
+        pair: &Ed25519KeyPair,
+    ) -> Verifier {
+        Verifier {
+            name: name.to_owned(),
+            key_id,
+            signature_type,
+            public_key: public_key_of(pair),
+        }
+    }
+
     /// Parses a verifier key `<name>+<hex key ID>+<base64(type || key)>`
     /// (type `0x01` or `0x04`), checking that the key ID matches.
     pub fn parse(vkey: &str) -> Result<Verifier, NoteKeyError> {
@@ -280,7 +295,7 @@ pub(super) fn parse_private_key(
     if seed.len() != ED25519_KEY_LEN {
         return Err(NoteKeyError::WrongKeyLength(seed.len()));
     }
-    let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| NoteKeyError::RejectedKey)?;
+    let pair = pair_from_seed(seed)?;
     let computed = key_id(name, signature_type, &public_key_of(&pair));
     if computed != claimed {
         return Err(NoteKeyError::KeyIdMismatch { claimed, computed });
@@ -288,19 +303,36 @@ pub(super) fn parse_private_key(
     Ok((name.to_owned(), pair))
 }
 
-pub(super) fn checked_name(name: &str) -> Result<String, NoteKeyError> {
-    if is_valid_key_name(name) {
-        Ok(name.to_owned())
-    } else {
-        Err(NoteKeyError::InvalidKeyName(name.to_owned()))
+/// The name and key ID of a signing key of `signature_type`: the name must
+/// be valid (see [`is_valid_key_name`]).
+pub(super) fn signing_key_id(
+    name: &str,
+    signature_type: SignatureType,
+    pair: &Ed25519KeyPair,
+) -> Result<(String, u32), NoteKeyError> {
+    if !is_valid_key_name(name) {
+        return Err(NoteKeyError::InvalidKeyName(name.to_owned()));
     }
+    Ok((
+        name.to_owned(),
+        key_id(name, signature_type, &public_key_of(pair)),
+    ))
+}
+
+/// The Ed25519 key pair in a PKCS#8 v2 document.
+pub(super) fn pair_from_pkcs8(pkcs8: &[u8]) -> Result<Ed25519KeyPair, NoteKeyError> {
+    Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| NoteKeyError::RejectedKey)
+}
+
+/// The Ed25519 key pair of a 32-byte seed.
+pub(super) fn pair_from_seed(seed: &[u8]) -> Result<Ed25519KeyPair, NoteKeyError> {
+    Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| NoteKeyError::RejectedKey)
 }
 
 impl<K: Borrow<Ed25519KeyPair>> NoteSigner<K> {
     /// A signer named `name` (for a log, its checkpoint origin).
     pub fn new(name: &str, key: K) -> Result<NoteSigner<K>, NoteKeyError> {
-        let name = checked_name(name)?;
-        let key_id = key_id(&name, SignatureType::Ed25519, &public_key_of(key.borrow()));
+        let (name, key_id) = signing_key_id(name, SignatureType::Ed25519, key.borrow())?;
         Ok(NoteSigner { name, key_id, key })
     }
 
@@ -316,27 +348,24 @@ impl<K: Borrow<Ed25519KeyPair>> NoteSigner<K> {
 
     /// The matching verifier (print it for the verifier key text).
     pub fn verifier(&self) -> Verifier {
-        Verifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            signature_type: SignatureType::Ed25519,
-            public_key: public_key_of(self.key.borrow()),
-        }
+        Verifier::of_pair(
+            &self.name,
+            self.key_id,
+            SignatureType::Ed25519,
+            self.key.borrow(),
+        )
     }
 }
 
 impl NoteSigner<Ed25519KeyPair> {
     /// A signer from a PKCS#8 v2 Ed25519 key (as `keys` writes them).
     pub fn from_pkcs8(name: &str, pkcs8: &[u8]) -> Result<NoteSigner, NoteKeyError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| NoteKeyError::RejectedKey)?;
-        NoteSigner::new(name, pair)
+        NoteSigner::new(name, pair_from_pkcs8(pkcs8)?)
     }
 
     /// A signer from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<NoteSigner, NoteKeyError> {
-        let pair =
-            Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| NoteKeyError::RejectedKey)?;
-        NoteSigner::new(name, pair)
+        NoteSigner::new(name, pair_from_seed(seed)?)
     }
 
     /// A signer from a Go-style private key string
