@@ -266,6 +266,16 @@ pub fn exchange_as_node(
 /// Re-signs the federation's directory after `edit`, as the federation's
 /// directory authority would.
 pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
+    resign_directory(fed, |dir| {
+        edit(dir);
+        dir.version += 1;
+    });
+}
+
+/// Re-signs the federation's directory after `edit` with the directory key,
+/// keeping the version `edit` leaves (a directory key holder who wants an
+/// old version number to mean something else does not raise it).
+pub fn resign_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
     let key =
         casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
             .expect("directory key");
@@ -273,7 +283,6 @@ pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
     let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
     let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");
     edit(&mut dir);
-    dir.version += 1;
     let signed = Directory::sign(&dir, &key);
     std::fs::write(&fed.broker_config.directory, signed.encode_to_vec()).expect("write directory");
 }
