@@ -232,7 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             private_files();
             let cfg: NodeConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
-            let node = casebridge::daemon::node::Node::from_config(&cfg)?;
+            let node = casebridge::daemon::node::Node::from_config(&cfg).await?;
             let listener = bind(cfg.listen, &format!("node {}", cfg.country)).await?;
             node.serve(listener, casebridge::daemon::shutdown::shutdown_signal())
                 .await?;

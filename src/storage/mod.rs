@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod files;
 pub mod in_force;
+pub mod node;
 pub mod sled;
 
 use std::future::Future;
@@ -46,6 +47,16 @@ pub enum StorageError {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// Whether a store as a whole can still acknowledge anything; both
+/// daemons' stores answer it.
+#[async_trait::async_trait]
+pub trait Durability: Send + Sync {
+    /// Resolves, with the reason, once the store can make nothing durable
+    /// any more (a flush failed) and acknowledges nothing; the daemon then
+    /// stops. Never otherwise.
+    async fn failed(&self) -> String;
 }
 
 /// Creates `dir` and any missing parents with mode 0700, and makes `dir`

@@ -137,7 +137,7 @@ impl LocalFederation {
             .node_configs
             .get(&cc)
             .with_context(|| format!("no node {cc}"))?;
-        let node = Node::from_config(cfg)?;
+        let node = Node::from_config(cfg).await?;
         self.node_states.insert(cc, node.state.clone());
         let listener = bind(self.node_addrs[&cc]).await?;
         let (stop, rx) = oneshot::channel();

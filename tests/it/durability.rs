@@ -91,7 +91,7 @@ async fn the_outbox_drains_when_the_broker_returns() {
     // The outbox is durable: a node restart while the broker is away keeps it.
     fed.stop_node(cc("BA")).await.unwrap();
     fed.start_node(cc("BA")).await.unwrap();
-    assert_eq!(fed.node(cc("BA")).unwrap().store.outbox().unwrap().len(), 1);
+    assert_eq!(outbox_len(&fed, "BA").await, 1);
 
     fed.start_broker().await.unwrap();
     let st = settled(&fed, "BA/police", &resp.envelope_id).await;
@@ -100,15 +100,14 @@ async fn the_outbox_drains_when_the_broker_returns() {
         st.recipient_status[0].state,
         v1::DeliveryState::Delivered as i32
     );
-    assert!(
-        fed.node(cc("BA"))
-            .unwrap()
-            .store
-            .outbox()
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(outbox_len(&fed, "BA").await, 0);
     assert_eq!(inbox(&fed, "HR/police").await.len(), 1);
+}
+
+/// How many envelopes wait in the outbox of the running node `node`.
+async fn outbox_len(fed: &Fed, node: &str) -> usize {
+    let node = fed.node(cc(node)).expect("node running");
+    node.store.outbox().await.expect("outbox").len()
 }
 
 #[tokio::test]
@@ -322,7 +321,7 @@ async fn expired_records_are_purged_and_the_purge_is_logged_without_content() {
         .collect();
     assert_eq!(left, vec![keep.envelope_id]);
     assert!(
-        node.store.unreported_purges().unwrap().is_empty(),
+        node.store.unreported_purges().await.unwrap().is_empty(),
         "the broker logged it"
     );
 

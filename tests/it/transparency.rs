@@ -131,7 +131,7 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
         .await
         .unwrap();
     let accepted = note::open_checkpoint(
-        &node.store.accepted_checkpoint().unwrap().unwrap(),
+        &node.store.accepted_checkpoint().await.unwrap().unwrap(),
         &verifiers(&fed),
     )
     .unwrap()
@@ -161,7 +161,7 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
         .await
         .unwrap_err();
     assert!(matches!(err, WitnessError::Inconsistent(_)), "{err}");
-    let evidence = node.store.evidence().unwrap();
+    let evidence = node.store.evidence().await.unwrap();
     assert_eq!(evidence.len(), 1);
     assert!(
         evidence[0].contains("accepted checkpoint") && evidence[0].contains("offered checkpoint")
@@ -172,7 +172,7 @@ async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
     );
     // The node stays on the checkpoint it accepted.
     let still = note::open_checkpoint(
-        &node.store.accepted_checkpoint().unwrap().unwrap(),
+        &node.store.accepted_checkpoint().await.unwrap().unwrap(),
         &verifiers(&fed),
     )
     .unwrap();

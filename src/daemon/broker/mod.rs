@@ -27,7 +27,7 @@ use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;
 use crate::protocol::policy::Policies;
 use crate::protocol::proto::v1;
-use crate::storage::broker::{BrokerStore, Subject, VersionsInForce};
+use crate::storage::broker::{BrokerStore, Subject};
 use crate::storage::files::policy::{LivePolicies, Reload};
 use crate::storage::sled::broker::SledStore;
 
@@ -129,7 +129,8 @@ impl BrokerState {
                     .record_if_changed(Subject::Policy, hash.as_bytes().to_vec(), event)
                     .await?;
             }
-            _ => {
+            // An unchanged set returned above.
+            Reload::Refused { .. } | Reload::Unchanged => {
                 self.store.append(event).await?;
             }
         }
@@ -175,16 +176,15 @@ impl Broker {
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
         let store = SledStore::open(&cfg.data_dir)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
-        let in_force = store.in_force().await?;
-        in_force.check_directory(&directory, &cfg.directory)?;
-        let policies = LivePolicies::load(
-            &cfg.policies,
+        let policies = crate::daemon::in_force::load_in_force(
+            &store,
             &directory,
+            &cfg.directory,
             key,
-            &in_force.bundles,
+            &cfg.policies,
             crate::daemon::clock::now_ms(),
         )
-        .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        .await?;
         let log = log::TransparencyLog::new(
             crate::storage::files::keys::load_signing_key(&cfg.log_key)?,
             &directory,

@@ -117,12 +117,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
                 .state
                 .store
                 .fetch(&sender, &parent)
+                .await
                 .map_err(node_storage)?
                 .is_some()
                 || self
                     .state
                     .store
                     .sent(&parent)
+                    .await
                     .map_err(node_storage)?
                     .is_some_and(|s| s.sender_agency == sender.to_string());
             if !known {
@@ -149,7 +151,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
         let id = envelope_id("envelope_id", &req.envelope_id)?;
-        let original = self.inbox_record(&sender, &id)?;
+        let original = self.inbox_record(&sender, &id).await?;
         let entry = original.entry.unwrap_or_default();
         let provider = provider_of(&entry).to_string();
         let orig_labels = entry.labels.unwrap_or_default();
@@ -206,7 +208,11 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             }
             third.push(a);
         }
-        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        let entry = self
+            .inbox_record(&sender, &id)
+            .await?
+            .entry
+            .unwrap_or_default();
         // Only the provider of the original record can permit passing it on.
         let provider = provider_of(&entry).to_string();
         let mut labels = entry.labels.unwrap_or_default();
@@ -249,7 +255,11 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
         )
         .map_err(exceeded)?;
         let id = envelope_id("request_envelope_id", &req.request_envelope_id)?;
-        let entry = self.inbox_record(&sender, &id)?.entry.unwrap_or_default();
+        let entry = self
+            .inbox_record(&sender, &id)
+            .await?
+            .entry
+            .unwrap_or_default();
         let scope = match (entry.kind(), entry.permission.clone()) {
             (v1::RecordKind::PermissionRequest, Some(scope)) => scope,
             _ => {
@@ -300,6 +310,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             .state
             .store
             .inbox(&agency, after.as_ref(), limit)
+            .await
             .map_err(node_storage)?
             .into_iter()
             .filter_map(|r| r.entry)
@@ -320,6 +331,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
         let existing = state
             .store
             .inbox(&agency, None, usize::MAX)
+            .await
             .map_err(node_storage)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let mut stopping = state.stopping();
@@ -369,7 +381,13 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::InboxRecord>, Status> {
         let agency = self.agency(&req)?;
         let id = envelope_id("envelope_id", &req.get_ref().envelope_id)?;
-        match self.state.store.fetch(&agency, &id).map_err(node_storage)? {
+        match self
+            .state
+            .store
+            .fetch(&agency, &id)
+            .await
+            .map_err(node_storage)?
+        {
             Some(r) => Ok(Response::new(r)),
             None => Err(Status::not_found(format!(
                 "{id} is not in {agency}'s inbox"
@@ -383,7 +401,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendStatus>, Status> {
         let agency = self.agency(&req)?;
         let id = envelope_id("envelope_id", &req.get_ref().envelope_id)?;
-        match self.state.store.sent(&id).map_err(node_storage)? {
+        match self.state.store.sent(&id).await.map_err(node_storage)? {
             Some(s) if s.sender_agency == agency.to_string() => Ok(Response::new(s)),
             _ => Err(Status::not_found(format!("{agency} sent no record {id}"))),
         }
@@ -394,7 +412,12 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
         req: Request<v1::ListSentRequest>,
     ) -> Result<Response<v1::ListSentResponse>, Status> {
         let agency = self.agency(&req)?;
-        let sent = self.state.store.sent_by(&agency).map_err(node_storage)?;
+        let sent = self
+            .state
+            .store
+            .sent_by(&agency)
+            .await
+            .map_err(node_storage)?;
         Ok(Response::new(v1::ListSentResponse { sent }))
     }
 }
@@ -488,10 +511,15 @@ fn onward_labels(orig: &v1::Labels, mut l: v1::Labels) -> Result<v1::Labels, Sta
 }
 
 impl AgencyService {
-    fn inbox_record(&self, agency: &AgencyId, id: &EnvelopeId) -> Result<v1::InboxRecord, Status> {
+    async fn inbox_record(
+        &self,
+        agency: &AgencyId,
+        id: &EnvelopeId,
+    ) -> Result<v1::InboxRecord, Status> {
         self.state
             .store
             .fetch(agency, id)
+            .await
             .map_err(node_storage)?
             .ok_or_else(|| Status::not_found(format!("{id} is not in {agency}'s inbox")))
     }
@@ -499,7 +527,7 @@ impl AgencyService {
     /// The transfer as policy sees it, with what this node knows of an
     /// original being passed on and of the permissions its originator gave.
     #[allow(clippy::too_many_arguments)]
-    fn transfer(
+    async fn transfer(
         &self,
         sender: &AgencyId,
         recipients: &[AgencyId],
@@ -518,11 +546,15 @@ impl AgencyService {
         let onward = match onward_of {
             None => None,
             Some(id) => {
-                let entry = self.inbox_record(sender, &id)?.entry.unwrap_or_default();
+                let entry = self
+                    .inbox_record(sender, &id)
+                    .await?
+                    .entry
+                    .unwrap_or_default();
                 let originator: AgencyId = provider_of(&entry)
                     .parse()
                     .map_err(|_| Status::internal("stored sender agency unreadable"))?;
-                let grants = self.grants(sender, &id)?;
+                let grants = self.grants(sender, &id).await?;
                 Some(Onward {
                     originator,
                     original_handling: entry.labels.unwrap_or_default().handling(),
@@ -544,11 +576,16 @@ impl AgencyService {
 
     /// The agencies `grantee` may pass `original` on to, by the grants in
     /// its inbox.
-    fn grants(&self, grantee: &AgencyId, original: &EnvelopeId) -> Result<Vec<String>, Status> {
+    async fn grants(
+        &self,
+        grantee: &AgencyId,
+        original: &EnvelopeId,
+    ) -> Result<Vec<String>, Status> {
         let entries = self
             .state
             .store
             .inbox(grantee, None, usize::MAX)
+            .await
             .map_err(node_storage)?;
         Ok(entries
             .into_iter()
@@ -653,8 +690,9 @@ impl AgencyService {
         }
 
         // Nothing leaves the country that the broker would refuse.
-        let transfer =
-            self.transfer(&sender, &recipients, kind, &record, &labels, now, onward_of)?;
+        let transfer = self
+            .transfer(&sender, &recipients, kind, &record, &labels, now, onward_of)
+            .await?;
         let decision = state.policies().decide(&transfer);
         if !decision.allowed {
             tracing::info!(from = %sender, reason = %decision.explanation, "refused before sealing");
@@ -710,7 +748,6 @@ impl AgencyService {
             .enqueue(&sealed.id, &sealed.envelope, &status)
             .await
             .map_err(node_storage)?;
-        state.outbox_wakeup.notify_one();
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 
         let outcome = tokio::time::timeout(SEND_WAIT, waiter)

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::daemon::clock::Clock;
 use crate::daemon::config::{NodeConfig, NodeLimits, Retention};
@@ -24,7 +24,8 @@ use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::keys::{HpkePrivateKey, SigningKey};
 use crate::protocol::proto::v1;
-use crate::storage::sled::node::NodeStore;
+use crate::storage::node::NodeStore;
+use crate::storage::sled::node::SledNodeStore;
 
 /// What became of one submission attempt, for an agency waiting on Send.
 #[derive(Debug, Clone)]
@@ -41,14 +42,14 @@ pub struct NodeState {
     directory: RwLock<Arc<Directory>>,
     signing: SigningKey,
     hpke: HpkePrivateKey,
-    pub store: NodeStore,
+    /// What the node keeps, behind the traits of [`crate::storage::node`].
+    pub store: Arc<dyn NodeStore>,
     policies: crate::storage::files::policy::LivePolicies,
     policy_reload: std::time::Duration,
     pub retention: Retention,
     /// Bounds on what agencies send and what the node receives.
     pub limits: NodeLimits,
     pub clock: Clock,
-    outbox_wakeup: Notify,
     waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
     inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
     refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
@@ -81,7 +82,7 @@ impl NodeState {
             &self.policies,
             &directory,
             self.now_ms(),
-            &self.store,
+            self.store.as_ref(),
         )
         .await;
         match &outcome {
@@ -94,7 +95,8 @@ impl NodeState {
             } => {
                 tracing::error!(node = %self.country, %reason, "policy bundles refused; the set in force stays");
             }
-            _ => {}
+            crate::storage::files::policy::Reload::Refused { first: false, .. }
+            | crate::storage::files::policy::Reload::Unchanged => {}
         }
         outcome
     }
@@ -140,7 +142,7 @@ pub struct Node {
 impl Node {
     /// Builds a node from its config: TLS identity, national CA, keys,
     /// pinned directory key and directory, and the store.
-    pub fn from_config(cfg: &NodeConfig) -> anyhow::Result<Node> {
+    pub async fn from_config(cfg: &NodeConfig) -> anyhow::Result<Node> {
         let identity = Identity::load(&cfg.tls.cert, &cfg.tls.key)?;
         let root = crate::daemon::tls::load_certs(&cfg.tls.root)?.remove(0);
         let national = crate::daemon::tls::load_certs(&cfg.national_ca)?.remove(0);
@@ -178,18 +180,19 @@ impl Node {
             ),
             None => anyhow::bail!("node {} is not in the directory", cfg.country),
         }
-        let store = NodeStore::open(&cfg.data_dir)
-            .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?;
-        let in_force = store.in_force()?;
-        in_force.check_directory(&directory, &cfg.directory)?;
-        let policies = crate::storage::files::policy::LivePolicies::load(
-            &cfg.policies,
+        let store: Arc<dyn NodeStore> = Arc::new(
+            SledNodeStore::open(&cfg.data_dir)
+                .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?,
+        );
+        let policies = crate::daemon::in_force::load_in_force(
+            store.as_ref(),
             &directory,
+            &cfg.directory,
             key,
-            &in_force.bundles,
+            &cfg.policies,
             crate::daemon::clock::now_ms(),
         )
-        .with_context(|| format!("policy bundles in {}", cfg.policies.display()))?;
+        .await?;
         let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
         let state = NodeState {
             country: cfg.country,
@@ -203,7 +206,6 @@ impl Node {
             retention: cfg.retention.clone(),
             limits: cfg.limits.clone(),
             clock: Arc::new(crate::daemon::clock::now_ms),
-            outbox_wakeup: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             inbox_events: broadcast::channel(256).0,
             refusals,

@@ -21,6 +21,7 @@ use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::REFUSAL_METADATA;
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
+use crate::storage::node::StatusUpdate;
 
 /// The node's client of the broker's exchange API.
 pub type Client = crate::daemon::rpc::exchange_client::ExchangeClient<Channel>;
@@ -37,12 +38,12 @@ fn next_backoff(d: Duration) -> Duration {
 pub async fn outbox_loop(state: Arc<NodeState>, mut client: Client) {
     let mut stopping = state.stopping();
     let mut backoff = BACKOFF_MIN;
+    let mut changed = state.store.outbox_changed();
     loop {
-        let notified = state.outbox_wakeup.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // Whatever is enqueued from here on wakes the wait below.
+        changed.borrow_and_update();
         let mut stalled = false;
-        match state.store.outbox() {
+        match state.store.outbox().await {
             Ok(items) => {
                 for (id, env) in items {
                     if !submit_one(&state, &mut client, id, env).await {
@@ -59,17 +60,25 @@ pub async fn outbox_loop(state: Arc<NodeState>, mut client: Client) {
         if stalled {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = &mut notified => {}
+                _ = outbox_changed(&mut changed) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
             backoff = next_backoff(backoff);
         } else {
             backoff = BACKOFF_MIN;
             tokio::select! {
-                _ = &mut notified => {}
+                _ = outbox_changed(&mut changed) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+/// Resolves when an envelope was enqueued since the value was last seen;
+/// never if the store is gone (the node is stopping then).
+async fn outbox_changed(changed: &mut tokio::sync::watch::Receiver<u64>) {
+    if changed.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -92,14 +101,19 @@ async fn submit_one(
             let r = resp.into_inner();
             let at = r.accepted_at_ms;
             let index = r.log_index;
-            let res = settle_accepted(state, &id, expected.as_ref(), |s| {
-                s.state = v1::SendState::Accepted as i32;
-                s.log_index = index;
-                s.detail = format!(
-                    "accepted by the broker at {}",
-                    crate::protocol::time::format_ms(at)
-                );
-            })
+            let res = settle_accepted(
+                state,
+                &id,
+                expected.as_ref(),
+                Box::new(move |s| {
+                    s.state = v1::SendState::Accepted as i32;
+                    s.log_index = index;
+                    s.detail = format!(
+                        "accepted by the broker at {}",
+                        crate::protocol::time::format_ms(at)
+                    );
+                }),
+            )
             .await;
             (SubmitOutcome::Accepted { log_index: index }, res)
         }
@@ -116,12 +130,17 @@ async fn submit_one(
                 // inclusion proof by envelope id, checks it and records the
                 // index it proves; a broker that claims a duplicate it never
                 // logged is caught there.
-                let res = settle_accepted(state, &id, expected.as_ref(), |s| {
-                    s.state = v1::SendState::Accepted as i32;
-                    s.detail = "accepted by the broker (an earlier attempt's answer was lost; \
-                                log index to be proven)"
-                        .into();
-                })
+                let res = settle_accepted(
+                    state,
+                    &id,
+                    expected.as_ref(),
+                    Box::new(|s| {
+                        s.state = v1::SendState::Accepted as i32;
+                        s.detail = "accepted by the broker (an earlier attempt's answer was \
+                                    lost; log index to be proven)"
+                            .into();
+                    }),
+                )
                 .await;
                 (SubmitOutcome::Accepted { log_index: 0 }, res)
             } else {
@@ -169,12 +188,16 @@ async fn settle_refused(
     id: &EnvelopeId,
     reason: &str,
 ) -> Result<(), crate::storage::StorageError> {
+    let reason = reason.to_string();
     state
         .store
-        .settle(id, |s| {
-            s.state = v1::SendState::Refused as i32;
-            s.detail = reason.to_string();
-        })
+        .settle(
+            id,
+            Box::new(move |s| {
+                s.state = v1::SendState::Refused as i32;
+                s.detail = reason.clone();
+            }),
+        )
         .await
 }
 
@@ -212,7 +235,7 @@ async fn settle_accepted(
     state: &NodeState,
     id: &EnvelopeId,
     expected: Option<&v1::EnvelopeSummary>,
-    update: impl Fn(&mut v1::SendStatus),
+    update: StatusUpdate,
 ) -> Result<(), crate::storage::StorageError> {
     match expected {
         Some(e) => state.store.settle_accepted(id, e, update).await,
@@ -344,7 +367,7 @@ pub async fn accept_envelope(
     let header_sha256 = envelope::sha256(&env.header);
     // The same bytes, verified and answered before: the same answer, even if
     // the record has expired or its sender been revoked since.
-    if let Some(r) = answered(state, &env.header, &header_sha256)? {
+    if let Some(r) = answered(state, &env.header, &header_sha256).await? {
         return Ok(r);
     }
     let dir = state.directory();
@@ -376,7 +399,7 @@ pub async fn accept_envelope(
                 ));
             }
         };
-    if state.store.receipt_for(&header.id)?.is_some() {
+    if state.store.receipt_for(&header.id).await?.is_some() {
         // Signed by the sender it names, yet not the header this node
         // answered under that id: the first answer stands, and nothing of
         // this one is kept.
@@ -478,7 +501,7 @@ fn claimed_id(header: &[u8]) -> Option<EnvelopeId> {
 /// The receipt this node gave for exactly these header bytes, if any. Only
 /// headers that verified get a receipt stored, so a match is a header this
 /// node verified before; bytes that merely claim its id find nothing.
-fn answered(
+async fn answered(
     state: &NodeState,
     header: &[u8],
     header_sha256: &[u8; 32],
@@ -487,7 +510,7 @@ fn answered(
     let Some(id) = claimed_id(header) else {
         return Ok(None);
     };
-    Ok(state.store.receipt_for(&id)?.filter(|r| {
+    Ok(state.store.receipt_for(&id).await?.filter(|r| {
         v1::ReceiptBody::decode(r.body.as_slice())
             .is_ok_and(|b| b.header_sha256.as_slice() == header_sha256.as_slice())
     }))
@@ -544,7 +567,7 @@ pub async fn purge_once(
     if !purged.is_empty() {
         tracing::info!(count = purged.len(), ids = ?purged.iter().map(ToString::to_string).collect::<Vec<_>>(), "purged expired records");
     }
-    let unreported = state.store.unreported_purges()?;
+    let unreported = state.store.unreported_purges().await?;
     for chunk in unreported.chunks(MAX_PURGE_IDS) {
         let report = v1::PurgeReport {
             envelope_ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect(),
@@ -607,7 +630,7 @@ pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
 /// and the delivery that carried it is acknowledged, so it holds up nothing.
 /// Only a failure of the node's own store is an error.
 async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), StorageError> {
-    let (id, body) = match check_relayed_receipt(state, r)? {
+    let (id, body) = match check_relayed_receipt(state, r).await? {
         Ok(checked) => checked,
         Err(why) => {
             tracing::error!(node = %state.country, %why, "ALARM: relayed receipt refused; not applied, evidence kept");
@@ -622,12 +645,15 @@ async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), 
     };
     state
         .store
-        .update_sent(&id, |s| {
-            if let Some(rs) = s.recipient_status.iter_mut().find(|rs| rs.node == node) {
-                rs.state = state_of as i32;
-                rs.receipt = Some(body.clone());
-                rs.signed_receipt = Some(r.clone());
-            }
+        .update_sent(&id, {
+            let (node, body, r) = (node.clone(), body.clone(), r.clone());
+            Box::new(move |s| {
+                if let Some(rs) = s.recipient_status.iter_mut().find(|rs| rs.node == node) {
+                    rs.state = state_of as i32;
+                    rs.receipt = Some(body.clone());
+                    rs.signed_receipt = Some(r.clone());
+                }
+            })
         })
         .await?;
     tracing::info!(%id, from = %node, status = body.status().as_str_name(), "receipt");
@@ -639,7 +665,7 @@ type CheckedReceipt = Result<(EnvelopeId, v1::ReceiptBody), String>;
 
 /// Checks a relayed receipt against what this node sent. The outer error is
 /// the store's; the inner one says why the receipt is refused.
-fn check_relayed_receipt(
+async fn check_relayed_receipt(
     state: &NodeState,
     r: &v1::SignedReceipt,
 ) -> Result<CheckedReceipt, StorageError> {
@@ -655,7 +681,7 @@ fn check_relayed_receipt(
     let Ok(id) = EnvelopeId::from_bytes(&body.envelope_id) else {
         return Ok(Err("it names no valid envelope id".into()));
     };
-    let Some(sent) = state.store.sent(&id)? else {
+    let Some(sent) = state.store.sent(&id).await? else {
         return Ok(Err(format!(
             "it answers {id}, which this node did not send"
         )));
@@ -666,7 +692,7 @@ fn check_relayed_receipt(
             "it is signed by node {node}, which serves no recipient of {id}"
         )));
     };
-    match state.store.sent_header_sha256(&id)? {
+    match state.store.sent_header_sha256(&id).await? {
         Some(ours) if ours == body.header_sha256 => {}
         Some(ours) => {
             return Ok(Err(format!(

@@ -114,6 +114,7 @@ pub async fn check_and_accept(
     let prev_bytes = state
         .store
         .accepted_checkpoint()
+        .await
         .map_err(anyhow::Error::from)?;
     let prev = prev_bytes.as_deref().map(|b| open(state, b)).transpose()?;
     if let Err(why) = check_consistency(prev.as_ref(), &next, proof) {
@@ -154,6 +155,7 @@ pub async fn witness_once(
     let from_size = match state
         .store
         .accepted_checkpoint()
+        .await
         .map_err(anyhow::Error::from)?
     {
         Some(b) => open(state, &b)?.size(),
@@ -187,6 +189,7 @@ pub async fn witness_once(
     for sent in state
         .store
         .awaiting_inclusion()
+        .await
         .map_err(anyhow::Error::from)?
     {
         // A known index beyond the witnessed tree waits for a later round;
@@ -238,7 +241,7 @@ async fn prove_one(
         .envelope_id
         .parse()
         .map_err(|e| anyhow::anyhow!("sent record {}: {e}", sent.envelope_id))?;
-    let Some(expected) = state.store.expected_acceptance(&id)? else {
+    let Some(expected) = state.store.expected_acceptance(&id).await? else {
         tracing::warn!(%id, "no record of what was sent; its inclusion cannot be checked");
         return Ok(Inclusion::NotYet);
     };
@@ -287,9 +290,12 @@ async fn prove_one(
         Ok(index) => {
             state
                 .store
-                .update_sent(&id, |s| {
-                    s.inclusion_verified_at = cp.size();
-                    s.log_index = index;
+                .update_sent(&id, {
+                    let size = cp.size();
+                    Box::new(move |s| {
+                        s.inclusion_verified_at = size;
+                        s.log_index = index;
+                    })
                 })
                 .await?;
             Ok(Inclusion::Proven)

@@ -31,8 +31,8 @@ pub use state::{FederationState, Subject};
 
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId};
 use crate::protocol::proto::v1;
-pub use crate::storage::StorageError;
 pub use crate::storage::in_force::VersionsInForce;
+pub use crate::storage::{Durability, StorageError};
 
 /// Every concern of the broker's store, for the daemon to hold as one
 /// `Arc<dyn BrokerStore>`. Implemented for every type that implements the
@@ -45,15 +45,6 @@ pub trait BrokerStore:
 impl<T> BrokerStore for T where
     T: Mailboxes + FederationState + Sequencer + Integrator + Checkpoints + Durability + 'static
 {
-}
-
-/// The store as a whole.
-#[async_trait::async_trait]
-pub trait Durability: Send + Sync {
-    /// Resolves, with the reason, once the store can make nothing durable
-    /// any more (a flush failed) and acknowledges nothing; the broker then
-    /// stops. Never otherwise.
-    async fn failed(&self) -> String;
 }
 
 /// An envelope the broker accepted, with everything written for it.

@@ -1,23 +1,33 @@
-//! The node's durable state: the agencies' inboxes, the outbox of sealed
-//! envelopes waiting for the broker, what each agency sent with its
-//! receipts and the hash of the header it sent, the receipts this node gave
-//! for headers it verified (so a redelivery gets the same answer and never a
-//! second inbox entry), and the evidence of a broker that lied.
+//! The node's store on sled: the [`crate::storage::node`] traits over one
+//! sled database with a tree per kind of record.
 //!
-//! Every mutating method applies one sled transaction and returns after a
-//! group-commit flush: Ok means on disk.
+//! Every mutating method applies one sled transaction on a blocking thread,
+//! then returns after a group-commit flush: Ok means on disk. Reads run on
+//! blocking threads too, so no sled call holds up an async worker.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use sled::Transactional as _;
+use tokio::sync::watch;
 
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::in_force::InForce;
+use crate::storage::in_force::VersionsInForce;
+use crate::storage::node::{Durability, Inbox, Outbox, StatusUpdate, WitnessState};
 use crate::storage::{Flush, GroupCommit, StorageError};
 
-pub struct NodeStore {
+/// A node's sled database.
+pub struct SledNodeStore {
+    trees: Arc<Trees>,
+    /// Counts envelopes enqueued and durable; see [`Outbox::outbox_changed`].
+    outbox_changed: watch::Sender<u64>,
+}
+
+/// The handles a blocking task works with.
+struct Trees {
     inbox: sled::Tree,
     received: sled::Tree,
     outbox: sled::Tree,
@@ -31,7 +41,7 @@ pub struct NodeStore {
     /// Envelopes put in the outbox whose flush has not returned: not
     /// submitted until it has, so the broker never holds a record a crash
     /// could take from the sending node.
-    unflushed: Mutex<std::collections::HashSet<EnvelopeId>>,
+    unflushed: Mutex<HashSet<EnvelopeId>>,
 }
 
 type TxError = sled::transaction::TransactionError<StorageError>;
@@ -68,19 +78,19 @@ fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
     k
 }
 
-impl NodeStore {
-    pub fn open(dir: &std::path::Path) -> Result<NodeStore, StorageError> {
-        NodeStore::open_with(dir, |db| std::sync::Arc::new(db))
+impl SledNodeStore {
+    pub fn open(dir: &std::path::Path) -> Result<SledNodeStore, StorageError> {
+        SledNodeStore::open_with(dir, |db| Arc::new(db))
     }
 
     /// Opens the store with `flush` in place of sled's own flush (it is
     /// given the database to wrap), for tests that make flushes fail.
     pub fn open_with(
         dir: &std::path::Path,
-        flush: impl FnOnce(sled::Db) -> std::sync::Arc<dyn Flush>,
-    ) -> Result<NodeStore, StorageError> {
+        flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
+    ) -> Result<SledNodeStore, StorageError> {
         let db = crate::storage::sled::open_db(dir)?;
-        Ok(NodeStore {
+        let trees = Trees {
             inbox: db.open_tree("inbox")?,
             received: db.open_tree("received")?,
             outbox: db.open_tree("outbox")?,
@@ -91,12 +101,49 @@ impl NodeStore {
             meta: db.open_tree("meta")?,
             commit: GroupCommit::start(flush(db), dir.display().to_string()),
             writer: Mutex::new(()),
-            unflushed: Mutex::new(std::collections::HashSet::new()),
+            unflushed: Mutex::new(HashSet::new()),
+        };
+        Ok(SledNodeStore {
+            trees: Arc::new(trees),
+            outbox_changed: watch::channel(0).0,
         })
     }
 
+    /// Runs `f` on the store's trees on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        on_blocking_thread(self.trees.clone(), f).await
+    }
+
+    /// Waits until everything applied so far is on disk.
+    async fn commit(&self) -> Result<(), StorageError> {
+        self.trees.commit.commit().await
+    }
+}
+
+/// Runs `f` on `trees` on a blocking thread, off the async workers.
+async fn on_blocking_thread<T: Send + 'static>(
+    trees: Arc<Trees>,
+    f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(move || f(&trees))
+        .await
+        .map_err(task_failed)?
+}
+
+fn task_failed(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Backend(format!("a store task failed: {e}"))
+}
+
+impl Trees {
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, HashSet<EnvelopeId>> {
+        self.unflushed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tx_err(&self, e: TxError) -> StorageError {
@@ -111,28 +158,37 @@ impl NodeStore {
         self.commit.stop_on_io(e.into())
     }
 
-    /// Resolves, with the reason, once a flush has failed and the store can
-    /// acknowledge nothing more; the node then stops. Never otherwise.
-    pub async fn failed(&self) -> String {
-        self.commit.failed().await
+    fn decode_sent(v: &[u8]) -> Result<v1::SendStatus, StorageError> {
+        v1::SendStatus::decode(v).map_err(|e| corrupt("sent", e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Durability for SledNodeStore {
+    async fn failed(&self) -> String {
+        self.trees.commit.failed().await
+    }
+}
+
+#[async_trait::async_trait]
+impl VersionsInForce for SledNodeStore {
+    async fn in_force(&self) -> Result<InForce, StorageError> {
+        self.blocking(|t| {
+            let mut entries = Vec::new();
+            for kv in t.meta.scan_prefix(crate::storage::in_force::PREFIX) {
+                let (k, v) = kv?;
+                entries.push((k.to_vec(), v.to_vec()));
+            }
+            InForce::from_entries(entries).map_err(|e| corrupt("meta", e))
+        })
+        .await
     }
 
-    /// The directory and policy bundle versions recorded as in force.
-    pub fn in_force(&self) -> Result<InForce, StorageError> {
-        let mut entries = Vec::new();
-        for kv in self.meta.scan_prefix(crate::storage::in_force::PREFIX) {
-            let (k, v) = kv?;
-            entries.push((k.to_vec(), v.to_vec()));
-        }
-        InForce::from_entries(entries).map_err(|e| corrupt("meta", e))
-    }
-
-    /// Records the directory and policy bundle versions in force.
-    pub async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
+    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
         let entries = in_force.entries();
-        {
-            let _g = self.lock();
-            self.meta
+        self.blocking(move |t| {
+            let _g = t.lock();
+            t.meta
                 .transaction(|meta| {
                     for (k, v) in &entries {
                         if crate::storage::in_force::raises(meta.get(k)?.as_deref(), v) {
@@ -141,203 +197,279 @@ impl NodeStore {
                     }
                     Ok(())
                 })
-                .map_err(|e| self.tx_err(e))?;
-        }
-        self.commit.commit().await
+                .map_err(|e| t.tx_err(e))
+        })
+        .await?;
+        self.commit().await
     }
+}
 
-    /// Records a sealed envelope as sent (queued), with the hash of its
-    /// header for checking receipts, and puts it in the outbox.
-    pub async fn enqueue(
+#[async_trait::async_trait]
+impl Outbox for SledNodeStore {
+    async fn enqueue(
         &self,
         id: &EnvelopeId,
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
+        let id = *id;
         let header_sha256 = crate::protocol::envelope::sha256(&env.header);
-        let unflushed = || self.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-        unflushed().insert(*id);
-        {
-            let _g = self.lock();
-            (&self.outbox, &self.sent, &self.sent_headers)
-                .transaction(|(outbox, sent, sent_headers)| {
-                    outbox.insert(id.as_bytes().as_slice(), env.encode_to_vec())?;
-                    sent.insert(id.as_bytes().as_slice(), status.encode_to_vec())?;
-                    sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
-                    Ok(())
-                })
-                .map_err(|e| self.tx_err(e))?;
-        }
-        self.commit.commit().await?;
-        unflushed().remove(id);
-        Ok(())
+        let env = env.encode_to_vec();
+        let status = status.encode_to_vec();
+        let trees = self.trees.clone();
+        let changed = self.outbox_changed.clone();
+        // On a task of its own, so that a caller who stops waiting (an agency
+        // that hangs up) cannot leave the envelope applied yet never released
+        // to the submitter.
+        let task = tokio::spawn(async move {
+            on_blocking_thread(trees.clone(), move |t| {
+                t.unflushed().insert(id);
+                let _g = t.lock();
+                (&t.outbox, &t.sent, &t.sent_headers)
+                    .transaction(|(outbox, sent, sent_headers)| {
+                        outbox.insert(id.as_bytes().as_slice(), env.as_slice())?;
+                        sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
+                        sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
+                        Ok(())
+                    })
+                    .map_err(|e| t.tx_err(e))
+            })
+            .await?;
+            trees.commit.commit().await?;
+            trees.unflushed().remove(&id);
+            changed.send_modify(|n| *n = n.wrapping_add(1));
+            Ok(())
+        });
+        task.await.map_err(task_failed)?
     }
 
-    /// Envelopes waiting for the broker, oldest first; only those on disk.
-    pub fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
-        let unflushed = self
-            .unflushed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut out = Vec::new();
-        for kv in self.outbox.iter() {
-            let (k, v) = kv?;
-            let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
-            if unflushed.contains(&id) {
-                continue;
+    async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
+        self.blocking(|t| {
+            let unflushed = t.unflushed().clone();
+            let mut out = Vec::new();
+            for kv in t.outbox.iter() {
+                let (k, v) = kv?;
+                let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+                if unflushed.contains(&id) {
+                    continue;
+                }
+                out.push((
+                    id,
+                    v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
+                ));
             }
-            out.push((
-                id,
-                v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
-            ));
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    /// Takes an envelope out of the outbox with the broker's answer.
-    pub async fn settle(
-        &self,
-        id: &EnvelopeId,
-        update: impl Fn(&mut v1::SendStatus),
-    ) -> Result<(), StorageError> {
-        {
-            let _g = self.lock();
-            (&self.outbox, &self.sent)
+    fn outbox_changed(&self) -> watch::Receiver<u64> {
+        self.outbox_changed.subscribe()
+    }
+
+    async fn settle(&self, id: &EnvelopeId, update: StatusUpdate) -> Result<(), StorageError> {
+        let id = *id;
+        self.blocking(move |t| {
+            let _g = t.lock();
+            (&t.outbox, &t.sent)
                 .transaction(|(outbox, sent)| {
                     outbox.remove(id.as_bytes().as_slice())?;
-                    update_status(sent, id, &update)?;
+                    update_status(sent, &id, &update)?;
                     Ok(())
                 })
-                .map_err(|e| self.tx_err(e))?;
-        }
-        self.commit.commit().await
+                .map_err(|e| t.tx_err(e))
+        })
+        .await?;
+        self.commit().await
     }
 
-    /// Takes an envelope the broker accepted out of the outbox with the
-    /// broker's answer, keeping `expected` (the summary its acceptance entry
-    /// in the log must carry) for the inclusion check.
-    pub async fn settle_accepted(
+    async fn settle_accepted(
         &self,
         id: &EnvelopeId,
         expected: &v1::EnvelopeSummary,
-        update: impl Fn(&mut v1::SendStatus),
+        update: StatusUpdate,
     ) -> Result<(), StorageError> {
+        let id = *id;
         let expected = expected.encode_to_vec();
-        {
-            let _g = self.lock();
-            (&self.outbox, &self.sent, &self.witness)
+        self.blocking(move |t| {
+            let _g = t.lock();
+            (&t.outbox, &t.sent, &t.witness)
                 .transaction(|(outbox, sent, witness)| {
                     outbox.remove(id.as_bytes().as_slice())?;
-                    witness.insert(expect_key(id), expected.as_slice())?;
-                    update_status(sent, id, &update)?;
+                    witness.insert(expect_key(&id), expected.as_slice())?;
+                    update_status(sent, &id, &update)?;
                     Ok(())
                 })
-                .map_err(|e| self.tx_err(e))?;
-        }
-        self.commit.commit().await
+                .map_err(|e| t.tx_err(e))
+        })
+        .await?;
+        self.commit().await
     }
 
-    /// Updates what an agency sees of a record it sent.
-    pub async fn update_sent(
+    async fn update_sent(
         &self,
         id: &EnvelopeId,
-        update: impl Fn(&mut v1::SendStatus),
+        update: StatusUpdate,
     ) -> Result<bool, StorageError> {
-        let found = {
-            let _g = self.lock();
-            match self.sent.get(id.as_bytes())? {
-                Some(v) => {
-                    let mut s =
-                        v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
-                    update(&mut s);
-                    self.sent
-                        .insert(id.as_bytes(), s.encode_to_vec())
-                        .map_err(|e| self.stop_on_io(e))?;
-                    true
+        let id = *id;
+        let found = self
+            .blocking(move |t| {
+                let _g = t.lock();
+                match t.sent.get(id.as_bytes())? {
+                    Some(v) => {
+                        let mut s = Trees::decode_sent(&v)?;
+                        update(&mut s);
+                        t.sent
+                            .insert(id.as_bytes(), s.encode_to_vec())
+                            .map_err(|e| t.stop_on_io(e))?;
+                        Ok(true)
+                    }
+                    None => Ok(false),
                 }
-                None => false,
-            }
-        };
+            })
+            .await?;
         if found {
-            self.commit.commit().await?;
+            self.commit().await?;
         }
         Ok(found)
     }
 
-    pub fn sent(&self, id: &EnvelopeId) -> Result<Option<v1::SendStatus>, StorageError> {
-        self.sent
-            .get(id.as_bytes())?
-            .map(|v| v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e)))
-            .transpose()
+    async fn sent(&self, id: &EnvelopeId) -> Result<Option<v1::SendStatus>, StorageError> {
+        let id = *id;
+        self.blocking(move |t| {
+            t.sent
+                .get(id.as_bytes())?
+                .map(|v| Trees::decode_sent(&v))
+                .transpose()
+        })
+        .await
     }
 
-    /// SHA-256 of the header this node sent as `id`, which every receipt for
-    /// `id` must answer.
-    pub fn sent_header_sha256(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.sent_headers.get(id.as_bytes())?.map(|v| v.to_vec()))
+    async fn sent_header_sha256(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>, StorageError> {
+        let id = *id;
+        self.blocking(move |t| Ok(t.sent_headers.get(id.as_bytes())?.map(|v| v.to_vec())))
+            .await
     }
 
-    /// Everything `agency` sent, oldest first.
-    pub fn sent_by(&self, agency: &AgencyId) -> Result<Vec<v1::SendStatus>, StorageError> {
+    async fn sent_by(&self, agency: &AgencyId) -> Result<Vec<v1::SendStatus>, StorageError> {
         let me = agency.to_string();
-        let mut out = Vec::new();
-        for kv in self.sent.iter() {
-            let (_, v) = kv?;
-            let s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
-            if s.sender_agency == me {
-                out.push(s);
+        self.blocking(move |t| {
+            let mut out = Vec::new();
+            for kv in t.sent.iter() {
+                let (_, v) = kv?;
+                let s = Trees::decode_sent(&v)?;
+                if s.sender_agency == me {
+                    out.push(s);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    /// The receipt this node already gave for an envelope, if any. Only
-    /// headers that verified ever get one stored, and its body names the
-    /// hash of the header it answered.
-    pub fn receipt_for(&self, id: &EnvelopeId) -> Result<Option<v1::SignedReceipt>, StorageError> {
-        self.received
-            .get(id.as_bytes())?
-            .map(|v| v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)))
-            .transpose()
+    async fn awaiting_inclusion(&self) -> Result<Vec<v1::SendStatus>, StorageError> {
+        self.blocking(|t| {
+            let mut out = Vec::new();
+            for kv in t.sent.iter() {
+                let (k, v) = kv?;
+                let s = Trees::decode_sent(&v)?;
+                if s.state == v1::SendState::Accepted as i32
+                    && s.inclusion_verified_at == 0
+                    && !t.witness.contains_key(failed_key(&k))?
+                {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    /// Stores a delivered record in each recipient agency's inbox together
-    /// with the receipt, atomically: either the agencies have it and the
-    /// receipt is remembered, or neither. A rejection stores the receipt only.
-    /// The caller has verified the header `id` comes from. Returns the
-    /// receipt in force: `receipt`, or the one already stored for `id`, in
-    /// which case nothing is filed.
-    pub async fn deliver(
+    async fn expected_acceptance(
+        &self,
+        id: &EnvelopeId,
+    ) -> Result<Option<v1::EnvelopeSummary>, StorageError> {
+        let id = *id;
+        self.blocking(move |t| {
+            t.witness
+                .get(expect_key(&id))?
+                .map(|v| v1::EnvelopeSummary::decode(v.as_ref()).map_err(|e| corrupt("witness", e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn record_inclusion_failure(
+        &self,
+        id: &EnvelopeId,
+        at_ms: i64,
+        evidence: &str,
+    ) -> Result<(), StorageError> {
+        let mut k = b"evidence/".to_vec();
+        k.extend_from_slice(&at_ms.to_be_bytes());
+        k.extend_from_slice(id.as_bytes());
+        let mut batch = sled::Batch::default();
+        batch.insert(k, evidence.as_bytes());
+        batch.insert(failed_key(id.as_bytes()), &[]);
+        self.blocking(move |t| Ok(t.witness.apply_batch(batch)?))
+            .await?;
+        self.commit().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Inbox for SledNodeStore {
+    async fn deliver(
         &self,
         id: &EnvelopeId,
         entries: &[(AgencyId, v1::InboxRecord)],
         receipt: &v1::SignedReceipt,
     ) -> Result<v1::SignedReceipt, StorageError> {
-        let earlier = {
-            let _g = self.lock();
-            (&self.inbox, &self.received)
-                .transaction(|(inbox, received)| {
-                    if let Some(earlier) = received.get(id.as_bytes())? {
-                        return Ok(Some(earlier));
-                    }
-                    for (agency, rec) in entries {
-                        inbox.insert(inbox_key(agency, id), rec.encode_to_vec())?;
-                    }
-                    received.insert(id.as_bytes().as_slice(), receipt.encode_to_vec())?;
-                    Ok(None)
-                })
-                .map_err(|e| self.tx_err(e))?
-        };
-        self.commit.commit().await?;
+        let id = *id;
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|(agency, rec)| (inbox_key(agency, &id), rec.encode_to_vec()))
+            .collect();
+        let encoded = receipt.encode_to_vec();
+        let earlier = self
+            .blocking(move |t| {
+                let _g = t.lock();
+                (&t.inbox, &t.received)
+                    .transaction(|(inbox, received)| {
+                        if let Some(earlier) = received.get(id.as_bytes())? {
+                            return Ok(Some(earlier));
+                        }
+                        for (k, rec) in &entries {
+                            inbox.insert(k.as_slice(), rec.as_slice())?;
+                        }
+                        received.insert(id.as_bytes().as_slice(), encoded.as_slice())?;
+                        Ok(None)
+                    })
+                    .map_err(|e| t.tx_err(e))
+            })
+            .await?;
+        self.commit().await?;
         match earlier {
             Some(v) => v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)),
             None => Ok(receipt.clone()),
         }
     }
 
-    /// The inbox of `agency`, oldest first, after `after` if given.
-    pub fn inbox(
+    async fn receipt_for(
+        &self,
+        id: &EnvelopeId,
+    ) -> Result<Option<v1::SignedReceipt>, StorageError> {
+        let id = *id;
+        self.blocking(move |t| {
+            t.received
+                .get(id.as_bytes())?
+                .map(|v| v1::SignedReceipt::decode(v.as_ref()).map_err(|e| corrupt("received", e)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn inbox(
         &self,
         agency: &AgencyId,
         after: Option<&EnvelopeId>,
@@ -352,177 +484,151 @@ impl NodeStore {
             }
             None => prefix.clone(),
         };
-        let mut out = Vec::new();
-        for kv in self.inbox.range(start..) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) || out.len() >= limit {
-                break;
+        self.blocking(move |t| {
+            let mut out = Vec::new();
+            for kv in t.inbox.range(start..) {
+                let (k, v) = kv?;
+                if !k.starts_with(&prefix) || out.len() >= limit {
+                    break;
+                }
+                out.push(v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?);
             }
-            out.push(v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?);
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    pub fn fetch(
+    async fn fetch(
         &self,
         agency: &AgencyId,
         id: &EnvelopeId,
     ) -> Result<Option<v1::InboxRecord>, StorageError> {
-        self.inbox
-            .get(inbox_key(agency, id))?
-            .map(|v| v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e)))
-            .transpose()
+        let key = inbox_key(agency, id);
+        self.blocking(move |t| {
+            t.inbox
+                .get(key)?
+                .map(|v| v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e)))
+                .transpose()
+        })
+        .await
     }
 
-    /// Deletes every inbox record that expired by `now_ms`, remembering the
-    /// envelope ids (nothing else) until the broker has logged the purge.
-    /// Returns the ids purged now.
-    pub async fn purge_expired(&self, now_ms: i64) -> Result<Vec<EnvelopeId>, StorageError> {
-        let mut expired = Vec::new();
-        for kv in self.inbox.iter() {
-            let (k, v) = kv?;
-            let rec = v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?;
-            let expires = rec.entry.as_ref().map_or(i64::MAX, |e| e.expires_at_ms);
-            if expires != 0 && expires <= now_ms {
-                let id = k
-                    .len()
-                    .checked_sub(16)
-                    .and_then(|at| EnvelopeId::from_bytes(&k[at..]).ok());
-                expired.push((k, id.ok_or_else(|| corrupt("inbox", "key"))?));
-            }
-        }
-        if expired.is_empty() {
-            return Ok(Vec::new());
-        }
-        {
-            let _g = self.lock();
-            (&self.inbox, &self.purged)
-                .transaction(|(inbox, purged)| {
-                    for (k, id) in &expired {
-                        inbox.remove(k.as_ref())?;
-                        purged.insert(id.as_bytes().as_slice(), &[])?;
+    async fn purge_expired(&self, now_ms: i64) -> Result<Vec<EnvelopeId>, StorageError> {
+        let ids = self
+            .blocking(move |t| {
+                let mut expired = Vec::new();
+                for kv in t.inbox.iter() {
+                    let (k, v) = kv?;
+                    let rec =
+                        v1::InboxRecord::decode(v.as_ref()).map_err(|e| corrupt("inbox", e))?;
+                    let expires = rec.entry.as_ref().map_or(i64::MAX, |e| e.expires_at_ms);
+                    if expires != 0 && expires <= now_ms {
+                        let id = k
+                            .len()
+                            .checked_sub(16)
+                            .and_then(|at| EnvelopeId::from_bytes(&k[at..]).ok());
+                        expired.push((k, id.ok_or_else(|| corrupt("inbox", "key"))?));
                     }
-                    Ok(())
-                })
-                .map_err(|e| self.tx_err(e))?;
+                }
+                if expired.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let _g = t.lock();
+                (&t.inbox, &t.purged)
+                    .transaction(|(inbox, purged)| {
+                        for (k, id) in &expired {
+                            inbox.remove(k.as_ref())?;
+                            purged.insert(id.as_bytes().as_slice(), &[])?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| t.tx_err(e))?;
+                let mut ids: Vec<EnvelopeId> = expired.into_iter().map(|(_, id)| id).collect();
+                ids.dedup();
+                Ok(ids)
+            })
+            .await?;
+        if !ids.is_empty() {
+            self.commit().await?;
         }
-        self.commit.commit().await?;
-        let mut ids: Vec<EnvelopeId> = expired.into_iter().map(|(_, id)| id).collect();
-        ids.dedup();
         Ok(ids)
     }
 
-    /// Purged envelope ids the broker has not yet logged.
-    pub fn unreported_purges(&self) -> Result<Vec<EnvelopeId>, StorageError> {
-        self.purged
-            .iter()
-            .keys()
-            .map(|k| {
-                k.map_err(StorageError::from)
-                    .and_then(|k| EnvelopeId::from_bytes(&k).map_err(|e| corrupt("purged", e)))
-            })
-            .collect()
+    async fn unreported_purges(&self) -> Result<Vec<EnvelopeId>, StorageError> {
+        self.blocking(|t| {
+            t.purged
+                .iter()
+                .keys()
+                .map(|k| {
+                    k.map_err(StorageError::from)
+                        .and_then(|k| EnvelopeId::from_bytes(&k).map_err(|e| corrupt("purged", e)))
+                })
+                .collect()
+        })
+        .await
     }
 
-    /// Forgets purged ids once the broker has logged them.
-    pub async fn purges_reported(&self, ids: &[EnvelopeId]) -> Result<(), StorageError> {
-        for id in ids {
-            self.purged
-                .remove(id.as_bytes())
-                .map_err(|e| self.stop_on_io(e))?;
-        }
-        self.commit.commit().await
+    async fn purges_reported(&self, ids: &[EnvelopeId]) -> Result<(), StorageError> {
+        let ids = ids.to_vec();
+        self.blocking(move |t| {
+            for id in &ids {
+                t.purged
+                    .remove(id.as_bytes())
+                    .map_err(|e| t.stop_on_io(e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.commit().await
+    }
+}
+
+#[async_trait::async_trait]
+impl WitnessState for SledNodeStore {
+    async fn accepted_checkpoint(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.blocking(|t| Ok(t.witness.get(b"accepted")?.map(|v| v.to_vec())))
+            .await
     }
 
-    /// The last checkpoint this node accepted as witness (signed note).
-    pub fn accepted_checkpoint(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.witness.get(b"accepted")?.map(|v| v.to_vec()))
+    async fn accept_checkpoint(&self, note: &[u8]) -> Result<(), StorageError> {
+        let note = note.to_vec();
+        self.blocking(move |t| {
+            t.witness
+                .insert(b"accepted", note)
+                .map_err(|e| t.stop_on_io(e))?;
+            Ok(())
+        })
+        .await?;
+        self.commit().await
     }
 
-    /// Records a checkpoint as accepted.
-    pub async fn accept_checkpoint(&self, note: &[u8]) -> Result<(), StorageError> {
-        self.witness
-            .insert(b"accepted", note)
-            .map_err(|e| self.stop_on_io(e))?;
-        self.commit.commit().await
-    }
-
-    /// Keeps evidence of a broker that lied: an inconsistent log, a relayed
-    /// receipt that does not answer what this node sent. Pieces recorded in
-    /// the same millisecond are all kept, in the order recorded.
-    pub async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
-        {
-            let _g = self.lock();
+    async fn record_evidence(&self, at_ms: i64, evidence: &str) -> Result<(), StorageError> {
+        let evidence = evidence.as_bytes().to_vec();
+        self.blocking(move |t| {
+            let _g = t.lock();
             let mut k = b"evidence/".to_vec();
             k.extend_from_slice(&at_ms.to_be_bytes());
-            let same_ms = self.witness.scan_prefix(&k).count() as u64;
+            let same_ms = t.witness.scan_prefix(&k).count() as u64;
             k.extend_from_slice(&same_ms.to_be_bytes());
-            self.witness
-                .insert(k, evidence.as_bytes())
-                .map_err(|e| self.stop_on_io(e))?;
-        }
-        self.commit.commit().await
+            t.witness.insert(k, evidence).map_err(|e| t.stop_on_io(e))?;
+            Ok(())
+        })
+        .await?;
+        self.commit().await
     }
 
-    /// Every piece of evidence kept, oldest first.
-    pub fn evidence(&self) -> Result<Vec<String>, StorageError> {
-        self.witness
-            .scan_prefix(b"evidence/")
-            .values()
-            .map(|v| {
-                v.map_err(StorageError::from)
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-            })
-            .collect()
-    }
-
-    /// Records sent (accepted) that still wait for an inclusion check,
-    /// oldest first: those whose log index is known, and those settled by a
-    /// duplicate answer, whose index the proof will tell (log index 0; entry
-    /// 0 is never a submission: the broker logs its directory first). A
-    /// record whose proof failed is not checked again: its evidence is kept.
-    pub fn awaiting_inclusion(&self) -> Result<Vec<v1::SendStatus>, StorageError> {
-        let mut out = Vec::new();
-        for kv in self.sent.iter() {
-            let (k, v) = kv?;
-            let s = v1::SendStatus::decode(v.as_ref()).map_err(|e| corrupt("sent", e))?;
-            if s.state == v1::SendState::Accepted as i32
-                && s.inclusion_verified_at == 0
-                && !self.witness.contains_key(failed_key(&k))?
-            {
-                out.push(s);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The summary the log's acceptance entry of a sent envelope must carry.
-    pub fn expected_acceptance(
-        &self,
-        id: &EnvelopeId,
-    ) -> Result<Option<v1::EnvelopeSummary>, StorageError> {
-        self.witness
-            .get(expect_key(id))?
-            .map(|v| v1::EnvelopeSummary::decode(v.as_ref()).map_err(|e| corrupt("witness", e)))
-            .transpose()
-    }
-
-    /// Keeps the evidence that the broker did not prove the inclusion of a
-    /// submission it accepted, and stops checking that submission.
-    pub async fn record_inclusion_failure(
-        &self,
-        id: &EnvelopeId,
-        at_ms: i64,
-        evidence: &str,
-    ) -> Result<(), StorageError> {
-        let mut k = b"evidence/".to_vec();
-        k.extend_from_slice(&at_ms.to_be_bytes());
-        k.extend_from_slice(id.as_bytes());
-        let mut batch = sled::Batch::default();
-        batch.insert(k, evidence.as_bytes());
-        batch.insert(failed_key(id.as_bytes()), &[]);
-        self.witness.apply_batch(batch)?;
-        self.commit.commit().await
+    async fn evidence(&self) -> Result<Vec<String>, StorageError> {
+        self.blocking(|t| {
+            t.witness
+                .scan_prefix(b"evidence/")
+                .values()
+                .map(|v| {
+                    v.map_err(StorageError::from)
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                })
+                .collect()
+        })
+        .await
     }
 }
 
@@ -531,30 +637,15 @@ impl NodeStore {
 fn update_status(
     sent: &sled::transaction::TransactionalTree,
     id: &EnvelopeId,
-    update: &impl Fn(&mut v1::SendStatus),
+    update: &StatusUpdate,
 ) -> sled::transaction::ConflictableTransactionResult<(), StorageError> {
     if let Some(v) = sent.get(id.as_bytes())? {
-        let mut s = v1::SendStatus::decode(v.as_ref()).map_err(|e| {
-            sled::transaction::ConflictableTransactionError::Abort(corrupt("sent", e))
-        })?;
+        let mut s = Trees::decode_sent(&v)
+            .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
         update(&mut s);
         sent.insert(id.as_bytes().as_slice(), s.encode_to_vec())?;
     }
     Ok(())
-}
-
-/// The node's versions in force behind the seam the daemons share
-/// (the policy reload of both daemons uses it): the inherent methods above,
-/// under the trait.
-#[async_trait::async_trait]
-impl crate::storage::in_force::VersionsInForce for NodeStore {
-    async fn in_force(&self) -> Result<InForce, StorageError> {
-        NodeStore::in_force(self)
-    }
-
-    async fn put_in_force(&self, in_force: &InForce) -> Result<(), StorageError> {
-        NodeStore::put_in_force(self, in_force).await
-    }
 }
 
 #[cfg(test)]
@@ -565,19 +656,31 @@ mod tests {
     #[tokio::test]
     async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = NodeStore::open(dir.path()).unwrap();
+        let store = SledNodeStore::open(dir.path()).unwrap();
         store.record_evidence(7, "first").await.unwrap();
         store.record_evidence(7, "second").await.unwrap();
         store.record_evidence(6, "earlier").await.unwrap();
-        assert_eq!(store.evidence().unwrap(), ["earlier", "first", "second"]);
+        assert_eq!(
+            store.evidence().await.unwrap(),
+            ["earlier", "first", "second"]
+        );
     }
 
-    #[tokio::test]
-    async fn an_envelope_leaves_the_outbox_only_once_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in `dir` whose flushes wait for the gate, an envelope being
+    /// enqueued on a task of its own once the flush has started, and the
+    /// outbox subscription taken before.
+    async fn enqueue_held_at_the_flush(
+        dir: &std::path::Path,
+    ) -> (
+        Arc<SledNodeStore>,
+        Arc<GatedFlush>,
+        EnvelopeId,
+        tokio::task::JoinHandle<Result<(), StorageError>>,
+        watch::Receiver<u64>,
+    ) {
         let mut gated = None;
-        let store = std::sync::Arc::new(
-            NodeStore::open_with(dir.path(), |db| {
+        let store = Arc::new(
+            SledNodeStore::open_with(dir, |db| {
                 let (f, started) = GatedFlush::over(db);
                 gated = Some((f.clone(), started));
                 f
@@ -585,6 +688,7 @@ mod tests {
             .unwrap(),
         );
         let (gate, mut started) = gated.unwrap();
+        let changed = store.outbox_changed();
         let id = EnvelopeId::at(0);
         let s = store.clone();
         let enqueue = tokio::spawn(async move {
@@ -592,15 +696,37 @@ mod tests {
                 .await
         });
         started.recv().await.unwrap();
-        assert!(store.outbox().unwrap().is_empty(), "not yet on disk");
+        (store, gate, id, enqueue, changed)
+    }
+
+    async fn outbox_ids(store: &SledNodeStore) -> Vec<EnvelopeId> {
+        let outbox = store.outbox().await.unwrap();
+        outbox.into_iter().map(|(i, _)| i).collect()
+    }
+
+    #[tokio::test]
+    async fn an_envelope_leaves_the_outbox_only_once_on_disk_and_then_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, gate, id, enqueue, changed) = enqueue_held_at_the_flush(dir.path()).await;
+        assert!(outbox_ids(&store).await.is_empty(), "not yet on disk");
+        assert!(
+            !changed.has_changed().unwrap(),
+            "no signal before the flush"
+        );
         gate.gate.add_permits(1);
         enqueue.await.unwrap().unwrap();
-        let ids: Vec<EnvelopeId> = store
-            .outbox()
-            .unwrap()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(ids, vec![id]);
+        assert!(changed.has_changed().unwrap(), "signalled once durable");
+        assert_eq!(outbox_ids(&store).await, vec![id]);
+    }
+
+    #[tokio::test]
+    async fn an_envelope_whose_caller_stopped_waiting_still_reaches_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, gate, id, caller, mut changed) = enqueue_held_at_the_flush(dir.path()).await;
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        gate.gate.add_permits(1);
+        changed.changed().await.unwrap();
+        assert_eq!(outbox_ids(&store).await, vec![id]);
     }
 }

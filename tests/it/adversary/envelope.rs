@@ -401,7 +401,10 @@ async fn assert_send_refused(
         "nothing reached the broker"
     );
     let node = fed.node(cc("HR")).unwrap();
-    assert!(node.store.outbox().unwrap().is_empty(), "nothing sealed");
+    assert!(
+        node.store.outbox().await.unwrap().is_empty(),
+        "nothing sealed"
+    );
     let mut c = fed.client("HR/police").unwrap();
     let sent = c
         .api
@@ -564,7 +567,7 @@ async fn permission_requests_are_bounded() {
         "nothing reached the broker"
     );
     for node in ["HR", "BA"] {
-        let outbox = fed.node(cc(node)).unwrap().store.outbox().unwrap();
+        let outbox = fed.node(cc(node)).unwrap().store.outbox().await.unwrap();
         assert!(outbox.is_empty(), "{node}'s outbox");
     }
     still_serves(&fed).await;
@@ -729,6 +732,7 @@ async fn outbox_moves_on_past_a_record_the_broker_refuses_for_good() {
             .unwrap()
             .store
             .outbox()
+            .await
             .unwrap()
             .is_empty(),
         "nothing left in the outbox"

@@ -770,9 +770,9 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
         police(),
     )
     .await;
-    let retried = until("the retry settled", || {
-        let s = node.store.sent(&sealed.id).unwrap().unwrap();
-        async move { (s.state == v1::SendState::Accepted as i32).then_some(s) }
+    let retried = until("the retry settled", || async {
+        let s = node.store.sent(&sealed.id).await.unwrap().unwrap();
+        (s.state == v1::SendState::Accepted as i32).then_some(s)
     })
     .await;
     assert!(
@@ -798,7 +798,7 @@ async fn a_record_settled_by_a_duplicate_answer_gets_its_real_log_index_and_proo
         s.inclusion_verified_at >= size,
         "the records after it are proven too"
     );
-    let evidence = node.store.evidence().unwrap();
+    let evidence = node.store.evidence().await.unwrap();
     assert!(evidence.is_empty(), "{evidence:?}");
 }
 
@@ -828,17 +828,21 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     let first: EnvelopeId = ids[0].envelope_id.parse().unwrap();
     let wrong = ids[1].log_index;
     node.store
-        .update_sent(&first, |s| {
-            s.log_index = wrong;
-            s.inclusion_verified_at = 0;
-        })
+        .update_sent(
+            &first,
+            Box::new(move |s| {
+                s.log_index = wrong;
+                s.inclusion_verified_at = 0;
+            }),
+        )
         .await
         .unwrap();
     for r in &ids[1..] {
         node.store
-            .update_sent(&r.envelope_id.parse().unwrap(), |s| {
-                s.inclusion_verified_at = 0
-            })
+            .update_sent(
+                &r.envelope_id.parse().unwrap(),
+                Box::new(|s| s.inclusion_verified_at = 0),
+            )
             .await
             .unwrap();
     }
@@ -859,7 +863,7 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
         .settle_accepted(
             &never.id,
             &envelope::unverified_summary(&never.envelope).unwrap(),
-            |s| s.state = v1::SendState::Accepted as i32,
+            Box::new(|s| s.state = v1::SendState::Accepted as i32),
         )
         .await
         .unwrap();
@@ -873,12 +877,13 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
         let s = node
             .store
             .sent(&r.envelope_id.parse().unwrap())
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(s.inclusion_verified_at, w.size);
         assert_eq!(s.log_index, r.log_index);
     }
-    let evidence = node.store.evidence().unwrap();
+    let evidence = node.store.evidence().await.unwrap();
     assert_eq!(evidence.len(), 2, "{evidence:#?}");
     let of = |id: &EnvelopeId| {
         evidence
@@ -906,7 +911,7 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     // Failed checks are evidence, not retried every round; nothing is left.
     let w = witness::witness_once(&node, &mut client).await.unwrap();
     assert_eq!((w.inclusions_verified, w.inclusions_failed), (0, 0));
-    assert_eq!(node.store.evidence().unwrap().len(), 2);
+    assert_eq!(node.store.evidence().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

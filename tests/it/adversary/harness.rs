@@ -678,15 +678,19 @@ impl Snapshot {
             if let Some(node) = fed.node(n.country) {
                 s.outboxes.insert(
                     n.country.to_string(),
-                    node.store.outbox().expect("outbox").len(),
+                    node.store.outbox().await.expect("outbox").len(),
                 );
             }
         }
         for a in dir.agencies() {
             if let Some(node) = fed.node(a.id.country()) {
-                let inbox = node.store.inbox(&a.id, None, usize::MAX).expect("inbox");
+                let inbox = node
+                    .store
+                    .inbox(&a.id, None, usize::MAX)
+                    .await
+                    .expect("inbox");
                 s.inboxes.insert(a.id.to_string(), inbox.len());
-                let sent = node.store.sent_by(&a.id).expect("sent");
+                let sent = node.store.sent_by(&a.id).await.expect("sent");
                 s.sent.insert(a.id.to_string(), sent.len());
             }
         }

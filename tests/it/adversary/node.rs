@@ -149,7 +149,13 @@ async fn a_forged_envelope_reusing_a_real_id_changes_nothing_for_the_real_one() 
         "TEST-CASE-1"
     );
     // What the node remembers for the id is its answer to the real header.
-    let kept = fed.node(hr).unwrap().store.receipt_for(&real.id).unwrap();
+    let kept = fed
+        .node(hr)
+        .unwrap()
+        .store
+        .receipt_for(&real.id)
+        .await
+        .unwrap();
     assert_eq!(kept, acks[2].receipt);
     assert!(hb.queued(hr).is_empty());
 }
@@ -248,8 +254,8 @@ async fn a_delivery_that_fails_for_good_is_rejected_and_never_blocks_the_queue()
     assert_eq!(hb.queued(hr), [empty], "only the empty delivery is left");
     // Nothing of the unverified ones is remembered under the ids they claim.
     let store = &fed.node(hr).unwrap().store;
-    assert_eq!(store.receipt_for(&expired.id).unwrap(), None);
-    assert_eq!(store.receipt_for(&not_for_hr.id).unwrap(), None);
+    assert_eq!(store.receipt_for(&expired.id).await.unwrap(), None);
+    assert_eq!(store.receipt_for(&not_for_hr.id).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -402,7 +408,7 @@ async fn assert_receipt_refused(
 ) {
     let ba = cc("BA");
     let before_state = hr_state(fed, sent).await;
-    let before = fed.node(ba).unwrap().store.evidence().unwrap();
+    let before = fed.node(ba).unwrap().store.evidence().await.unwrap();
     let seq = hb.relay_receipt(ba, r.clone());
     let ack = hb.wait_ack(ba, seq).await;
     assert_eq!(ack.receipt, None);
@@ -411,7 +417,7 @@ async fn assert_receipt_refused(
         before_state,
         "{says}: not applied"
     );
-    let after = fed.node(ba).unwrap().store.evidence().unwrap();
+    let after = fed.node(ba).unwrap().store.evidence().await.unwrap();
     assert_eq!(after.len(), before.len() + 1, "{says}: kept as evidence");
     let kept = after.last().unwrap();
     assert!(kept.starts_with("relayed receipt refused: "), "{kept}");

@@ -1,0 +1,91 @@
+//! What the node's agencies sent: the outbox of sealed envelopes waiting
+//! for the broker, the sent records with the broker's answer and the
+//! receipts relayed back, the hash of each header sent (which every receipt
+//! must answer), and what the witness must still prove of each accepted
+//! submission.
+
+use tokio::sync::watch;
+
+use crate::protocol::ids::{AgencyId, EnvelopeId};
+use crate::protocol::proto::v1;
+use crate::storage::StorageError;
+
+/// A change to what an agency sees of a record it sent. A backend may apply
+/// it more than once (a retried transaction), each time to the record as
+/// stored.
+pub type StatusUpdate = Box<dyn Fn(&mut v1::SendStatus) + Send + Sync + 'static>;
+
+#[async_trait::async_trait]
+pub trait Outbox: Send + Sync {
+    /// Records a sealed envelope as sent (queued), with the hash of its
+    /// header for checking receipts, and puts it in the outbox. Once it is
+    /// durable, [`Outbox::outbox_changed`] tells the submitter.
+    async fn enqueue(
+        &self,
+        id: &EnvelopeId,
+        env: &v1::Envelope,
+        status: &v1::SendStatus,
+    ) -> Result<(), StorageError>;
+
+    /// Envelopes waiting for the broker, oldest first; only those durable,
+    /// so the broker never holds a record a crash could take from the node.
+    async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError>;
+
+    /// A subscription to the outbox: its value changes each time an
+    /// envelope enqueued has become durable. The submitter marks the value
+    /// seen, reads the outbox, then waits for the next change.
+    fn outbox_changed(&self) -> watch::Receiver<u64>;
+
+    /// Takes an envelope out of the outbox with the broker's answer.
+    async fn settle(&self, id: &EnvelopeId, update: StatusUpdate) -> Result<(), StorageError>;
+
+    /// Takes an envelope the broker accepted out of the outbox with the
+    /// broker's answer, keeping `expected` (the summary its acceptance entry
+    /// in the log must carry) for the inclusion check.
+    async fn settle_accepted(
+        &self,
+        id: &EnvelopeId,
+        expected: &v1::EnvelopeSummary,
+        update: StatusUpdate,
+    ) -> Result<(), StorageError>;
+
+    /// Updates what an agency sees of a record it sent; false if there is
+    /// no such record.
+    async fn update_sent(
+        &self,
+        id: &EnvelopeId,
+        update: StatusUpdate,
+    ) -> Result<bool, StorageError>;
+
+    /// The sent record `id`.
+    async fn sent(&self, id: &EnvelopeId) -> Result<Option<v1::SendStatus>, StorageError>;
+
+    /// SHA-256 of the header this node sent as `id`, which every receipt for
+    /// `id` must answer.
+    async fn sent_header_sha256(&self, id: &EnvelopeId) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Everything `agency` sent, oldest first.
+    async fn sent_by(&self, agency: &AgencyId) -> Result<Vec<v1::SendStatus>, StorageError>;
+
+    /// Records sent (accepted) that still wait for an inclusion check,
+    /// oldest first: those whose log index is known, and those settled by a
+    /// duplicate answer, whose index the proof will tell (log index 0; entry
+    /// 0 is never a submission: the broker logs its directory first). A
+    /// record whose proof failed is not checked again: its evidence is kept.
+    async fn awaiting_inclusion(&self) -> Result<Vec<v1::SendStatus>, StorageError>;
+
+    /// The summary the log's acceptance entry of a sent envelope must carry.
+    async fn expected_acceptance(
+        &self,
+        id: &EnvelopeId,
+    ) -> Result<Option<v1::EnvelopeSummary>, StorageError>;
+
+    /// Keeps the evidence that the broker did not prove the inclusion of a
+    /// submission it accepted, and stops checking that submission.
+    async fn record_inclusion_failure(
+        &self,
+        id: &EnvelopeId,
+        at_ms: i64,
+        evidence: &str,
+    ) -> Result<(), StorageError>;
+}
