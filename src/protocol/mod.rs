@@ -4,6 +4,7 @@
 //! engine; `layers_tests` holds it to that. It does draw randomness from the
 //! operating system for keys, nonces and data keys.
 
+pub mod audit;
 pub mod bounds;
 pub mod categories;
 pub mod directory;

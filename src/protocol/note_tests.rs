@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::cosignature::cosignature_message;
 use super::*;
 
 // Values from golang.org/x/mod/sumdb/note's tests and docs (BSD-3-Clause,

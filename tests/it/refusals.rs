@@ -2,7 +2,7 @@
 //! the audit event of the refusal.
 
 use casebridge::protocol::envelope::{self, SealInput};
-use casebridge::protocol::ids::{AgencyId, EnvelopeId};
+use casebridge::protocol::ids::AgencyId;
 use casebridge::protocol::proto::v1;
 use prost::Message as _;
 use tonic::Code;
@@ -61,68 +61,6 @@ fn resigned(
 fn fresh(fed: &Fed) -> envelope::Sealed {
     let now = casebridge::daemon::clock::now_ms();
     seal(fed, "HR", "HR/police", &["BA/police"], now, now + DAY)
-}
-
-/// Submits `env` as node `node` and checks the refusal: gRPC code, message,
-/// exactly one new audit event (the refusal, with `refusal`), and no trace of
-/// the envelope in any queue.
-async fn assert_refused(
-    fed: &Fed,
-    node: &str,
-    env: v1::Envelope,
-    code: Code,
-    refusal: R,
-    says: &str,
-) {
-    let before = audit(fed).await.len();
-    let id = v1::EnvelopeHeader::decode(env.header.as_slice())
-        .ok()
-        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok());
-    let mut client = exchange_as_node(fed, node);
-    let err = client
-        .submit(v1::SubmitRequest {
-            envelope: Some(env),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), code, "{}", err.message());
-    assert!(
-        err.message().contains(says),
-        "message {:?} lacks {says:?}",
-        err.message()
-    );
-    assert_eq!(
-        err.metadata()
-            .get("casebridge-refusal")
-            .and_then(|v| v.to_str().ok()),
-        Some(refusal.as_str_name())
-    );
-
-    let events = audit(fed).await;
-    assert_eq!(events.len(), before + 1, "exactly one new audit event");
-    match &events[before].event {
-        Some(Event::SubmissionRefused(r)) => {
-            assert_eq!(r.code, refusal as i32);
-            assert_eq!(r.submitting_node, node);
-            assert!(r.reason.contains(says));
-        }
-        other => panic!("expected a refusal event, got {other:?}"),
-    }
-    let store = &fed.broker().unwrap().store;
-    for c in fed.node_configs.keys() {
-        assert!(
-            store.pending(*c, None, 100).await.unwrap().is_empty(),
-            "queue of {c} must stay empty"
-        );
-    }
-    if let Some(id) = id {
-        if refusal != R::Duplicate {
-            assert!(
-                !store.seen(&id).await.unwrap(),
-                "a refused id is not remembered as seen"
-            );
-        }
-    }
 }
 
 #[tokio::test]

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use casebridge::daemon::tls::{ClientTls, Identity};
 use casebridge::protocol::directory::Directory;
-use casebridge::protocol::ids::{Country, Role};
+use casebridge::protocol::ids::{Country, EnvelopeId, Role};
 use casebridge::protocol::keys::SigningKey;
 use casebridge::protocol::proto::v1;
 use casebridge::tools::local::LocalFederation;
 use prost::Message as _;
+use tonic::Code;
 use tonic::transport::Channel;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
@@ -265,6 +266,16 @@ pub fn exchange_as_node(
 /// Re-signs the federation's directory after `edit`, as the federation's
 /// directory authority would.
 pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
+    resign_directory(fed, |dir| {
+        edit(dir);
+        dir.version += 1;
+    });
+}
+
+/// Re-signs the federation's directory after `edit` with the directory key,
+/// keeping the version `edit` leaves (a directory key holder who wants an
+/// old version number to mean something else does not raise it).
+pub fn resign_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
     let key =
         casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
             .expect("directory key");
@@ -272,7 +283,6 @@ pub fn edit_directory(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
     let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
     let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");
     edit(&mut dir);
-    dir.version += 1;
     let signed = Directory::sign(&dir, &key);
     std::fs::write(&fed.broker_config.directory, signed.encode_to_vec()).expect("write directory");
 }
@@ -401,5 +411,100 @@ pub async fn listed_services(mut c: ServerReflectionClient<Channel>) -> Vec<Stri
             l.service.into_iter().map(|s| s.name).collect()
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// No error message or refusal reason may be longer than this, whatever the
+/// input.
+pub const SHORT: usize = 512;
+
+/// The start of a message, for assertion output.
+pub fn short(s: &str) -> &str {
+    let mut end = s.len().min(200);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Checks a refusal's gRPC code and that its message says `says` and is
+/// short.
+pub fn assert_status(err: &tonic::Status, code: Code, says: &str) {
+    assert_eq!(err.code(), code, "{}", short(err.message()));
+    assert!(
+        err.message().contains(says),
+        "message {:?} lacks {says:?}",
+        short(err.message())
+    );
+    assert!(
+        err.message().len() <= SHORT,
+        "message is {} bytes long",
+        err.message().len()
+    );
+}
+
+/// Submits `env` as node `node` and checks the refusal: gRPC code, a short
+/// message saying `says`, the refusal code in the metadata, exactly one new
+/// audit event (the refusal, with a short reason saying `says`), nothing
+/// queued, and the id not remembered as seen (unless it was refused as a
+/// duplicate, whose id was already seen).
+pub async fn assert_refused(
+    fed: &Fed,
+    node: &str,
+    env: v1::Envelope,
+    code: Code,
+    refusal: v1::RefusalCode,
+    says: &str,
+) {
+    let before = audit(fed).await.len();
+    let id = v1::EnvelopeHeader::decode(env.header.as_slice())
+        .ok()
+        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok());
+    let err = exchange_as_node(fed, node)
+        .submit(v1::SubmitRequest {
+            envelope: Some(env),
+        })
+        .await
+        .expect_err("must be refused");
+    assert_status(&err, code, says);
+    assert_eq!(
+        err.metadata()
+            .get("casebridge-refusal")
+            .and_then(|v| v.to_str().ok()),
+        Some(refusal.as_str_name())
+    );
+    let events = audit(fed).await;
+    assert_eq!(events.len(), before + 1, "exactly one new audit event");
+    match &events[before].event {
+        Some(v1::audit_event::Event::SubmissionRefused(r)) => {
+            assert_eq!(r.code, refusal as i32);
+            assert_eq!(r.submitting_node, node);
+            assert!(r.reason.contains(says));
+            assert!(
+                r.reason.len() <= SHORT,
+                "reason is {} bytes",
+                r.reason.len()
+            );
+        }
+        other => panic!("expected a refusal event, got {other:?}"),
+    }
+    let store = &fed.broker().expect("broker running").store;
+    for c in fed.node_configs.keys() {
+        assert!(
+            store
+                .pending(*c, None, 100)
+                .await
+                .expect("pending")
+                .is_empty(),
+            "queue of {c} must stay empty"
+        );
+    }
+    if let Some(id) = id {
+        if refusal != v1::RefusalCode::Duplicate {
+            assert!(
+                !store.seen(&id).await.expect("seen"),
+                "a refused id is not remembered as seen"
+            );
+        }
     }
 }

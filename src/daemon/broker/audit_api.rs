@@ -6,10 +6,11 @@
 //! store reads off the async workers, and the scan yields between chunks)
 //! within bounds of time, entries and bytes that the answer reports when it
 //! meets them. Pages of entries are bounded by count and by
-//! bytes, so every answer fits the auditor's client ([`MAX_RESPONSE_BYTES`]).
+//! bytes, so every answer fits the auditor's client
+//! ([`crate::protocol::audit::MAX_RESPONSE_BYTES`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -18,30 +19,14 @@ use super::BrokerState;
 use super::service::{checkpoint_response, inclusion_proof};
 use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
+use crate::protocol::audit::{
+    PAGE_BYTES, PAGE_ENTRIES, QUERY_MAX_ENTRIES, QUERY_TIME_LIMIT, attributed,
+};
 use crate::protocol::ids::{EnvelopeId, Role};
 use crate::protocol::leaf::MAX_LEAF_BYTES;
 use crate::protocol::proto::v1;
 use crate::storage::broker::{Sequencer, StoreError};
 
-/// Entries in one `GetEntries` page at most.
-pub const PAGE_ENTRIES: u64 = 1000;
-/// Bytes of entries in one `GetEntries` page or `Query` answer at most:
-/// 4 MiB. An answer ends before the entry that would take it past this,
-/// but always holds at least one entry.
-pub const PAGE_BYTES: usize = 4 << 20;
-/// The largest answer the audit API sends: a page of [`PAGE_BYTES`], or a
-/// single entry whose leaf is at the cap served with its decoded event
-/// (twice the leaf), with framing. An auditor's client must accept this.
-pub const MAX_RESPONSE_BYTES: usize = (if PAGE_BYTES > 2 * MAX_LEAF_BYTES {
-    PAGE_BYTES
-} else {
-    2 * MAX_LEAF_BYTES
-}) + 64 * 1024;
-/// Entries one `Query` returns at most; also its default `limit`.
-pub const QUERY_MAX_ENTRIES: usize = 10_000;
-/// How long one `Query` scans at most before it answers with what it found
-/// and where to continue.
-pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(10);
 /// Leaves read at a time while scanning.
 const SCAN_CHUNK: u64 = 256;
 /// Bytes counted per entry for its framing inside a response.
@@ -229,18 +214,6 @@ fn summary(s: &v1::EnvelopeSummary) -> Parties<'_> {
     let mut agencies: Vec<&str> = vec![s.sender_agency.as_str()];
     agencies.extend(s.recipients.iter().map(String::as_str));
     (agencies, vec![s.sender_node.as_str()], Some(s.kind))
-}
-
-/// The header labels of a refusal that belong to the node that submitted
-/// it. A refusal is that node's act; a header naming another country's
-/// sender (a forgery, or someone else's envelope passed on) does not make
-/// the refusal that country's. Logs written before the broker recorded only
-/// verified headers hold claims, so the check is made on reading too.
-pub fn attributed(r: &v1::SubmissionRefused) -> Option<&v1::EnvelopeSummary> {
-    r.envelope.as_ref().filter(|e| {
-        e.sender_node == r.submitting_node
-            && e.sender_agency.split_once('/').map(|(cc, _)| cc) == Some(r.submitting_node.as_str())
-    })
 }
 
 fn facts(e: &v1::AuditEvent) -> Facts<'_> {
@@ -453,6 +426,8 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::storage::sled::broker::SledStore;
 

@@ -104,31 +104,48 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
-    pub fn summaries(&self) -> Vec<PolicySummary> {
+    /// The policy `pid` of this bundle, as listings and decisions name it.
+    pub fn policy_ref(&self, pid: &PolicyId) -> Option<PolicyRef> {
+        self.meta.get(pid).map(|m| PolicyRef {
+            owner: self.info.owner.clone(),
+            file: m.file.clone(),
+            id: m.id.clone(),
+            line: m.line,
+            effect: m.effect,
+            reason: m.reason.clone(),
+        })
+    }
+
+    /// Every policy of the bundle, in file and source order.
+    pub fn summaries(&self) -> Vec<PolicyRef> {
         self.order
             .iter()
-            .filter_map(|pid| self.meta.get(pid))
-            .map(|m| PolicySummary {
-                owner: self.info.owner.clone(),
-                file: m.file.clone(),
-                id: m.id.clone(),
-                line: m.line,
-                effect: m.effect,
-                reason: m.reason.clone(),
-            })
+            .filter_map(|pid| self.policy_ref(pid))
             .collect()
     }
 }
 
-/// One policy of a bundle, for listings.
+/// One policy of a bundle: a listing names every policy with it, a decision
+/// the policies that determined a layer's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicySummary {
+pub struct PolicyRef {
+    /// Whose bundle it is in.
     pub owner: Owner,
+    /// Its file, relative to the policy set's directory.
     pub file: String,
+    /// Its `@id`, or `<file>#<n>` for the n-th policy of a file without one.
     pub id: String,
     pub line: u32,
     pub effect: Effect,
+    /// Its `@reason` annotation.
     pub reason: Option<String>,
+}
+
+/// `"no-biometric-genetic-for-statistics" (framework/special-categories.cedar:12)`
+impl fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\" ({}:{})", self.id, self.file, self.line)
+    }
 }
 
 /// What is known about a bundle's signature.
@@ -153,7 +170,7 @@ pub struct BundleReport {
     pub digest: [u8; 32],
     /// The files the digest covers, in digest order.
     pub files: Vec<String>,
-    pub policies: Vec<PolicySummary>,
+    pub policies: Vec<PolicyRef>,
     /// Problems that do not stop the bundle from loading, e.g. a policy
     /// Cedar proves can never apply.
     pub warnings: Vec<Diagnostic>,

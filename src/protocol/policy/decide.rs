@@ -14,9 +14,9 @@ use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, PolicyId, Request, RestrictedExpression,
 };
 
-use super::bundle::{Compiled, Effect};
+use super::bundle::{Compiled, Effect, PolicyRef};
 use super::schema::Enum;
-use super::{Owner, Policies, PolicyError};
+use super::{Policies, PolicyError};
 use crate::protocol::categories::{self, CategorySet};
 use crate::protocol::directory::Directory;
 use crate::protocol::envelope::VerifiedHeader;
@@ -165,28 +165,6 @@ impl fmt::Display for Layer {
             Layer::Outbound(a) => write!(f, "{a} outbound"),
             Layer::Inbound(a) => write!(f, "{a} inbound"),
         }
-    }
-}
-
-/// A policy that determined a layer's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyRef {
-    /// Whose bundle it is in.
-    pub owner: Owner,
-    /// Its file, relative to the policy set's directory.
-    pub file: String,
-    /// Its `@id`, or `<file>#<n>` for the n-th policy of a file without one.
-    pub id: String,
-    pub line: u32,
-    pub effect: Effect,
-    /// Its `@reason` annotation.
-    pub reason: Option<String>,
-}
-
-/// `"no-biometric-genetic-for-statistics" (framework/special-categories.cedar:12)`
-impl fmt::Display for PolicyRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{}\" ({}:{})", self.id, self.file, self.line)
     }
 }
 
@@ -448,26 +426,16 @@ fn evaluate(
 ) -> LayerOutcome {
     let response = authorizer.is_authorized(request, &bundle.set, entities);
     let reference = |pid: &PolicyId| -> PolicyRef {
-        match bundle.meta.get(pid) {
-            Some(m) => PolicyRef {
-                owner: bundle.info.owner.clone(),
-                file: m.file.clone(),
-                id: m.id.clone(),
-                line: m.line,
-                effect: m.effect,
-                reason: m.reason.clone(),
-            },
-            // Every policy in a compiled set has its meta; keep going with
-            // what Cedar knows if that were ever not so.
-            None => PolicyRef {
-                owner: bundle.info.owner.clone(),
-                file: String::new(),
-                id: pid.to_string(),
-                line: 0,
-                effect: Effect::Forbid,
-                reason: None,
-            },
-        }
+        // Every policy in a compiled set has its meta; keep going with what
+        // Cedar knows if that were ever not so.
+        bundle.policy_ref(pid).unwrap_or_else(|| PolicyRef {
+            owner: bundle.info.owner.clone(),
+            file: String::new(),
+            id: pid.to_string(),
+            line: 0,
+            effect: Effect::Forbid,
+            reason: None,
+        })
     };
     let mut determining: Vec<PolicyRef> = response.diagnostics().reason().map(reference).collect();
     determining.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));

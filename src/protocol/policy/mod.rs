@@ -54,12 +54,11 @@ use std::sync::Arc;
 #[cfg(test)]
 pub(crate) use bundle::digest as bundle_digest;
 pub(crate) use bundle::report;
-pub use bundle::{BundleReport, Effect, PolicySummary, SignatureStatus};
+pub use bundle::{BundleReport, Effect, PolicyRef, SignatureStatus};
 pub(crate) use bundle::{RawBundle, RawSet};
 pub(crate) use check::{validate_bundle, verify_bundle};
 pub use decide::{
-    AgencyFacts, Decision, EvalError, Layer, LayerOutcome, Onward, PolicyRef, RecipientDecision,
-    Transfer,
+    AgencyFacts, Decision, EvalError, Layer, LayerOutcome, Onward, RecipientDecision, Transfer,
 };
 pub(crate) use examples::render as render_examples;
 pub use examples::{agencies_for, agencies_of, default_agencies, default_countries, template_for};
@@ -407,7 +406,7 @@ impl Policies {
     }
 
     /// Every policy in force, for `casebridge policy list` style output.
-    pub fn policies(&self) -> Vec<PolicySummary> {
+    pub fn policies(&self) -> Vec<PolicyRef> {
         std::iter::once(&self.inner.framework)
             .chain(self.inner.agencies.values())
             .flat_map(|b| b.summaries())

@@ -34,7 +34,7 @@ use crate::protocol::proto::v1;
 /// Entries asked for per `GetEntries` call (the API's maximum). The broker
 /// may answer with fewer (it also bounds a page by bytes); the next call
 /// starts after the last entry received.
-pub const PAGE: u64 = crate::daemon::broker::audit_api::PAGE_ENTRIES;
+pub const PAGE: u64 = crate::protocol::audit::PAGE_ENTRIES;
 
 /// The saved checkpoint in an auditor's state directory (signed note bytes).
 pub const LAST_CHECKPOINT_FILE: &str = "last-checkpoint";
@@ -42,12 +42,12 @@ pub const LAST_CHECKPOINT_FILE: &str = "last-checkpoint";
 pub const LEAF_HASHES_FILE: &str = "leaf-hashes";
 
 /// The largest answer the auditor's client accepts: 128 MiB. That is more
-/// than the broker sends ([`crate::daemon::broker::audit_api::MAX_RESPONSE_BYTES`]),
+/// than the broker sends ([`crate::protocol::audit::MAX_RESPONSE_BYTES`]),
 /// and more than a single leaf written before leaves were capped could be
 /// (two copies of a request under the broker's former 32 MiB limit), so
 /// every log a broker wrote can be read.
 const MAX_MESSAGE: usize = 128 << 20;
-const _: () = assert!(MAX_MESSAGE >= crate::daemon::broker::audit_api::MAX_RESPONSE_BYTES);
+const _: () = assert!(MAX_MESSAGE >= crate::protocol::audit::MAX_RESPONSE_BYTES);
 
 mod connect;
 mod prove;

@@ -145,7 +145,8 @@ pub fn entry_json_line(e: &v1::LogEntry) -> anyhow::Result<String> {
 /// allowed, `T` or a space) or a bare date (midnight UTC) into Unix
 /// milliseconds; fractions below a millisecond are dropped.
 pub fn parse_time_ms(s: &str) -> anyhow::Result<i64> {
-    let bad = || anyhow!("expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or a date 2025-03-01");
+    const EXPECTED: &str = "expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or a date 2025-03-01";
+    let bad = || anyhow!(EXPECTED);
     let s = s.trim();
     // A bare date is midnight UTC; RFC 3339 lets a space stand for the `T`,
     // which the parser wants as a letter.
@@ -155,7 +156,7 @@ pub fn parse_time_ms(s: &str) -> anyhow::Result<i64> {
         _ => s.to_string(),
     };
     let t = time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| bad())?;
+        .map_err(|e| anyhow!("{EXPECTED}: {e}"))?;
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).map_err(|_| bad())
 }
 
@@ -222,6 +223,18 @@ mod tests {
             "२०२३-11-14",
         ] {
             assert!(parse_time_ms(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_date_says_which_part_is_wrong() {
+        for (bad, names) in [("2023-13-01", "month"), ("2023-11-14T25:00:00Z", "hour")] {
+            let message = parse_time_ms(bad).expect_err(bad).to_string();
+            assert!(
+                message.starts_with("expected RFC 3339, e.g. 2025-03-01T12:00:00Z"),
+                "{message}"
+            );
+            assert!(message.contains(names), "{message}");
         }
     }
 

@@ -119,7 +119,7 @@ pub fn row(index: u64, event: &v1::AuditEvent) -> Row {
             r.decision = "refused";
             // A refusal is the submitting node's; the header's labels show
             // only when they are that node's own.
-            match crate::daemon::broker::audit_api::attributed(x) {
+            match crate::protocol::audit::attributed(x) {
                 Some(e) => with_envelope(&mut r, e),
                 None => r.sender = format!("node {}", x.submitting_node),
             }
@@ -281,7 +281,7 @@ pub fn event_details(event: &v1::AuditEvent) -> Vec<(&'static str, String)> {
         }
     }
     if let Some(Event::SubmissionRefused(x)) = &event.event {
-        if let Some(e) = crate::daemon::broker::audit_api::attributed(x) {
+        if let Some(e) = crate::protocol::audit::attributed(x) {
             d.push(("categories", categories_text(&e.declared_categories)));
         }
     }

@@ -109,15 +109,13 @@ impl LogSummary {
                 }
                 _ => self.unattributed.push(r),
             },
-            Some(Event::SubmissionRefused(x)) => {
-                match crate::daemon::broker::audit_api::attributed(x) {
-                    Some(e) if !e.sender_agency.is_empty() => {
-                        self.count_submission(e, "refused", true);
-                        self.agency(&e.sender_agency).refusals.push(r);
-                    }
-                    _ => self.unattributed.push(r),
+            Some(Event::SubmissionRefused(x)) => match crate::protocol::audit::attributed(x) {
+                Some(e) if !e.sender_agency.is_empty() => {
+                    self.count_submission(e, "refused", true);
+                    self.agency(&e.sender_agency).refusals.push(r);
                 }
-            }
+                _ => self.unattributed.push(r),
+            },
             Some(Event::ReceiptRecorded(x)) => {
                 let sender = self.senders.get(&x.envelope_id).cloned();
                 let rejected = x.status == v1::ReceiptStatus::Rejected as i32;

@@ -8,28 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
-use casebridge::protocol::directory::Directory;
 use casebridge::protocol::policy::Owner;
 use casebridge::protocol::proto::v1;
-use prost::Message as _;
 
 use super::harness::still_serves;
 use crate::support::*;
-
-/// Re-signs the directory after `edit` without raising its version, as a
-/// directory key holder who wants an old version number to mean something
-/// else would.
-fn resign_directory_same_version(fed: &Fed, edit: impl FnOnce(&mut v1::Directory)) {
-    let key =
-        casebridge::storage::files::keys::load_signing_key(&fed.fed.dir.join("ca/directory.key"))
-            .expect("directory key");
-    let bytes = std::fs::read(&fed.broker_config.directory).expect("directory");
-    let signed = v1::SignedDirectory::decode(bytes.as_slice()).expect("signed directory");
-    let mut dir = v1::Directory::decode(signed.directory.as_slice()).expect("directory");
-    edit(&mut dir);
-    let signed = Directory::sign(&dir, &key);
-    std::fs::write(&fed.broker_config.directory, signed.encode_to_vec()).expect("write directory");
-}
 
 fn revoke_agency(id: &str) -> impl FnOnce(&mut v1::Directory) + '_ {
     move |d| {
@@ -113,7 +96,7 @@ async fn a_directory_changed_without_a_new_version_is_refused_at_start() {
     fed.stop_node(cc("HR")).await.unwrap();
     fed.stop_broker().await.unwrap();
     // Still version 1, but HR/police now revoked: a second "version 1".
-    resign_directory_same_version(&fed, revoke_agency("HR/police"));
+    resign_directory(&fed, revoke_agency("HR/police"));
     let says = |file: &Path| {
         format!(
             "{}: directory version 1 is not the directory in force with that version; a changed \

@@ -26,8 +26,6 @@ use super::harness::{self, still_serves};
 use crate::support::*;
 
 const MIB: usize = 1 << 20;
-/// No error message may be longer than this, whatever the input.
-const SHORT: usize = 512;
 
 // ---------------------------------------------------------------------------
 // What a hostile node does with its own keys
@@ -115,12 +113,6 @@ fn wrap_for(dir: &Directory, data_key: &[u8], id: &EnvelopeId, cc: Country) -> v
     }
 }
 
-fn id_of(env: &v1::Envelope) -> Option<EnvelopeId> {
-    v1::EnvelopeHeader::decode(env.header.as_slice())
-        .ok()
-        .and_then(|h| EnvelopeId::from_bytes(&h.envelope_id).ok())
-}
-
 async fn submit(
     fed: &Fed,
     node: &str,
@@ -132,76 +124,6 @@ async fn submit(
         })
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Submits `env` as node `node` and checks the refusal: gRPC code, a short
-/// message saying `says`, the refusal code in the metadata, exactly one new
-/// audit event (the refusal), nothing queued and the id not remembered.
-async fn assert_refused(
-    fed: &Fed,
-    node: &str,
-    env: v1::Envelope,
-    code: Code,
-    refusal: R,
-    says: &str,
-) {
-    let before = audit(fed).await.len();
-    let id = id_of(&env);
-    let err = submit(fed, node, env).await.expect_err("must be refused");
-    assert_eq!(err.code(), code, "{}", short(err.message()));
-    assert!(
-        err.message().contains(says),
-        "message {:?} lacks {says:?}",
-        short(err.message())
-    );
-    assert!(
-        err.message().len() <= SHORT,
-        "message is {} bytes long",
-        err.message().len()
-    );
-    assert_eq!(
-        err.metadata()
-            .get("casebridge-refusal")
-            .and_then(|v| v.to_str().ok()),
-        Some(refusal.as_str_name())
-    );
-    let events = audit(fed).await;
-    assert_eq!(events.len(), before + 1, "exactly one new audit event");
-    match &events[before].event {
-        Some(Event::SubmissionRefused(r)) => {
-            assert_eq!(r.code, refusal as i32);
-            assert_eq!(r.submitting_node, node);
-            assert!(r.reason.contains(says));
-            assert!(
-                r.reason.len() <= SHORT,
-                "reason is {} bytes",
-                r.reason.len()
-            );
-        }
-        other => panic!("expected a refusal event, got {other:?}"),
-    }
-    let store = &fed.broker().unwrap().store;
-    for c in fed.node_configs.keys() {
-        assert!(
-            store.pending(*c, None, 100).await.unwrap().is_empty(),
-            "queue of {c} must stay empty"
-        );
-    }
-    if let Some(id) = id {
-        assert!(
-            !store.seen(&id).await.unwrap(),
-            "a refused id is not remembered"
-        );
-    }
-}
-
-/// The start of a message, for assertion output.
-fn short(s: &str) -> &str {
-    let mut end = s.len().min(200);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The receipts the broker recorded for `id`, by recipient node.
@@ -472,17 +394,7 @@ async fn assert_send_refused(
     audit_before: usize,
 ) {
     let err = result.expect_err("must be refused");
-    assert_eq!(err.code(), code, "{}", short(err.message()));
-    assert!(
-        err.message().contains(says),
-        "message {:?} lacks {says:?}",
-        short(err.message())
-    );
-    assert!(
-        err.message().len() <= SHORT,
-        "{} bytes",
-        err.message().len()
-    );
+    assert_status(&err, code, says);
     assert_eq!(
         audit(fed).await.len(),
         audit_before,
@@ -614,14 +526,7 @@ async fn permission_requests_are_bounded() {
     ];
     for (req, says) in cases {
         let err = ba.api.request_permission(req).await.unwrap_err();
-        assert_eq!(
-            err.code(),
-            Code::InvalidArgument,
-            "{}",
-            short(err.message())
-        );
-        assert!(err.message().contains(says), "{}", short(err.message()));
-        assert!(err.message().len() <= SHORT);
+        assert_status(&err, Code::InvalidArgument, says);
     }
     let err = ba
         .api

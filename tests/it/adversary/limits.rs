@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use casebridge::daemon::broker::audit_api::{MAX_RESPONSE_BYTES, PAGE_BYTES};
 use casebridge::daemon::rpc::audit_client::AuditClient;
 use casebridge::daemon::tls::Identity;
+use casebridge::protocol::audit::{MAX_RESPONSE_BYTES, PAGE_BYTES};
 use casebridge::protocol::envelope::{self, SealInput};
 use casebridge::protocol::ids::AgencyId;
 use casebridge::protocol::leaf::MAX_LEAF_BYTES;
@@ -448,10 +448,7 @@ async fn consumers_attribute_old_unverified_refusals_to_the_submitting_node() {
         }),
         ..Default::default()
     };
-    assert_eq!(
-        casebridge::daemon::broker::audit_api::attributed(&claimed),
-        None
-    );
+    assert_eq!(casebridge::protocol::audit::attributed(&claimed), None);
     let event = v1::AuditEvent {
         at_ms: 1,
         event: Some(Event::SubmissionRefused(claimed)),
