@@ -69,6 +69,7 @@ const RATIOS: &[&str] = &[
 
 #[tokio::test]
 async fn the_quick_bench_produces_every_figure() {
+    let _alone = crate::support::alone().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {

@@ -23,6 +23,83 @@ pub struct Fed {
     pub f: LocalFederation,
     // Dropped last: the stores live here.
     _tmp: tempfile::TempDir,
+    _shared: Shared,
+}
+
+/// Held shared by every federation of the suite, and alone by a test that
+/// must not overlap them: `casebridge bench` runs a federation of its own
+/// processes, whose load and ports would otherwise race with the
+/// federations that reserve ports before binding them. A waiting `alone`
+/// never blocks a federation (a test may hold two), so it runs when none is
+/// left.
+#[derive(Default)]
+struct Gate {
+    /// Federations alive, and whether a test runs alone.
+    state: std::sync::Mutex<(usize, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+static GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+impl Gate {
+    /// Waits until `enter` takes its turn.
+    async fn pass(&self, enter: impl Fn(&mut (usize, bool)) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if enter(&mut self.state.lock().unwrap_or_else(|p| p.into_inner())) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn leave(&self, leave: impl Fn(&mut (usize, bool))) {
+        leave(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_waiters();
+    }
+}
+
+pub struct Shared(());
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        GATE.leave(|s| s.0 -= 1);
+    }
+}
+
+pub struct Alone(());
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        GATE.leave(|s| s.1 = false);
+    }
+}
+
+/// Waits until no federation of the suite runs, and keeps new ones from
+/// starting until the guard is dropped.
+pub async fn alone() -> Alone {
+    GATE.pass(|s| {
+        let free = s.0 == 0 && !s.1;
+        if free {
+            s.1 = true;
+        }
+        free
+    })
+    .await;
+    Alone(())
+}
+
+async fn shared() -> Shared {
+    GATE.pass(|s| {
+        if !s.1 {
+            s.0 += 1;
+        }
+        !s.1
+    })
+    .await;
+    Shared(())
 }
 
 impl std::ops::Deref for Fed {
@@ -39,12 +116,17 @@ impl std::ops::DerefMut for Fed {
 
 /// Writes a federation of `countries` without starting it.
 pub async fn create(countries: &[&str]) -> Fed {
+    let shared = shared().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs: Vec<Country> = countries.iter().map(|c| cc(c)).collect();
     let f = LocalFederation::create(tmp.path(), &cs)
         .await
         .expect("create federation");
-    Fed { f, _tmp: tmp }
+    Fed {
+        f,
+        _tmp: tmp,
+        _shared: shared,
+    }
 }
 
 /// Starts the broker and every node of `fed`.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,7 +71,8 @@ where
 }
 
 /// When each record reached one agency's inbox, as seen through WatchInbox.
-/// The watch reconnects by itself (the node may be stopped and started).
+/// The watch reconnects by itself, reading the agency's profile again each
+/// time: the node may be stopped and started on another port.
 #[derive(Clone)]
 pub struct InboxWatch {
     seen: Arc<Mutex<HashMap<String, Instant>>>,
@@ -87,7 +89,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl InboxWatch {
-    pub fn start(mut client: AgencyClient) -> InboxWatch {
+    pub fn start(profile: PathBuf) -> InboxWatch {
         let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let (changed, _) = watch::channel(0u64);
         let task = {
@@ -95,6 +97,10 @@ impl InboxWatch {
             let changed = changed.clone();
             tokio::spawn(async move {
                 loop {
+                    let Ok(mut client) = AgencyClient::from_profile(&profile) else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
                     if let Ok(resp) = client.api.watch_inbox(v1::WatchInboxRequest {}).await {
                         let mut stream = resp.into_inner();
                         while let Ok(Some(entry)) = stream.message().await {

@@ -25,6 +25,8 @@ pub const STOP_WAIT: Duration = Duration::from_secs(10);
 /// A running process of this executable.
 pub struct Daemon {
     pub name: String,
+    /// Where it listens, as it said itself.
+    pub addr: SocketAddr,
     child: Child,
     // Kept open so that the process never writes into a closed pipe.
     _stdout: std::io::BufReader<ChildStdout>,
@@ -32,7 +34,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `exe args...` with its log in `log`, and waits until it prints
-    /// that it listens.
+    /// the address it listens on.
     pub async fn spawn(
         name: &str,
         exe: &Path,
@@ -62,12 +64,16 @@ impl Daemon {
         });
         match tokio::time::timeout(START_WAIT, reading).await {
             Ok(Ok((reader, line, r))) => {
+                let addr = line
+                    .split_once("listening on ")
+                    .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok());
                 let d = Daemon {
                     name: name.to_string(),
+                    addr: addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
                     child,
                     _stdout: reader,
                 };
-                if r.is_ok() && line.contains("listening on") {
+                if r.is_ok() && addr.is_some() {
                     return Ok(d);
                 }
                 drop(d);
@@ -140,12 +146,6 @@ fn terminate(pid: u32) {
 #[cfg(not(unix))]
 fn terminate(_pid: u32) {}
 
-/// A free port on 127.0.0.1, reserved by binding it and let go.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
-}
-
 /// Sets `key` of the TOML file at `path` to `value`, keeping the rest.
 fn set_toml(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     let text =
@@ -158,50 +158,37 @@ fn set_toml(path: &Path, key: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The federation on disk, with the addresses its processes will have.
+/// The federation on disk and its running processes. Every process binds
+/// port 0 and says which port it got; the configs of those that dial it are
+/// then written with that address, so no port is reserved and let go.
 pub struct BenchFederation {
     pub fed: Federation,
     pub exe: PathBuf,
-    pub broker_addr: SocketAddr,
-    pub echo_addr: SocketAddr,
     pub broker: Option<Daemon>,
     pub echo: Option<Daemon>,
     pub nodes: BTreeMap<Country, Daemon>,
     logs: PathBuf,
 }
 
+const ANY_PORT: &str = "127.0.0.1:0";
+
 impl BenchFederation {
-    /// Writes a federation of `countries` into `dir` with free ports filled in.
+    /// Writes a federation of `countries` into `dir`, every daemon listening
+    /// on a port of its own choosing.
     pub fn write(dir: &Path, countries: &[Country]) -> anyhow::Result<BenchFederation> {
         let mut opts = InitOptions::new(dir);
         opts.countries = countries.to_vec();
         opts.base_port = 0;
         let fed = pki::init(&opts)?;
-        let broker_addr = free_port()?;
-        let echo_addr = free_port()?;
-        set_toml(&fed.broker_config, "listen", &broker_addr.to_string())?;
-        let mut node_addrs = BTreeMap::new();
-        for (cc, path) in &fed.node_configs {
-            let addr = free_port()?;
-            set_toml(path, "listen", &addr.to_string())?;
-            set_toml(path, "broker", &broker_addr.to_string())?;
-            node_addrs.insert(*cc, addr);
-        }
-        for (id, path) in &fed.agency_profiles {
-            if let Some(addr) = node_addrs.get(&id.country()) {
-                set_toml(path, "node", &addr.to_string())?;
-            }
-        }
-        for (_, path) in &fed.auditor_profiles {
-            set_toml(path, "broker", &broker_addr.to_string())?;
+        set_toml(&fed.broker_config, "listen", ANY_PORT)?;
+        for (_, path) in &fed.node_configs {
+            set_toml(path, "listen", ANY_PORT)?;
         }
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
         Ok(BenchFederation {
             fed,
             exe: std::env::current_exe().context("finding this executable")?,
-            broker_addr,
-            echo_addr,
             broker: None,
             echo: None,
             nodes: BTreeMap::new(),
@@ -209,6 +196,7 @@ impl BenchFederation {
         })
     }
 
+    /// Starts the broker and points the nodes and the auditors at it.
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
         let cfg = self.fed.broker_config.clone();
         let d = Daemon::spawn(
@@ -218,13 +206,19 @@ impl BenchFederation {
             &self.logs.join("broker.log"),
         )
         .await?;
+        let addr = d.addr.to_string();
         self.broker = Some(d);
+        for (_, path) in &self.fed.node_configs {
+            set_toml(path, "broker", &addr)?;
+        }
+        for (_, path) in &self.fed.auditor_profiles {
+            set_toml(path, "broker", &addr)?;
+        }
         Ok(())
     }
 
     pub async fn start_echo(&mut self) -> anyhow::Result<()> {
         let cfg = self.fed.broker_config.clone();
-        let listen = self.echo_addr.to_string();
         let d = Daemon::spawn(
             "echo server",
             &self.exe,
@@ -233,7 +227,7 @@ impl BenchFederation {
                 "--config".as_ref(),
                 cfg.as_os_str(),
                 "--listen".as_ref(),
-                listen.as_ref(),
+                ANY_PORT.as_ref(),
             ],
             &self.logs.join("echo.log"),
         )
@@ -242,6 +236,8 @@ impl BenchFederation {
         Ok(())
     }
 
+    /// Starts node `cc` and points its agencies' profiles at it (a node
+    /// started again gets another port).
     pub async fn start_node(&mut self, cc: Country) -> anyhow::Result<()> {
         let cfg = self
             .fed
@@ -255,8 +251,28 @@ impl BenchFederation {
             &self.logs.join(format!("node-{cc}.log")),
         )
         .await?;
+        let addr = d.addr.to_string();
         self.nodes.insert(cc, d);
+        for (id, path) in &self.fed.agency_profiles {
+            if id.country() == cc {
+                set_toml(path, "node", &addr)?;
+            }
+        }
         Ok(())
+    }
+
+    pub fn broker_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.broker
+            .as_ref()
+            .map(|d| d.addr)
+            .context("the broker is not running")
+    }
+
+    pub fn echo_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.echo
+            .as_ref()
+            .map(|d| d.addr)
+            .context("the echo server is not running")
     }
 
     pub async fn stop_node(&mut self, cc: Country) -> anyhow::Result<()> {
@@ -310,12 +326,15 @@ impl BenchFederation {
         v
     }
 
-    /// An agency's client of its node, from its generated profile.
-    pub fn client(&self, agency: &AgencyId) -> anyhow::Result<AgencyClient> {
-        let path = self
-            .fed
+    /// An agency's generated profile.
+    pub fn profile(&self, agency: &AgencyId) -> anyhow::Result<&Path> {
+        self.fed
             .agency_profile(agency)
-            .with_context(|| format!("no profile for {agency}"))?;
-        AgencyClient::from_profile(path)
+            .with_context(|| format!("no profile for {agency}"))
+    }
+
+    /// An agency's client of its node, from its profile.
+    pub fn client(&self, agency: &AgencyId) -> anyhow::Result<AgencyClient> {
+        AgencyClient::from_profile(self.profile(agency)?)
     }
 }

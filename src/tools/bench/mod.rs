@@ -193,7 +193,10 @@ async fn measure(
         .collect::<anyhow::Result<_>>()?;
     let mut watches = BTreeMap::new();
     for a in &others {
-        watches.insert(a.clone(), drive::InboxWatch::start(fed.client(a)?));
+        watches.insert(
+            a.clone(),
+            drive::InboxWatch::start(fed.profile(a)?.to_path_buf()),
+        );
     }
     let parties = workloads::Parties {
         sender,

@@ -121,7 +121,7 @@ pub async fn echo(
     count: usize,
 ) -> anyhow::Result<Run> {
     let cfg = fed.fed.node_config(sender).context("no sender node")?;
-    let client = super::echo::client(cfg, fed.echo_addr)?;
+    let client = super::echo::client(cfg, fed.echo_addr()?)?;
     let payload = vec![0x5a_u8; RECORD_BYTES];
     closed_loop(concurrency, count, move |_| {
         let mut c = client.clone();
@@ -311,7 +311,7 @@ pub async fn submit(
             .node_config(p.sender.country())
             .context("no sender node")?,
     )?;
-    let client = exchange_as_node(&cfg, &fed.broker_addr.to_string())?
+    let client = exchange_as_node(&cfg, &fed.broker_addr()?.to_string())?
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20);
     let count = envelopes.len();
