@@ -64,7 +64,7 @@ pub struct BenchArgs {
     /// Routine envelopes queued for a stopped node, then drained (the
     /// regional-scale figure is measured with 100000; it takes far longer
     /// than the default run).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 3000)]
     pub backlog: usize,
     /// At most this many immediate alerts while the backlog drains.
     #[arg(long, default_value_t = 20)]
