@@ -11,8 +11,8 @@ use crate::daemon::status::{broker_storage, envelope_ack};
 use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId};
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Entry, EnvelopeAck, StoreError};
 use crate::storage::StorageError;
+use crate::storage::broker::{Entry, EnvelopeAck, StoreError};
 
 /// Checks and records a node's answer to the delivery queued at `ack.seq`.
 pub(super) async fn acknowledge(

@@ -442,7 +442,11 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 // Marked seen before looking, so a submit that lands between
                 // the look and the wait is not missed.
                 let seen = *wakeup.borrow_and_update();
-                let items = match state.store.pending(node, Some(&cursor), DELIVERY_BATCH).await {
+                let items = match state
+                    .store
+                    .pending(node, Some(&cursor), DELIVERY_BATCH)
+                    .await
+                {
                     Ok(items) => items,
                     Err(e) => {
                         let _ = tx.send(Err(broker_storage(e))).await;
@@ -471,7 +475,8 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 // cursor moves only past what was), and the next look puts
                 // the immediate first. Anything else queued meanwhile waits
                 // for the next look, which follows every batch.
-                let immediate_queued = |w: &crate::storage::broker::Wakeup| w.immediate != seen.immediate;
+                let immediate_queued =
+                    |w: &crate::storage::broker::Wakeup| w.immediate != seen.immediate;
                 for q in items {
                     if immediate_queued(&wakeup.borrow()) {
                         break;

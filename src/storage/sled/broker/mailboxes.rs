@@ -319,20 +319,15 @@ impl Mailboxes for SledStore {
                 }
                 t.mail.remove(key.as_slice())?;
                 let Some(r) = t.remaining.get(ack.id.as_bytes())? else {
-                    return abort(corrupt(
-                        "remaining",
-                        format!("no count for {}", ack.id),
-                    ));
+                    return abort(corrupt("remaining", format!("no count for {}", ack.id)));
                 };
                 let (remaining, sender) = decode_remaining(&r).or_else(abort)?;
                 if remaining <= 1 {
                     t.remaining.remove(ack.id.as_bytes())?;
                     t.payload.remove(ack.id.as_bytes())?;
                 } else {
-                    t.remaining.insert(
-                        ack.id.as_bytes(),
-                        encode_remaining(remaining - 1, sender),
-                    )?;
+                    t.remaining
+                        .insert(ack.id.as_bytes(), encode_remaining(remaining - 1, sender))?;
                 }
                 t.enqueue(sender, Lane::Receipt, relay.clone())?;
                 if ack.delivered {

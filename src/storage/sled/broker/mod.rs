@@ -11,6 +11,8 @@
 
 mod log;
 mod mailboxes;
+#[cfg(test)]
+mod mailboxes_tests;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -297,7 +299,8 @@ impl Txn<'_> {
     /// Queues `item` for `node` in `lane`, under the next seq.
     fn enqueue(&self, node: Country, lane: Lane, item: Vec<u8>) -> TxResult<u64> {
         let seq = self.next(META_MAIL_NEXT)?;
-        self.mail.insert(mailboxes::mail_key(node, lane, seq), item)?;
+        self.mail
+            .insert(mailboxes::mail_key(node, lane, seq), item)?;
         Ok(seq)
     }
 }
