@@ -474,11 +474,14 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 // ends the batch: what is left of it is not sent (the
                 // cursor moves only past what was), and the next look puts
                 // the immediate first. Anything else queued meanwhile waits
-                // for the next look, which follows every batch.
+                // for the next look, which follows every batch. The first
+                // item always goes, so a stream makes progress however
+                // often immediates arrive.
                 let immediate_queued =
                     |w: &crate::storage::broker::Wakeup| w.immediate != seen.immediate;
-                for q in items {
-                    if immediate_queued(&wakeup.borrow()) {
+                for (n, q) in items.into_iter().enumerate() {
+                    let first = n == 0;
+                    if !first && immediate_queued(&wakeup.borrow()) {
                         break;
                     }
                     let item = match q.item {
@@ -491,7 +494,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     };
                     tokio::select! {
                         sent = tx.send(Ok(delivery)) => if sent.is_err() { return },
-                        _ = wakeup.wait_for(immediate_queued) => break,
+                        _ = wakeup.wait_for(immediate_queued), if !first => break,
                         _ = current.wait_for(|g| *g != generation) => {
                             let _ = tx.try_send(Err(replaced()));
                             return;
