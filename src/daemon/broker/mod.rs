@@ -87,6 +87,12 @@ impl BrokerState {
         self.policies.current()
     }
 
+    /// How many times the policy bundles were compiled and verified in full
+    /// (a reload of unchanged files is not).
+    pub fn policy_full_checks(&self) -> u64 {
+        self.policies.full_checks()
+    }
+
     /// Reads the policy bundles again. A valid new set takes effect at once;
     /// a change and a refused set are both audit events, and a refused set
     /// leaves the one in force.
