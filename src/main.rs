@@ -237,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Broker { config, check_log } => {
             private_files();
+            exit_with_parent();
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             if check_log {
@@ -264,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Node { config } => {
             private_files();
+            exit_with_parent();
             let cfg: NodeConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             let node = casebridge::daemon::node::Node::from_config(&cfg).await?;
@@ -324,6 +326,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             // misbehaving node it plays would only repeat it.
             init_logging(LogFormat::Human, "error");
             casebridge::tools::demo::run(dir).await
+        }
+    }
+}
+
+/// A daemon started by the benchmark (which sets
+/// [`casebridge::tools::bench::EXIT_WITH_PARENT_ENV`]) is stopped with it,
+/// even when the benchmark is killed and has no chance to stop its children.
+fn exit_with_parent() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os(casebridge::tools::bench::EXIT_WITH_PARENT_ENV).is_some() {
+        use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+        if let Err(e) = set_parent_process_death_signal(Some(Signal::TERM)) {
+            eprintln!("warning: cannot ask to be stopped with the parent process: {e}");
+        }
+        // The parent may have gone before the request was made.
+        if getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+            std::process::exit(1);
         }
     }
 }

@@ -46,6 +46,7 @@ impl Daemon {
         let mut child = Command::new(exe)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env(super::EXIT_WITH_PARENT_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

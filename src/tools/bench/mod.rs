@@ -30,6 +30,11 @@ use anyhow::Context as _;
 use crate::protocol::ids::{AgencyId, Country};
 use crate::protocol::proto::v1;
 use federation::BenchFederation;
+
+/// Set in the environment of the daemons the bench starts: each asks the
+/// kernel to stop it when the bench process ends, so a bench that is killed
+/// leaves no broker or node behind.
+pub const EXIT_WITH_PARENT_ENV: &str = "CASEBRIDGE_EXIT_WITH_PARENT";
 use report::{Report, ms};
 
 /// What to measure, and how much. The defaults finish within about three
@@ -267,7 +272,7 @@ async fn measure(
         report.add(
             format!("idle.{key}.cpu"),
             format!("idle CPU, {name}"),
-            procstat::percent_of_core(b, &a),
+            procstat::precise_percent_of_core(b, &a),
             "% core",
         );
     }
@@ -525,7 +530,7 @@ async fn measure(
         "ratios: a rate at concurrency cN is divided by the echo at cN; the drain and the audit appends by the echo's best rate ({echo_best:.0}/s)"
     ));
     report.note(format!(
-        "{} nodes, records of {} bytes, example policies; CPU from /proc in clock ticks; proof latencies are client round trips",
+        "{} nodes, records of {} bytes, example policies; CPU per record from /proc in clock ticks, idle CPU from the threads' nanosecond accounting; proof latencies are client round trips",
         countries.len(),
         workloads::RECORD_BYTES
     ));
