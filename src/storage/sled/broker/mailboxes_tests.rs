@@ -419,3 +419,21 @@ async fn a_store_written_before_lanes_is_migrated_at_open() {
         ["Urgent"]
     );
 }
+
+#[tokio::test]
+async fn a_wakeup_counts_immediates_and_the_nodes_acknowledgements() {
+    use v1::Priority::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut ba = store.subscribe(cc("BA")).await.unwrap();
+    let routine = accept(&store, "routine0", &["BA"], Routine).await;
+    accept(&store, "immediate0", &["BA"], Immediate).await;
+    let w = *ba.borrow_and_update();
+    assert_eq!((w.queued, w.immediate, w.acked), (2, 1, 0));
+    let seq = seq_of(&store, cc("BA"), "routine0").await;
+    store
+        .ack_envelope(cc("BA"), seq, ack(routine, "receipt"))
+        .await
+        .unwrap();
+    assert_eq!(ba.borrow_and_update().acked, 1);
+}
