@@ -381,7 +381,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             at_ms: now,
             event: Some(v1::audit_event::Event::SubmissionAccepted(
                 v1::SubmissionAccepted {
-                    envelope: Some(summary),
+                    envelope: Some(summary.clone()),
                     policy_bundle_hash: decision.bundle_hash.clone(),
                     policy_explanation: decision.explanation.clone(),
                 },
@@ -392,9 +392,9 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             created_at_ms: header.created_at_ms,
             sender_node: node,
             envelope: env,
-            recipient_nodes: recipient_nodes.clone(),
+            recipient_nodes,
             event,
-            summary: header.summary(),
+            summary,
             grants,
         };
         let index = match self.state.store.accept(acceptance).await {

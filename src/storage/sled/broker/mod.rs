@@ -68,6 +68,8 @@ struct Trees {
     nodes: sled::Tree,
     checkpoints: sled::Tree,
     cosignatures: sled::Tree,
+    /// Held while integrating: one integration at a time.
+    integrating: Mutex<()>,
 }
 
 /// How far the log, the queues, the tree and the checkpoints may be shown:
@@ -83,8 +85,15 @@ struct Durable {
 }
 
 impl SledStore {
+    /// Opens (or creates) the store in `dir` with the default page cache
+    /// ([`crate::storage::sled::DEFAULT_CACHE_MIB`]).
     pub fn open(dir: &std::path::Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with(dir, |db| Arc::new(db))
+        SledStore::open_with_cache(dir, crate::storage::sled::DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens the store with a page cache of at most `cache_mib` MiB.
+    pub fn open_with_cache(dir: &std::path::Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_inner(dir, cache_mib, |db| Arc::new(db))
     }
 
     /// Opens the store with `flush` in place of sled's own flush (it is
@@ -93,7 +102,15 @@ impl SledStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledStore, StoreError> {
-        let db = crate::storage::sled::open_db(dir)?;
+        SledStore::open_inner(dir, crate::storage::sled::DEFAULT_CACHE_MIB, flush)
+    }
+
+    fn open_inner(
+        dir: &std::path::Path,
+        cache_mib: u64,
+        flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
+    ) -> Result<SledStore, StoreError> {
+        let db = crate::storage::sled::open_db(dir, cache_mib)?;
         let meta = db.open_tree("meta")?;
         let checkpoints = db.open_tree("checkpoints")?;
         // Everything found at open is on disk.
@@ -130,6 +147,7 @@ impl SledStore {
             nodes: db.open_tree("merkle_nodes")?,
             checkpoints,
             cosignatures: db.open_tree("cosignatures")?,
+            integrating: Mutex::new(()),
             db: db.clone(),
         };
         trees.migrate_to_lanes()?;
