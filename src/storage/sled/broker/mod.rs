@@ -223,6 +223,15 @@ impl SledStore {
         }
     }
 
+    /// Tells the delivery stream of `node` that it acknowledged an item.
+    /// Called once the acknowledgement is on disk.
+    fn wake_acked(&self, node: Country) {
+        let all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = all.get(&node) {
+            tx.send_modify(|w| w.acked = w.acked.wrapping_add(1));
+        }
+    }
+
     /// A sled I/O error on a write stops the store (see
     /// [`GroupCommit::stop_on_io`]).
     fn stop_on_io(&self, e: StoreError) -> StoreError {
