@@ -180,7 +180,7 @@ impl Broker {
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        let store = SledStore::open(&cfg.data_dir)
+        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
         let policies = crate::daemon::in_force::load_in_force(
             &store,
@@ -196,8 +196,13 @@ impl Broker {
             &directory,
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;
-        if let Some(size) = log.verify_stored(&store).await? {
-            tracing::info!(size, "stored audit log matches its latest checkpoint");
+        // Independent of the log's length; `check_log` re-hashes it all.
+        match log.verify_latest(&store).await {
+            Ok(Some(size)) => {
+                tracing::info!(size, "stored audit tree matches its latest checkpoint");
+            }
+            Ok(None) => {}
+            Err(e) => anyhow::bail!("{e}; refusing to start"),
         }
         let state = BrokerState::new(
             cfg.federation.clone(),
@@ -213,6 +218,25 @@ impl Broker {
             tls,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
         })
+    }
+
+    /// `casebridge broker --check-log`: re-hashes every entry of the stored
+    /// log against the stored tree and the latest checkpoint
+    /// ([`log::TransparencyLog::verify_stored`]) without serving; the broker
+    /// must be stopped. Returns the checkpoint's size, None when there is no
+    /// checkpoint yet.
+    pub async fn check_log(cfg: &BrokerConfig) -> anyhow::Result<Option<u64>> {
+        let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
+        let directory =
+            crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
+            .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let log = log::TransparencyLog::new(
+            crate::storage::files::keys::load_signing_key(&cfg.log_key)?,
+            &directory,
+        )
+        .with_context(|| format!("{}", cfg.log_key.display()))?;
+        Ok(log.verify_stored(&store).await?)
     }
 
     /// Records the directory and the policy set in force in the audit log

@@ -7,6 +7,7 @@
 
 pub mod agency_api;
 pub mod uplink;
+pub mod window;
 pub mod witness;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct NodeState {
     /// Bounds on what agencies send and what the node receives.
     pub limits: NodeLimits,
     pub clock: Clock,
+    /// Most submissions to the broker in flight at once.
+    pub submit_window: usize,
     waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
     inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
     refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
@@ -211,6 +214,7 @@ impl Node {
             retention: cfg.retention.clone(),
             limits: cfg.limits.clone(),
             clock: Arc::new(crate::daemon::clock::now_ms),
+            submit_window: cfg.submit_window.max(1),
             waiters: Mutex::new(HashMap::new()),
             inbox_events: broadcast::channel(256).0,
             refusals,
@@ -245,7 +249,7 @@ impl Node {
         let client = crate::daemon::rpc::exchange_client::ExchangeClient::new(channel)
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);
-        let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
+        let outbox = tokio::spawn(window::outbox_loop(self.state.clone(), client.clone()));
         let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
         let reporter = {
