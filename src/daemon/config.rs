@@ -63,6 +63,10 @@ fn default_reload() -> u64 {
     5
 }
 
+fn default_submit_window() -> usize {
+    32
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -312,6 +316,10 @@ pub struct NodeConfig {
     /// How often to look for changed policy bundles, in seconds. Default 5.
     #[serde(default = "default_reload")]
     pub policy_reload_secs: u64,
+    /// Most envelopes submitted to the broker at once, waiting for their
+    /// answers. Default 32; 1 submits one at a time.
+    #[serde(default = "default_submit_window")]
+    pub submit_window: usize,
     #[serde(default)]
     pub retention: Retention,
     #[serde(default)]

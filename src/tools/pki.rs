@@ -317,6 +317,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             },
             policies: rel("../policies"),
             policy_reload_secs: 5,
+            submit_window: 32,
             retention: Retention::default(),
             limits: NodeLimits::default(),
             storage: StorageSettings::default(),

@@ -122,6 +122,42 @@ async fn nodes_witness_and_cosign_checkpoints_and_verify_their_own_inclusion() {
 }
 
 #[tokio::test]
+async fn a_witness_cosigns_each_size_once_and_scans_only_after_a_change() {
+    let fed = start(&["BA", "RS"]).await;
+    traffic(&fed, 1).await;
+    let size = checkpoint_now(&fed).await;
+    let node = fed.node(cc("BA")).unwrap().clone();
+    let mut client = exchange_as_node(&fed, "BA");
+    let mut memory = witness::Memory::default();
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, size);
+    assert!(w.cosigned && w.cosign_sent && w.scanned, "{w:?}");
+    // Nothing changed: the same checkpoint is checked but not cosigned
+    // again, and no sent record is looked at.
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, size);
+    assert!(w.cosigned && !w.cosign_sent && !w.scanned, "{w:?}");
+    // A submission settles: the next round looks for its proof.
+    let ids = traffic(&fed, 1).await;
+    let bigger = checkpoint_now(&fed).await;
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, bigger);
+    assert!(w.cosign_sent && w.scanned, "{w:?}");
+    assert!(
+        status(&fed, "BA/police", &ids[0])
+            .await
+            .inclusion_verified_at
+            >= bigger
+    );
+}
+
+#[tokio::test]
 async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
     let fed = start(&["BA", "RS"]).await;
     traffic(&fed, 2).await;

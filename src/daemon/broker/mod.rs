@@ -87,6 +87,12 @@ impl BrokerState {
         self.policies.current()
     }
 
+    /// How many times the policy bundles were compiled and verified in full
+    /// (a reload of unchanged files is not).
+    pub fn policy_full_checks(&self) -> u64 {
+        self.policies.full_checks()
+    }
+
     /// Reads the policy bundles again. A valid new set takes effect at once;
     /// a change and a refused set are both audit events, and a refused set
     /// leaves the one in force.
@@ -323,15 +329,40 @@ impl Broker {
             let state = self.state.clone();
             let mut stopping = state.stopping();
             tokio::spawn(async move {
+                let sequenced = state.store.sequenced().await;
+                if let Err(e) = &sequenced {
+                    tracing::error!(error = %e, "the checkpointer cannot follow the log; it signs every second");
+                }
+                let mut sequenced = sequenced.ok();
                 // At least one checkpoint a second while entries arrive.
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = stopping.wait_for(|s| *s) => break,
                     }
-                    if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
-                        tracing::error!(error = %e, "could not sign a checkpoint");
+                    let covered = match state.log.checkpoint(state.store.as_ref()).await {
+                        Ok(Some(size)) => Some(size),
+                        Ok(None) => state
+                            .store
+                            .latest_checkpoint()
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|(s, _)| s),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not sign a checkpoint");
+                            None
+                        }
+                    };
+                    // While the newest checkpoint covers everything
+                    // sequenced, sleep until more is.
+                    if let (Some(covered), Some(sequenced)) = (covered, sequenced.as_mut()) {
+                        tokio::select! {
+                            more = sequenced.wait_for(|&s| s > covered) => if more.is_err() { break },
+                            _ = stopping.wait_for(|s| *s) => break,
+                        }
                     }
                 }
                 // A final checkpoint covers everything acknowledged.

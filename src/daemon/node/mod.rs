@@ -7,6 +7,7 @@
 
 pub mod agency_api;
 pub mod uplink;
+pub mod window;
 pub mod witness;
 
 use std::collections::HashMap;
@@ -50,10 +51,16 @@ pub struct NodeState {
     /// Bounds on what agencies send and what the node receives.
     pub limits: NodeLimits,
     pub clock: Clock,
+    /// Most submissions to the broker in flight at once.
+    pub submit_window: usize,
     waiters: Mutex<HashMap<EnvelopeId, oneshot::Sender<SubmitOutcome>>>,
     inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
     refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
     refusal_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<v1::RefusalReport>>>,
+    /// Counts ended submission attempts, each counted once the broker's
+    /// answer is durably recorded (`resolve_waiter`): what tells the
+    /// witness that a submission may await its inclusion proof.
+    settled: tokio::sync::watch::Sender<u64>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -120,6 +127,7 @@ impl NodeState {
     }
 
     fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {
+        self.settled.send_modify(|n| *n = n.wrapping_add(1));
         if let Some(tx) = self
             .waiters
             .lock()
@@ -206,10 +214,12 @@ impl Node {
             retention: cfg.retention.clone(),
             limits: cfg.limits.clone(),
             clock: Arc::new(crate::daemon::clock::now_ms),
+            submit_window: cfg.submit_window.max(1),
             waiters: Mutex::new(HashMap::new()),
             inbox_events: broadcast::channel(256).0,
             refusals,
             refusal_queue: Mutex::new(Some(refusal_queue)),
+            settled: tokio::sync::watch::channel(0).0,
             stopping: tokio::sync::watch::channel(false).0,
         };
         Ok(Node {
@@ -239,7 +249,7 @@ impl Node {
         let client = crate::daemon::rpc::exchange_client::ExchangeClient::new(channel)
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);
-        let outbox = tokio::spawn(uplink::outbox_loop(self.state.clone(), client.clone()));
+        let outbox = tokio::spawn(window::outbox_loop(self.state.clone(), client.clone()));
         let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
         let reporter = {
@@ -275,29 +285,7 @@ impl Node {
                 }
             })
         };
-        let witness = {
-            let state = self.state.clone();
-            let mut client = client.clone();
-            let mut stopping = state.stopping();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = stopping.wait_for(|s| *s) => return,
-                    }
-                    match witness::witness_once(&state, &mut client).await {
-                        Ok(_) => {}
-                        Err(e @ witness::WitnessError::Inconsistent(_)) => {
-                            tracing::error!(node = %state.country, error = %e, "witness alarm")
-                        }
-                        Err(e) => {
-                            tracing::debug!(node = %state.country, error = %e, "witness round incomplete")
-                        }
-                    }
-                }
-            })
-        };
+        let witness = tokio::spawn(witness::run(self.state.clone(), client.clone()));
         let reloader = {
             let state = self.state.clone();
             let mut stopping = state.stopping();

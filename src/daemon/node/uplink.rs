@@ -1,6 +1,7 @@
-//! The node's link to the broker: the outbox loop that submits sealed
-//! envelopes until the broker answers, and the receive loop that verifies,
-//! opens and files deliveries and relays receipts.
+//! The node's link to the broker: one submission of a sealed envelope and
+//! what its answer settles (the outbox loop that runs them is in
+//! [`super::window`]), and the receive loop that verifies, opens and files
+//! deliveries and relays receipts.
 //!
 //! Both loops retry with capped exponential backoff while the broker is
 //! unreachable, and end when the node shuts down. Any definitive answer to a
@@ -8,6 +9,7 @@
 //! can change) settles that record, so nothing blocks the records queued
 //! behind it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,65 +28,17 @@ use crate::storage::node::StatusUpdate;
 /// The node's client of the broker's exchange API.
 pub type Client = crate::daemon::rpc::exchange_client::ExchangeClient<Channel>;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn next_backoff(d: Duration) -> Duration {
+pub(super) fn next_backoff(d: Duration) -> Duration {
     (d * 2).min(BACKOFF_MAX)
-}
-
-/// Submits outbox envelopes in order until each has a final answer.
-pub async fn outbox_loop(state: Arc<NodeState>, mut client: Client) {
-    let mut stopping = state.stopping();
-    let mut backoff = BACKOFF_MIN;
-    let mut changed = state.store.outbox_changed();
-    loop {
-        // Whatever is enqueued from here on wakes the wait below.
-        changed.borrow_and_update();
-        let mut stalled = false;
-        match state.store.outbox().await {
-            Ok(items) => {
-                for (id, env) in items {
-                    if !submit_one(&state, &mut client, id, env).await {
-                        stalled = true;
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the outbox");
-                stalled = true;
-            }
-        }
-        if stalled {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = outbox_changed(&mut changed) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-            backoff = next_backoff(backoff);
-        } else {
-            backoff = BACKOFF_MIN;
-            tokio::select! {
-                _ = outbox_changed(&mut changed) => {}
-                _ = stopping.wait_for(|s| *s) => return,
-            }
-        }
-    }
-}
-
-/// Resolves when an envelope was enqueued since the value was last seen;
-/// never if the store is gone (the node is stopping then).
-async fn outbox_changed(changed: &mut tokio::sync::watch::Receiver<u64>) {
-    if changed.changed().await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// One attempt. Returns false if the broker could not give an answer, so the
 /// envelope stays queued.
-async fn submit_one(
+pub(super) async fn submit_one(
     state: &NodeState,
     client: &mut Client,
     id: EnvelopeId,
@@ -243,7 +197,20 @@ async fn settle_accepted(
     }
 }
 
-/// Keeps a delivery stream open, handling each delivery in order.
+/// Most deliveries handled at once: verified, opened, filed and
+/// acknowledged concurrently, so that their flushes and acknowledgements
+/// share group commits at the node and at the broker.
+pub const DELIVERY_WINDOW: usize = 32;
+
+/// Keeps a delivery stream open, handling up to [`DELIVERY_WINDOW`]
+/// deliveries at once.
+///
+/// Deliveries that claim the same envelope id are handled one after the
+/// other, in the order they came, each seeing what the one before filed: a
+/// broker that sends an envelope twice at once gets the same answer twice
+/// and nothing is filed twice. A delivery whose handling fails ends the
+/// stream once those in hand are done; the broker sends it again on the
+/// next.
 pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
     let mut stopping = state.stopping();
     let mut backoff = BACKOFF_MIN;
@@ -255,24 +222,56 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
         match opened {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
+                let mut deliveries = Deliveries::default();
                 loop {
+                    let room = deliveries.tasks.len() < DELIVERY_WINDOW;
                     let msg = tokio::select! {
-                        m = stream.message() => m,
+                        Some(done) = deliveries.tasks.join_next_with_id(), if !deliveries.tasks.is_empty() => {
+                            if deliveries.finished(done) {
+                                continue;
+                            }
+                            break;
+                        }
+                        m = stream.message(), if room => m,
                         _ = stopping.wait_for(|s| *s) => return,
                     };
-                    match msg {
-                        Ok(Some(d)) => {
-                            backoff = BACKOFF_MIN;
-                            if let Err(e) = handle_delivery(&state, &mut client, d).await {
-                                tracing::warn!(error = %e, "delivery not acknowledged; it will come again");
-                                break;
-                            }
-                        }
+                    let d = match msg {
+                        Ok(Some(d)) => d,
                         Ok(None) => break,
                         Err(status) => {
                             tracing::warn!(%status, "delivery stream broke");
                             break;
                         }
+                    };
+                    backoff = BACKOFF_MIN;
+                    let key = delivery_key(&d);
+                    // One at a time per envelope id: wait for the one in hand
+                    // (rare: a redelivery, or a broker that repeats itself).
+                    let mut failed = false;
+                    while key.is_some_and(|k| deliveries.busy.contains(&k)) {
+                        let done = tokio::select! {
+                            d = deliveries.tasks.join_next_with_id() => d,
+                            _ = stopping.wait_for(|s| *s) => return,
+                        };
+                        match done {
+                            Some(done) => failed |= !deliveries.finished(done),
+                            None => break,
+                        }
+                    }
+                    if failed {
+                        break;
+                    }
+                    deliveries.start(&state, &client, key, d);
+                }
+                // Those in hand finish before the stream is opened again,
+                // which sends again whatever they did not acknowledge.
+                drop(stream);
+                while !deliveries.tasks.is_empty() {
+                    tokio::select! {
+                        Some(done) = deliveries.tasks.join_next_with_id() => {
+                            deliveries.finished(done);
+                        }
+                        _ = stopping.wait_for(|s| *s) => return,
                     }
                 }
             }
@@ -283,6 +282,69 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
             _ = stopping.wait_for(|s| *s) => return,
         }
         backoff = next_backoff(backoff);
+    }
+}
+
+/// The deliveries in hand: one task each, and the envelope id each claims.
+#[derive(Default)]
+struct Deliveries {
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    by_task: HashMap<tokio::task::Id, EnvelopeId>,
+    busy: HashSet<EnvelopeId>,
+}
+
+impl Deliveries {
+    fn start(
+        &mut self,
+        state: &Arc<NodeState>,
+        client: &Client,
+        key: Option<EnvelopeId>,
+        d: v1::Delivery,
+    ) {
+        let (state, mut client) = (state.clone(), client.clone());
+        let task = self
+            .tasks
+            .spawn(async move { handle_delivery(&state, &mut client, d).await });
+        if let Some(k) = key {
+            self.by_task.insert(task.id(), k);
+            self.busy.insert(k);
+        }
+    }
+
+    /// Forgets a finished delivery; false if its handling failed, so that
+    /// the stream must end.
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, anyhow::Result<()>), tokio::task::JoinError>,
+    ) -> bool {
+        let (task, outcome) = match done {
+            Ok((task, outcome)) => (task, outcome),
+            Err(e) => (e.id(), Err(anyhow::anyhow!("a delivery task failed: {e}"))),
+        };
+        if let Some(k) = self.by_task.remove(&task) {
+            self.busy.remove(&k);
+        }
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery not acknowledged; it will come again");
+                false
+            }
+        }
+    }
+}
+
+/// The envelope id a delivery is about, for handling those about the same
+/// one in turn: the id an envelope's header claims, or the one a relayed
+/// receipt answers. Nothing is verified here.
+fn delivery_key(d: &v1::Delivery) -> Option<EnvelopeId> {
+    use prost::Message as _;
+    match &d.item {
+        Some(v1::delivery::Item::Envelope(env)) => claimed_id(&env.header),
+        Some(v1::delivery::Item::Receipt(r)) => v1::ReceiptBody::decode(r.body.as_slice())
+            .ok()
+            .and_then(|b| EnvelopeId::from_bytes(&b.envelope_id).ok()),
+        None => None,
     }
 }
 

@@ -24,7 +24,7 @@ pub mod outbox;
 pub mod witness;
 
 pub use inbox::Inbox;
-pub use outbox::{Outbox, StatusUpdate};
+pub use outbox::{Lane, Outbox, StatusUpdate};
 pub use witness::WitnessState;
 
 pub use crate::storage::Durability;

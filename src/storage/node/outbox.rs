@@ -3,6 +3,13 @@
 //! receipts relayed back, the hash of each header sent (which every receipt
 //! must answer), and what the witness must still prove of each accepted
 //! submission.
+//!
+//! The outbox has three priority [`Lane`]s: the submitter takes immediate
+//! records before urgent ones before routine ones, oldest first within a
+//! lane, and reads it in bounded batches of ids ([`Outbox::outbox_waiting`])
+//! rather than whole.
+
+use std::collections::HashSet;
 
 use tokio::sync::watch;
 
@@ -15,10 +22,41 @@ use crate::storage::StorageError;
 /// stored.
 pub type StatusUpdate = Box<dyn Fn(&mut v1::SendStatus) + Send + Sync + 'static>;
 
+/// A priority lane of the outbox, most urgent first: the order of the
+/// variants is the order in which the submitter serves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Immediate,
+    Urgent,
+    Routine,
+}
+
+impl Lane {
+    /// Every lane, most urgent first.
+    pub const ALL: [Lane; 3] = [Lane::Immediate, Lane::Urgent, Lane::Routine];
+
+    /// The lane of a record's priority label (`v1::Priority`); a record
+    /// without one, or with one this build does not know, goes routine.
+    pub fn of(priority: i32) -> Lane {
+        match v1::Priority::try_from(priority) {
+            Ok(v1::Priority::Immediate) => Lane::Immediate,
+            Ok(v1::Priority::Urgent) => Lane::Urgent,
+            Ok(v1::Priority::Routine | v1::Priority::Unspecified) | Err(_) => Lane::Routine,
+        }
+    }
+
+    /// The lane's place in [`Lane::ALL`], for per-lane counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Outbox: Send + Sync {
     /// Records a sealed envelope as sent (queued), with the hash of its
-    /// header for checking receipts, and puts it in the outbox. Once it is
+    /// header for checking receipts, and puts it in the outbox, in the lane
+    /// of the priority label of `status` (the labels it was sealed with).
+    /// Once it is
     /// durable, [`Outbox::outbox_changed`] tells the submitter.
     async fn enqueue(
         &self,
@@ -27,9 +65,27 @@ pub trait Outbox: Send + Sync {
         status: &v1::SendStatus,
     ) -> Result<(), StorageError>;
 
-    /// Envelopes waiting for the broker, oldest first; only those durable,
-    /// so the broker never holds a record a crash could take from the node.
+    /// Envelopes waiting for the broker, lane by lane (immediate first),
+    /// oldest first within a lane; only those durable, so the broker never
+    /// holds a record a crash could take from the node.
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError>;
+
+    /// The ids of envelopes waiting for the broker, in the order of
+    /// [`Outbox::outbox`]: at most `per_lane` of each lane, leaving out
+    /// those in `skip` (being submitted already) and those not yet durable.
+    /// Reads no envelope.
+    async fn outbox_waiting(
+        &self,
+        per_lane: usize,
+        skip: &HashSet<EnvelopeId>,
+    ) -> Result<Vec<(Lane, EnvelopeId)>, StorageError>;
+
+    /// The envelopes `ids` (each with the lane `outbox_waiting` gave it), in
+    /// that order; one no longer in the outbox is left out.
+    async fn outbox_envelopes(
+        &self,
+        ids: &[(Lane, EnvelopeId)],
+    ) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError>;
 
     /// A subscription to the outbox: its value changes each time an
     /// envelope enqueued has become durable. The submitter marks the value

@@ -16,7 +16,7 @@ use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::in_force::InForce;
 use crate::storage::in_force::VersionsInForce;
-use crate::storage::node::{Durability, Inbox, Outbox, StatusUpdate, WitnessState};
+use crate::storage::node::{Durability, Inbox, Lane, Outbox, StatusUpdate, WitnessState};
 use crate::storage::{Flush, GroupCommit, StorageError};
 
 /// A node's sled database.
@@ -58,6 +58,57 @@ fn inbox_key(agency: &AgencyId, id: &EnvelopeId) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The first byte of an outbox key, per lane. Keys are the lane's byte and
+/// the envelope id, so the tree iterates lane by lane, immediate first, and
+/// oldest first within a lane (ids are time-ordered). The bytes sit above
+/// the first byte of any id of this era, so the keys of an outbox written
+/// before there were lanes (the bare id) sort below them all and are found
+/// at open with one short range read.
+const LANE_KEY: [u8; 3] = [0xfd, 0xfe, 0xff];
+
+fn outbox_key(lane: Lane, id: &EnvelopeId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = LANE_KEY[lane.index()];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// The lane and id of an outbox key.
+fn outbox_entry(k: &[u8]) -> Result<(Lane, EnvelopeId), StorageError> {
+    let lane = k
+        .first()
+        .and_then(|b| LANE_KEY.iter().position(|l| l == b))
+        .map(|i| Lane::ALL[i])
+        .ok_or_else(|| corrupt("outbox", "key in no lane"))?;
+    let id = EnvelopeId::from_bytes(&k[1..]).map_err(|e| corrupt("outbox", e))?;
+    Ok((lane, id))
+}
+
+/// Moves the entries of an outbox written before there were lanes (keyed
+/// by the bare id) into the lane of their priority label.
+fn outbox_into_lanes(outbox: &sled::Tree) -> Result<(), StorageError> {
+    let mut old = Vec::new();
+    for kv in outbox.range(..LANE_KEY[0..1].to_vec()) {
+        let (k, v) = kv?;
+        let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+        let env = v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?;
+        let lane =
+            Lane::of(crate::protocol::envelope::unverified_summary(&env).map_or(0, |s| s.priority));
+        old.push((k, outbox_key(lane, &id), v));
+    }
+    if old.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for (k, new, v) in old {
+        batch.remove(k);
+        batch.insert(new.as_slice(), v);
+    }
+    outbox.apply_batch(batch)?;
+    outbox.flush()?;
+    Ok(())
 }
 
 fn expect_key(id: &EnvelopeId) -> Vec<u8> {
@@ -108,6 +159,7 @@ impl SledNodeStore {
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledNodeStore, StorageError> {
         let db = crate::storage::sled::open_db(dir, cache_mib)?;
+        outbox_into_lanes(&db.open_tree("outbox")?)?;
         let trees = Trees {
             inbox: db.open_tree("inbox")?,
             received: db.open_tree("received")?,
@@ -231,6 +283,10 @@ impl Outbox for SledNodeStore {
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
         let id = *id;
+        let key = outbox_key(
+            Lane::of(status.labels.as_ref().map_or(0, |l| l.priority)),
+            &id,
+        );
         let header_sha256 = crate::protocol::envelope::sha256(&env.header);
         let env = env.encode_to_vec();
         let status = status.encode_to_vec();
@@ -245,7 +301,7 @@ impl Outbox for SledNodeStore {
                 let _g = t.lock();
                 (&t.outbox, &t.sent, &t.sent_headers)
                     .transaction(|(outbox, sent, sent_headers)| {
-                        outbox.insert(id.as_bytes().as_slice(), env.as_slice())?;
+                        outbox.insert(key.as_slice(), env.as_slice())?;
                         sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
                         sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
                         Ok(())
@@ -267,7 +323,7 @@ impl Outbox for SledNodeStore {
             let mut out = Vec::new();
             for kv in t.outbox.iter() {
                 let (k, v) = kv?;
-                let id = EnvelopeId::from_bytes(&k).map_err(|e| corrupt("outbox", e))?;
+                let (_, id) = outbox_entry(&k)?;
                 if unflushed.contains(&id) {
                     continue;
                 }
@@ -275,6 +331,58 @@ impl Outbox for SledNodeStore {
                     id,
                     v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
                 ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn outbox_waiting(
+        &self,
+        per_lane: usize,
+        skip: &HashSet<EnvelopeId>,
+    ) -> Result<Vec<(Lane, EnvelopeId)>, StorageError> {
+        let skip = skip.clone();
+        self.blocking(move |t| {
+            let unflushed = t.unflushed().clone();
+            let mut out = Vec::new();
+            if per_lane == 0 {
+                return Ok(out);
+            }
+            for lane in Lane::ALL {
+                let mut taken = 0;
+                // The keys only: no envelope is decoded here.
+                for k in t.outbox.scan_prefix([LANE_KEY[lane.index()]]).keys() {
+                    let (_, id) = outbox_entry(&k?)?;
+                    if skip.contains(&id) || unflushed.contains(&id) {
+                        continue;
+                    }
+                    out.push((lane, id));
+                    taken += 1;
+                    if taken == per_lane {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn outbox_envelopes(
+        &self,
+        ids: &[(Lane, EnvelopeId)],
+    ) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
+        let ids = ids.to_vec();
+        self.blocking(move |t| {
+            let mut out = Vec::with_capacity(ids.len());
+            for (lane, id) in ids {
+                if let Some(v) = t.outbox.get(outbox_key(lane, &id))? {
+                    out.push((
+                        id,
+                        v1::Envelope::decode(v.as_ref()).map_err(|e| corrupt("outbox", e))?,
+                    ));
+                }
             }
             Ok(out)
         })
@@ -291,7 +399,7 @@ impl Outbox for SledNodeStore {
             let _g = t.lock();
             (&t.outbox, &t.sent)
                 .transaction(|(outbox, sent)| {
-                    outbox.remove(id.as_bytes().as_slice())?;
+                    remove_from_outbox(outbox, &id)?;
                     update_status(sent, &id, &update)?;
                     Ok(())
                 })
@@ -313,7 +421,7 @@ impl Outbox for SledNodeStore {
             let _g = t.lock();
             (&t.outbox, &t.sent, &t.witness)
                 .transaction(|(outbox, sent, witness)| {
-                    outbox.remove(id.as_bytes().as_slice())?;
+                    remove_from_outbox(outbox, &id)?;
                     witness.insert(expect_key(&id), expected.as_slice())?;
                     update_status(sent, &id, &update)?;
                     Ok(())
@@ -650,6 +758,18 @@ impl WitnessState for SledNodeStore {
     }
 }
 
+/// Takes `id` out of whichever lane of the outbox holds it, inside a
+/// transaction.
+fn remove_from_outbox(
+    outbox: &sled::transaction::TransactionalTree,
+    id: &EnvelopeId,
+) -> sled::transaction::ConflictableTransactionResult<(), StorageError> {
+    for lane in Lane::ALL {
+        outbox.remove(outbox_key(lane, id).as_slice())?;
+    }
+    Ok(())
+}
+
 /// Applies `update` to the sent record `id`, if there is one, inside a
 /// transaction.
 fn update_status(
@@ -746,5 +866,176 @@ mod tests {
         gate.gate.add_permits(1);
         changed.changed().await.unwrap();
         assert_eq!(outbox_ids(&store).await, vec![id]);
+    }
+
+    fn with_priority(p: v1::Priority) -> v1::SendStatus {
+        v1::SendStatus {
+            labels: Some(v1::Labels {
+                priority: p as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_outbox_gives_immediate_before_urgent_before_routine_queued_earlier() {
+        use v1::Priority as P;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledNodeStore::open(dir.path()).unwrap();
+        let queued = [
+            P::Routine,
+            P::Unspecified,
+            P::Urgent,
+            P::Routine,
+            P::Immediate,
+            P::Urgent,
+            P::Immediate,
+        ];
+        let mut ids = Vec::new();
+        for (i, p) in queued.iter().enumerate() {
+            let id = EnvelopeId::at(1_000 + i as i64);
+            store
+                .enqueue(&id, &v1::Envelope::default(), &with_priority(*p))
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        let expect = [
+            (Lane::Immediate, ids[4]),
+            (Lane::Immediate, ids[6]),
+            (Lane::Urgent, ids[2]),
+            (Lane::Urgent, ids[5]),
+            (Lane::Routine, ids[0]),
+            (Lane::Routine, ids[1]),
+            (Lane::Routine, ids[3]),
+        ];
+        let none = HashSet::new();
+        assert_eq!(store.outbox_waiting(10, &none).await.unwrap(), expect);
+        let in_order: Vec<EnvelopeId> = expect.iter().map(|(_, id)| *id).collect();
+        assert_eq!(outbox_ids(&store).await, in_order);
+
+        // At most `per_lane` of each lane, leaving out those in flight.
+        let in_flight = HashSet::from([ids[4], ids[0]]);
+        assert_eq!(
+            store.outbox_waiting(1, &in_flight).await.unwrap(),
+            [
+                (Lane::Immediate, ids[6]),
+                (Lane::Urgent, ids[2]),
+                (Lane::Routine, ids[1])
+            ]
+        );
+        let got = store.outbox_envelopes(&expect[..3]).await.unwrap();
+        assert_eq!(
+            got.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            in_order[..3]
+        );
+
+        // Settled in whichever lane it waits.
+        store.settle(&ids[4], Box::new(|_| {})).await.unwrap();
+        store
+            .settle_accepted(&ids[2], &v1::EnvelopeSummary::default(), Box::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.outbox_waiting(1, &none).await.unwrap(),
+            [
+                (Lane::Immediate, ids[6]),
+                (Lane::Urgent, ids[5]),
+                (Lane::Routine, ids[0])
+            ]
+        );
+        assert!(
+            store
+                .outbox_envelopes(&expect[..1])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outbox_from_before_the_lanes_is_moved_into_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (routine, immediate) = (EnvelopeId::at(1), EnvelopeId::at(2));
+        let header = |p: v1::Priority| v1::Envelope {
+            header: v1::EnvelopeHeader {
+                labels: Some(v1::Labels {
+                    priority: p as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            ..Default::default()
+        };
+        {
+            let db = crate::storage::sled::open_db(dir.path()).unwrap();
+            let outbox = db.open_tree("outbox").unwrap();
+            for (id, p) in [
+                (routine, v1::Priority::Routine),
+                (immediate, v1::Priority::Immediate),
+            ] {
+                outbox
+                    .insert(id.as_bytes(), header(p).encode_to_vec())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = SledNodeStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.outbox_waiting(5, &HashSet::new()).await.unwrap(),
+            [(Lane::Immediate, immediate), (Lane::Routine, routine)]
+        );
+        store.settle(&routine, Box::new(|_| {})).await.unwrap();
+        assert_eq!(outbox_ids(&store).await, [immediate]);
+    }
+
+    #[tokio::test]
+    async fn one_envelope_delivered_twice_at_once_is_filed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledNodeStore::open(dir.path()).unwrap());
+        let id = EnvelopeId::at(5);
+        let agency: AgencyId = "HR/police".parse().unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..8u8 {
+            let (store, agency) = (store.clone(), agency.clone());
+            tasks.push(tokio::spawn(async move {
+                let rec = v1::InboxRecord {
+                    entry: Some(v1::InboxEntry {
+                        envelope_id: id.to_string(),
+                        sender_agency: format!("attempt {n}"),
+                        ..Default::default()
+                    }),
+                    record: None,
+                };
+                let receipt = v1::SignedReceipt {
+                    body: vec![n],
+                    signature: Vec::new(),
+                };
+                let in_force = store
+                    .deliver(&id, &[(agency, rec)], &receipt)
+                    .await
+                    .unwrap();
+                (receipt == in_force, in_force)
+            }));
+        }
+        let mut filed = 0;
+        let mut answers = HashSet::new();
+        for t in tasks {
+            let (mine, in_force) = t.await.unwrap();
+            filed += usize::from(mine);
+            answers.insert(in_force.body);
+        }
+        assert_eq!(filed, 1, "exactly one delivery filed");
+        assert_eq!(answers.len(), 1, "every delivery got the answer in force");
+        let first = answers.into_iter().next().unwrap();
+        let kept = store.fetch(&agency, &id).await.unwrap().unwrap();
+        assert_eq!(
+            kept.entry.unwrap().sender_agency,
+            format!("attempt {}", first[0]),
+            "the inbox holds what the filed one carried"
+        );
+        assert_eq!(store.receipt_for(&id).await.unwrap().unwrap().body, first);
     }
 }

@@ -10,6 +10,7 @@
 //! evidence.
 
 pub(crate) mod hostile_broker;
+mod windows;
 
 use casebridge::protocol::categories::CategorySet;
 use casebridge::protocol::envelope::{self, SealInput};
