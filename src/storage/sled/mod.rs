@@ -28,11 +28,17 @@ impl From<::sled::Error> for StorageError {
 /// resident size (see `[storage] cache_mib` in deploy/broker.example.toml).
 pub const DEFAULT_CACHE_MIB: u64 = 64;
 
+/// Opens (or creates) a sled database in `dir` with the default page
+/// cache ([`DEFAULT_CACHE_MIB`]).
+pub fn open_db(dir: &Path) -> Result<::sled::Db, StorageError> {
+    open_db_with_cache(dir, DEFAULT_CACHE_MIB)
+}
+
 /// Opens (or creates) a sled database in `dir` whose page cache holds at
 /// most `cache_mib` MiB. The directory is made 0700 and every file sled
 /// created in it 0600, whatever the umask; files sled creates later are
 /// inside the private directory.
-pub fn open_db(dir: &Path, cache_mib: u64) -> Result<::sled::Db, StorageError> {
+pub fn open_db_with_cache(dir: &Path, cache_mib: u64) -> Result<::sled::Db, StorageError> {
     let io = |source| StorageError::Io {
         path: dir.display().to_string(),
         source,
@@ -159,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_flush_fails_that_commit_and_every_later_one_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open_db(&dir.path().join("db"), DEFAULT_CACHE_MIB).unwrap();
+        let db = open_db(&dir.path().join("db")).unwrap();
         let flusher = Arc::new(FailingFlush {
             db: db.clone(),
             calls: Default::default(),
@@ -195,7 +201,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data/store");
-        let db = open_db(&dir, DEFAULT_CACHE_MIB).unwrap();
+        let db = open_db(&dir).unwrap();
         db.insert(b"k", b"v").unwrap();
         db.flush().unwrap();
         drop(db);
@@ -207,7 +213,7 @@ mod tests {
         set_mode(&dir.join("db"), 0o644).unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         set_mode(&dir.join("notes.txt"), 0o644).unwrap();
-        let db = open_db(&dir, DEFAULT_CACHE_MIB).unwrap();
+        let db = open_db(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
         for f in ["conf", "db", "blobs"] {
             let want = if f == "blobs" { 0o700 } else { 0o600 };

@@ -158,7 +158,7 @@ impl SledNodeStore {
         cache_mib: u64,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledNodeStore, StorageError> {
-        let db = crate::storage::sled::open_db(dir, cache_mib)?;
+        let db = crate::storage::sled::open_db_with_cache(dir, cache_mib)?;
         outbox_into_lanes(&db.open_tree("outbox")?)?;
         let trees = Trees {
             inbox: db.open_tree("inbox")?,

@@ -16,8 +16,8 @@ use crate::storage::broker::{Checkpoints, Integrator, Sequencer, StoreError};
 use crate::storage::{be, read_be};
 
 /// Leaves integrated in one batch at most, so that integrating a long
-/// backlog (after a crash) keeps the nodes computed but not yet written to
-/// a few MiB.
+/// backlog (after a crash) keeps the nodes of a batch in memory to a few
+/// MiB.
 const INTEGRATION_BATCH: u64 = 1 << 16;
 
 fn node_key(n: merkle::NodeId) -> Vec<u8> {
@@ -67,10 +67,11 @@ fn prove_error(e: &merkle::ProveError<StoreError>) -> StoreError {
 impl Trees {
     /// Integrates the entries below `target` not yet integrated; returns
     /// the integrated size. Each batch reads its leaves in one range scan,
-    /// computes their nodes in memory and writes them in one batch, then
-    /// the integrated size: a crash between the two leaves nodes that the
-    /// next integration computes again, identically. One integration runs
-    /// at a time, so the integrated size never goes back.
+    /// computes their nodes with the batch's own nodes kept in memory,
+    /// writes the nodes, then the integrated size: a crash in between
+    /// leaves nodes that the next integration computes again, identically,
+    /// and nothing reads a node beyond the integrated size. One
+    /// integration runs at a time, so the integrated size never goes back.
     pub(super) fn integrate(&self, target: u64, batch: u64) -> Result<u64, StoreError> {
         let _one = self.integrating.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -87,7 +88,6 @@ impl Trees {
                 stored: StoredNodes(&self.nodes),
                 computed: HashMap::new(),
             };
-            let mut batch = sled::Batch::default();
             let mut next = from;
             for kv in self.audit.range(be(from)..be(to)) {
                 let (k, leaf) = kv?;
@@ -102,7 +102,10 @@ impl Trees {
                         )
                     })?;
                 for (node, hash) in completed {
-                    batch.insert(node_key(node), hash.as_slice());
+                    // Plain writes, not a batch or a transaction: those
+                    // take sled's global write lock and would hold up
+                    // every Submit while a long backlog is integrated.
+                    self.nodes.insert(node_key(node), hash.as_slice())?;
                     nodes.computed.insert(node, hash);
                 }
                 next += 1;
@@ -113,7 +116,6 @@ impl Trees {
                     format!("entry {next} is missing; it cannot be integrated"),
                 ));
             }
-            self.nodes.apply_batch(batch)?;
             self.meta.insert(META_INTEGRATED, &be(to))?;
         }
     }

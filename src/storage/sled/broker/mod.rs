@@ -110,7 +110,7 @@ impl SledStore {
         cache_mib: u64,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledStore, StoreError> {
-        let db = crate::storage::sled::open_db(dir, cache_mib)?;
+        let db = crate::storage::sled::open_db_with_cache(dir, cache_mib)?;
         let meta = db.open_tree("meta")?;
         let checkpoints = db.open_tree("checkpoints")?;
         // Everything found at open is on disk.
