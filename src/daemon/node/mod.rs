@@ -189,7 +189,7 @@ impl Node {
             None => anyhow::bail!("node {} is not in the directory", cfg.country),
         }
         let store: Arc<dyn NodeStore> = Arc::new(
-            SledNodeStore::open(&cfg.data_dir)
+            SledNodeStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
                 .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?,
         );
         let policies = crate::daemon::in_force::load_in_force(

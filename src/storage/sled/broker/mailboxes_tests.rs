@@ -318,8 +318,7 @@ async fn a_store_written_before_lanes_is_migrated_at_open() {
     {
         // The old layout: mail keys without a lane, the count and the
         // sender in front of each payload.
-        let db = crate::storage::sled::open_db(dir.path(), crate::storage::sled::DEFAULT_CACHE_MIB)
-            .unwrap();
+        let db = crate::storage::sled::open_db(dir.path()).unwrap();
         let (meta, mail, payload, accepted) = (
             db.open_tree("meta").unwrap(),
             db.open_tree("mail").unwrap(),
