@@ -33,6 +33,12 @@ enum Command {
     Broker {
         #[arg(long)]
         config: PathBuf,
+        /// Instead of serving, re-hash every entry of the stored audit log
+        /// and check it against the stored tree and the latest checkpoint
+        /// (the broker must be stopped); exit status 1 names the first bad
+        /// index.
+        #[arg(long)]
+        check_log: bool,
     },
     /// Run a national node.
     Node {
@@ -229,11 +235,27 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
             }
         }
-        Command::Broker { config } => {
+        Command::Broker { config, check_log } => {
             private_files();
             exit_with_parent();
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
+            if check_log {
+                return match casebridge::daemon::broker::Broker::check_log(&cfg).await? {
+                    Some(size) => {
+                        println!(
+                            "audit log in {}: every entry of the checkpoint of size {size} re-hashed; \
+                             the leaves, the stored tree and the signed root agree",
+                            cfg.data_dir.display()
+                        );
+                        Ok(true)
+                    }
+                    None => {
+                        println!("audit log in {}: no checkpoint yet", cfg.data_dir.display());
+                        Ok(true)
+                    }
+                };
+            }
             let broker = casebridge::daemon::broker::Broker::from_config(&cfg).await?;
             let listener = bind(cfg.listen, "broker").await?;
             broker

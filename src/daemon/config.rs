@@ -181,6 +181,43 @@ fn check_recipient_limit(file: &str, key: &'static str, max: usize) -> Result<()
     Ok(())
 }
 
+fn default_cache_mib() -> u64 {
+    crate::storage::sled::DEFAULT_CACHE_MIB
+}
+
+/// The `[storage]` both daemons share: how much memory the store may keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// The store's page cache, in MiB: the bound on what the database keeps
+    /// in memory, so on the daemon's resident size whatever its backlog.
+    /// Default 64.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            cache_mib: default_cache_mib(),
+        }
+    }
+}
+
+/// Largest `storage.cache_mib` accepted: 64 GiB.
+const MAX_CACHE_MIB: u64 = 64 * 1024;
+
+fn check_storage(file: &str, s: &StorageSettings) -> Result<(), ConfigError> {
+    if !(1..=MAX_CACHE_MIB).contains(&s.cache_mib) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key: "storage.cache_mib",
+            reason: format!("must be between 1 and {MAX_CACHE_MIB}"),
+        });
+    }
+    Ok(())
+}
+
 /// `broker.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +244,8 @@ pub struct BrokerConfig {
     pub policy_reload_secs: u64,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub storage: StorageSettings,
     /// "human" or "json". Default "human".
     #[serde(default = "default_log")]
     pub log: LogFormat,
@@ -285,6 +324,8 @@ pub struct NodeConfig {
     pub retention: Retention,
     #[serde(default)]
     pub limits: NodeLimits,
+    #[serde(default)]
+    pub storage: StorageSettings,
     #[serde(default = "default_log")]
     pub log: LogFormat,
 }
@@ -449,6 +490,7 @@ impl Resolve for BrokerConfig {
             self.limits.max_envelope_bytes,
             self.limits.max_recipients,
         )?;
+        check_storage(file, &self.storage)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -501,7 +543,7 @@ impl Resolve for NodeConfig {
             self.limits.max_envelope_bytes,
             self.limits.max_recipients,
         )?;
-        Ok(())
+        check_storage(file, &self.storage)
     }
 }
 
@@ -574,6 +616,8 @@ mod tests {
             n.limits.max_recipients,
             crate::protocol::bounds::DEFAULT_MAX_RECIPIENTS
         );
+        assert_eq!(b.storage.cache_mib, crate::storage::sled::DEFAULT_CACHE_MIB);
+        assert_eq!(n.storage.cache_mib, crate::storage::sled::DEFAULT_CACHE_MIB);
         let _: AgencyProfile =
             toml::from_str(include_str!("../../deploy/agency-profile.example.toml")).unwrap();
     }
@@ -598,5 +642,22 @@ mod tests {
         assert!(check_envelope_limit("f", "k", 1023).is_err());
         assert!(check_envelope_limit("f", "k", 1 << 30).is_ok());
         assert!(check_envelope_limit("f", "k", (1 << 30) + 1).is_err());
+    }
+
+    #[test]
+    fn the_storage_cache_defaults_and_refuses_values_out_of_range() {
+        let s: StorageSettings = toml::from_str("").unwrap();
+        assert_eq!(s.cache_mib, 64);
+        let s: StorageSettings = toml::from_str("cache_mib = 256").unwrap();
+        assert!(check_storage("broker.toml", &s).is_ok());
+        for bad in [0, MAX_CACHE_MIB + 1] {
+            let e = check_storage("broker.toml", &StorageSettings { cache_mib: bad })
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                "broker.toml: key `storage.cache_mib`: must be between 1 and 65536"
+            );
+        }
     }
 }

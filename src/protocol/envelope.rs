@@ -159,16 +159,23 @@ pub fn seal_declaring(
     let aead_key = LessSafeKey::new(
         UnboundKey::new(&AES_256_GCM, &data_key).map_err(|_| EnvelopeError::Seal)?,
     );
-    let mut buf = input.record.encode_to_vec();
-    aead_key
-        .seal_in_place_append_tag(
+    // nonce ‖ record, sealed in place behind the nonce, then the tag: the
+    // record is encoded once, into the buffer that becomes the ciphertext.
+    let mut ciphertext =
+        Vec::with_capacity(NONCE_LEN + input.record.encoded_len() + AES_256_GCM.tag_len());
+    ciphertext.extend_from_slice(&nonce);
+    input
+        .record
+        .encode(&mut ciphertext)
+        .map_err(|_| EnvelopeError::Seal)?;
+    let tag = aead_key
+        .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(id.as_bytes()),
-            &mut buf,
+            &mut ciphertext[NONCE_LEN..],
         )
         .map_err(|_| EnvelopeError::Seal)?;
-    let mut ciphertext = nonce.to_vec();
-    ciphertext.extend_from_slice(&buf);
+    ciphertext.extend_from_slice(tag.as_ref());
 
     let nodes: BTreeSet<Country> = input.recipients.iter().map(AgencyId::country).collect();
     let mut wrapped_keys = Vec::with_capacity(nodes.len());
@@ -485,7 +492,8 @@ pub fn verify_within(
         return Err(EnvelopeError::BadSignature(sender_node));
     }
     // From here on the header is what the sending node signed.
-    if h.ciphertext_sha256.as_slice() != sha256(&env.ciphertext) {
+    let ciphertext_sha256 = sha256(&env.ciphertext);
+    if h.ciphertext_sha256.as_slice() != ciphertext_sha256 {
         return Err(EnvelopeError::CiphertextMismatch);
     }
     if env.ciphertext.len() < NONCE_LEN + bounds::TAG_LEN {
@@ -664,7 +672,7 @@ pub fn verify_within(
         created_at_ms: h.created_at_ms,
         expires_at_ms: h.expires_at_ms,
         header_sha256: sha256(&env.header),
-        ciphertext_sha256: sha256(&env.ciphertext),
+        ciphertext_sha256,
         ciphertext_len: env.ciphertext.len() as u64,
         wrapped_keys,
         onward_of,

@@ -96,23 +96,42 @@ fn finish(ctx: digest::Context) -> Hash {
 /// This is the definition auditors re-derive a root with; the broker uses
 /// stored nodes instead ([`tree_root`]).
 pub fn root_from_leaves(leaf_hashes: &[Hash]) -> Hash {
-    // Perfect subtrees of strictly decreasing size, left to right: the binary
-    // decomposition of the number of leaves seen so far.
-    let mut stack: Vec<(u64, Hash)> = Vec::new();
+    let mut frontier = Frontier::default();
     for leaf in leaf_hashes {
+        frontier.push(*leaf);
+    }
+    frontier.root()
+}
+
+/// The root of a growing list of leaf hashes, in `O(log n)` memory: for a
+/// check that streams over a long log instead of holding every hash.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    /// Perfect subtrees of strictly decreasing size, left to right: the
+    /// binary decomposition of the number of leaves seen so far.
+    stack: Vec<(u64, Hash)>,
+}
+
+impl Frontier {
+    /// Appends the next leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
         let mut size = 1u64;
-        let mut hash = *leaf;
-        while let Some(&(left_size, left)) = stack.last() {
+        let mut hash = leaf;
+        while let Some(&(left_size, left)) = self.stack.last() {
             if left_size != size {
                 break;
             }
-            stack.pop();
+            self.stack.pop();
             hash = node_hash(&left, &hash);
             size *= 2;
         }
-        stack.push((size, hash));
+        self.stack.push((size, hash));
     }
-    fold_from_right(stack.iter().map(|(_, hash)| hash))
+
+    /// The Merkle tree hash of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        fold_from_right(self.stack.iter().map(|(_, hash)| hash))
+    }
 }
 
 /// Combines perfect subtrees listed left to right (decreasing sizes) into the

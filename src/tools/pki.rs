@@ -21,7 +21,7 @@ use rcgen::{
 
 use crate::daemon::config::{
     AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, NodeLimits, Retention,
-    TlsFiles,
+    StorageSettings, TlsFiles,
 };
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, Role};
@@ -320,6 +320,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             submit_window: 32,
             retention: Retention::default(),
             limits: NodeLimits::default(),
+            storage: StorageSettings::default(),
             log: LogFormat::Human,
         };
         let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));
@@ -438,6 +439,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         policies: rel("policies"),
         policy_reload_secs: 5,
         limits: Limits::default(),
+        storage: StorageSettings::default(),
         log: LogFormat::Human,
     };
     let broker_config = dir.join("broker.toml");

@@ -306,3 +306,102 @@ async fn a_lying_sender_is_caught_by_the_receiving_node_and_logged_as_a_violatio
         "content never reaches the agency"
     );
 }
+
+/// An immediate alert queued behind a backlog of routine records for a node
+/// that is down is the first thing the node is given when it connects, then
+/// an urgent record, then the routine backlog in the order it was queued.
+#[tokio::test]
+async fn an_immediate_envelope_overtakes_a_routine_backlog() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("HR")).await.unwrap();
+    // More than the broker reads from a queue at a time.
+    let backlog = 20;
+    let mut routine = Vec::new();
+    for _ in 0..backlog {
+        let r = send(
+            &fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+        routine.push(r.envelope_id);
+    }
+    let mut urgent_labels = police();
+    urgent_labels.priority = v1::Priority::Urgent as i32;
+    let urgent = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        urgent_labels,
+    )
+    .await
+    .envelope_id;
+    let alert = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        immediate_alert(),
+    )
+    .await
+    .envelope_id;
+    let store = &fed.broker().expect("broker running").store;
+    until("the whole backlog queued", || async {
+        let n = store.pending(cc("HR"), None, usize::MAX).await.ok()?.len();
+        (n == backlog + 2).then_some(())
+    })
+    .await;
+
+    // The delivery stream, as node HR opens it.
+    let mut stream = exchange_as_node(&fed, "HR")
+        .receive(v1::ReceiveRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut order = Vec::new();
+    // A safety net only: everything is queued before the stream opens.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while order.len() < backlog + 2 {
+            let d = stream.message().await.unwrap().expect("a delivery");
+            let Some(v1::delivery::Item::Envelope(env)) = d.item else {
+                panic!("only envelopes are queued for HR: {d:?}");
+            };
+            let summary = envelope::unverified_summary(&env).expect("header");
+            let id = casebridge::protocol::ids::EnvelopeId::from_bytes(&summary.envelope_id)
+                .expect("id")
+                .to_string();
+            order.push((d.seq, id));
+        }
+    })
+    .await
+    .expect("every queued envelope delivered");
+    drop(stream);
+    assert_eq!(order[0].1, alert, "the immediate alert comes first");
+    assert_eq!(order[1].1, urgent, "then the urgent record");
+    let mut got: Vec<&String> = order[2..].iter().map(|(_, id)| id).collect();
+    assert!(
+        order[2..].windows(2).all(|w| w[0].0 < w[1].0),
+        "routine records in the order they were queued: {order:?}"
+    );
+    got.sort();
+    let mut want: Vec<&String> = routine.iter().collect();
+    want.sort();
+    assert_eq!(got, want, "the whole backlog, each once");
+
+    // The node, started, files every one of them.
+    fed.start_node(cc("HR")).await.unwrap();
+    until("the backlog filed", || async {
+        (inbox(&fed, "HR/police").await.len() == backlog + 2).then_some(())
+    })
+    .await;
+    for id in [&alert, &urgent] {
+        let st = settled(&fed, "BA/police", id).await;
+        assert_eq!(
+            st.recipient_status[0].state,
+            v1::DeliveryState::Delivered as i32
+        );
+    }
+}

@@ -130,7 +130,7 @@ async fn a_redelivered_envelope_gets_the_same_receipt_and_one_inbox_entry() {
         .await
         .unwrap()
         .remove(0)
-        .1
+        .item
     {
         casebridge::storage::broker::MailItem::Envelope(_, env) => env,
         other => panic!("{other:?}"),

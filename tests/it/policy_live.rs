@@ -114,6 +114,32 @@ async fn a_new_signed_bundle_takes_effect_without_a_restart() {
     assert_eq!(policy_events(&fed).await.len(), events.len());
 }
 
+#[tokio::test]
+async fn an_unchanged_tree_is_not_compiled_again_and_a_change_is_seen_at_once() {
+    let fed = start(&["HR", "BA"]).await;
+    let broker = fed.broker().unwrap();
+    let checks = broker.policy_full_checks();
+    assert!(checks >= 1, "the set in force was checked at start");
+    for _ in 0..3 {
+        assert_eq!(broker.reload_policies().await.unwrap(), Reload::Unchanged);
+    }
+    assert_eq!(broker.policy_full_checks(), checks, "nothing changed");
+
+    // A new file, a manifest of the same length and a new signature.
+    let dir = hr_police(&fed);
+    std::fs::write(dir.join("review.cedar"), FORBID_BA).unwrap();
+    bump_version(&dir);
+    sign(&fed, &dir);
+    assert!(matches!(
+        broker.reload_policies().await.unwrap(),
+        Reload::Replaced { .. }
+    ));
+    let after = broker.policy_full_checks();
+    assert!(after > checks);
+    assert_eq!(broker.reload_policies().await.unwrap(), Reload::Unchanged);
+    assert_eq!(broker.policy_full_checks(), after);
+}
+
 async fn assert_refused_at_reload(fed: &Fed, says: &[&str]) {
     let broker = fed.broker().unwrap();
     let in_force = broker.policies().hash().to_string();

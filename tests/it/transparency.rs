@@ -122,6 +122,42 @@ async fn nodes_witness_and_cosign_checkpoints_and_verify_their_own_inclusion() {
 }
 
 #[tokio::test]
+async fn a_witness_cosigns_each_size_once_and_scans_only_after_a_change() {
+    let fed = start(&["BA", "RS"]).await;
+    traffic(&fed, 1).await;
+    let size = checkpoint_now(&fed).await;
+    let node = fed.node(cc("BA")).unwrap().clone();
+    let mut client = exchange_as_node(&fed, "BA");
+    let mut memory = witness::Memory::default();
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, size);
+    assert!(w.cosigned && w.cosign_sent && w.scanned, "{w:?}");
+    // Nothing changed: the same checkpoint is checked but not cosigned
+    // again, and no sent record is looked at.
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, size);
+    assert!(w.cosigned && !w.cosign_sent && !w.scanned, "{w:?}");
+    // A submission settles: the next round looks for its proof.
+    let ids = traffic(&fed, 1).await;
+    let bigger = checkpoint_now(&fed).await;
+    let w = witness::witness_round(&node, &mut client, &mut memory)
+        .await
+        .unwrap();
+    assert_eq!(w.size, bigger);
+    assert!(w.cosign_sent && w.scanned, "{w:?}");
+    assert!(
+        status(&fed, "BA/police", &ids[0])
+            .await
+            .inclusion_verified_at
+            >= bigger
+    );
+}
+
+#[tokio::test]
 async fn a_forked_log_served_to_one_node_is_refused_with_evidence() {
     let fed = start(&["BA", "RS"]).await;
     traffic(&fed, 2).await;
@@ -323,20 +359,27 @@ async fn only_auditors_read_the_log() {
     assert!(err.message().contains("for auditors"), "{}", err.message());
 }
 
-/// Stops the broker, lets `tamper` change its store, and checks that the
-/// broker refuses to start, naming `index`.
-async fn tampered(mut fed: Fed, tamper: impl FnOnce(&sled::Tree), index: u64) {
+/// Stops the broker, lets `tamper` change the leaves in its store, and
+/// checks that the broker's full check of the log (`casebridge broker
+/// --check-log`) fails, naming `index`. Returns the federation, its broker
+/// stopped.
+async fn tampered(mut fed: Fed, tamper: impl FnOnce(&sled::Tree), index: u64) -> Fed {
     fed.stop_broker().await.unwrap();
-    {
-        let db = sled::open(&fed.broker_config.data_dir).unwrap();
-        let audit = db.open_tree("audit").unwrap();
-        tamper(&audit);
-        db.flush().unwrap();
-    }
-    let err = fed.start_broker().await.unwrap_err();
+    tamper_tree(&fed, "audit", tamper);
+    let err = casebridge::daemon::broker::Broker::check_log(&fed.broker_config)
+        .await
+        .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(&format!("first bad index {index}")), "{msg}");
-    assert!(msg.contains("refusing to start"), "{msg}");
+    fed
+}
+
+/// Lets `tamper` change the tree `name` of the stopped broker's store.
+fn tamper_tree(fed: &Fed, name: &str, tamper: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(&fed.broker_config.data_dir).unwrap();
+    let tree = db.open_tree(name).unwrap();
+    tamper(&tree);
+    db.flush().unwrap();
 }
 
 async fn logged(entries: usize) -> Fed {
@@ -353,7 +396,7 @@ fn key(i: u64) -> [u8; 8] {
 }
 
 #[tokio::test]
-async fn a_changed_leaf_stops_the_broker_at_start() {
+async fn a_changed_leaf_is_named_by_the_full_check() {
     let fed = logged(3).await;
     tampered(
         fed,
@@ -368,14 +411,46 @@ async fn a_changed_leaf_stops_the_broker_at_start() {
     .await;
 }
 
+/// The start reads the stored tree, not the entries: a leaf dropped from
+/// the middle of the log leaves the start as fast as ever, and the full
+/// check names it.
 #[tokio::test]
-async fn a_dropped_leaf_stops_the_broker_at_start() {
+async fn a_dropped_leaf_is_named_by_the_full_check_not_read_at_start() {
     let fed = logged(3).await;
-    tampered(fed, |audit| drop(audit.remove(key(4)).unwrap()), 4).await;
+    let mut fed = tampered(fed, |audit| drop(audit.remove(key(4)).unwrap()), 4).await;
+    fed.start_broker().await.unwrap();
+}
+
+/// The tree every proof is built from must give the signed root: one that
+/// does not stops the broker at start, and the full check finds it too.
+#[tokio::test]
+async fn a_tree_that_disagrees_with_the_checkpoint_stops_the_broker_at_start() {
+    let mut fed = logged(2).await;
+    fed.stop_broker().await.unwrap();
+    tamper_tree(&fed, "merkle_nodes", |nodes| {
+        for kv in nodes.iter() {
+            let (k, v) = kv.unwrap();
+            let mut v = v.to_vec();
+            v[0] ^= 1;
+            nodes.insert(k, v).unwrap();
+        }
+    });
+    let err = fed.start_broker().await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("the stored tree nodes do not give the signed root")
+            && msg.contains("refusing to start"),
+        "{msg}"
+    );
+    let err = casebridge::daemon::broker::Broker::check_log(&fed.broker_config)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("first bad index 0"), "{msg}");
 }
 
 #[tokio::test]
-async fn swapped_leaves_stop_the_broker_at_start() {
+async fn swapped_leaves_are_named_by_the_full_check() {
     let fed = logged(3).await;
     tampered(
         fed,
@@ -400,6 +475,10 @@ async fn an_untouched_log_restarts_cleanly_with_every_acknowledged_entry() {
     assert!(b.store.audit_len().await.unwrap() as usize >= before);
     assert_eq!(
         b.log.verify_stored(b.store.as_ref()).await.unwrap(),
+        Some(before as u64)
+    );
+    assert_eq!(
+        b.log.verify_latest(b.store.as_ref()).await.unwrap(),
         Some(before as u64)
     );
 }

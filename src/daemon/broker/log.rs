@@ -1,8 +1,8 @@
 //! The audit log as a transparency log: the integrator that keeps the
 //! Merkle tree up with what is sequenced, signed checkpoints over the
 //! integrated tree, the check at start that the stored tree is the one the
-//! last checkpoint signed, and the answers the broker gives witnesses and
-//! auditors.
+//! last checkpoint signed (and the full re-hash of the log, on demand), and
+//! the answers the broker gives witnesses and auditors.
 //!
 //! Every write that records an event sequences it (the store assigns its
 //! index durably, in the same write); [`integrate`] computes the tree over
@@ -28,13 +28,10 @@ pub enum LogError {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     #[error(
-        "the stored log does not match its latest checkpoint (size {size}): first bad index {index}: {why}; \
-         refusing to start"
+        "the stored log does not match its latest checkpoint (size {size}): first bad index {index}: {why}"
     )]
     Tampered { size: u64, index: u64, why: String },
-    #[error(
-        "the stored log does not match its latest checkpoint (size {size}): {why}; refusing to start"
-    )]
+    #[error("the stored log does not match its latest checkpoint (size {size}): {why}")]
     RootMismatch { size: u64, why: String },
 }
 
@@ -115,16 +112,11 @@ impl TransparencyLog {
         Ok(Some((size, n.to_bytes())))
     }
 
-    /// Checks, at start, that the stored log is the one its latest
-    /// checkpoint signed: every integrated entry hashes to the leaf hash
-    /// stored when it was integrated, there are no gaps, and the root of the
-    /// first `size` leaves is the checkpoint's. Names the first bad index.
-    /// Entries sequenced but not yet integrated (after a crash) have no
-    /// stored hash yet; the integrator computes theirs.
-    pub async fn verify_stored<S: Sequencer + Integrator + Checkpoints + ?Sized>(
+    /// The latest checkpoint, opened with the log key.
+    async fn latest<S: Checkpoints + ?Sized>(
         &self,
         store: &S,
-    ) -> Result<Option<u64>, LogError> {
+    ) -> Result<Option<Checkpoint>, LogError> {
         let Some((size, bytes)) = store.latest_checkpoint().await? else {
             return Ok(None);
         };
@@ -132,29 +124,102 @@ impl TransparencyLog {
             .map_err(|e| LogError::Checkpoint(e.to_string()))?;
         let opened = note::open_checkpoint(&bytes, &verifiers)
             .map_err(|e| LogError::Checkpoint(e.to_string()))?;
-        let cp = opened.checkpoint();
+        let cp = opened.checkpoint().clone();
         if cp.size() != size {
             return Err(LogError::Checkpoint(format!(
                 "checkpoint stored under size {size} says {}",
                 cp.size()
             )));
         }
-        let len = store.audit_len().await?;
+        Ok(Some(cp))
+    }
+
+    /// The check at start, whatever the log's length: the latest checkpoint
+    /// verifies with the log key, the log holds at least its entries, the
+    /// stored tree covers them and its root at the checkpoint's size is the
+    /// signed root (`O(log n)` node reads), and the checkpoint's last entry
+    /// hashes to its stored leaf hash. Every proof the broker serves is
+    /// built from that tree, so a tree that disagrees with what was signed
+    /// is refused here; the leaves themselves are re-hashed by
+    /// [`TransparencyLog::verify_stored`], on demand (`casebridge broker
+    /// --check-log`) and by every auditor's `audit verify`. Returns the
+    /// checkpoint's size.
+    pub async fn verify_latest<S: Sequencer + Integrator + Checkpoints + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Option<u64>, LogError> {
+        let Some(cp) = self.latest(store).await? else {
+            return Ok(None);
+        };
+        let size = cp.size();
+        holds(store, size).await?;
         let integrated = store.integrated_size().await?;
-        if len < size {
-            return Err(LogError::Tampered {
+        if integrated < size {
+            return Err(LogError::RootMismatch {
                 size,
-                index: len,
-                why: format!("the log holds only {len} entries"),
+                why: format!("the stored tree covers only {integrated} entries"),
             });
         }
-        let mut hashes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        let page = 4096;
+        let root = store.root(size).await.map_err(|e| LogError::RootMismatch {
+            size,
+            why: format!("the stored tree cannot give a root: {e}"),
+        })?;
+        if &root != cp.root_hash() {
+            return Err(LogError::RootMismatch {
+                size,
+                why: "the stored tree nodes do not give the signed root".into(),
+            });
+        }
+        // A checkpoint has at least one entry.
+        let last = size - 1;
+        let leaf = store
+            .leaves(last, size)
+            .await
+            .ok()
+            .and_then(|mut l| l.pop());
+        let stored = store.leaf_hash(last).await?;
+        match leaf {
+            Some(leaf) if stored == Some(merkle::leaf_hash(&leaf)) => Ok(Some(size)),
+            _ => Err(LogError::Tampered {
+                size,
+                index: last,
+                why: "the checkpoint's last entry is missing or does not hash to its stored \
+                      leaf hash"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The full check, on demand: every entry of the log hashes to the
+    /// leaf hash stored when it was integrated, there are no gaps, the root
+    /// of the first `size` leaves is the latest checkpoint's, and so is the
+    /// stored tree's. Names the first bad index. Reads every entry once, in
+    /// pages, and keeps `O(log n)` hashes. Entries sequenced but not yet
+    /// integrated (after a crash) have no stored hash yet; the integrator
+    /// computes theirs.
+    pub async fn verify_stored<S: Sequencer + Integrator + Checkpoints + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<Option<u64>, LogError> {
+        let Some(cp) = self.latest(store).await? else {
+            return Ok(None);
+        };
+        let size = cp.size();
+        let len = holds(store, size).await?;
+        let integrated = store.integrated_size().await?;
+        let mut frontier = merkle::Frontier::default();
         let mut from = 0;
         while from < len {
-            let to = (from + page).min(len);
+            let to = from.saturating_add(CHECK_PAGE).min(len);
             let leaves = match store.leaves(from, to).await {
-                Ok(l) => l,
+                Ok(l) if l.len() as u64 == to - from => l,
+                Ok(l) => {
+                    return Err(LogError::Tampered {
+                        size,
+                        index: from + l.len() as u64,
+                        why: "the entry is missing".into(),
+                    });
+                }
                 Err(e) => {
                     let index = first_gap(store, from, to).await.unwrap_or(from);
                     return Err(LogError::Tampered {
@@ -164,9 +229,14 @@ impl TransparencyLog {
                     });
                 }
             };
+            let stored = if from < integrated {
+                store.leaf_hashes(from, to.min(integrated)).await?
+            } else {
+                Vec::new()
+            };
             for (i, leaf) in (from..to).zip(leaves) {
                 let h = merkle::leaf_hash(&leaf);
-                if i < integrated && store.leaf_hash(i).await? != Some(h) {
+                if i < integrated && stored.get((i - from) as usize) != Some(&h) {
                     return Err(LogError::Tampered {
                         size,
                         index: i,
@@ -174,34 +244,39 @@ impl TransparencyLog {
                             .into(),
                     });
                 }
-                hashes.push(h);
+                if i < size {
+                    frontier.push(h);
+                }
             }
             from = to;
         }
-        let root =
-            merkle::root_from_leaves(&hashes[..usize::try_from(size).unwrap_or(hashes.len())]);
-        if &root != cp.root_hash() {
+        if &frontier.root() != cp.root_hash() {
             return Err(LogError::RootMismatch {
                 size,
                 why: "the stored leaves do not give the signed root".into(),
             });
         }
-        if integrated < size {
-            return Err(LogError::RootMismatch {
-                size,
-                why: format!("the stored tree covers only {integrated} entries"),
-            });
-        }
-        if store.root(size).await? != root {
-            return Err(LogError::RootMismatch {
-                size,
-                why: "the stored tree nodes do not give the signed root".into(),
-            });
-        }
-        Ok(Some(size))
+        self.verify_latest(store).await
     }
 }
 
+/// The log's length, if it holds the checkpoint's `size` entries.
+async fn holds<S: Sequencer + ?Sized>(store: &S, size: u64) -> Result<u64, LogError> {
+    let len = store.audit_len().await?;
+    if len < size {
+        return Err(LogError::Tampered {
+            size,
+            index: len,
+            why: format!("the log holds only {len} entries"),
+        });
+    }
+    Ok(len)
+}
+
+/// Entries read at a time by the full check.
+const CHECK_PAGE: u64 = 4096;
+
+/// The first index in `[from, to)` whose entry cannot be read alone.
 async fn first_gap<S: Sequencer + ?Sized>(store: &S, from: u64, to: u64) -> Option<u64> {
     for i in from..to {
         if store.leaves(i, i + 1).await.map_or(true, |l| l.len() != 1) {

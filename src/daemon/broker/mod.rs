@@ -87,6 +87,12 @@ impl BrokerState {
         self.policies.current()
     }
 
+    /// How many times the policy bundles were compiled and verified in full
+    /// (a reload of unchanged files is not).
+    pub fn policy_full_checks(&self) -> u64 {
+        self.policies.full_checks()
+    }
+
     /// Reads the policy bundles again. A valid new set takes effect at once;
     /// a change and a refused set are both audit events, and a refused set
     /// leaves the one in force.
@@ -174,7 +180,7 @@ impl Broker {
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        let store = SledStore::open(&cfg.data_dir)
+        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
             .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
         let policies = crate::daemon::in_force::load_in_force(
             &store,
@@ -190,8 +196,13 @@ impl Broker {
             &directory,
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;
-        if let Some(size) = log.verify_stored(&store).await? {
-            tracing::info!(size, "stored audit log matches its latest checkpoint");
+        // Independent of the log's length; `check_log` re-hashes it all.
+        match log.verify_latest(&store).await {
+            Ok(Some(size)) => {
+                tracing::info!(size, "stored audit tree matches its latest checkpoint");
+            }
+            Ok(None) => {}
+            Err(e) => anyhow::bail!("{e}; refusing to start"),
         }
         let state = BrokerState::new(
             cfg.federation.clone(),
@@ -207,6 +218,25 @@ impl Broker {
             tls,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
         })
+    }
+
+    /// `casebridge broker --check-log`: re-hashes every entry of the stored
+    /// log against the stored tree and the latest checkpoint
+    /// ([`log::TransparencyLog::verify_stored`]) without serving; the broker
+    /// must be stopped. Returns the checkpoint's size, None when there is no
+    /// checkpoint yet.
+    pub async fn check_log(cfg: &BrokerConfig) -> anyhow::Result<Option<u64>> {
+        let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
+        let directory =
+            crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
+        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
+            .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let log = log::TransparencyLog::new(
+            crate::storage::files::keys::load_signing_key(&cfg.log_key)?,
+            &directory,
+        )
+        .with_context(|| format!("{}", cfg.log_key.display()))?;
+        Ok(log.verify_stored(&store).await?)
     }
 
     /// Records the directory and the policy set in force in the audit log
@@ -299,15 +329,40 @@ impl Broker {
             let state = self.state.clone();
             let mut stopping = state.stopping();
             tokio::spawn(async move {
+                let sequenced = state.store.sequenced().await;
+                if let Err(e) = &sequenced {
+                    tracing::error!(error = %e, "the checkpointer cannot follow the log; it signs every second");
+                }
+                let mut sequenced = sequenced.ok();
                 // At least one checkpoint a second while entries arrive.
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
                         _ = stopping.wait_for(|s| *s) => break,
                     }
-                    if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
-                        tracing::error!(error = %e, "could not sign a checkpoint");
+                    let covered = match state.log.checkpoint(state.store.as_ref()).await {
+                        Ok(Some(size)) => Some(size),
+                        Ok(None) => state
+                            .store
+                            .latest_checkpoint()
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|(s, _)| s),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not sign a checkpoint");
+                            None
+                        }
+                    };
+                    // While the newest checkpoint covers everything
+                    // sequenced, sleep until more is.
+                    if let (Some(covered), Some(sequenced)) = (covered, sequenced.as_mut()) {
+                        tokio::select! {
+                            more = sequenced.wait_for(|&s| s > covered) => if more.is_err() { break },
+                            _ = stopping.wait_for(|s| *s) => break,
+                        }
                     }
                 }
                 // A final checkpoint covers everything acknowledged.

@@ -11,7 +11,8 @@ use crate::daemon::status::{broker_storage, envelope_ack};
 use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId};
 use crate::protocol::proto::v1;
-use crate::storage::broker::{EnvelopeAck, MailItem};
+use crate::storage::StorageError;
+use crate::storage::broker::{Entry, EnvelopeAck, StoreError};
 
 /// Checks and records a node's answer to the delivery queued at `ack.seq`.
 pub(super) async fn acknowledge(
@@ -24,14 +25,14 @@ pub(super) async fn acknowledge(
         .queued(node, ack.seq)
         .await
         .map_err(broker_storage)?;
-    let (id, env) = match item {
+    let id = match item {
         None => {
             return Err(Status::not_found(format!(
                 "nothing queued at {} for node {node}",
                 ack.seq
             )));
         }
-        Some(MailItem::Receipt(_)) => {
+        Some(Entry::Receipt) => {
             state
                 .store
                 .ack_receipt(node, ack.seq)
@@ -39,7 +40,7 @@ pub(super) async fn acknowledge(
                 .map_err(broker_storage)?;
             return Ok(Response::new(v1::AcknowledgeResponse { log_index: 0 }));
         }
-        Some(MailItem::Envelope(id, env)) => (id, env),
+        Some(Entry::Envelope(id)) => id,
     };
     let receipt = ack.receipt.ok_or_else(|| {
         Status::invalid_argument("an envelope is acknowledged with a signed receipt")
@@ -53,9 +54,21 @@ pub(super) async fn acknowledge(
             body.recipient_node
         )));
     }
-    // The queued header was verified at submission; read it once here
-    // for the receipt check, a violation and the relay to the sender.
-    let summary = envelope::unverified_summary(&env).unwrap_or_default();
+    // The queued header was verified at submission, and its summary kept
+    // then: the receipt check, a violation and the relay to the sender
+    // need that, not the payload.
+    let summary = state
+        .store
+        .accepted(&id)
+        .await
+        .map_err(broker_storage)?
+        .ok_or_else(|| {
+            broker_storage(StoreError::Storage(StorageError::Corrupt {
+                tree: "accepted",
+                detail: format!("queued envelope {id} has no summary"),
+            }))
+        })?
+        .summary;
     if EnvelopeId::from_bytes(&body.envelope_id).ok() != Some(id)
         || body.header_sha256 != summary.header_sha256
     {

@@ -20,7 +20,7 @@ use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Acceptance, Accepted, MailItem, StoreError};
+use crate::storage::broker::{Acceptance, Accepted, Cursor, MailItem, StoreError};
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -232,6 +232,11 @@ impl ExchangeService {
 
 type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + Send>>;
 
+/// How many queued items a delivery stream reads at a time. Small, so that
+/// a batch read before an urgent envelope or a receipt was queued delays it
+/// little; an immediate envelope cuts a batch short (see `receive`).
+const DELIVERY_BATCH: usize = 16;
+
 #[tonic::async_trait]
 impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
     async fn submit(
@@ -368,7 +373,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             at_ms: now,
             event: Some(v1::audit_event::Event::SubmissionAccepted(
                 v1::SubmissionAccepted {
-                    envelope: Some(summary),
+                    envelope: Some(summary.clone()),
                     policy_bundle_hash: decision.bundle_hash.clone(),
                     policy_explanation: decision.explanation.clone(),
                 },
@@ -379,9 +384,9 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             created_at_ms: header.created_at_ms,
             sender_node: node,
             envelope: env,
-            recipient_nodes: recipient_nodes.clone(),
+            recipient_nodes,
             event,
-            summary: header.summary(),
+            summary,
             grants,
         };
         let index = match self.state.store.accept(acceptance).await {
@@ -429,12 +434,19 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     return;
                 }
             };
-            let mut after = None;
+            // Where this stream has got to in each lane: nothing is sent
+            // twice on it, and a newer stream starts again from the
+            // oldest unacknowledged item of every lane.
+            let mut cursor = Cursor::default();
             loop {
                 // Marked seen before looking, so a submit that lands between
                 // the look and the wait is not missed.
-                wakeup.borrow_and_update();
-                let items = match state.store.pending(node, after, 64).await {
+                let seen = *wakeup.borrow_and_update();
+                let items = match state
+                    .store
+                    .pending(node, Some(&cursor), DELIVERY_BATCH)
+                    .await
+                {
                     Ok(items) => items,
                     Err(e) => {
                         let _ = tx.send(Err(broker_storage(e))).await;
@@ -458,23 +470,37 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                         }
                     }
                 }
-                for (seq, item) in items {
-                    after = Some(seq);
-                    let item = match item {
+                // An immediate envelope queued while this batch goes out
+                // ends the batch: what is left of it is not sent (the
+                // cursor moves only past what was), and the next look puts
+                // the immediate first. Anything else queued meanwhile waits
+                // for the next look, which follows every batch. The first
+                // item always goes, so a stream makes progress however
+                // often immediates arrive.
+                let immediate_queued =
+                    |w: &crate::storage::broker::Wakeup| w.immediate != seen.immediate;
+                for (n, q) in items.into_iter().enumerate() {
+                    let first = n == 0;
+                    if !first && immediate_queued(&wakeup.borrow()) {
+                        break;
+                    }
+                    let item = match q.item {
                         MailItem::Envelope(_, env) => v1::delivery::Item::Envelope(env),
                         MailItem::Receipt(r) => v1::delivery::Item::Receipt(r),
                     };
                     let delivery = v1::Delivery {
-                        seq,
+                        seq: q.seq,
                         item: Some(item),
                     };
                     tokio::select! {
                         sent = tx.send(Ok(delivery)) => if sent.is_err() { return },
+                        _ = wakeup.wait_for(immediate_queued), if !first => break,
                         _ = current.wait_for(|g| *g != generation) => {
                             let _ = tx.try_send(Err(replaced()));
                             return;
                         }
                     }
+                    cursor.sent(q.lane, q.seq);
                 }
             }
         });

@@ -57,6 +57,10 @@ pub struct NodeState {
     inbox_events: broadcast::Sender<(AgencyId, v1::InboxEntry)>,
     refusals: tokio::sync::mpsc::UnboundedSender<v1::RefusalReport>,
     refusal_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<v1::RefusalReport>>>,
+    /// Counts ended submission attempts, each counted once the broker's
+    /// answer is durably recorded (`resolve_waiter`): what tells the
+    /// witness that a submission may await its inclusion proof.
+    settled: tokio::sync::watch::Sender<u64>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -123,6 +127,7 @@ impl NodeState {
     }
 
     fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {
+        self.settled.send_modify(|n| *n = n.wrapping_add(1));
         if let Some(tx) = self
             .waiters
             .lock()
@@ -214,6 +219,7 @@ impl Node {
             inbox_events: broadcast::channel(256).0,
             refusals,
             refusal_queue: Mutex::new(Some(refusal_queue)),
+            settled: tokio::sync::watch::channel(0).0,
             stopping: tokio::sync::watch::channel(false).0,
         };
         Ok(Node {
@@ -279,29 +285,7 @@ impl Node {
                 }
             })
         };
-        let witness = {
-            let state = self.state.clone();
-            let mut client = client.clone();
-            let mut stopping = state.stopping();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = stopping.wait_for(|s| *s) => return,
-                    }
-                    match witness::witness_once(&state, &mut client).await {
-                        Ok(_) => {}
-                        Err(e @ witness::WitnessError::Inconsistent(_)) => {
-                            tracing::error!(node = %state.country, error = %e, "witness alarm")
-                        }
-                        Err(e) => {
-                            tracing::debug!(node = %state.country, error = %e, "witness round incomplete")
-                        }
-                    }
-                }
-            })
-        };
+        let witness = tokio::spawn(witness::run(self.state.clone(), client.clone()));
         let reloader = {
             let state = self.state.clone();
             let mut stopping = state.stopping();

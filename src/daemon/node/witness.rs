@@ -14,6 +14,17 @@
 //!
 //! The first checkpoint a node ever sees is accepted without a proof (there
 //! is nothing to be consistent with); from then on every step is proven.
+//!
+//! The node's witness task ([`run`]) keeps a [`Memory`] between rounds so
+//! that an idle log costs next to nothing: a checkpoint size already
+//! cosigned is not cosigned again (each cosignature is a durable write at the
+//! broker), the sent records are scanned for pending proofs only when a
+//! submission settled or the log grew since a scan left nothing pending
+//! (and every [`FULL_SCAN_ROUNDS`] rounds regardless), and the rounds space
+//! out up to [`IDLE_ROUND`] while nothing changes. Every checkpoint fetched
+//! is still checked for consistency with the one accepted.
+
+use std::time::Duration;
 
 use prost::Message as _;
 
@@ -39,11 +50,38 @@ pub enum WitnessError {
     Other(#[from] anyhow::Error),
 }
 
+/// The time between rounds while the log grows or proofs are pending.
+pub const ROUND: Duration = Duration::from_secs(1);
+/// The longest time between rounds while nothing changes; a submission
+/// settled by this node cuts the wait short.
+pub const IDLE_ROUND: Duration = Duration::from_secs(8);
+/// The sent records are scanned at least once in this many rounds.
+pub const FULL_SCAN_ROUNDS: u32 = 64;
+
+/// What the witness task knows from its earlier rounds.
+#[derive(Debug, Default)]
+pub struct Memory {
+    /// The largest checkpoint size whose cosignature the broker took.
+    cosigned: Option<u64>,
+    /// The checkpoint size and this node's settled-submission count at the
+    /// last scan of sent records, if that scan left nothing to prove.
+    quiet: Option<(u64, u64)>,
+    rounds_since_scan: u32,
+    /// The checkpoint size of the last round.
+    size: Option<u64>,
+}
+
 /// What one round of witnessing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witnessed {
     pub size: u64,
+    /// The broker holds this node's cosignature of that size (made this
+    /// round or an earlier one).
     pub cosigned: bool,
+    /// A cosignature was sent this round.
+    pub cosign_sent: bool,
+    /// The sent records were scanned for submissions awaiting a proof.
+    pub scanned: bool,
     pub inclusions_verified: usize,
     /// Submissions whose inclusion the broker failed to prove this round;
     /// the evidence of each is kept.
@@ -145,12 +183,64 @@ pub async fn check_and_accept(
     Ok(next)
 }
 
-/// One round: fetch the latest checkpoint with a proof from the accepted
-/// one, check it, cosign it, and verify the inclusion of this node's own
-/// accepted submissions.
+/// The node's witness task: a round every [`ROUND`] while anything changes,
+/// spacing out to [`IDLE_ROUND`] while nothing does, until the node stops.
+pub async fn run(state: std::sync::Arc<NodeState>, mut client: Client) {
+    let mut stopping = state.stopping();
+    let mut settled = state.settled.subscribe();
+    let mut memory = Memory::default();
+    let mut wait = ROUND;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ROUND) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if wait > ROUND {
+            tokio::select! {
+                _ = tokio::time::sleep(wait - ROUND) => {}
+                // A submission of this node's awaits its proof.
+                _ = settled.changed() => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+        settled.borrow_and_update();
+        let before = memory.size;
+        let busy = match witness_round(&state, &mut client, &mut memory).await {
+            Ok(w) => Some(w.size) != before || !w.cosigned || memory.quiet.is_none(),
+            Err(e @ WitnessError::Inconsistent(_)) => {
+                tracing::error!(node = %state.country, error = %e, "witness alarm");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(node = %state.country, error = %e, "witness round incomplete");
+                true
+            }
+        };
+        wait = if busy {
+            ROUND
+        } else {
+            (wait * 2).min(IDLE_ROUND)
+        };
+    }
+}
+
+/// One round with nothing remembered: fetch the latest checkpoint with a
+/// proof from the accepted one, check it, cosign it, and verify the
+/// inclusion of every one of this node's accepted submissions still
+/// unproven.
 pub async fn witness_once(
     state: &NodeState,
     client: &mut Client,
+) -> Result<Witnessed, WitnessError> {
+    witness_round(state, client, &mut Memory::default()).await
+}
+
+/// One round, skipping what `memory` shows to be done: a cosignature of the
+/// same size, a scan of sent records when none can have become provable.
+pub async fn witness_round(
+    state: &NodeState,
+    client: &mut Client,
+    memory: &mut Memory,
 ) -> Result<Witnessed, WitnessError> {
     let from_size = match state
         .store
@@ -168,24 +258,49 @@ pub async fn witness_once(
         .into_inner();
     let cp = check_and_accept(state, &resp.checkpoint, &resp.consistency_proof).await?;
 
-    let name = witness_name(&state.federation, state.country);
-    let cosigner =
-        Cosigner::new(&name, state.signing.key_pair()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let now_secs = u64::try_from(state.now_ms() / 1000).unwrap_or(0);
-    let line = cosigner
-        .cosign(&cp, now_secs)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_line();
-    let cosigned = client
-        .cosign(v1::CosignRequest {
-            checkpoint: cp.text().into_bytes(),
-            cosignature: line,
-        })
-        .await
-        .is_ok();
+    memory.size = Some(cp.size());
 
+    let cosign_sent = memory.cosigned < Some(cp.size());
+    let cosigned = !cosign_sent || {
+        let name = witness_name(&state.federation, state.country);
+        let cosigner =
+            Cosigner::new(&name, state.signing.key_pair()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let now_secs = u64::try_from(state.now_ms() / 1000).unwrap_or(0);
+        let line = cosigner
+            .cosign(&cp, now_secs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .to_line();
+        let done = client
+            .cosign(v1::CosignRequest {
+                checkpoint: cp.text().into_bytes(),
+                cosignature: line,
+            })
+            .await
+            .is_ok();
+        if done {
+            memory.cosigned = Some(cp.size());
+        }
+        done
+    };
+
+    // Read before the scan: a submission settled after this is counted
+    // again and scanned for in a later round.
+    let settled = *state.settled.borrow();
+    memory.rounds_since_scan = memory.rounds_since_scan.saturating_add(1);
+    if memory.quiet == Some((cp.size(), settled)) && memory.rounds_since_scan < FULL_SCAN_ROUNDS {
+        return Ok(Witnessed {
+            size: cp.size(),
+            cosigned,
+            cosign_sent,
+            scanned: false,
+            inclusions_verified: 0,
+            inclusions_failed: 0,
+        });
+    }
+    memory.rounds_since_scan = 0;
     let mut verified = 0;
     let mut failed = 0;
+    let mut left = 0;
     for sent in state
         .store
         .awaiting_inclusion()
@@ -195,23 +310,28 @@ pub async fn witness_once(
         // A known index beyond the witnessed tree waits for a later round;
         // an unknown one (0, settled by a duplicate answer) is asked for.
         if sent.log_index != 0 && sent.log_index >= cp.size() {
+            left += 1;
             continue;
         }
         match prove_one(state, client, &cp, &sent).await {
             Ok(Inclusion::Proven) => verified += 1,
-            Ok(Inclusion::NotYet) => {}
+            Ok(Inclusion::NotYet) => left += 1,
             Ok(Inclusion::Disproven(e)) => {
                 failed += 1;
                 tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "ALARM: the broker did not prove a submission it accepted; evidence kept");
             }
             Err(e) => {
+                left += 1;
                 tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "could not check the inclusion of a submission; will try again");
             }
         }
     }
+    memory.quiet = (left == 0).then_some((cp.size(), settled));
     Ok(Witnessed {
         size: cp.size(),
         cosigned,
+        cosign_sent,
+        scanned: true,
         inclusions_verified: verified,
         inclusions_failed: failed,
     })

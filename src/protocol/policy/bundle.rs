@@ -54,6 +54,72 @@ pub(crate) type RawAgencyBundle = (
     Result<RawBundle, Vec<Diagnostic>>,
 );
 
+/// Domain separation for [`RawSet::fingerprint`].
+const FINGERPRINT_DOMAIN: &[u8] = b"casebridge/v1 policy-set-as-read\0";
+
+impl RawSet {
+    /// SHA-256 over everything read: every file of every bundle (manifest,
+    /// policies, signature, signer chain) with its place, and every problem
+    /// met while reading. Two reads with the same fingerprint would load to
+    /// the same outcome at the same time against the same directory, so a
+    /// reload can skip compiling and verifying a tree that did not change.
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(FINGERPRINT_DOMAIN);
+        let mut put = |tag: u8, bytes: &[u8]| {
+            ctx.update(&[tag]);
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(bytes);
+        };
+        fn bundle(put: &mut impl FnMut(u8, &[u8]), raw: &Result<RawBundle, Vec<Diagnostic>>) {
+            match raw {
+                Ok(b) => {
+                    put(b'B', &[]);
+                    for (name, content) in &b.files {
+                        put(b'n', name.as_bytes());
+                        put(b'c', content);
+                    }
+                    match &b.signature {
+                        Some(s) => put(b'S', s),
+                        None => put(b's', &[]),
+                    }
+                    match &b.signer {
+                        Some(s) => put(b'C', s),
+                        None => put(b'x', &[]),
+                    }
+                }
+                Err(diags) => {
+                    put(b'E', &[]);
+                    for d in diags {
+                        put(b'd', d.to_string().as_bytes());
+                    }
+                }
+            }
+        }
+        bundle(&mut put, &self.framework);
+        match &self.agencies {
+            Ok(found) => {
+                put(b'A', &[]);
+                for (owner, raw) in found {
+                    match owner {
+                        Ok(id) => put(b'o', id.to_string().as_bytes()),
+                        Err(d) => put(b'd', d.to_string().as_bytes()),
+                    }
+                    bundle(&mut put, raw);
+                }
+            }
+            Err(d) => put(b'd', d.to_string().as_bytes()),
+        }
+        put(b'T', &[]);
+        for d in &self.strays {
+            put(b'd', d.to_string().as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+}
+
 /// Whether a policy permits or forbids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Effect {

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, PolicyId, Request, RestrictedExpression,
@@ -33,7 +34,7 @@ const THIRD_COUNTRY_GROUNDS: [v1::LegalBasis; 3] = [
 
 /// What policy knows about an agency: who it is, what kind, and whether its
 /// country is an EU member.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgencyFacts {
     pub id: AgencyId,
     pub kind: v1::AgencyKind,
@@ -366,48 +367,104 @@ impl fmt::Display for Decision {
 
 // ---------------------------------------------------------------------------
 
+/// Most recipient decisions a policy set remembers; when full it forgets
+/// them all and starts again.
+const CACHE_ENTRIES: usize = 4096;
+
+/// Every input one recipient's three layers read: the two agencies'
+/// entities and the transfer's context, as Cedar is given them. The Cedar
+/// request is built from this value alone, so a remembered decision can
+/// only ever answer the very same inputs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RecipientInputs {
+    sender: AgencyFacts,
+    recipient: AgencyFacts,
+    context: Arc<ContextFacts>,
+}
+
+/// The `transfer` action's context, with every label already mapped to the
+/// schema's vocabulary.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ContextFacts {
+    kind: String,
+    categories: CategorySet,
+    purpose: String,
+    legal_basis: String,
+    legal_basis_reference: String,
+    third_country_ground: bool,
+    handling: String,
+    handling_restriction: String,
+    source_reliability: String,
+    information_accuracy: String,
+    classification: String,
+    priority: String,
+    retention_days: i64,
+    in_reply: bool,
+    onward: bool,
+    originator: String,
+    original_handling: String,
+    permission_granted: bool,
+}
+
+/// Recipient decisions a policy set has made, by their full inputs. It
+/// belongs to one compiled set ([`Policies`]), so a new set starts empty.
+#[derive(Default)]
+pub(crate) struct DecisionCache {
+    decided: Mutex<HashMap<RecipientInputs, RecipientDecision>>,
+}
+
+impl DecisionCache {
+    fn get(&self, inputs: &RecipientInputs) -> Option<RecipientDecision> {
+        self.lock().get(inputs).cloned()
+    }
+
+    fn put(&self, inputs: RecipientInputs, decision: RecipientDecision) {
+        let mut decided = self.lock();
+        if decided.len() >= CACHE_ENTRIES {
+            decided.clear();
+        }
+        decided.insert(inputs, decision);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RecipientInputs, RecipientDecision>> {
+        self.decided.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 pub(crate) fn decide(policies: &Policies, t: &Transfer) -> Decision {
     let refuse =
         |why: String| Decision::new(false, policies.hash().to_string(), Vec::new(), Some(why));
     if t.recipients.is_empty() {
         return refuse("the transfer has no recipients".into());
     }
-    let context = match context(t) {
-        Ok(c) => c,
+    let context = match ContextFacts::of(t) {
+        Ok(c) => Arc::new(c),
         Err(e) => return refuse(e),
     };
-    let inner = &policies.inner;
-    let authorizer = Authorizer::new();
+    let cache = &policies.inner.decisions;
     let mut recipients = Vec::with_capacity(t.recipients.len());
     for r in &t.recipients {
-        let prepared = prepare(policies, t, r, context.clone());
-        let (request, entities) = match prepared {
-            Ok(p) => p,
+        let inputs = RecipientInputs {
+            sender: t.sender.clone(),
+            recipient: r.clone(),
+            context: context.clone(),
+        };
+        if let Some(known) = cache.get(&inputs) {
+            recipients.push(known);
+            continue;
+        }
+        match decide_recipient(policies, &inputs) {
+            Ok(d) => {
+                cache.put(inputs, d.clone());
+                recipients.push(d);
+            }
             Err(e) => return refuse(e),
-        };
-        let run = |layer: Layer, bundle: Option<&Compiled>| match bundle {
-            None => LayerOutcome {
-                layer,
-                allowed: false,
-                determining: Vec::new(),
-                errors: Vec::new(),
-                no_bundle: true,
-            },
-            Some(b) => evaluate(&authorizer, layer, b, &request, &entities),
-        };
-        let layers = vec![
-            run(Layer::Framework, Some(&inner.framework)),
-            run(
-                Layer::Outbound(t.sender.id.clone()),
-                inner.agencies.get(&t.sender.id),
-            ),
-            run(Layer::Inbound(r.id.clone()), inner.agencies.get(&r.id)),
-        ];
-        recipients.push(RecipientDecision {
-            recipient: r.id.clone(),
-            allowed: layers.iter().all(|l| l.allowed),
-            layers,
-        });
+        }
     }
     Decision::new(
         recipients.iter().all(|r| r.allowed),
@@ -415,6 +472,40 @@ pub(crate) fn decide(policies: &Policies, t: &Transfer) -> Decision {
         recipients,
         None,
     )
+}
+
+/// The three layers for one recipient, evaluated by Cedar.
+fn decide_recipient(
+    policies: &Policies,
+    inputs: &RecipientInputs,
+) -> Result<RecipientDecision, String> {
+    let inner = &policies.inner;
+    let (request, entities) = prepare(policies, inputs)?;
+    let authorizer = Authorizer::new();
+    let run = |layer: Layer, bundle: Option<&Compiled>| match bundle {
+        None => LayerOutcome {
+            layer,
+            allowed: false,
+            determining: Vec::new(),
+            errors: Vec::new(),
+            no_bundle: true,
+        },
+        Some(b) => evaluate(&authorizer, layer, b, &request, &entities),
+    };
+    let (sender, recipient) = (&inputs.sender.id, &inputs.recipient.id);
+    let layers = vec![
+        run(Layer::Framework, Some(&inner.framework)),
+        run(Layer::Outbound(sender.clone()), inner.agencies.get(sender)),
+        run(
+            Layer::Inbound(recipient.clone()),
+            inner.agencies.get(recipient),
+        ),
+    ];
+    Ok(RecipientDecision {
+        recipient: recipient.clone(),
+        allowed: layers.iter().all(|l| l.allowed),
+        layers,
+    })
 }
 
 fn evaluate(
@@ -463,16 +554,13 @@ fn evaluate(
 }
 
 /// The Cedar request and entities for one recipient.
-fn prepare(
-    policies: &Policies,
-    t: &Transfer,
-    recipient: &AgencyFacts,
-    context: Vec<(String, RestrictedExpression)>,
-) -> Result<(Request, Entities), String> {
+fn prepare(policies: &Policies, inputs: &RecipientInputs) -> Result<(Request, Entities), String> {
     let vocab = &policies.inner.vocabulary;
     let schema = &vocab.schema;
-    let context = Context::from_pairs(context).map_err(|e| format!("context: {e}"))?;
-    let principal = vocab.agency(&t.sender.id.to_string());
+    let context =
+        Context::from_pairs(inputs.context.pairs()?).map_err(|e| format!("context: {e}"))?;
+    let (sender, recipient) = (&inputs.sender, &inputs.recipient);
+    let principal = vocab.agency(&sender.id.to_string());
     let resource = vocab.agency(&recipient.id.to_string());
     let request = Request::new(
         principal,
@@ -482,8 +570,8 @@ fn prepare(
         Some(schema),
     )
     .map_err(|e| format!("request does not fit the schema: {e}"))?;
-    let mut list = vec![agency_entity(policies, &t.sender)?];
-    if recipient.id != t.sender.id {
+    let mut list = vec![agency_entity(policies, sender)?];
+    if recipient.id != sender.id {
         list.push(agency_entity(policies, recipient)?);
     }
     let entities =
@@ -514,78 +602,106 @@ fn entity(e: Enum, value: &str) -> Result<RestrictedExpression, String> {
     Ok(RestrictedExpression::new_entity_uid(uid))
 }
 
-fn wire(e: Enum, v: i32) -> Result<RestrictedExpression, String> {
-    entity(e, &e.value_of_wire(v)?)
-}
+impl ContextFacts {
+    /// The context of `t`: fails on a label value the schema does not know.
+    fn of(t: &Transfer) -> Result<ContextFacts, String> {
+        let l = &t.labels;
+        let reference = l.legal_basis_reference.trim();
+        let third_country_ground = v1::LegalBasis::try_from(l.legal_basis)
+            .is_ok_and(|b| THIRD_COUNTRY_GROUNDS.contains(&b))
+            && !reference.is_empty();
+        let (source, accuracy) = l
+            .evaluation
+            .as_ref()
+            .map_or((0, 0), |e| (e.source, e.accuracy));
+        let (onward, originator, original_handling, permission_granted) = match &t.onward {
+            Some(o) => (
+                true,
+                o.originator.to_string(),
+                o.original_handling as i32,
+                o.permission_granted,
+            ),
+            None => (false, String::new(), 0, false),
+        };
+        Ok(ContextFacts {
+            kind: Enum::RecordKind.value_of_wire(t.kind as i32)?,
+            categories: t.categories.clone(),
+            purpose: Enum::Purpose.value_of_wire(l.purpose)?,
+            legal_basis: Enum::LegalBasis.value_of_wire(l.legal_basis)?,
+            legal_basis_reference: reference.to_string(),
+            third_country_ground,
+            handling: Enum::Handling.value_of_wire(l.handling)?,
+            handling_restriction: l.handling_restriction.clone(),
+            source_reliability: Enum::SourceReliability.value_of_wire(source)?,
+            information_accuracy: Enum::InformationAccuracy.value_of_wire(accuracy)?,
+            classification: Enum::Classification.value_of_wire(l.classification)?,
+            priority: Enum::Priority.value_of_wire(l.priority)?,
+            retention_days: t.retention_days(),
+            in_reply: !l.in_reply_to.is_empty(),
+            onward,
+            originator,
+            original_handling: Enum::Handling.value_of_wire(original_handling)?,
+            permission_granted,
+        })
+    }
 
-/// The `transfer` action's context for `t`, as the schema describes it.
-fn context(t: &Transfer) -> Result<Vec<(String, RestrictedExpression)>, String> {
-    let l = &t.labels;
-    let categories = t
-        .categories
-        .iter()
-        .map(|c| entity(Enum::Category, categories::short_name(c)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let reference = l.legal_basis_reference.trim();
-    let ground = v1::LegalBasis::try_from(l.legal_basis)
-        .is_ok_and(|b| THIRD_COUNTRY_GROUNDS.contains(&b))
-        && !reference.is_empty();
-    let (source, accuracy) = l
-        .evaluation
-        .as_ref()
-        .map_or((0, 0), |e| (e.source, e.accuracy));
-    let (onward, originator, original_handling, permission) = match &t.onward {
-        Some(o) => (
-            true,
-            o.originator.to_string(),
-            o.original_handling as i32,
-            o.permission_granted,
-        ),
-        None => (false, String::new(), 0, false),
-    };
-    let s = RestrictedExpression::new_string;
-    let b = RestrictedExpression::new_bool;
-    Ok(vec![
-        ("kind".into(), wire(Enum::RecordKind, t.kind as i32)?),
-        (
-            "categories".into(),
-            RestrictedExpression::new_set(categories),
-        ),
-        ("personal_data".into(), b(!t.categories.is_empty())),
-        ("special_categories".into(), b(t.categories.has_special())),
-        ("purpose".into(), wire(Enum::Purpose, l.purpose)?),
-        ("legal_basis".into(), wire(Enum::LegalBasis, l.legal_basis)?),
-        ("legal_basis_reference".into(), s(reference.to_string())),
-        ("third_country_ground".into(), b(ground)),
-        ("handling".into(), wire(Enum::Handling, l.handling)?),
-        (
-            "handling_restriction".into(),
-            s(l.handling_restriction.clone()),
-        ),
-        (
-            "source_reliability".into(),
-            wire(Enum::SourceReliability, source)?,
-        ),
-        (
-            "information_accuracy".into(),
-            wire(Enum::InformationAccuracy, accuracy)?,
-        ),
-        (
-            "classification".into(),
-            wire(Enum::Classification, l.classification)?,
-        ),
-        ("priority".into(), wire(Enum::Priority, l.priority)?),
-        (
-            "retention_days".into(),
-            RestrictedExpression::new_long(t.retention_days()),
-        ),
-        ("in_reply".into(), b(!l.in_reply_to.is_empty())),
-        ("onward".into(), b(onward)),
-        ("originator".into(), s(originator)),
-        (
-            "original_handling".into(),
-            wire(Enum::Handling, original_handling)?,
-        ),
-        ("permission_granted".into(), b(permission)),
-    ])
+    /// The context as the schema describes it.
+    fn pairs(&self) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let categories = self
+            .categories
+            .iter()
+            .map(|c| entity(Enum::Category, categories::short_name(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        let b = RestrictedExpression::new_bool;
+        Ok(vec![
+            ("kind".into(), entity(Enum::RecordKind, &self.kind)?),
+            (
+                "categories".into(),
+                RestrictedExpression::new_set(categories),
+            ),
+            ("personal_data".into(), b(!self.categories.is_empty())),
+            (
+                "special_categories".into(),
+                b(self.categories.has_special()),
+            ),
+            ("purpose".into(), entity(Enum::Purpose, &self.purpose)?),
+            (
+                "legal_basis".into(),
+                entity(Enum::LegalBasis, &self.legal_basis)?,
+            ),
+            (
+                "legal_basis_reference".into(),
+                s(&self.legal_basis_reference),
+            ),
+            ("third_country_ground".into(), b(self.third_country_ground)),
+            ("handling".into(), entity(Enum::Handling, &self.handling)?),
+            ("handling_restriction".into(), s(&self.handling_restriction)),
+            (
+                "source_reliability".into(),
+                entity(Enum::SourceReliability, &self.source_reliability)?,
+            ),
+            (
+                "information_accuracy".into(),
+                entity(Enum::InformationAccuracy, &self.information_accuracy)?,
+            ),
+            (
+                "classification".into(),
+                entity(Enum::Classification, &self.classification)?,
+            ),
+            ("priority".into(), entity(Enum::Priority, &self.priority)?),
+            (
+                "retention_days".into(),
+                RestrictedExpression::new_long(self.retention_days),
+            ),
+            ("in_reply".into(), b(self.in_reply)),
+            ("onward".into(), b(self.onward)),
+            ("originator".into(), s(&self.originator)),
+            (
+                "original_handling".into(),
+                entity(Enum::Handling, &self.original_handling)?,
+            ),
+            ("permission_granted".into(), b(self.permission_granted)),
+        ])
+    }
 }

@@ -245,6 +245,8 @@ struct Inner {
     agencies: BTreeMap<AgencyId, bundle::Compiled>,
     hash: String,
     examples: bool,
+    /// The recipient decisions this set has made, by their full inputs.
+    decisions: decide::DecisionCache,
 }
 
 impl fmt::Debug for Policies {
@@ -375,6 +377,7 @@ impl Policies {
                 agencies,
                 hash,
                 examples,
+                decisions: decide::DecisionCache::default(),
             }),
         }
     }

@@ -234,3 +234,69 @@ fn policies_are_shareable() {
     shareable::<Policies>();
     shareable::<Decision>();
 }
+
+#[test]
+fn a_remembered_decision_answers_only_the_very_same_inputs() {
+    let base = {
+        let mut t = transfer(
+            "SI/police",
+            &["HR/police", "BA/police"],
+            &[v1::DataCategory::Location, v1::DataCategory::Vehicle],
+            labels(
+                v1::Purpose::ImmediateThreat,
+                v1::LegalBasis::SpecificSituationDerogation,
+                "LED Art. 38(1)(c)",
+            ),
+        );
+        t.kind = v1::RecordKind::WantedAlert;
+        t.labels.priority = v1::Priority::Immediate as i32;
+        t
+    };
+    // Each differs from the base in one input the layers read.
+    let mut variants = vec![base.clone()];
+    let mut vary = |f: &dyn Fn(&mut Transfer)| {
+        let mut t = base.clone();
+        f(&mut t);
+        variants.push(t);
+    };
+    vary(&|t| t.kind = v1::RecordKind::InformationResponse);
+    vary(&|t| t.labels.priority = v1::Priority::Routine as i32);
+    vary(&|t| t.labels.legal_basis_reference = String::new());
+    vary(&|t| t.labels.purpose = v1::Purpose::InvestigationOther as i32);
+    vary(&|t| t.labels.handling = v1::HandlingCode::H3 as i32);
+    vary(&|t| {
+        t.categories.insert(v1::DataCategory::Biometric);
+    });
+    vary(&|t| t.recipients[1].eu_member = !t.recipients[1].eu_member);
+    vary(&|t| t.sender.kind = v1::AgencyKind::Customs);
+    vary(&|t| t.expires_at_ms = 0);
+    vary(&|t| t.recipients.reverse());
+    vary(&|t| {
+        t.onward = Some(Onward {
+            originator: id("HR/police"),
+            original_handling: v1::HandlingCode::H2,
+            permission_granted: false,
+        })
+    });
+    vary(&|t| {
+        t.onward = Some(Onward {
+            originator: id("HR/police"),
+            original_handling: v1::HandlingCode::H2,
+            permission_granted: true,
+        })
+    });
+
+    let warm = Policies::examples(&default_agencies()).unwrap();
+    let first: Vec<Decision> = variants.iter().map(|t| warm.decide(t)).collect();
+    assert!(first[0].allowed, "{}", first[0]);
+    assert!(first.iter().any(|d| !d.allowed), "some variant is refused");
+    assert!(warm.inner.decisions.len() > 2);
+    // Asked again in another order, every answer is the one a set that
+    // never decided anything gives for exactly those inputs.
+    for (t, before) in variants.iter().zip(&first).rev() {
+        let again = warm.decide(t);
+        assert_eq!(&again, before);
+        let cold = Policies::examples(&default_agencies()).unwrap();
+        assert_eq!(again, cold.decide(t), "{again}");
+    }
+}

@@ -21,6 +21,14 @@ pub trait Sequencer: Send + Sync {
     /// oversized is stored. Returns its index once it is durable.
     async fn append(&self, event: v1::AuditEvent) -> Result<u64, StoreError>;
 
+    /// Sequences `events` in order in one write: they get consecutive
+    /// indexes, returned once all of them are durable. Either all are
+    /// sequenced or none (one over the leaf cap refuses the lot).
+    async fn append_all(
+        &self,
+        events: Vec<v1::AuditEvent>,
+    ) -> Result<std::ops::Range<u64>, StoreError>;
+
     /// Number of durably sequenced events; entries still being flushed are
     /// not counted, so no reader goes beyond what a crash keeps.
     async fn audit_len(&self) -> Result<u64, StoreError>;
@@ -65,6 +73,10 @@ pub trait Integrator: Send + Sync {
 
     /// The stored leaf hash of entry `index`, once integrated.
     async fn leaf_hash(&self, index: u64) -> Result<Option<merkle::Hash>, StoreError>;
+
+    /// The stored leaf hashes of the integrated entries with index in
+    /// `[from, to)`, in order; one that is missing is an error.
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<merkle::Hash>, StoreError>;
 }
 
 /// Signed checkpoints of the integrated tree and their cosignatures.

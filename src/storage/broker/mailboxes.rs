@@ -1,10 +1,18 @@
-//! Queues and payloads: what waits for each node, and the wake-ups its
-//! delivery stream waits on.
+//! Queues and payloads: what waits for each node, in priority lanes (see
+//! [`super::lanes`]), and the wake-ups its delivery stream waits on.
 
 use tokio::sync::watch;
 
-use super::{Acceptance, EnvelopeAck, MailItem, StoreError};
+use super::{Acceptance, Cursor, Entry, EnvelopeAck, Queued, StoreError};
 use crate::protocol::ids::{Country, EnvelopeId};
+
+/// What a node's wake-up counts: items queued for it, and of those the
+/// immediate ones, which a stream busy with a batch stops for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wakeup {
+    pub queued: u64,
+    pub immediate: u64,
+}
 
 /// The per-node delivery queues and the payloads they point to.
 #[async_trait::async_trait]
@@ -22,26 +30,30 @@ pub trait Mailboxes: Send + Sync {
     /// what the write is for; the rest is what must hold with it.
     async fn accept(&self, a: Acceptance) -> Result<u64, StoreError>;
 
-    /// The queued item `seq` of `node`, if it is still queued.
-    async fn queued(&self, node: Country, seq: u64) -> Result<Option<MailItem>, StoreError>;
+    /// What the queued item `seq` of `node` is, whatever its lane, if it
+    /// is still queued and durable. Reads no payload.
+    async fn queued(&self, node: Country, seq: u64) -> Result<Option<Entry>, StoreError>;
 
-    /// Up to `limit` queued items for `node` with seq > `after`, only those
-    /// whose write is durable: an envelope is never delivered before the
-    /// Submit that queued it is.
+    /// Up to `limit` queued items for `node` past `cursor` (None: from the
+    /// start of every lane), in the order [`Cursor::schedule`] gives, only
+    /// those whose write is durable: an envelope is never delivered before
+    /// the Submit that queued it is. Each payload is read and decoded once.
     async fn pending(
         &self,
         node: Country,
-        after: Option<u64>,
+        cursor: Option<&Cursor>,
         limit: usize,
-    ) -> Result<Vec<(u64, MailItem)>, StoreError>;
+    ) -> Result<Vec<Queued>, StoreError>;
 
     /// Whether `node` acknowledged `id` with a delivered receipt.
     async fn delivered(&self, id: &EnvelopeId, node: Country) -> Result<bool, StoreError>;
 
     /// Removes an envelope from `node`'s queue, sequences the receipt's
     /// audit events (and records the delivery, if it was one), queues the
-    /// receipt for the sender, and drops the payload once every recipient
-    /// node has acknowledged, all in one durable write. Returns the first
+    /// receipt for the sender in its receipt lane, and drops the payload
+    /// once every recipient node has acknowledged, all in one durable
+    /// write. The payload itself is written once, at accept, and removed
+    /// once: a partial acknowledgement only counts down. Returns the first
     /// event's index.
     async fn ack_envelope(
         &self,
@@ -57,5 +69,5 @@ pub trait Mailboxes: Send + Sync {
     /// something queued for `node` became durable (from this broker or,
     /// with a shared backend, another). Mark it seen before reading
     /// [`Mailboxes::pending`], so nothing queued in between is missed.
-    async fn subscribe(&self, node: Country) -> Result<watch::Receiver<u64>, StoreError>;
+    async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError>;
 }

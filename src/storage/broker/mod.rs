@@ -21,12 +21,14 @@
 //! durable leaves. Errors are this module's [`StoreError`]: the outcomes a
 //! caller acts on, or a backend-neutral [`StorageError`].
 
+pub mod lanes;
 mod log;
 mod mailboxes;
 mod state;
 
+pub use lanes::{Cursor, Lane};
 pub use log::{Checkpoints, Integrator, Sequencer};
-pub use mailboxes::Mailboxes;
+pub use mailboxes::{Mailboxes, Wakeup};
 pub use state::{FederationState, Subject};
 
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId};
@@ -89,6 +91,23 @@ impl Accepted {
 pub enum MailItem {
     Envelope(EnvelopeId, v1::Envelope),
     Receipt(v1::SignedReceipt),
+}
+
+/// A queued item as [`Mailboxes::pending`] gives it: its seq (what the
+/// node acknowledges), its lane (what the stream's [`Cursor`] is told) and
+/// the item.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: u64,
+    pub lane: Lane,
+    pub item: MailItem,
+}
+
+/// What a queue entry is, without its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Envelope(EnvelopeId),
+    Receipt,
 }
 
 /// What acknowledging a queued envelope records.

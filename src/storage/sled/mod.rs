@@ -22,10 +22,17 @@ impl From<::sled::Error> for StorageError {
     }
 }
 
-/// Opens (or creates) a sled database in `dir`. The directory is made 0700
-/// and every file sled created in it 0600, whatever the umask; files sled
-/// creates later are inside the private directory.
-pub fn open_db(dir: &Path) -> Result<::sled::Db, StorageError> {
+/// The page cache a store keeps unless configured otherwise, in MiB. sled's
+/// own default (1 GiB) made a daemon's memory grow with its backlog; the
+/// cache bounds what sled keeps in memory, so it bounds the daemon's
+/// resident size (see `[storage] cache_mib` in deploy/broker.example.toml).
+pub const DEFAULT_CACHE_MIB: u64 = 64;
+
+/// Opens (or creates) a sled database in `dir` whose page cache holds at
+/// most `cache_mib` MiB. The directory is made 0700 and every file sled
+/// created in it 0600, whatever the umask; files sled creates later are
+/// inside the private directory.
+pub fn open_db(dir: &Path, cache_mib: u64) -> Result<::sled::Db, StorageError> {
     let io = |source| StorageError::Io {
         path: dir.display().to_string(),
         source,
@@ -34,6 +41,7 @@ pub fn open_db(dir: &Path) -> Result<::sled::Db, StorageError> {
     let db = ::sled::Config::new()
         .path(dir)
         .mode(::sled::Mode::HighThroughput)
+        .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
         .open()
         .map_err(StorageError::from)?;
     restrict_store(dir).map_err(io)?;
@@ -147,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_flush_fails_that_commit_and_every_later_one_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let db = open_db(&dir.path().join("db")).unwrap();
+        let db = open_db(&dir.path().join("db"), DEFAULT_CACHE_MIB).unwrap();
         let flusher = Arc::new(FailingFlush {
             db: db.clone(),
             calls: Default::default(),
@@ -183,7 +191,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data/store");
-        let db = open_db(&dir).unwrap();
+        let db = open_db(&dir, DEFAULT_CACHE_MIB).unwrap();
         db.insert(b"k", b"v").unwrap();
         db.flush().unwrap();
         drop(db);
@@ -195,7 +203,7 @@ mod tests {
         set_mode(&dir.join("db"), 0o644).unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         set_mode(&dir.join("notes.txt"), 0o644).unwrap();
-        let db = open_db(&dir).unwrap();
+        let db = open_db(&dir, DEFAULT_CACHE_MIB).unwrap();
         assert_eq!(mode(&dir), 0o700);
         for f in ["conf", "db", "blobs"] {
             let want = if f == "blobs" { 0o700 } else { 0o600 };

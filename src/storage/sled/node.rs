@@ -130,8 +130,18 @@ fn inbox_prefix(agency: &AgencyId) -> Vec<u8> {
 }
 
 impl SledNodeStore {
+    /// Opens (or creates) the store in `dir` with the default page cache
+    /// ([`crate::storage::sled::DEFAULT_CACHE_MIB`]).
     pub fn open(dir: &std::path::Path) -> Result<SledNodeStore, StorageError> {
-        SledNodeStore::open_with(dir, |db| Arc::new(db))
+        SledNodeStore::open_with_cache(dir, crate::storage::sled::DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens the store with a page cache of at most `cache_mib` MiB.
+    pub fn open_with_cache(
+        dir: &std::path::Path,
+        cache_mib: u64,
+    ) -> Result<SledNodeStore, StorageError> {
+        SledNodeStore::open_inner(dir, cache_mib, |db| Arc::new(db))
     }
 
     /// Opens the store with `flush` in place of sled's own flush (it is
@@ -140,7 +150,15 @@ impl SledNodeStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledNodeStore, StorageError> {
-        let db = crate::storage::sled::open_db(dir)?;
+        SledNodeStore::open_inner(dir, crate::storage::sled::DEFAULT_CACHE_MIB, flush)
+    }
+
+    fn open_inner(
+        dir: &std::path::Path,
+        cache_mib: u64,
+        flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
+    ) -> Result<SledNodeStore, StorageError> {
+        let db = crate::storage::sled::open_db(dir, cache_mib)?;
         outbox_into_lanes(&db.open_tree("outbox")?)?;
         let trees = Trees {
             inbox: db.open_tree("inbox")?,

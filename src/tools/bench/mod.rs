@@ -10,13 +10,15 @@
 //! The folder by concern: `federation` (the processes), `echo` (the
 //! yardstick), `drive` (closed loops, inbox watches), `workloads` (the
 //! phases), `procstat` (CPU and memory from `/proc`), `report` (the table
-//! and JSON lines).
+//! and JSON lines), `store` (`--store`: the audit log's store alone, at a
+//! size of its own).
 
 mod drive;
 pub mod echo;
 mod federation;
 mod procstat;
 pub mod report;
+mod store;
 mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +35,7 @@ use federation::BenchFederation;
 /// kernel to stop it when the bench process ends, so a bench that is killed
 /// leaves no broker or node behind.
 pub const EXIT_WITH_PARENT_ENV: &str = "CASEBRIDGE_EXIT_WITH_PARENT";
-use report::{Report, ms, percentile};
+use report::{Report, ms};
 
 /// What to measure, and how much. The defaults finish within about three
 /// minutes on a two-core machine.
@@ -86,6 +88,24 @@ pub struct BenchArgs {
     /// Tiny counts: proves every figure is produced, in seconds.
     #[arg(long)]
     pub quick: bool,
+    /// Only the audit log's store: appends, integration, the broker's
+    /// start, proofs, `audit verify` and the full re-hash at
+    /// `--log-entries` (no federation of processes, no echo).
+    #[arg(long)]
+    pub store: bool,
+    /// Entries the store bench fills the log with (the targets are stated
+    /// at 10000000; that takes several minutes and a few GiB of disk).
+    #[arg(long, default_value_t = 100_000)]
+    pub log_entries: u64,
+    /// Of those, appended one event per call; the rest in batches.
+    #[arg(long, default_value_t = 20_000)]
+    pub single_appends: usize,
+    /// Events per batched append of the store bench.
+    #[arg(long, default_value_t = 1000)]
+    pub append_batch: usize,
+    /// Concurrent writers of the store bench.
+    #[arg(long, default_value_t = 64)]
+    pub store_writers: usize,
     /// Keep the federation (configs, stores, daemon logs) in this directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -110,6 +130,10 @@ impl BenchArgs {
         self.alert_every_ms = 10;
         self.idle_secs = 1;
         self.proofs = 8;
+        self.log_entries = 600;
+        self.single_appends = 100;
+        self.append_batch = 50;
+        self.store_writers = 8;
         self
     }
 }
@@ -143,6 +167,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
             tmp.path().to_path_buf()
         }
     };
+    if args.store {
+        let report = store::measure(&dir, &args).await?;
+        print!(
+            "{}",
+            if args.json {
+                report.json_lines()
+            } else {
+                report.table()
+            }
+        );
+        return Ok(true);
+    }
     let mut fed = BenchFederation::write(&dir, &countries)?;
     let measured = measure(&mut fed, &args, from, to).await;
     let stopped = fed.stop_all().await;
@@ -558,14 +594,5 @@ async fn settle(
 
 /// p50 and p99 of `samples`, in milliseconds.
 fn add_latency(report: &mut Report, key: &str, label: &str, samples: &[Duration]) {
-    for (p, name) in [(50.0, "p50"), (99.0, "p99")] {
-        if let Some(d) = percentile(samples, p) {
-            report.add(
-                format!("{key}.{name}"),
-                format!("{label} {name}"),
-                ms(d),
-                "ms",
-            );
-        }
-    }
+    report.percentiles(key, label, samples, "ms", ms);
 }

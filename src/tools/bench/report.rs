@@ -66,6 +66,28 @@ impl Report {
         });
     }
 
+    /// The p50 and p99 of `samples` as `<key>.p50` and `<key>.p99`, each
+    /// converted by `value` into `unit`; nothing when there are none.
+    pub fn percentiles(
+        &mut self,
+        key: &str,
+        label: &str,
+        samples: &[std::time::Duration],
+        unit: &'static str,
+        value: impl Fn(std::time::Duration) -> f64,
+    ) {
+        for (p, name) in [(50.0, "p50"), (99.0, "p99")] {
+            if let Some(d) = percentile(samples, p) {
+                self.add(
+                    format!("{key}.{name}"),
+                    format!("{label} {name}"),
+                    value(d),
+                    unit,
+                );
+            }
+        }
+    }
+
     pub fn note(&mut self, note: impl Into<String>) {
         self.notes.push(note.into());
     }

@@ -228,8 +228,8 @@ async fn recipients_given_different_data_keys_both_refuse() {
         .await
         .unwrap();
     let mut rejected_by = Vec::new();
-    for (_, item) in queued {
-        if let MailItem::Receipt(r) = item {
+    for q in queued {
+        if let MailItem::Receipt(r) = q.item {
             let body = envelope::verify_receipt(&r, &dir).unwrap();
             assert_eq!(body.envelope_id, id.as_bytes());
             assert_eq!(body.status, v1::ReceiptStatus::Rejected as i32);

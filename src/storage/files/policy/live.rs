@@ -8,12 +8,22 @@
 //! "Goes back" is measured against the newest version of each bundle ever
 //! in force, before a restart too: the daemon hands in the versions its
 //! store recorded, and records the new floor before a new set takes effect.
+//!
+//! Compiling and verifying a set is costly (Cedar parsing and validation,
+//! certificate chains, signatures), while reading its few small files is
+//! not. So a reload reads the tree, fingerprints what it read, and compiles
+//! and verifies only if the fingerprint or the directory differs from the
+//! set in force, or the last full check is older than
+//! [`RECHECK_UNCHANGED_MS`] (a signer's certificate may have expired since).
+//! After a refusal every reload checks in full again, as a refused tree may
+//! load later (a certificate that becomes valid, a store that recovers).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use super::load_policies;
+use super::read_set;
 use crate::protocol::directory::Directory;
 use crate::protocol::policy::{
     BundleInfo, Policies, PolicyError, bundle_list, check_versions, raise_floor,
@@ -35,6 +45,18 @@ pub enum Reload {
     Refused { reason: String, first: bool },
 }
 
+/// How long a tree that did not change is trusted without a full check.
+pub const RECHECK_UNCHANGED_MS: i64 = 60 * 60 * 1000;
+
+/// The tree behind the set in force, as last checked in full.
+struct Checked {
+    /// [`crate::protocol::policy`]'s fingerprint of the files as read.
+    fingerprint: [u8; 32],
+    /// The digest of the directory the set was checked against.
+    directory: Vec<u8>,
+    at_ms: i64,
+}
+
 /// A policy set in force, and where its bundles live.
 pub struct LivePolicies {
     dir: Option<PathBuf>,
@@ -43,6 +65,10 @@ pub struct LivePolicies {
     /// The newest version of every bundle ever in force; no set goes below.
     floor: Mutex<Vec<BundleInfo>>,
     last_refusal: Mutex<Option<String>>,
+    /// What the set in force was loaded from; `None` after a refusal.
+    checked: Mutex<Option<Checked>>,
+    /// How many times a tree was compiled and verified in full.
+    full_checks: AtomicU64,
 }
 
 impl LivePolicies {
@@ -55,7 +81,9 @@ impl LivePolicies {
         in_force: &[BundleInfo],
         now_ms: i64,
     ) -> Result<LivePolicies, PolicyError> {
-        let current = load_policies(dir, directory, &directory_key, now_ms)?;
+        let raw = read_set(dir);
+        let fingerprint = raw.fingerprint();
+        let current = Policies::from_set(raw, directory, &directory_key, now_ms)?;
         check_versions(in_force, &current.bundles(), Some(dir))?;
         let floor = raise_floor(in_force, &current.bundles());
         Ok(LivePolicies {
@@ -64,6 +92,12 @@ impl LivePolicies {
             current: RwLock::new(current),
             floor: Mutex::new(floor),
             last_refusal: Mutex::new(None),
+            checked: Mutex::new(Some(Checked {
+                fingerprint,
+                directory: directory.digest(),
+                at_ms: now_ms,
+            })),
+            full_checks: AtomicU64::new(1),
         })
     }
 
@@ -75,7 +109,15 @@ impl LivePolicies {
             current: RwLock::new(policies),
             floor: Mutex::new(Vec::new()),
             last_refusal: Mutex::new(None),
+            checked: Mutex::new(None),
+            full_checks: AtomicU64::new(0),
         }
+    }
+
+    /// How many times a policy tree was compiled and verified in full, the
+    /// first load included; a reload of an unchanged tree does not count.
+    pub fn full_checks(&self) -> u64 {
+        self.full_checks.load(Ordering::Relaxed)
     }
 
     /// The newest version of every bundle ever in force, to record.
@@ -96,7 +138,9 @@ impl LivePolicies {
     /// not roll back a version. A set that would replace the one in force
     /// is first handed to `record` with the new floor of versions; it takes
     /// effect only once that succeeded, so a crash can never leave a set in
-    /// force whose versions the store does not hold.
+    /// force whose versions the store does not hold. Files that read the
+    /// same as those of the set in force are not compiled again (see the
+    /// module's documentation).
     pub async fn reload<F, Fut>(&self, directory: &Directory, now_ms: i64, record: F) -> Reload
     where
         F: FnOnce(Vec<BundleInfo>) -> Fut,
@@ -105,13 +149,24 @@ impl LivePolicies {
         let Some(dir) = &self.dir else {
             return Reload::Unchanged;
         };
+        let raw = read_set(dir);
+        let seen = Checked {
+            fingerprint: raw.fingerprint(),
+            directory: directory.digest(),
+            at_ms: now_ms,
+        };
+        if self.is_in_force(&seen) {
+            return Reload::Unchanged;
+        }
+        self.full_checks.fetch_add(1, Ordering::Relaxed);
         let current = self.current();
         let floor = self.in_force();
-        let next = load_policies(dir, directory, &self.directory_key, now_ms)
+        let next = Policies::from_set(raw, directory, &self.directory_key, now_ms)
             .and_then(|next| check_versions(&floor, &next.bundles(), Some(dir)).map(|()| next));
         let next = match next {
             Ok(next) if next.hash() == current.hash() => {
                 *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
                 return Reload::Unchanged;
             }
             Ok(next) => next,
@@ -129,10 +184,23 @@ impl LivePolicies {
         *self.floor.lock().unwrap_or_else(|p| p.into_inner()) = raised;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
         outcome
     }
 
+    /// Whether `seen` reads as the tree of the set in force, against the
+    /// same directory, checked in full recently enough.
+    fn is_in_force(&self, seen: &Checked) -> bool {
+        let checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked.as_ref().is_some_and(|c| {
+            c.fingerprint == seen.fingerprint
+                && c.directory == seen.directory
+                && (c.at_ms..c.at_ms.saturating_add(RECHECK_UNCHANGED_MS)).contains(&seen.at_ms)
+        })
+    }
+
     fn refused(&self, reason: String) -> Reload {
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut last = self.last_refusal.lock().unwrap_or_else(|p| p.into_inner());
         let first = last.as_deref() != Some(reason.as_str());
         *last = Some(reason.clone());

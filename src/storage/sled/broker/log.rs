@@ -2,6 +2,7 @@
 //! `merkle_nodes` with the integrated size in `meta`, checkpoints and
 //! cosignatures in trees of their own.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use prost::Message as _;
@@ -14,39 +15,15 @@ use crate::protocol::proto::v1;
 use crate::storage::broker::{Checkpoints, Integrator, Sequencer, StoreError};
 use crate::storage::{be, read_be};
 
-/// Leaves integrated in one transaction at most, so that integrating a
-/// long backlog (after a crash) holds sled's transaction lock only briefly
-/// at a time.
-const INTEGRATION_BATCH: u64 = 1024;
+/// Leaves integrated in one batch at most, so that integrating a long
+/// backlog (after a crash) keeps the nodes computed but not yet written to
+/// a few MiB.
+const INTEGRATION_BATCH: u64 = 1 << 16;
 
 fn node_key(n: merkle::NodeId) -> Vec<u8> {
     let mut k = vec![n.level];
     k.extend_from_slice(&be(n.index));
     k
-}
-
-type TxTree = sled::transaction::TransactionalTree;
-
-/// Reads Merkle nodes inside the integration transaction, including those
-/// it wrote itself.
-struct TxNodes<'a>(&'a TxTree);
-
-enum TxNodeError {
-    Tx(sled::transaction::UnabortableTransactionError),
-    Missing(merkle::NodeId),
-}
-
-impl merkle::HashReader for TxNodes<'_> {
-    type Error = TxNodeError;
-    fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, TxNodeError> {
-        match self.0.get(node_key(node)).map_err(TxNodeError::Tx)? {
-            Some(v) => v
-                .as_ref()
-                .try_into()
-                .map_err(|_| TxNodeError::Missing(node)),
-            None => Err(TxNodeError::Missing(node)),
-        }
-    }
 }
 
 /// Reads committed Merkle nodes.
@@ -65,60 +42,79 @@ impl merkle::HashReader for StoredNodes<'_> {
     }
 }
 
+/// The nodes one integration batch computed, over the committed ones: a
+/// left sibling is nearly always in the batch, so the stored tree is read
+/// only at the batch's left edge.
+struct BatchNodes<'a> {
+    stored: StoredNodes<'a>,
+    computed: HashMap<merkle::NodeId, merkle::Hash>,
+}
+
+impl merkle::HashReader for BatchNodes<'_> {
+    type Error = StoreError;
+    fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, StoreError> {
+        match self.computed.get(&node) {
+            Some(h) => Ok(*h),
+            None => self.stored.read_node(node),
+        }
+    }
+}
+
 fn prove_error(e: &merkle::ProveError<StoreError>) -> StoreError {
     corrupt("merkle_nodes", e.to_string())
 }
 
 impl Trees {
-    /// Integrates the entries below `target` not yet integrated, a batch
-    /// per transaction; returns the integrated size. Each transaction reads
-    /// where the last one stopped, so concurrent callers never integrate an
-    /// entry twice.
-    fn integrate(&self, target: u64) -> Result<u64, StoreError> {
-        use sled::Transactional as _;
+    /// Integrates the entries below `target` not yet integrated; returns
+    /// the integrated size. Each batch reads its leaves in one range scan,
+    /// computes their nodes in memory and writes them in one batch, then
+    /// the integrated size: a crash between the two leaves nodes that the
+    /// next integration computes again, identically. One integration runs
+    /// at a time, so the integrated size never goes back.
+    pub(super) fn integrate(&self, target: u64, batch: u64) -> Result<u64, StoreError> {
+        let _one = self.integrating.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let done = (&self.audit, &self.meta, &self.nodes)
-                .transaction(|(audit, meta, nodes)| {
-                    let from = meta
-                        .get(META_INTEGRATED)?
-                        .and_then(|v| read_be(&v))
-                        .unwrap_or(0);
-                    if from >= target {
-                        return Ok(from);
-                    }
-                    let to = target.min(from.saturating_add(INTEGRATION_BATCH));
-                    for i in from..to {
-                        let Some(leaf) = audit.get(be(i))? else {
-                            return super::abort(corrupt(
-                                "audit",
-                                format!("entry {i} is missing; it cannot be integrated"),
-                            ));
-                        };
-                        let completed =
-                            merkle::completed_nodes(&TxNodes(nodes), i, merkle::leaf_hash(&leaf))
-                                .map_err(|e| match e {
-                                TxNodeError::Tx(e) => e.into(),
-                                TxNodeError::Missing(n) => {
-                                    sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                                        "merkle_nodes",
-                                        format!("missing node {n:?} while integrating leaf {i}"),
-                                    ))
-                                }
-                            })?;
-                        for (node, hash) in completed {
-                            nodes.insert(node_key(node), hash.as_slice())?;
-                        }
-                    }
-                    meta.insert(META_INTEGRATED, &be(to))?;
-                    Ok(to)
-                })
-                .map_err(|e| match e {
-                    sled::transaction::TransactionError::Abort(e) => e,
-                    sled::transaction::TransactionError::Storage(e) => e.into(),
-                })?;
-            if done >= target {
-                return Ok(done);
+            let from = self
+                .meta
+                .get(META_INTEGRATED)?
+                .and_then(|v| read_be(&v))
+                .unwrap_or(0);
+            if from >= target {
+                return Ok(from);
             }
+            let to = target.min(from.saturating_add(batch.max(1)));
+            let mut nodes = BatchNodes {
+                stored: StoredNodes(&self.nodes),
+                computed: HashMap::new(),
+            };
+            let mut batch = sled::Batch::default();
+            let mut next = from;
+            for kv in self.audit.range(be(from)..be(to)) {
+                let (k, leaf) = kv?;
+                if read_be(&k) != Some(next) {
+                    break;
+                }
+                let completed = merkle::completed_nodes(&nodes, next, merkle::leaf_hash(&leaf))
+                    .map_err(|e| {
+                        corrupt(
+                            "merkle_nodes",
+                            format!("while integrating leaf {next}: {e}"),
+                        )
+                    })?;
+                for (node, hash) in completed {
+                    batch.insert(node_key(node), hash.as_slice());
+                    nodes.computed.insert(node, hash);
+                }
+                next += 1;
+            }
+            if next < to {
+                return Err(corrupt(
+                    "audit",
+                    format!("entry {next} is missing; it cannot be integrated"),
+                ));
+            }
+            self.nodes.apply_batch(batch)?;
+            self.meta.insert(META_INTEGRATED, &be(to))?;
         }
     }
 }
@@ -138,6 +134,26 @@ impl SledStore {
 impl Sequencer for SledStore {
     async fn append(&self, event: v1::AuditEvent) -> Result<u64, StoreError> {
         self.transact(move |t| t.sequence(&event)).await
+    }
+
+    async fn append_all(
+        &self,
+        events: Vec<v1::AuditEvent>,
+    ) -> Result<std::ops::Range<u64>, StoreError> {
+        let n = events.len() as u64;
+        self.transact(move |t| {
+            let mut first = None;
+            for event in &events {
+                let i = t.sequence(event)?;
+                first.get_or_insert(i);
+            }
+            Ok(first)
+        })
+        .await
+        .map(|first| match first {
+            Some(first) => first..first + n,
+            None => 0..0,
+        })
     }
 
     async fn audit_len(&self) -> Result<u64, StoreError> {
@@ -189,7 +205,7 @@ impl Integrator for SledStore {
         // could take back.
         let target = *self.durable.audit.borrow();
         let size = self
-            .run(move |t| t.integrate(target))
+            .run(move |t| t.integrate(target, INTEGRATION_BATCH))
             .await
             .map_err(|e| self.stop_on_io(e))?;
         // Not flushed here: the nodes are derived from leaves on disk, a
@@ -247,6 +263,44 @@ impl Integrator for SledStore {
             Ok(t.nodes
                 .get(node_key(merkle::NodeId::new(0, index)))?
                 .and_then(|v| v.as_ref().try_into().ok()))
+        })
+        .await
+    }
+
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<merkle::Hash>, StoreError> {
+        let to = to.min(self.durable.integrated.load(Ordering::SeqCst));
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.run(move |t| {
+            let mut out = Vec::with_capacity(usize::try_from(to.saturating_sub(from)).unwrap_or(0));
+            let start = node_key(merkle::NodeId::new(0, from));
+            let end = node_key(merkle::NodeId::new(0, to));
+            for (expected, kv) in (from..).zip(t.nodes.range(start..end)) {
+                let (k, v) = kv?;
+                if k.as_ref() != node_key(merkle::NodeId::new(0, expected)).as_slice() {
+                    return Err(corrupt(
+                        "merkle_nodes",
+                        format!("the leaf hash of entry {expected} is missing"),
+                    ));
+                }
+                out.push(v.as_ref().try_into().map_err(|_| {
+                    corrupt(
+                        "merkle_nodes",
+                        format!("the leaf hash of entry {expected} is not 32 bytes"),
+                    )
+                })?);
+            }
+            if (out.len() as u64) < to.saturating_sub(from) {
+                return Err(corrupt(
+                    "merkle_nodes",
+                    format!(
+                        "the leaf hash of entry {} is missing",
+                        from + out.len() as u64
+                    ),
+                ));
+            }
+            Ok(out)
         })
         .await
     }

@@ -11,6 +11,8 @@
 
 mod log;
 mod mailboxes;
+#[cfg(test)]
+mod mailboxes_tests;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -23,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::protocol::ids::{Country, EnvelopeId};
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Durability, StoreError};
+use crate::storage::broker::{Durability, Lane, StoreError, Wakeup};
 use crate::storage::in_force::{InForce, VersionsInForce};
 use crate::storage::{Flush, GroupCommit, StorageError, be, read_be};
 
@@ -47,7 +49,7 @@ pub struct SledStore {
     durable: Durable,
     /// Per node, the wake-up of its delivery stream (see
     /// [`crate::storage::broker::Mailboxes::subscribe`]).
-    wakeups: Mutex<HashMap<Country, watch::Sender<u64>>>,
+    wakeups: Mutex<HashMap<Country, watch::Sender<Wakeup>>>,
 }
 
 /// The database and its trees: cheap handles, cloned into the blocking
@@ -58,6 +60,7 @@ struct Trees {
     meta: sled::Tree,
     seen: sled::Tree,
     payload: sled::Tree,
+    remaining: sled::Tree,
     mail: sled::Tree,
     accepted: sled::Tree,
     grants: sled::Tree,
@@ -65,6 +68,8 @@ struct Trees {
     nodes: sled::Tree,
     checkpoints: sled::Tree,
     cosignatures: sled::Tree,
+    /// Held while integrating: one integration at a time.
+    integrating: Mutex<()>,
 }
 
 /// How far the log, the queues, the tree and the checkpoints may be shown:
@@ -80,8 +85,15 @@ struct Durable {
 }
 
 impl SledStore {
+    /// Opens (or creates) the store in `dir` with the default page cache
+    /// ([`crate::storage::sled::DEFAULT_CACHE_MIB`]).
     pub fn open(dir: &std::path::Path) -> Result<SledStore, StoreError> {
-        SledStore::open_with(dir, |db| Arc::new(db))
+        SledStore::open_with_cache(dir, crate::storage::sled::DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens the store with a page cache of at most `cache_mib` MiB.
+    pub fn open_with_cache(dir: &std::path::Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_inner(dir, cache_mib, |db| Arc::new(db))
     }
 
     /// Opens the store with `flush` in place of sled's own flush (it is
@@ -90,7 +102,15 @@ impl SledStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledStore, StoreError> {
-        let db = crate::storage::sled::open_db(dir)?;
+        SledStore::open_inner(dir, crate::storage::sled::DEFAULT_CACHE_MIB, flush)
+    }
+
+    fn open_inner(
+        dir: &std::path::Path,
+        cache_mib: u64,
+        flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
+    ) -> Result<SledStore, StoreError> {
+        let db = crate::storage::sled::open_db(dir, cache_mib)?;
         let meta = db.open_tree("meta")?;
         let checkpoints = db.open_tree("checkpoints")?;
         // Everything found at open is on disk.
@@ -119,6 +139,7 @@ impl SledStore {
             meta,
             seen: db.open_tree("seen")?,
             payload: db.open_tree("payload")?,
+            remaining: db.open_tree("remaining")?,
             mail: db.open_tree("mail")?,
             accepted: db.open_tree("accepted")?,
             grants: db.open_tree("grants")?,
@@ -126,8 +147,10 @@ impl SledStore {
             nodes: db.open_tree("merkle_nodes")?,
             checkpoints,
             cosignatures: db.open_tree("cosignatures")?,
+            integrating: Mutex::new(()),
             db: db.clone(),
         };
+        trees.migrate_to_lanes()?;
         Ok(SledStore {
             trees: Arc::new(trees),
             commit: GroupCommit::start(flush(db), dir.display().to_string()),
@@ -185,12 +208,17 @@ impl SledStore {
     }
 
     /// Tells the delivery streams of `nodes` that something was queued for
-    /// them. Called once what was queued is on disk and shown.
-    fn wake(&self, nodes: impl IntoIterator<Item = Country>) {
+    /// them in `lane`. Called once what was queued is on disk and shown.
+    fn wake(&self, nodes: impl IntoIterator<Item = Country>, lane: Lane) {
         let all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
         for node in nodes {
             if let Some(tx) = all.get(&node) {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
+                tx.send_modify(|w| {
+                    w.queued = w.queued.wrapping_add(1);
+                    if lane == Lane::Immediate {
+                        w.immediate = w.immediate.wrapping_add(1);
+                    }
+                });
             }
         }
     }
@@ -214,6 +242,7 @@ struct Txn<'a> {
     meta: &'a TxTree,
     seen: &'a TxTree,
     payload: &'a TxTree,
+    remaining: &'a TxTree,
     mail: &'a TxTree,
     accepted: &'a TxTree,
     grants: &'a TxTree,
@@ -228,6 +257,7 @@ impl Trees {
             &self.meta,
             &self.seen,
             &self.payload,
+            &self.remaining,
             &self.mail,
             &self.accepted,
             &self.grants,
@@ -235,12 +265,13 @@ impl Trees {
         );
         trees
             .transaction(
-                |(audit, meta, seen, payload, mail, accepted, grants, delivered)| {
+                |(audit, meta, seen, payload, remaining, mail, accepted, grants, delivered)| {
                     f(&Txn {
                         audit,
                         meta,
                         seen,
                         payload,
+                        remaining,
                         mail,
                         accepted,
                         grants,
@@ -283,9 +314,11 @@ impl Txn<'_> {
         Ok(i)
     }
 
-    fn enqueue(&self, node: Country, item: Vec<u8>) -> TxResult<u64> {
+    /// Queues `item` for `node` in `lane`, under the next seq.
+    fn enqueue(&self, node: Country, lane: Lane, item: Vec<u8>) -> TxResult<u64> {
         let seq = self.next(META_MAIL_NEXT)?;
-        self.mail.insert(mail_key(node, seq), item)?;
+        self.mail
+            .insert(mailboxes::mail_key(node, lane, seq), item)?;
         Ok(seq)
     }
 }
@@ -341,12 +374,6 @@ fn storage(e: StoreError) -> StorageError {
     }
 }
 
-fn mail_key(node: Country, seq: u64) -> Vec<u8> {
-    let mut k = node.as_str().as_bytes().to_vec();
-    k.extend_from_slice(&be(seq));
-    k
-}
-
 fn delivered_key(id: &EnvelopeId, node: Country) -> Vec<u8> {
     let mut k = id.as_bytes().to_vec();
     k.extend_from_slice(node.as_str().as_bytes());
@@ -362,25 +389,4 @@ fn corrupt(tree: &'static str, detail: impl Into<String>) -> StoreError {
         tree,
         detail: detail.into(),
     })
-}
-
-// payload value: remaining recipient-node count (u64 BE) || sender node (2
-// bytes) || Envelope protobuf.
-fn encode_payload(remaining: u64, sender: Country, env: &[u8]) -> Vec<u8> {
-    let mut v = be(remaining).to_vec();
-    v.extend_from_slice(sender.as_str().as_bytes());
-    v.extend_from_slice(env);
-    v
-}
-
-fn decode_payload(v: &[u8]) -> Result<(u64, Country, &[u8]), StoreError> {
-    if v.len() < 10 {
-        return Err(corrupt("payload", "short value"));
-    }
-    let remaining = read_be(&v[..8]).ok_or_else(|| corrupt("payload", "count"))?;
-    let sender = std::str::from_utf8(&v[8..10])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| corrupt("payload", "sender"))?;
-    Ok((remaining, sender, &v[10..]))
 }

@@ -333,6 +333,89 @@ async fn integration_covers_what_is_sequenced_and_catches_up_after_reopening() {
     assert!(!proof.is_empty());
 }
 
+/// One write sequences many events; integrations running at once, in
+/// batches smaller than the backlog, compute the tree of `MemoryTree` and
+/// never take the integrated size back.
+#[tokio::test]
+async fn batched_appends_and_concurrent_batched_integrations_give_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+    store.append(refusal(0)).await.unwrap();
+    let flushes = store.flushes();
+    let range = store
+        .append_all((1..300).map(refusal).collect())
+        .await
+        .unwrap();
+    assert_eq!(range, 1..300);
+    assert_eq!(store.flushes(), flushes + 1, "one write, one flush");
+    assert_eq!(store.audit_len().await.unwrap(), 300);
+    assert_eq!(
+        store.audit_range(299, 300).await.unwrap(),
+        vec![refusal(299)]
+    );
+    let uncuttable = v1::AuditEvent {
+        at_ms: 1,
+        event: Some(v1::audit_event::Event::RecordsPurged(v1::RecordsPurged {
+            node: "HR".into(),
+            envelope_ids: vec![vec![1; 16]; crate::protocol::leaf::MAX_LEAF_BYTES / 16],
+        })),
+    };
+    assert!(matches!(
+        store.append_all(vec![refusal(300), uncuttable]).await,
+        Err(StoreError::Leaf(_))
+    ));
+    assert_eq!(store.audit_len().await.unwrap(), 300, "none or all");
+
+    let tasks: Vec<_> = [7u64, 64, 5, 300]
+        .into_iter()
+        .map(|batch| {
+            let trees = store.trees.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut sizes = Vec::new();
+                for target in [100, 231, 300] {
+                    sizes.push(trees.integrate(target, batch).unwrap());
+                }
+                sizes
+            })
+        })
+        .collect();
+    for t in tasks {
+        let sizes = t.await.unwrap();
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+        assert_eq!(sizes.last(), Some(&300));
+    }
+    assert_eq!(store.integrate().await.unwrap(), 300);
+    let leaves = store.leaves(0, 300).await.unwrap();
+    let mut tree = merkle::MemoryTree::new();
+    for l in &leaves {
+        tree.append(merkle::leaf_hash(l));
+    }
+    for size in [1, 2, 99, 100, 101, 256, 257, 300] {
+        assert_eq!(store.root(size).await.unwrap(), tree.root(size).unwrap());
+    }
+    let hashes = store.leaf_hashes(0, 300).await.unwrap();
+    assert_eq!(
+        hashes,
+        leaves
+            .iter()
+            .map(|l| merkle::leaf_hash(l))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.leaf_hashes(10, 12).await.unwrap(), hashes[10..12]);
+    assert!(store.leaf_hashes(300, 400).await.unwrap().is_empty());
+    for (index, size) in [(0, 300), (150, 231), (299, 300)] {
+        let proof = store.inclusion_proof(index, size).await.unwrap();
+        merkle::verify_inclusion(
+            index,
+            size,
+            &hashes[index as usize],
+            &proof,
+            &tree.root(size).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn only_what_is_on_disk_is_integrated_and_the_integrator_is_told() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,227 @@
+//! Priority lanes: the order in which a node's queue is delivered.
+//!
+//! Each node's queue is four FIFO lanes. Every item keeps the per-node
+//! sequence number it was queued with (one counter for all lanes, so a
+//! node acknowledges by `seq` alone, whatever lane the item is in); within
+//! a lane, items go out in that order. Between lanes:
+//!
+//! - **Immediate** envelopes go first, always (strict priority). An
+//!   immediate alert is rare and small, and must not wait behind a backlog
+//!   of any size; a sender that floods this lane is visible in the audit
+//!   log and answerable under the policies that let it send immediate.
+//! - **Receipts** relayed back to a sender, **urgent** envelopes and
+//!   **routine** envelopes share what is left in a weighted round of
+//!   [`ROUND`]: four receipts, three urgent, one routine, skipping a lane
+//!   that has nothing waiting. So, however large the other lanes, routine
+//!   traffic gets at least one delivery in eight and urgent at least three.
+//!   Receipts get the largest share because a receipt is a few hundred
+//!   bytes that the node files without decrypting anything, and the sender
+//!   waits on it to see its record delivered; there is at most one per
+//!   recipient node of what the node itself sent, so they cannot grow
+//!   without the node's own traffic growing.
+//!
+//! [`Cursor`] is where one delivery stream has got to: per lane, the last
+//! seq it sent, and where it is in the round. Nothing is delivered twice on
+//! one stream (each lane is read only past its cursor), and nothing is
+//! skipped (an item reaches a lane only with a seq above every seq already
+//! shown in that lane, because only durable items are shown and sequence
+//! numbers are handed out in commit order).
+
+use crate::protocol::proto::v1;
+
+/// One lane of a node's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    Immediate,
+    Receipt,
+    Urgent,
+    Routine,
+}
+
+/// The weighted round between the lanes after [`Lane::Immediate`].
+pub const ROUND: [Lane; 8] = [
+    Lane::Receipt,
+    Lane::Urgent,
+    Lane::Receipt,
+    Lane::Urgent,
+    Lane::Receipt,
+    Lane::Urgent,
+    Lane::Receipt,
+    Lane::Routine,
+];
+
+impl Lane {
+    pub const ALL: [Lane; 4] = [Lane::Immediate, Lane::Receipt, Lane::Urgent, Lane::Routine];
+
+    /// The lane of an envelope with this header priority. An unspecified
+    /// priority (or one this version does not know) is routine.
+    pub fn of_priority(priority: i32) -> Lane {
+        match v1::Priority::try_from(priority) {
+            Ok(v1::Priority::Immediate) => Lane::Immediate,
+            Ok(v1::Priority::Urgent) => Lane::Urgent,
+            Ok(v1::Priority::Routine | v1::Priority::Unspecified) | Err(_) => Lane::Routine,
+        }
+    }
+
+    /// The lane's number, as a backend may store it (also its index in
+    /// [`Lane::ALL`]).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_number(n: u8) -> Option<Lane> {
+        Lane::ALL.get(usize::from(n)).copied()
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where one delivery stream has got to in a node's lanes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Per lane (by [`Lane::number`]), the last seq sent.
+    after: [Option<u64>; 4],
+    /// The next position in [`ROUND`].
+    turn: usize,
+}
+
+impl Cursor {
+    /// The last seq sent from `lane`; a backend reads the lane past it.
+    pub fn after(&self, lane: Lane) -> Option<u64> {
+        self.after[lane.index()]
+    }
+
+    /// Records that the item `seq` of `lane` was sent. Items must be
+    /// recorded in the order [`Cursor::schedule`] gave them.
+    pub fn sent(&mut self, lane: Lane, seq: u64) {
+        let last = &mut self.after[lane.index()];
+        *last = Some(last.map_or(seq, |l| l.max(seq)));
+        if lane != Lane::Immediate {
+            if let Some(i) = (0..ROUND.len())
+                .map(|k| (self.turn + k) % ROUND.len())
+                .find(|&i| ROUND[i] == lane)
+            {
+                self.turn = (i + 1) % ROUND.len();
+            }
+        }
+    }
+
+    /// The delivery order of up to `limit` items, given what waits in each
+    /// lane past this cursor (`waiting[lane.number()]` items, oldest
+    /// first). Returns (lane, position in that lane's waiting items), as
+    /// [`Cursor::sent`] is to be told them. Does not move the cursor.
+    pub fn schedule(&self, waiting: [usize; 4], limit: usize) -> Vec<(Lane, usize)> {
+        let mut taken = [0usize; 4];
+        let mut turn = self.turn;
+        let mut out = Vec::new();
+        let left = |taken: &[usize; 4], l: Lane| taken[l.index()] < waiting[l.index()];
+        while out.len() < limit {
+            let lane = if left(&taken, Lane::Immediate) {
+                Lane::Immediate
+            } else {
+                match (0..ROUND.len())
+                    .map(|k| (turn + k) % ROUND.len())
+                    .find(|&i| left(&taken, ROUND[i]))
+                {
+                    Some(i) => {
+                        turn = (i + 1) % ROUND.len();
+                        ROUND[i]
+                    }
+                    None => break,
+                }
+            };
+            out.push((lane, taken[lane.index()]));
+            taken[lane.index()] += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lanes(order: &[(Lane, usize)]) -> Vec<Lane> {
+        order.iter().map(|(l, _)| *l).collect()
+    }
+
+    #[test]
+    fn immediate_goes_first_then_the_weighted_round() {
+        let c = Cursor::default();
+        let order = c.schedule([2, 10, 10, 10], 12);
+        use Lane::*;
+        assert_eq!(
+            lanes(&order),
+            [
+                Immediate, Immediate, Receipt, Urgent, Receipt, Urgent, Receipt, Urgent, Receipt,
+                Routine, Receipt, Urgent
+            ]
+        );
+        // Positions within each lane count up from the oldest.
+        assert_eq!(order[0], (Immediate, 0));
+        assert_eq!(order[1], (Immediate, 1));
+        assert_eq!(order[4], (Receipt, 1));
+    }
+
+    #[test]
+    fn an_empty_lane_gives_its_turns_away() {
+        let c = Cursor::default();
+        use Lane::*;
+        assert_eq!(lanes(&c.schedule([0, 0, 0, 3], 10)), [Routine; 3]);
+        assert_eq!(
+            lanes(&c.schedule([0, 0, 2, 5], 7)),
+            [Urgent, Urgent, Routine, Routine, Routine, Routine, Routine]
+        );
+        assert!(c.schedule([0; 4], 10).is_empty());
+    }
+
+    #[test]
+    fn routine_is_never_starved() {
+        let mut c = Cursor::default();
+        let mut routine = 0;
+        let mut seq = 0;
+        // Batches of every size, with receipts and urgent always waiting.
+        for batch in 1..40 {
+            for (lane, _) in c.schedule([0, 1000, 1000, 1000], batch) {
+                if lane == Lane::Routine {
+                    routine += 1;
+                }
+                c.sent(lane, seq);
+                seq += 1;
+            }
+        }
+        assert!((routine + 1) * 8 >= seq, "{routine} of {seq}");
+    }
+
+    #[test]
+    fn the_round_resumes_where_the_last_batch_ended() {
+        let mut c = Cursor::default();
+        for (lane, i) in c.schedule([0, 5, 5, 5], 3) {
+            c.sent(lane, i as u64);
+        }
+        assert_eq!(c.after(Lane::Receipt), Some(1));
+        assert_eq!(c.after(Lane::Urgent), Some(0));
+        assert_eq!(c.after(Lane::Routine), None);
+        use Lane::*;
+        assert_eq!(
+            lanes(&c.schedule([0, 5, 5, 5], 6)),
+            [Urgent, Receipt, Urgent, Receipt, Routine, Receipt]
+        );
+    }
+
+    #[test]
+    fn lanes_of_priorities() {
+        use v1::Priority as P;
+        assert_eq!(Lane::of_priority(P::Immediate as i32), Lane::Immediate);
+        assert_eq!(Lane::of_priority(P::Urgent as i32), Lane::Urgent);
+        assert_eq!(Lane::of_priority(P::Routine as i32), Lane::Routine);
+        assert_eq!(Lane::of_priority(P::Unspecified as i32), Lane::Routine);
+        assert_eq!(Lane::of_priority(99), Lane::Routine);
+        for l in Lane::ALL {
+            assert_eq!(Lane::from_number(l.number()), Some(l));
+        }
+        assert_eq!(Lane::from_number(4), None);
+    }
+}
