@@ -970,7 +970,9 @@ mod tests {
             ..Default::default()
         };
         {
-            let db = crate::storage::sled::open_db(dir.path()).unwrap();
+            let db =
+                crate::storage::sled::open_db(dir.path(), crate::storage::sled::DEFAULT_CACHE_MIB)
+                    .unwrap();
             let outbox = db.open_tree("outbox").unwrap();
             for (id, p) in [
                 (routine, v1::Priority::Routine),
