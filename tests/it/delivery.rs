@@ -405,3 +405,102 @@ async fn an_immediate_envelope_overtakes_a_routine_backlog() {
         );
     }
 }
+
+/// A node slower than the broker: the broker keeps at most a window of
+/// deliveries unacknowledged, so an immediate alert queued while a routine
+/// backlog is being delivered is the next delivery once the node
+/// acknowledges one, not one after everything a transport could buffer.
+#[tokio::test]
+async fn an_immediate_envelope_overtakes_a_backlog_being_delivered() {
+    use casebridge::daemon::broker::service::DELIVERY_WINDOW;
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("HR")).await.unwrap();
+    let window = usize::try_from(DELIVERY_WINDOW).unwrap();
+    let backlog = window + 8;
+    for _ in 0..backlog {
+        send(
+            &fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+    }
+    let store = fed.broker().expect("broker running").store.clone();
+    let queued = |n: usize| {
+        let store = store.clone();
+        async move {
+            let len = store.pending(cc("HR"), None, usize::MAX).await.ok()?.len();
+            (len == n).then_some(())
+        }
+    };
+    until("the backlog queued", || queued(backlog)).await;
+
+    let mut hr = exchange_as_node(&fed, "HR");
+    let mut stream = hr
+        .receive(v1::ReceiveRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut first = None;
+    for _ in 0..window {
+        let (seq, env) = next_envelope(&mut stream).await;
+        first.get_or_insert((seq, env));
+    }
+    // The window is full; the alert is queued behind the rest.
+    let alert = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        immediate_alert(),
+    )
+    .await
+    .envelope_id;
+    until("the alert queued", || queued(backlog + 1)).await;
+    let (seq, env) = first.expect("a first delivery");
+    let summary = envelope::unverified_summary(&env).expect("header");
+    let body = v1::ReceiptBody {
+        envelope_id: summary.envelope_id,
+        recipient_node: "HR".into(),
+        status: v1::ReceiptStatus::Delivered as i32,
+        delivered_to: vec!["HR/police".into()],
+        at_ms: casebridge::daemon::clock::now_ms(),
+        header_sha256: summary.header_sha256,
+        ..Default::default()
+    };
+    let receipt = envelope::sign_receipt(&body, &node_signing_key(&fed, "HR"));
+    hr.acknowledge(v1::AcknowledgeRequest {
+        seq,
+        receipt: Some(receipt),
+    })
+    .await
+    .unwrap();
+    let (_, env) = next_envelope(&mut stream).await;
+    let id = envelope::unverified_summary(&env)
+        .expect("header")
+        .envelope_id;
+    assert_eq!(
+        casebridge::protocol::ids::EnvelopeId::from_bytes(&id)
+            .unwrap()
+            .to_string(),
+        alert,
+        "the alert comes next, ahead of {} routine records",
+        backlog - window
+    );
+}
+
+/// The next delivery on `stream`, an envelope.
+async fn next_envelope(stream: &mut tonic::Streaming<v1::Delivery>) -> (u64, v1::Envelope) {
+    // A safety net only: each awaited delivery is due.
+    let d = tokio::time::timeout(std::time::Duration::from_secs(30), stream.message())
+        .await
+        .expect("a delivery in time")
+        .unwrap()
+        .expect("a delivery");
+    match d.item {
+        Some(v1::delivery::Item::Envelope(env)) => (d.seq, env),
+        other => panic!("only envelopes are queued here: {other:?}"),
+    }
+}

@@ -20,7 +20,7 @@ use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Acceptance, Accepted, Cursor, MailItem, StoreError};
+use crate::storage::broker::{Acceptance, Accepted, Cursor, MailItem, StoreError, Wakeup};
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -237,6 +237,14 @@ type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + 
 /// little; an immediate envelope cuts a batch short (see `receive`).
 const DELIVERY_BATCH: usize = 16;
 
+/// How many deliveries a stream has in flight (sent, not yet acknowledged)
+/// at most. Without a window, what waits ahead of an immediate envelope is
+/// whatever the transport buffers towards a node slower than the broker:
+/// HTTP/2 stream windows of megabytes, hundreds of envelopes. With it, an
+/// immediate envelope waits behind at most this many, while a node that
+/// processes deliveries concurrently still has this many to work on.
+pub const DELIVERY_WINDOW: u64 = 64;
+
 #[tonic::async_trait]
 impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
     async fn submit(
@@ -438,6 +446,14 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             // twice on it, and a newer stream starts again from the
             // oldest unacknowledged item of every lane.
             let mut cursor = Cursor::default();
+            // Deliveries sent on this stream, and the node's
+            // acknowledgements counted from its start: the difference is
+            // what is in flight (acknowledgements of an older stream's
+            // deliveries only open the window a little wider).
+            let mut sent: u64 = 0;
+            let acked_at_open = wakeup.borrow().acked;
+            let in_flight =
+                |w: &Wakeup, sent: u64| sent.saturating_sub(w.acked.wrapping_sub(acked_at_open));
             loop {
                 // Marked seen before looking, so a submit that lands between
                 // the look and the wait is not missed.
@@ -475,13 +491,28 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                 // cursor moves only past what was), and the next look puts
                 // the immediate first. Anything else queued meanwhile waits
                 // for the next look, which follows every batch. The first
-                // item always goes, so a stream makes progress however
-                // often immediates arrive.
-                let immediate_queued =
-                    |w: &crate::storage::broker::Wakeup| w.immediate != seen.immediate;
+                // item of a look goes once the window has room, so a
+                // stream makes progress however often immediates arrive.
+                let immediate_queued = |w: &Wakeup| w.immediate != seen.immediate;
                 for (n, q) in items.into_iter().enumerate() {
                     let first = n == 0;
-                    if !first && immediate_queued(&wakeup.borrow()) {
+                    let full = |w: &Wakeup| in_flight(w, sent) >= DELIVERY_WINDOW;
+                    if full(&wakeup.borrow()) {
+                        tokio::select! {
+                            woken = wakeup.wait_for(|w| !full(w) || immediate_queued(w)) => if woken.is_err() {
+                                let _ = tx.try_send(Err(Status::unavailable("broker store closed")));
+                                return;
+                            },
+                            _ = tx.closed() => return,
+                            _ = stopping.wait_for(|s| *s) => return,
+                            _ = current.wait_for(|g| *g != generation) => {
+                                let _ = tx.try_send(Err(replaced()));
+                                return;
+                            }
+                        }
+                    }
+                    let now = *wakeup.borrow();
+                    if immediate_queued(&now) && (!first || full(&now)) {
                         break;
                     }
                     let item = match q.item {
@@ -501,6 +532,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                         }
                     }
                     cursor.sent(q.lane, q.seq);
+                    sent += 1;
                 }
             }
         });

@@ -6,12 +6,14 @@ use tokio::sync::watch;
 use super::{Acceptance, Cursor, Entry, EnvelopeAck, Queued, StoreError};
 use crate::protocol::ids::{Country, EnvelopeId};
 
-/// What a node's wake-up counts: items queued for it, and of those the
-/// immediate ones, which a stream busy with a batch stops for.
+/// What a node's wake-up counts: items queued for it; of those the
+/// immediate ones, which a stream busy with a batch stops for; and the
+/// node's acknowledgements, which open its stream's window (counters wrap).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Wakeup {
     pub queued: u64,
     pub immediate: u64,
+    pub acked: u64,
 }
 
 /// The per-node delivery queues and the payloads they point to.
@@ -66,8 +68,8 @@ pub trait Mailboxes: Send + Sync {
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
 
     /// A wake-up for `node`'s delivery stream: the value changes after
-    /// something queued for `node` became durable (from this broker or,
-    /// with a shared backend, another). Mark it seen before reading
+    /// something queued for `node` became durable, or an acknowledgement by
+    /// `node` did (from this broker or, with a shared backend, another). Mark it seen before reading
     /// [`Mailboxes::pending`], so nothing queued in between is missed.
     async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError>;
 }

@@ -193,14 +193,15 @@ impl SledNodeStore {
     }
 }
 
-/// Runs `f` on `trees` on a blocking thread, off the async workers.
+/// Runs `f` on `trees`, on the calling worker: sled works in memory and
+/// takes microseconds (the flush, which waits on the disk, runs apart in
+/// the group commit); a hand-off to a blocking thread per operation cost
+/// more CPU in wake-ups than the operation itself.
 async fn on_blocking_thread<T: Send + 'static>(
     trees: Arc<Trees>,
     f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(move || f(&trees))
-        .await
-        .map_err(task_failed)?
+    f(&trees)
 }
 
 fn task_failed(e: tokio::task::JoinError) -> StorageError {

@@ -342,6 +342,7 @@ impl Mailboxes for SledStore {
             })
             .await?;
         self.wake([sender], Lane::Receipt);
+        self.wake_acked(node);
         Ok(index)
     }
 
@@ -354,7 +355,9 @@ impl Mailboxes for SledStore {
             Some(_) => abort(StoreError::ReceiptRequired { node, seq }),
             None => abort(StoreError::NoSuchItem { node, seq }),
         })
-        .await
+        .await?;
+        self.wake_acked(node);
+        Ok(())
     }
 
     async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError> {

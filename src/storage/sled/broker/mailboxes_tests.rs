@@ -318,7 +318,8 @@ async fn a_store_written_before_lanes_is_migrated_at_open() {
     {
         // The old layout: mail keys without a lane, the count and the
         // sender in front of each payload.
-        let db = crate::storage::sled::open_db(dir.path()).unwrap();
+        let db = crate::storage::sled::open_db(dir.path(), crate::storage::sled::DEFAULT_CACHE_MIB)
+            .unwrap();
         let (meta, mail, payload, accepted) = (
             db.open_tree("meta").unwrap(),
             db.open_tree("mail").unwrap(),
@@ -418,4 +419,22 @@ async fn a_store_written_before_lanes_is_migrated_at_open() {
         names(&store.pending(cc("BA"), None, 10).await.unwrap()),
         ["Urgent"]
     );
+}
+
+#[tokio::test]
+async fn a_wakeup_counts_immediates_and_the_nodes_acknowledgements() {
+    use v1::Priority::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut ba = store.subscribe(cc("BA")).await.unwrap();
+    let routine = accept(&store, "routine0", &["BA"], Routine).await;
+    accept(&store, "immediate0", &["BA"], Immediate).await;
+    let w = *ba.borrow_and_update();
+    assert_eq!((w.queued, w.immediate, w.acked), (2, 1, 0));
+    let seq = seq_of(&store, cc("BA"), "routine0").await;
+    store
+        .ack_envelope(cc("BA"), seq, ack(routine, "receipt"))
+        .await
+        .unwrap();
+    assert_eq!(ba.borrow_and_update().acked, 1);
 }
