@@ -233,7 +233,7 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                             break;
                         }
                         m = stream.message(), if room => m,
-                        _ = stopping.wait_for(|s| *s) => return,
+                        _ = stopped(&mut stopping) => return deliveries.stop().await,
                     };
                     let d = match msg {
                         Ok(Some(d)) => d,
@@ -251,7 +251,7 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                     while key.is_some_and(|k| deliveries.busy.contains(&k)) {
                         let done = tokio::select! {
                             d = deliveries.tasks.join_next_with_id() => d,
-                            _ = stopping.wait_for(|s| *s) => return,
+                            _ = stopped(&mut stopping) => return deliveries.stop().await,
                         };
                         match done {
                             Some(done) => failed |= !deliveries.finished(done),
@@ -271,7 +271,7 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                         Some(done) = deliveries.tasks.join_next_with_id() => {
                             deliveries.finished(done);
                         }
-                        _ = stopping.wait_for(|s| *s) => return,
+                        _ = stopped(&mut stopping) => return deliveries.stop().await,
                     }
                 }
             }
@@ -285,6 +285,12 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
     }
 }
 
+/// Resolves once the node is stopping.
+pub(super) async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard it gives is dropped here, not held across what follows.
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
 /// The deliveries in hand: one task each, and the envelope id each claims.
 #[derive(Default)]
 struct Deliveries {
@@ -294,6 +300,12 @@ struct Deliveries {
 }
 
 impl Deliveries {
+    /// Ends those in hand at shutdown, once none runs any more: the broker
+    /// sends again whatever they did not acknowledge.
+    async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+
     fn start(
         &mut self,
         state: &Arc<NodeState>,

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::NodeState;
-use super::uplink::{BACKOFF_MIN, Client, next_backoff, submit_one};
+use super::uplink::{BACKOFF_MIN, Client, next_backoff, stopped, submit_one};
 use crate::protocol::ids::EnvelopeId;
 use crate::storage::StorageError;
 use crate::storage::node::Lane;
@@ -75,7 +75,9 @@ pub async fn outbox_loop(state: Arc<NodeState>, client: Client) {
             }
             _ = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
             _ = outbox_changed(&mut changed) => paused_until = None,
-            _ = stopping.wait_for(|s| *s) => return,
+            // What is in flight ends here; a submission whose answer is
+            // lost is answered "duplicate" on the next start.
+            _ = stopped(&mut stopping) => return submits.tasks.shutdown().await,
         }
     }
 }

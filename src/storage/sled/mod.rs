@@ -3,6 +3,8 @@
 
 pub mod broker;
 pub mod node;
+#[cfg(test)]
+mod node_tests;
 
 use std::future::Future;
 use std::path::Path;
