@@ -192,8 +192,7 @@ async fn an_outbox_from_before_the_lanes_is_moved_into_them_at_open() {
         ..Default::default()
     };
     {
-        let db = crate::storage::sled::open_db(dir.path(), crate::storage::sled::DEFAULT_CACHE_MIB)
-            .unwrap();
+        let db = crate::storage::sled::open_db(dir.path()).unwrap();
         let outbox = db.open_tree("outbox").unwrap();
         for (id, p) in [
             (routine, v1::Priority::Routine),
