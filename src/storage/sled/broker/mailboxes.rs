@@ -51,7 +51,7 @@ pub(super) fn mail_key(node: Country, lane: Lane, seq: u64) -> Vec<u8> {
 }
 
 /// The count of recipient nodes yet to acknowledge and the sending node.
-fn encode_remaining(remaining: u64, sender: Country) -> Vec<u8> {
+pub(super) fn encode_remaining(remaining: u64, sender: Country) -> Vec<u8> {
     let mut v = be(remaining).to_vec();
     v.extend_from_slice(sender.as_str().as_bytes());
     v
@@ -221,40 +221,7 @@ impl Trees {
 #[async_trait::async_trait]
 impl Mailboxes for SledStore {
     async fn accept(&self, a: Acceptance) -> Result<u64, StoreError> {
-        let payload = a.envelope.encode_to_vec();
-        let remaining = encode_remaining(a.recipient_nodes.len() as u64, a.sender_node);
-        let lane = Lane::of_priority(a.summary.priority);
-        let mut item = vec![TAG_ENVELOPE];
-        item.extend_from_slice(a.id.as_bytes());
-        let summary = a.summary.encode_to_vec();
-        let recipients = a.recipient_nodes.clone();
-        let index = self
-            .transact(move |t| {
-                if t.seen.get(a.id.as_bytes())?.is_some() {
-                    return abort(StoreError::Duplicate);
-                }
-                t.seen
-                    .insert(a.id.as_bytes(), &a.created_at_ms.to_be_bytes())?;
-                t.payload.insert(a.id.as_bytes(), payload.as_slice())?;
-                t.remaining.insert(a.id.as_bytes(), remaining.as_slice())?;
-                for node in &a.recipient_nodes {
-                    t.enqueue(*node, lane, item.clone())?;
-                }
-                for (original, grantee, third) in &a.grants {
-                    t.grants.insert(
-                        grant_key(original, grantee, third),
-                        a.id.as_bytes().as_slice(),
-                    )?;
-                }
-                let index = t.sequence(&a.event)?;
-                let mut kept = be(index).to_vec();
-                kept.extend_from_slice(&summary);
-                t.accepted.insert(a.id.as_bytes().as_slice(), kept)?;
-                Ok(index)
-            })
-            .await?;
-        self.wake(recipients, lane);
-        Ok(index)
+        self.accept_batched(super::accept::Prepared::of(a)?).await
     }
 
     async fn queued(&self, node: Country, seq: u64) -> Result<Option<Entry>, StoreError> {

@@ -9,6 +9,9 @@
 //! take back. sled runs one transaction at a time, so indexes and queue
 //! sequence numbers are handed out in commit order without a lock of ours.
 
+mod accept;
+#[cfg(test)]
+mod accept_tests;
 mod log;
 mod mailboxes;
 #[cfg(test)]
@@ -46,11 +49,15 @@ impl From<sled::Error> for StoreError {
 pub struct SledStore {
     trees: Arc<Trees>,
     commit: GroupCommit,
-    durable: Durable,
-    /// Per node, the wake-up of its delivery stream (see
-    /// [`crate::storage::broker::Mailboxes::subscribe`]).
-    wakeups: Mutex<HashMap<Country, watch::Sender<Wakeup>>>,
+    durable: Arc<Durable>,
+    wakeups: Arc<Wakeups>,
+    /// Acceptances waiting for the writer that applies them in batches.
+    accepts: Arc<Mutex<accept::Waiting>>,
 }
+
+/// Per node, the wake-up of its delivery stream (see
+/// [`crate::storage::broker::Mailboxes::subscribe`]).
+type Wakeups = Mutex<HashMap<Country, watch::Sender<Wakeup>>>;
 
 /// The database and its trees: cheap handles, cloned into the blocking
 /// tasks that use them.
@@ -154,8 +161,9 @@ impl SledStore {
         Ok(SledStore {
             trees: Arc::new(trees),
             commit: GroupCommit::start(flush(db), dir.display().to_string()),
-            durable,
-            wakeups: Mutex::new(HashMap::new()),
+            durable: Arc::new(durable),
+            wakeups: Default::default(),
+            accepts: Default::default(),
         })
     }
 
@@ -197,30 +205,14 @@ impl SledStore {
             .await
             .map_err(|e| self.stop_on_io(e))?;
         self.commit.commit().await?;
-        let (audit, mail) = counters;
-        self.durable.mail.fetch_max(mail, Ordering::SeqCst);
-        self.durable.audit.send_if_modified(|n| {
-            let grew = audit > *n;
-            *n = (*n).max(audit);
-            grew
-        });
+        self.durable.show(counters);
         Ok(r)
     }
 
     /// Tells the delivery streams of `nodes` that something was queued for
     /// them in `lane`. Called once what was queued is on disk and shown.
     fn wake(&self, nodes: impl IntoIterator<Item = Country>, lane: Lane) {
-        let all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
-        for node in nodes {
-            if let Some(tx) = all.get(&node) {
-                tx.send_modify(|w| {
-                    w.queued = w.queued.wrapping_add(1);
-                    if lane == Lane::Immediate {
-                        w.immediate = w.immediate.wrapping_add(1);
-                    }
-                });
-            }
-        }
+        wake(&self.wakeups, nodes, lane);
     }
 
     /// Tells the delivery stream of `node` that it acknowledged an item.
@@ -238,6 +230,35 @@ impl SledStore {
         match e {
             StoreError::Storage(e) => StoreError::Storage(self.commit.stop_on_io(e)),
             other => other,
+        }
+    }
+}
+
+impl Durable {
+    /// Shows readers the log and the queues up to `(audit, mail)`, the
+    /// counters read after transactions that are now on disk.
+    fn show(&self, (audit, mail): (u64, u64)) {
+        self.mail.fetch_max(mail, Ordering::SeqCst);
+        self.audit.send_if_modified(|n| {
+            let grew = audit > *n;
+            *n = (*n).max(audit);
+            grew
+        });
+    }
+}
+
+/// Tells the delivery streams of `nodes` that something was queued for
+/// them in `lane`.
+fn wake(wakeups: &Wakeups, nodes: impl IntoIterator<Item = Country>, lane: Lane) {
+    let all = wakeups.lock().unwrap_or_else(|p| p.into_inner());
+    for node in nodes {
+        if let Some(tx) = all.get(&node) {
+            tx.send_modify(|w| {
+                w.queued = w.queued.wrapping_add(1);
+                if lane == Lane::Immediate {
+                    w.immediate = w.immediate.wrapping_add(1);
+                }
+            });
         }
     }
 }
@@ -318,6 +339,11 @@ impl Txn<'_> {
             Ok(leaf) => leaf,
             Err(e) => return abort(e.into()),
         };
+        self.sequence_leaf(leaf)
+    }
+
+    /// Sequences a leaf already encoded (and capped).
+    fn sequence_leaf(&self, leaf: impl Into<sled::IVec>) -> TxResult<u64> {
         let i = self.next(META_AUDIT_NEXT)?;
         self.audit.insert(&be(i), leaf)?;
         Ok(i)
