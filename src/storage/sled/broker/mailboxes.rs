@@ -19,7 +19,8 @@ use std::sync::atomic::Ordering;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use super::{SledStore, TAG_ENVELOPE, TAG_RECEIPT, Trees, TxTree, abort, corrupt, delivered_key};
+use super::batch::{Op, Prepared, PreparedAck};
+use super::{SledStore, TAG_ENVELOPE, TAG_RECEIPT, Trees, TxTree, corrupt, delivered_key};
 use crate::protocol::ids::{Country, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::broker::{
@@ -57,7 +58,7 @@ pub(super) fn encode_remaining(remaining: u64, sender: Country) -> Vec<u8> {
     v
 }
 
-fn decode_remaining(v: &[u8]) -> Result<(u64, Country), StoreError> {
+pub(super) fn decode_remaining(v: &[u8]) -> Result<(u64, Country), StoreError> {
     if v.len() != 10 {
         return Err(corrupt("remaining", "value is not 10 bytes"));
     }
@@ -80,7 +81,11 @@ fn entry(item: &[u8]) -> Result<Entry, StoreError> {
 }
 
 /// The queue entry `seq` of `node` in a transaction: its key and value.
-fn find(mail: &TxTree, node: Country, seq: u64) -> super::TxResult<Option<(Vec<u8>, sled::IVec)>> {
+pub(super) fn find(
+    mail: &TxTree,
+    node: Country,
+    seq: u64,
+) -> super::TxResult<Option<(Vec<u8>, sled::IVec)>> {
     for lane in Lane::ALL {
         let key = mail_key(node, lane, seq);
         if let Some(v) = mail.get(&key)? {
@@ -221,7 +226,7 @@ impl Trees {
 #[async_trait::async_trait]
 impl Mailboxes for SledStore {
     async fn accept(&self, a: Acceptance) -> Result<u64, StoreError> {
-        self.accept_batched(super::accept::Prepared::of(a)?).await
+        self.write_batched(Op::Accept(Prepared::of(a)?)).await
     }
 
     async fn queued(&self, node: Country, seq: u64) -> Result<Option<Entry>, StoreError> {
@@ -262,68 +267,12 @@ impl Mailboxes for SledStore {
         seq: u64,
         ack: EnvelopeAck,
     ) -> Result<u64, StoreError> {
-        let mut relay = vec![TAG_RECEIPT];
-        relay.extend_from_slice(&ack.receipt.encode_to_vec());
-        let (index, sender) = self
-            .transact(move |t| {
-                let Some((key, item)) = find(t.mail, node, seq)? else {
-                    return abort(StoreError::NoSuchItem { node, seq });
-                };
-                match item.split_first() {
-                    Some((&TAG_ENVELOPE, id)) if id == ack.id.as_bytes() => {}
-                    Some((&TAG_ENVELOPE, id)) => {
-                        let found = EnvelopeId::from_bytes(id)
-                            .map(|i| i.to_string())
-                            .unwrap_or_default();
-                        return abort(StoreError::WrongEnvelope {
-                            node,
-                            seq,
-                            found,
-                            expected: ack.id,
-                        });
-                    }
-                    _ => return abort(StoreError::NoSuchItem { node, seq }),
-                }
-                t.mail.remove(key.as_slice())?;
-                let Some(r) = t.remaining.get(ack.id.as_bytes())? else {
-                    return abort(corrupt("remaining", format!("no count for {}", ack.id)));
-                };
-                let (remaining, sender) = decode_remaining(&r).or_else(abort)?;
-                if remaining <= 1 {
-                    t.remaining.remove(ack.id.as_bytes())?;
-                    t.payload.remove(ack.id.as_bytes())?;
-                } else {
-                    t.remaining
-                        .insert(ack.id.as_bytes(), encode_remaining(remaining - 1, sender))?;
-                }
-                t.enqueue(sender, Lane::Receipt, relay.clone())?;
-                if ack.delivered {
-                    t.delivered.insert(delivered_key(&ack.id, node), &[])?;
-                }
-                let mut first = None;
-                for e in &ack.events {
-                    let i = t.sequence(e)?;
-                    first.get_or_insert(i);
-                }
-                Ok((first.unwrap_or(0), sender))
-            })
-            .await?;
-        self.wake([sender], Lane::Receipt);
-        self.wake_acked(node);
-        Ok(index)
+        let ack = PreparedAck::of(ack)?;
+        self.write_batched(Op::AckEnvelope { node, seq, ack }).await
     }
 
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError> {
-        self.transact(move |t| match find(t.mail, node, seq)? {
-            Some((key, v)) if v.first() == Some(&TAG_RECEIPT) => {
-                t.mail.remove(key.as_slice())?;
-                Ok(())
-            }
-            Some(_) => abort(StoreError::ReceiptRequired { node, seq }),
-            None => abort(StoreError::NoSuchItem { node, seq }),
-        })
-        .await?;
-        self.wake_acked(node);
+        self.write_batched(Op::AckReceipt { node, seq }).await?;
         Ok(())
     }
 

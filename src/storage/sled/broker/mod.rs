@@ -9,9 +9,9 @@
 //! take back. sled runs one transaction at a time, so indexes and queue
 //! sequence numbers are handed out in commit order without a lock of ours.
 
-mod accept;
+mod batch;
 #[cfg(test)]
-mod accept_tests;
+mod batch_tests;
 mod log;
 mod mailboxes;
 #[cfg(test)]
@@ -51,8 +51,9 @@ pub struct SledStore {
     commit: GroupCommit,
     durable: Arc<Durable>,
     wakeups: Arc<Wakeups>,
-    /// Acceptances waiting for the writer that applies them in batches.
-    accepts: Arc<Mutex<accept::Waiting>>,
+    /// Acceptances and acknowledgements waiting for the writer that applies
+    /// them in batches.
+    writes: Arc<Mutex<batch::Waiting>>,
 }
 
 /// Per node, the wake-up of its delivery stream (see
@@ -163,7 +164,7 @@ impl SledStore {
             commit: GroupCommit::start(flush(db), dir.display().to_string()),
             durable: Arc::new(durable),
             wakeups: Default::default(),
-            accepts: Default::default(),
+            writes: Default::default(),
         })
     }
 
@@ -209,21 +210,6 @@ impl SledStore {
         Ok(r)
     }
 
-    /// Tells the delivery streams of `nodes` that something was queued for
-    /// them in `lane`. Called once what was queued is on disk and shown.
-    fn wake(&self, nodes: impl IntoIterator<Item = Country>, lane: Lane) {
-        wake(&self.wakeups, nodes, lane);
-    }
-
-    /// Tells the delivery stream of `node` that it acknowledged an item.
-    /// Called once the acknowledgement is on disk.
-    fn wake_acked(&self, node: Country) {
-        let all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = all.get(&node) {
-            tx.send_modify(|w| w.acked = w.acked.wrapping_add(1));
-        }
-    }
-
     /// A sled I/O error on a write stops the store (see
     /// [`GroupCommit::stop_on_io`]).
     fn stop_on_io(&self, e: StoreError) -> StoreError {
@@ -260,6 +246,14 @@ fn wake(wakeups: &Wakeups, nodes: impl IntoIterator<Item = Country>, lane: Lane)
                 }
             });
         }
+    }
+}
+
+/// Tells the delivery stream of `node` that it acknowledged an item.
+fn wake_acked(wakeups: &Wakeups, node: Country) {
+    let all = wakeups.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = all.get(&node) {
+        tx.send_modify(|w| w.acked = w.acked.wrapping_add(1));
     }
 }
 

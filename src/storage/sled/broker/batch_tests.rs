@@ -78,7 +78,7 @@ fn spawn_accept(
 
 /// Waits until `n` acceptances wait for the writer.
 async fn until_waiting(store: &SledStore, n: usize) {
-    while store.accepts.lock().unwrap().items.len() < n {
+    while store.writes.lock().unwrap().items.len() < n {
         tokio::task::yield_now().await;
     }
 }
@@ -281,4 +281,93 @@ async fn an_acceptance_whose_event_cannot_be_a_leaf_fails_alone() {
     assert!(matches!(big.await.unwrap(), Err(StoreError::Leaf(_))));
     assert_eq!(ok.await.unwrap().unwrap(), 0);
     assert_eq!(queued_names(&store).await, ["fine"]);
+}
+
+fn envelope_ack(id: EnvelopeId, receipt: &str) -> crate::storage::broker::EnvelopeAck {
+    crate::storage::broker::EnvelopeAck {
+        id,
+        receipt: v1::SignedReceipt {
+            body: receipt.as_bytes().to_vec(),
+            ..Default::default()
+        },
+        events: vec![acceptance(id, "").event],
+        delivered: true,
+    }
+}
+
+#[tokio::test]
+async fn acknowledgements_in_one_batch_each_see_the_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, flush, mut started) = gated(dir.path());
+    let (hr, si): (Country, Country) = ("HR".parse().unwrap(), "SI".parse().unwrap());
+    let id = EnvelopeId::at(1);
+    let mut a = acceptance(id, "to both");
+    a.recipient_nodes = vec![ba(), si];
+    let s = store.clone();
+    let accepted = tokio::spawn(async move { s.accept(a).await });
+    started.recv().await.unwrap();
+    flush.gate.add_permits(1);
+    assert_eq!(accepted.await.unwrap().unwrap(), 0);
+    let seq_ba = store.pending(ba(), None, 10).await.unwrap()[0].seq;
+    let seq_si = store.pending(si, None, 10).await.unwrap()[0].seq;
+
+    // Hold the writer in a flush so that the next four share one batch.
+    let blocker = spawn_accept(&store, EnvelopeId::at(1), "blocker");
+    started.recv().await.unwrap();
+    let ack = |node: Country, seq: u64, receipt: &str| {
+        let s = store.clone();
+        let a = envelope_ack(id, receipt);
+        tokio::spawn(async move { s.ack_envelope(node, seq, a).await })
+    };
+    let batch = [
+        ack(ba(), seq_ba, "from BA"),
+        ack(ba(), seq_ba, "from BA again"),
+        ack(si, seq_si, "from SI"),
+        ack(si, seq_ba, "SI with the seq of BA"),
+    ];
+    until_waiting(&store, 4).await;
+    flush.gate.add_permits(100);
+    assert_eq!(blocker.await.unwrap().unwrap(), 1);
+    let mut answers = Vec::new();
+    for t in batch {
+        answers.push(t.await.unwrap());
+    }
+    assert!(matches!(answers[0], Ok(2)), "{:?}", answers[0]);
+    assert!(matches!(answers[1], Err(StoreError::NoSuchItem { .. })));
+    assert!(matches!(answers[2], Ok(3)), "{:?}", answers[2]);
+    assert!(matches!(answers[3], Err(StoreError::NoSuchItem { .. })));
+    assert_eq!(store.commit.requested(), 3, "the four shared one batch");
+    assert_eq!(store.audit_len().await.unwrap(), 4);
+    assert!(store.delivered(&id, ba()).await.unwrap());
+    assert!(store.delivered(&id, si).await.unwrap());
+    assert!(
+        store.trees.payload.get(id.as_bytes()).unwrap().is_none(),
+        "the last acknowledgement of the batch removed the payload"
+    );
+    assert!(store.trees.remaining.get(id.as_bytes()).unwrap().is_none());
+    let receipts = store.pending(hr, None, 10).await.unwrap();
+    assert_eq!(receipts.len(), 2, "one receipt relayed per acknowledgement");
+
+    // A receipt acknowledged twice at once: one finds nothing.
+    let ack_receipt = |seq: u64| {
+        let s = store.clone();
+        tokio::spawn(async move { s.ack_receipt(hr, seq).await })
+    };
+    let twice = [ack_receipt(receipts[0].seq), ack_receipt(receipts[0].seq)];
+    let mut answers = Vec::new();
+    for t in twice {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(
+        answers.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::NoSuchItem { .. })))
+    );
+    assert_eq!(store.pending(hr, None, 10).await.unwrap().len(), 1);
+    while started.try_recv().is_ok() {}
 }
