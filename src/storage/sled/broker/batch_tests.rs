@@ -86,7 +86,7 @@ async fn until_waiting(store: &SledStore, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_acceptances_all_land_in_fewer_transactions_and_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, flush, mut started) = gated(dir.path());
+    let (store, flush, _started) = gated(dir.path());
     flush.gate.add_permits(1_000);
     const N: usize = 200;
     // The first one starts the writer; while it is applied and flushed the
@@ -109,8 +109,6 @@ async fn many_concurrent_acceptances_all_land_in_fewer_transactions_and_flushes(
     assert_eq!(store.audit_len().await.unwrap(), N as u64);
     let flushes = store.flushes();
     assert_eq!(flushes, store.commit.requested(), "one commit per batch");
-    assert!(flushes >= 1 && flushes <= N as u64, "{flushes}");
-    while started.try_recv().is_ok() {}
 }
 
 #[tokio::test]
@@ -135,8 +133,8 @@ async fn while_a_batch_is_flushed_the_next_gathers_and_all_land() {
         "in arrival order"
     );
     assert_eq!(queued_names(&store).await.len(), N);
-    assert!(store.commit.requested() <= N as u64 - 1);
-    assert!(store.flushes() <= N as u64 - 1);
+    assert!(store.commit.requested() < N as u64);
+    assert!(store.flushes() < N as u64);
     assert_eq!(store.flushes(), 2, "the held one, then one for the rest");
 }
 
@@ -369,5 +367,4 @@ async fn acknowledgements_in_one_batch_each_see_the_earlier_ones() {
             .any(|r| matches!(r, Err(StoreError::NoSuchItem { .. })))
     );
     assert_eq!(store.pending(hr, None, 10).await.unwrap().len(), 1);
-    while started.try_recv().is_ok() {}
 }

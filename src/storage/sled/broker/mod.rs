@@ -1,9 +1,10 @@
 //! The broker's store on sled: every concern of
 //! [`crate::storage::broker`] over one sled database.
 //!
-//! Each write applies its changes in one sled transaction off the async
-//! workers, then waits for a group-commit flush: when a method returns Ok,
-//! its changes are on disk. Readers see the log, the queues, the integrated
+//! Each write applies its changes in one sled transaction, then waits for a
+//! group-commit flush: when a method returns Ok, its changes are on disk.
+//! The queue writes (acceptances and acknowledgements), the most frequent,
+//! share their transaction and flush with whatever else waits ([`batch`]). Readers see the log, the queues, the integrated
 //! tree and the checkpoints only as far as they are on disk (or, for the
 //! tree, derived from what is), so nothing is served that a crash could
 //! take back. sled runs one transaction at a time, so indexes and queue
