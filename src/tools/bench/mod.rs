@@ -261,12 +261,12 @@ async fn measure(
 
     // The witnesses poll often just after a record and space their rounds
     // out while nothing happens: idle is read once they have settled.
-    let settle = args.idle_secs.min(10);
+    let settle_secs = args.idle_secs.min(10);
     progress(&format!(
-        "idle CPU over {} s, after {settle} s without traffic",
+        "idle CPU over {} s, after {settle_secs} s without traffic",
         args.idle_secs
     ));
-    tokio::time::sleep(Duration::from_secs(settle)).await;
+    tokio::time::sleep(Duration::from_secs(settle_secs)).await;
     let procs = fed.processes();
     let before: Vec<_> = procs
         .iter()
