@@ -76,15 +76,11 @@ fn restrict_store(dir: &Path) -> std::io::Result<()> {
 
 impl Flush for ::sled::Db {
     fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        // On tokio's blocking pool, whose threads stay for the next flush,
-        // rather than sled's `flush_async`, which hands each flush to a
-        // pool that starts and ends threads under a steady load.
-        let db = self.clone();
         Box::pin(async move {
-            match tokio::task::spawn_blocking(move || db.flush()).await {
-                Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("the flush task failed: {e}")),
-            }
+            self.flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -1,9 +1,9 @@
 //! The node's store on sled: the [`crate::storage::node`] traits over one
 //! sled database with a tree per kind of record.
 //!
-//! Every mutating method applies one sled transaction on a blocking thread,
-//! then returns after a group-commit flush: Ok means on disk. Reads run on
-//! blocking threads too, so no sled call holds up an async worker.
+//! Every mutating method applies one sled transaction, then returns after a
+//! group-commit flush: Ok means on disk. sled calls run on the calling
+//! worker (they work in memory); only the flush waits on the disk, apart.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ pub struct SledNodeStore {
     outbox_changed: watch::Sender<u64>,
 }
 
-/// The handles a blocking task works with.
+/// The store's trees and its group commit.
 struct Trees {
     inbox: sled::Tree,
     received: sled::Tree,
@@ -179,12 +179,12 @@ impl SledNodeStore {
         })
     }
 
-    /// Runs `f` on the store's trees on a blocking thread.
+    /// Runs `f` on the store's trees.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        on_blocking_thread(self.trees.clone(), f).await
+        on_trees(self.trees.clone(), f).await
     }
 
     /// Waits until everything applied so far is on disk.
@@ -197,7 +197,7 @@ impl SledNodeStore {
 /// takes microseconds (the flush, which waits on the disk, runs apart in
 /// the group commit); a hand-off to a blocking thread per operation cost
 /// more CPU in wake-ups than the operation itself.
-async fn on_blocking_thread<T: Send + 'static>(
+async fn on_trees<T: Send + 'static>(
     trees: Arc<Trees>,
     f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
@@ -297,7 +297,7 @@ impl Outbox for SledNodeStore {
         // that hangs up) cannot leave the envelope applied yet never released
         // to the submitter.
         let task = tokio::spawn(async move {
-            on_blocking_thread(trees.clone(), move |t| {
+            on_trees(trees.clone(), move |t| {
                 t.unflushed().insert(id);
                 let _g = t.lock();
                 (&t.outbox, &t.sent, &t.sent_headers)
