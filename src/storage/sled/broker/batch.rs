@@ -372,6 +372,19 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    /// A writer that panicked answers nobody: its callers and those still
+    /// waiting get an error (their answers are dropped), and the next
+    /// write starts a new writer.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut w = lock(&self.waiting);
+            w.items.clear();
+            w.writing = false;
+        }
+    }
+}
+
 /// The same failure again, for another caller of the batch it failed.
 fn again(e: &StoreError) -> StoreError {
     let storage = match e {
