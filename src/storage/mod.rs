@@ -148,7 +148,9 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// What makes applied writes durable: sled's flush in the daemons; tests
 /// substitute one that fails or waits to exercise the paths around it.
 pub trait Flush: Send + Sync + 'static {
-    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// Makes everything applied so far durable. Takes the handle so that
+    /// an implementation can let go of it before the flush ends.
+    fn make_durable(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 }
 
 type Waiter = oneshot::Sender<Result<(), String>>;

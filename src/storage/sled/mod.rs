@@ -46,15 +46,33 @@ pub fn open_db_with_cache(dir: &Path, cache_mib: u64) -> Result<::sled::Db, Stor
         source,
     };
     create_private_dir(dir).map_err(io)?;
-    let db = ::sled::Config::new()
+    let config = ::sled::Config::new()
         .path(dir)
         .mode(::sled::Mode::HighThroughput)
-        .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
-        .open()
-        .map_err(StorageError::from)?;
+        .cache_capacity(cache_mib.saturating_mul(1024 * 1024));
+    // A store closed in this process lets go of its lock when its last
+    // flush has ended, a moment after its last handle is dropped: a reopen
+    // right after (a restart in tests, the bench) waits that moment out. A
+    // lock held by another process is still held after it.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match config.open() {
+            Err(::sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.map_err(StorageError::from)?,
+        }
+    };
     restrict_store(dir).map_err(io)?;
     Ok(db)
 }
+
+/// How long an open waits for a store just closed in this process to let go
+/// of its lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Makes sled's own files in `dir` private: `conf`, `db`, snapshots and the
 /// `blobs` directory. Nothing else in `dir` is touched, so a data directory
@@ -75,12 +93,21 @@ fn restrict_store(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Flush for ::sled::Db {
-    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+    fn make_durable(
+        self: std::sync::Arc<Self>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        // The flush starts here, on a thread that holds the database only
+        // until it is done; the future holds none of it. So a store whose
+        // handles are all dropped closes (and lets go of its lock) as soon
+        // as its last flush ends, whether or not the flush task is polled.
+        let db = ::sled::Db::clone(&self);
+        drop(self);
+        let flush = tokio::task::spawn_blocking(move || db.flush());
         Box::pin(async move {
-            self.flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            match flush.await {
+                Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the flush task failed: {e}")),
+            }
         })
     }
 }
@@ -118,7 +145,9 @@ impl GatedFlush {
 
 #[cfg(test)]
 impl Flush for GatedFlush {
-    fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+    fn make_durable(
+        self: std::sync::Arc<Self>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
         Box::pin(async move {
             let _ = self.started.send(());
             self.gate
@@ -129,7 +158,7 @@ impl Flush for GatedFlush {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("No space left on device (os error 28)".into());
             }
-            Flush::make_durable(&self.db).await
+            Flush::make_durable(std::sync::Arc::new(self.db.clone())).await
         })
     }
 }
@@ -149,13 +178,15 @@ mod tests {
     }
 
     impl Flush for FailingFlush {
-        fn make_durable(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        fn make_durable(
+            self: Arc<Self>,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
             Box::pin(async move {
                 let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 if n == self.fail_at {
                     return Err("Input/output error (os error 5)".into());
                 }
-                Flush::make_durable(&self.db).await
+                Flush::make_durable(Arc::new(self.db.clone())).await
             })
         }
     }
