@@ -5,10 +5,12 @@
 //! node acknowledges by `seq` alone, whatever lane the item is in); within
 //! a lane, items go out in that order. Between lanes:
 //!
-//! - **Immediate** envelopes go first, always (strict priority). An
-//!   immediate alert is rare and small, and must not wait behind a backlog
-//!   of any size; a sender that floods this lane is visible in the audit
-//!   log and answerable under the policies that let it send immediate.
+//! - **Immediate** envelopes go first: up to [`IMMEDIATE_RUN`] in a row
+//!   while other lanes wait, then one turn of the round below, then the
+//!   immediate lane again. An immediate alert is rare and small and must
+//!   not wait behind a backlog of any size; a node that marks everything
+//!   immediate (a hostile or broken one) still cannot stop the other lanes,
+//!   which keep one delivery in every `IMMEDIATE_RUN + 1`.
 //! - **Receipts** relayed back to a sender, **urgent** envelopes and
 //!   **routine** envelopes share what is left in a weighted round of
 //!   [`ROUND`]: four receipts, three urgent, one routine, skipping a lane
@@ -37,6 +39,9 @@ pub enum Lane {
     Urgent,
     Routine,
 }
+
+/// How many immediate envelopes go out in a row while other lanes wait.
+pub const IMMEDIATE_RUN: usize = 16;
 
 /// The weighted round between the lanes after [`Lane::Immediate`].
 pub const ROUND: [Lane; 8] = [
@@ -85,6 +90,8 @@ pub struct Cursor {
     after: [Option<u64>; 4],
     /// The next position in [`ROUND`].
     turn: usize,
+    /// Immediate envelopes sent since the last turn of the round.
+    immediate_run: usize,
 }
 
 impl Cursor {
@@ -98,7 +105,10 @@ impl Cursor {
     pub fn sent(&mut self, lane: Lane, seq: u64) {
         let last = &mut self.after[lane.index()];
         *last = Some(last.map_or(seq, |l| l.max(seq)));
-        if lane != Lane::Immediate {
+        if lane == Lane::Immediate {
+            self.immediate_run += 1;
+        } else {
+            self.immediate_run = 0;
             if let Some(i) = (0..ROUND.len())
                 .map(|k| (self.turn + k) % ROUND.len())
                 .find(|&i| ROUND[i] == lane)
@@ -115,22 +125,26 @@ impl Cursor {
     pub fn schedule(&self, waiting: [usize; 4], limit: usize) -> Vec<(Lane, usize)> {
         let mut taken = [0usize; 4];
         let mut turn = self.turn;
+        let mut run = self.immediate_run;
         let mut out = Vec::new();
         let left = |taken: &[usize; 4], l: Lane| taken[l.index()] < waiting[l.index()];
         while out.len() < limit {
-            let lane = if left(&taken, Lane::Immediate) {
-                Lane::Immediate
-            } else {
-                match (0..ROUND.len())
-                    .map(|k| (turn + k) % ROUND.len())
-                    .find(|&i| left(&taken, ROUND[i]))
+            let next_in_round = (0..ROUND.len())
+                .map(|k| (turn + k) % ROUND.len())
+                .find(|&i| left(&taken, ROUND[i]));
+            let lane = match next_in_round {
+                _ if left(&taken, Lane::Immediate)
+                    && (run < IMMEDIATE_RUN || next_in_round.is_none()) =>
                 {
-                    Some(i) => {
-                        turn = (i + 1) % ROUND.len();
-                        ROUND[i]
-                    }
-                    None => break,
+                    run += 1;
+                    Lane::Immediate
                 }
+                Some(i) => {
+                    turn = (i + 1) % ROUND.len();
+                    run = 0;
+                    ROUND[i]
+                }
+                None => break,
             };
             out.push((lane, taken[lane.index()]));
             taken[lane.index()] += 1;
@@ -193,6 +207,37 @@ mod tests {
             }
         }
         assert!((routine + 1) * 8 >= seq, "{routine} of {seq}");
+    }
+
+    #[test]
+    fn a_flood_of_immediates_does_not_stop_the_other_lanes() {
+        let mut c = Cursor::default();
+        let (mut immediate, mut others, mut seq) = (0usize, 0usize, 0u64);
+        for batch in 1..40 {
+            for (lane, _) in c.schedule([1000, 1000, 1000, 1000], batch) {
+                if lane == Lane::Immediate {
+                    immediate += 1;
+                } else {
+                    others += 1;
+                }
+                c.sent(lane, seq);
+                seq += 1;
+            }
+        }
+        let total = immediate + others;
+        assert!(
+            (others + 1) * (IMMEDIATE_RUN + 1) >= total,
+            "{others} of {total}"
+        );
+        assert!(
+            immediate >= others * IMMEDIATE_RUN,
+            "{immediate} of {total}"
+        );
+        // Alone, the immediate lane takes every delivery.
+        assert_eq!(
+            lanes(&Cursor::default().schedule([40, 0, 0, 0], 40)),
+            [Lane::Immediate; 40]
+        );
     }
 
     #[test]
