@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
+use super::tests::gated;
 use super::*;
 use crate::storage::broker::{Acceptance, MailItem, Mailboxes, Sequencer};
-use crate::storage::sled::GatedFlush;
 
 fn ba() -> Country {
     "BA".parse().unwrap()
@@ -32,24 +32,6 @@ fn acceptance(id: EnvelopeId, name: &str) -> Acceptance {
         summary: v1::EnvelopeSummary::default(),
         grants: vec![],
     }
-}
-
-fn gated(
-    dir: &std::path::Path,
-) -> (
-    Arc<SledStore>,
-    Arc<GatedFlush>,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-) {
-    let mut flush = None;
-    let store = SledStore::open_with(dir, |db| {
-        let (f, rx) = GatedFlush::over(db);
-        flush = Some((f.clone(), rx));
-        f
-    })
-    .unwrap();
-    let (flush, rx) = flush.unwrap();
-    (Arc::new(store), flush, rx)
 }
 
 /// The headers of what is queued for BA, in queue order.

@@ -34,7 +34,9 @@ fn dir_event(version: u64) -> v1::AuditEvent {
     }
 }
 
-fn gated(
+/// A store whose flushes wait for the returned gate (shared with the
+/// batch tests).
+pub(super) fn gated(
     dir: &std::path::Path,
 ) -> (
     std::sync::Arc<SledStore>,
