@@ -357,7 +357,7 @@ async fn an_immediate_envelope_overtakes_a_routine_backlog() {
 
     // The delivery stream, as node HR opens it.
     let mut stream = exchange_as_node(&fed, "HR")
-        .receive(v1::ReceiveRequest {})
+        .receive(v1::ReceiveRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -415,7 +415,7 @@ async fn an_immediate_envelope_overtakes_a_backlog_being_delivered() {
     use casebridge::daemon::broker::service::DELIVERY_WINDOW;
     let mut fed = start(&["BA", "HR"]).await;
     fed.stop_node(cc("HR")).await.unwrap();
-    let window = usize::try_from(DELIVERY_WINDOW).unwrap();
+    let window = DELIVERY_WINDOW;
     let backlog = window + 8;
     for _ in 0..backlog {
         send(
@@ -439,7 +439,7 @@ async fn an_immediate_envelope_overtakes_a_backlog_being_delivered() {
 
     let mut hr = exchange_as_node(&fed, "HR");
     let mut stream = hr
-        .receive(v1::ReceiveRequest {})
+        .receive(v1::ReceiveRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -460,7 +460,179 @@ async fn an_immediate_envelope_overtakes_a_backlog_being_delivered() {
     .envelope_id;
     until("the alert queued", || queued(backlog + 1)).await;
     let (seq, env) = first.expect("a first delivery");
-    let summary = envelope::unverified_summary(&env).expect("header");
+    acknowledge_as_hr(&fed, &mut hr, seq, &env).await;
+    let (_, env) = next_envelope(&mut stream).await;
+    assert_eq!(
+        id_of(&env),
+        alert,
+        "the alert comes next, ahead of {} routine records",
+        backlog - window
+    );
+}
+
+/// Queues `n` routine records for HR (stopped) and waits until they are.
+async fn routine_backlog_for_hr(fed: &mut Fed, n: usize) -> Vec<String> {
+    fed.stop_node(cc("HR")).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = send(
+            fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await;
+        ids.push(r.envelope_id);
+    }
+    queued_for_hr(fed, n).await;
+    ids
+}
+
+/// Waits until `n` items are queued for HR.
+async fn queued_for_hr(fed: &Fed, n: usize) {
+    let store = fed.broker().expect("broker running").store.clone();
+    until("the records queued for HR", || {
+        let store = store.clone();
+        async move {
+            let len = store.pending(cc("HR"), None, usize::MAX).await.ok()?.len();
+            (len == n).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn send_alert_to_hr(fed: &Fed) -> String {
+    send(
+        fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        immediate_alert(),
+    )
+    .await
+    .envelope_id
+}
+
+/// Opens one of HR's delivery streams by hand.
+async fn hr_stream(
+    hr: &mut casebridge::daemon::rpc::exchange_client::ExchangeClient<tonic::transport::Channel>,
+    lanes: v1::DeliveryLanes,
+) -> tonic::Streaming<v1::Delivery> {
+    hr.receive(v1::ReceiveRequest {
+        lanes: lanes as i32,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// A node that holds an immediate stream gets an alert on it at once, while
+/// its main stream is stalled with a full window of routine deliveries it
+/// has not acknowledged; and the main stream never carries that alert too.
+#[tokio::test]
+async fn an_immediate_envelope_goes_on_its_own_stream_while_the_main_stream_is_stalled() {
+    use casebridge::daemon::broker::service::DELIVERY_WINDOW;
+    let mut fed = start(&["BA", "HR"]).await;
+    let backlog = DELIVERY_WINDOW + 8;
+    routine_backlog_for_hr(&mut fed, backlog).await;
+
+    let mut hr = exchange_as_node(&fed, "HR");
+    let mut main = hr_stream(&mut hr, v1::DeliveryLanes::All).await;
+    let mut firsts = Vec::new();
+    for _ in 0..DELIVERY_WINDOW {
+        firsts.push(next_envelope(&mut main).await);
+    }
+    // The main stream's window is full and nothing is acknowledged.
+    let mut alerts = hr_stream(&mut hr, v1::DeliveryLanes::Immediate).await;
+    let alert = send_alert_to_hr(&fed).await;
+    let (alert_seq, env) = next_envelope(&mut alerts).await;
+    assert_eq!(id_of(&env), alert, "the alert overtakes the stalled stream");
+
+    // The main stream goes on with routine records only: the alert is in
+    // flight on the immediate stream, never on both.
+    for (seq, env) in firsts {
+        acknowledge_as_hr(&fed, &mut hr, seq, &env).await;
+    }
+    for _ in 0..backlog - DELIVERY_WINDOW {
+        let (seq, env) = next_envelope(&mut main).await;
+        assert_ne!(seq, alert_seq);
+        assert_ne!(id_of(&env), alert);
+    }
+    acknowledge_as_hr(&fed, &mut hr, alert_seq, &env).await;
+    queued_for_hr(&fed, backlog - DELIVERY_WINDOW).await;
+}
+
+/// An alert held unacknowledged on an immediate stream that then ends comes
+/// again on the main stream, which carries the immediate lane again; while
+/// the immediate stream held it, the main stream did not send it.
+#[tokio::test]
+async fn a_node_whose_immediate_stream_ends_gets_its_immediates_on_the_main_stream() {
+    let mut fed = start(&["BA", "HR"]).await;
+    routine_backlog_for_hr(&mut fed, 0).await;
+    let mut hr = exchange_as_node(&fed, "HR");
+    let mut main = hr_stream(&mut hr, v1::DeliveryLanes::All).await;
+    let alert_id = {
+        let mut alerts = hr_stream(&mut hr, v1::DeliveryLanes::Immediate).await;
+        let alert = send_alert_to_hr(&fed).await;
+        let (_, env) = next_envelope(&mut alerts).await;
+        assert_eq!(id_of(&env), alert);
+        // Queued after the alert, and the first the main stream sends: the
+        // alert is the immediate stream's while it is open.
+        let routine = send(
+            &fed,
+            "BA/police",
+            &["HR/police"],
+            record("wanted_alert"),
+            police(),
+        )
+        .await
+        .envelope_id;
+        let (seq, env) = next_envelope(&mut main).await;
+        assert_eq!(id_of(&env), routine);
+        acknowledge_as_hr(&fed, &mut hr, seq, &env).await;
+        alert
+        // The immediate stream ends here, its alert unacknowledged.
+    };
+    let (seq, env) = next_envelope(&mut main).await;
+    assert_eq!(
+        id_of(&env),
+        alert_id,
+        "the main stream takes the alert back"
+    );
+    acknowledge_as_hr(&fed, &mut hr, seq, &env).await;
+    queued_for_hr(&fed, 0).await;
+}
+
+/// A whole federation whose nodes hold both streams files an alert and a
+/// routine record sent to a node that was away, each once, with receipts.
+#[tokio::test]
+async fn alerts_and_routine_records_queued_for_an_absent_node_are_each_filed_once() {
+    let mut fed = start(&["BA", "HR"]).await;
+    let routine = routine_backlog_for_hr(&mut fed, 3).await;
+    let alert = send_alert_to_hr(&fed).await;
+    queued_for_hr(&fed, 4).await;
+    fed.start_node(cc("HR")).await.unwrap();
+    for id in routine.iter().chain([&alert]) {
+        let status = settled(&fed, "BA/police", id).await;
+        assert_eq!(
+            status.recipient_status[0].state,
+            v1::DeliveryState::Delivered as i32
+        );
+    }
+    let entries = inbox(&fed, "HR/police").await;
+    assert_eq!(entries.len(), 4, "each record filed once");
+    queued_for_hr(&fed, 0).await;
+}
+
+/// Acknowledges a delivered envelope as HR's node would.
+async fn acknowledge_as_hr(
+    fed: &Fed,
+    hr: &mut casebridge::daemon::rpc::exchange_client::ExchangeClient<tonic::transport::Channel>,
+    seq: u64,
+    env: &v1::Envelope,
+) {
+    let summary = envelope::unverified_summary(env).expect("header");
     let body = v1::ReceiptBody {
         envelope_id: summary.envelope_id,
         recipient_node: "HR".into(),
@@ -470,25 +642,23 @@ async fn an_immediate_envelope_overtakes_a_backlog_being_delivered() {
         header_sha256: summary.header_sha256,
         ..Default::default()
     };
-    let receipt = envelope::sign_receipt(&body, &node_signing_key(&fed, "HR"));
+    let receipt = envelope::sign_receipt(&body, &node_signing_key(fed, "HR"));
     hr.acknowledge(v1::AcknowledgeRequest {
         seq,
         receipt: Some(receipt),
     })
     .await
     .unwrap();
-    let (_, env) = next_envelope(&mut stream).await;
-    let id = envelope::unverified_summary(&env)
+}
+
+/// The envelope id an envelope's header claims, as text.
+fn id_of(env: &v1::Envelope) -> String {
+    let id = envelope::unverified_summary(env)
         .expect("header")
         .envelope_id;
-    assert_eq!(
-        casebridge::protocol::ids::EnvelopeId::from_bytes(&id)
-            .unwrap()
-            .to_string(),
-        alert,
-        "the alert comes next, ahead of {} routine records",
-        backlog - window
-    );
+    casebridge::protocol::ids::EnvelopeId::from_bytes(&id)
+        .unwrap()
+        .to_string()
 }
 
 /// The next delivery on `stream`, an envelope.

@@ -8,6 +8,7 @@
 //! nothing else.
 
 pub mod audit_api;
+pub mod claims;
 pub mod log;
 mod receipts;
 mod refusal_report;
@@ -43,8 +44,11 @@ pub struct BrokerState {
     pub log: log::TransparencyLog,
     pub limits: Limits,
     pub clock: Clock,
-    /// Per node, the generation of its delivery stream in use.
-    deliveries: Mutex<HashMap<Country, tokio::sync::watch::Sender<u64>>>,
+    /// Per node and kind of stream (main, immediate), the generation of
+    /// its delivery stream in use.
+    deliveries: Mutex<HashMap<(Country, bool), tokio::sync::watch::Sender<u64>>>,
+    /// Which delivery stream of a node has which item in flight.
+    pub claims: Arc<claims::Claims>,
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
@@ -67,6 +71,7 @@ impl BrokerState {
             limits,
             clock,
             deliveries: Mutex::new(HashMap::new()),
+            claims: Arc::default(),
             stopping: tokio::sync::watch::channel(false).0,
         }
     }
@@ -149,13 +154,18 @@ impl BrokerState {
         self.stopping.subscribe()
     }
 
-    /// Makes a new delivery stream `node`'s only one: returns its generation
-    /// and a receiver that changes when a newer stream replaces it. A node
-    /// has one delivery stream at a time, so it cannot pile them up.
-    pub fn claim_delivery(&self, node: Country) -> (u64, tokio::sync::watch::Receiver<u64>) {
+    /// Makes a new delivery stream `node`'s only one of its kind (main, or
+    /// `immediate`): returns its generation and a receiver that changes when
+    /// a newer stream of that kind replaces it. A node has at most one
+    /// stream of each kind at a time, so it cannot pile them up.
+    pub fn claim_delivery(
+        &self,
+        node: Country,
+        immediate: bool,
+    ) -> (u64, tokio::sync::watch::Receiver<u64>) {
         let mut all = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
         let tx = all
-            .entry(node)
+            .entry((node, immediate))
             .or_insert_with(|| tokio::sync::watch::channel(0).0);
         let generation = tx.borrow().wrapping_add(1);
         tx.send_replace(generation);

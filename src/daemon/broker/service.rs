@@ -13,6 +13,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::BrokerState;
+use super::claims::{self, Claim};
 use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::bounds::{self, MAX_PURGE_IDS};
@@ -20,7 +21,7 @@ use crate::protocol::envelope;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
 use crate::protocol::policy::Onward;
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Acceptance, Accepted, Cursor, MailItem, StoreError, Wakeup};
+use crate::storage::broker::{Acceptance, Accepted, Cursor, Lane, MailItem, StoreError, Wakeup};
 
 pub struct ExchangeService {
     state: Arc<BrokerState>,
@@ -243,7 +244,13 @@ const DELIVERY_BATCH: usize = 16;
 /// HTTP/2 stream windows of megabytes, hundreds of envelopes. With it, an
 /// immediate envelope waits behind at most this many, while a node that
 /// processes deliveries concurrently still has this many to work on.
-pub const DELIVERY_WINDOW: u64 = 64;
+pub const DELIVERY_WINDOW: usize = 64;
+
+/// How many deliveries a node's immediate stream has in flight at most.
+/// Alerts are rare and small; a node that marks everything immediate gets
+/// no more than this many in hand on that stream, while its main stream
+/// goes on with the other lanes beside it.
+pub const IMMEDIATE_WINDOW: usize = 8;
 
 #[tonic::async_trait]
 impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
@@ -423,12 +430,28 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::ReceiveRequest>,
     ) -> Result<Response<Self::ReceiveStream>, Status> {
         let node = self.node(&req)?;
+        let immediate = match v1::DeliveryLanes::try_from(req.get_ref().lanes) {
+            Ok(v1::DeliveryLanes::All) => false,
+            Ok(v1::DeliveryLanes::Immediate) => true,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown delivery lanes {}",
+                    req.get_ref().lanes
+                )));
+            }
+        };
+        let window = if immediate {
+            IMMEDIATE_WINDOW
+        } else {
+            DELIVERY_WINDOW
+        };
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut stopping = state.stopping();
-        // One delivery stream per node: this one ends an older one, and a
-        // newer one ends this.
-        let (generation, mut current) = state.claim_delivery(node);
+        // One delivery stream of each kind per node: this one ends an older
+        // one of its kind, and a newer one ends this.
+        let (generation, mut current) = state.claim_delivery(node, immediate);
+        let mut claims = state.claims.open(node, immediate);
         tokio::spawn(async move {
             let replaced = || {
                 Status::aborted(format!(
@@ -442,22 +465,25 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     return;
                 }
             };
-            // Where this stream has got to in each lane: nothing is sent
-            // twice on it, and a newer stream starts again from the
+            // Where this stream has got to in each lane it carries: nothing
+            // is sent twice on it, and a newer stream starts again from the
             // oldest unacknowledged item of every lane.
-            let mut cursor = Cursor::default();
-            // Deliveries sent on this stream, and the node's
-            // acknowledgements counted from its start: the difference is
-            // what is in flight (acknowledgements of an older stream's
-            // deliveries only open the window a little wider).
-            let mut sent: u64 = 0;
-            let acked_at_open = wakeup.borrow().acked;
-            let in_flight =
-                |w: &Wakeup, sent: u64| sent.saturating_sub(w.acked.wrapping_sub(acked_at_open));
+            let mut cursor = if immediate {
+                Cursor::only(Lane::Immediate)
+            } else {
+                Cursor::default()
+            };
             loop {
-                // Marked seen before looking, so a submit that lands between
-                // the look and the wait is not missed.
+                // Marked seen before looking, so a submit, an
+                // acknowledgement or a released claim that lands between the
+                // look and the wait is not missed.
                 let seen = *wakeup.borrow_and_update();
+                claims.changes().borrow_and_update();
+                if !immediate {
+                    // The immediate lane is the immediate stream's while the
+                    // node holds one, and this stream's again once it ends.
+                    cursor.carry(Lane::Immediate, !claims.immediate_stream_open());
+                }
                 let items = match state
                     .store
                     .pending(node, Some(&cursor), DELIVERY_BATCH)
@@ -469,40 +495,28 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                         return;
                     }
                 };
-                if items.is_empty() {
-                    tokio::select! {
-                        woken = wakeup.changed() => {
-                            if woken.is_err() {
-                                let _ = tx.try_send(Err(Status::unavailable("broker store closed")));
-                                return;
-                            }
-                            continue;
-                        }
-                        _ = tx.closed() => return,
-                        _ = stopping.wait_for(|s| *s) => return,
-                        _ = current.wait_for(|g| *g != generation) => {
-                            let _ = tx.try_send(Err(replaced()));
-                            return;
-                        }
-                    }
-                }
                 // An immediate envelope queued while this batch goes out
-                // ends the batch: what is left of it is not sent (the
+                // ends the batch, on a stream that carries the immediate
+                // lane among others: what is left of it is not sent (the
                 // cursor moves only past what was), and the next look puts
                 // the immediate first. Anything else queued meanwhile waits
                 // for the next look, which follows every batch. The first
                 // item of a look goes once the window has room, so a
                 // stream makes progress however often immediates arrive.
-                let immediate_queued = |w: &Wakeup| w.immediate != seen.immediate;
+                let cuts = !immediate && cursor.carries(Lane::Immediate);
+                let immediate_queued = |w: &Wakeup| cuts && w.immediate != seen.immediate;
+                let was_empty = items.is_empty();
+                let (mut moved, mut blocked) = (false, false);
                 for (n, q) in items.into_iter().enumerate() {
                     let first = n == 0;
-                    let full = |w: &Wakeup| in_flight(w, sent) >= DELIVERY_WINDOW;
-                    if full(&wakeup.borrow()) {
+                    let full = |c: &claims::StreamClaims| c.held() >= window;
+                    while full(&claims) && !immediate_queued(&wakeup.borrow()) {
                         tokio::select! {
-                            woken = wakeup.wait_for(|w| !full(w) || immediate_queued(w)) => if woken.is_err() {
+                            woken = wakeup.changed() => if woken.is_err() {
                                 let _ = tx.try_send(Err(Status::unavailable("broker store closed")));
                                 return;
                             },
+                            _ = claims.changes().changed() => {}
                             _ = tx.closed() => return,
                             _ = stopping.wait_for(|s| *s) => return,
                             _ = current.wait_for(|g| *g != generation) => {
@@ -512,8 +526,25 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                         }
                     }
                     let now = *wakeup.borrow();
-                    if immediate_queued(&now) && (!first || full(&now)) {
+                    if immediate_queued(&now) && (!first || full(&claims)) {
                         break;
+                    }
+                    match claims.claim(q.seq) {
+                        Claim::Claimed => {}
+                        // Sent on this stream before its cursor went back
+                        // over this lane, and not yet acknowledged.
+                        Claim::Mine => {
+                            cursor.sent(q.lane, q.seq);
+                            moved = true;
+                            continue;
+                        }
+                        // In flight on another stream of the node: this
+                        // stream waits until that one is acknowledged or
+                        // its stream ends, and sends nothing past it.
+                        Claim::Taken => {
+                            blocked = true;
+                            break;
+                        }
                     }
                     let item = match q.item {
                         MailItem::Envelope(_, env) => v1::delivery::Item::Envelope(env),
@@ -525,18 +556,52 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     };
                     tokio::select! {
                         sent = tx.send(Ok(delivery)) => if sent.is_err() { return },
-                        _ = wakeup.wait_for(immediate_queued), if !first => break,
+                        _ = wakeup.wait_for(immediate_queued), if !first => {
+                            claims.unclaim(q.seq);
+                            break;
+                        }
                         _ = current.wait_for(|g| *g != generation) => {
                             let _ = tx.try_send(Err(replaced()));
                             return;
                         }
                     }
                     cursor.sent(q.lane, q.seq);
-                    sent += 1;
+                    moved = true;
+                }
+                if was_empty || (blocked && !moved) {
+                    // Nothing to send, or only what another stream holds:
+                    // wait for something to change rather than look again.
+                    // With nothing waiting, the immediate stream looks again
+                    // only for a new immediate envelope, not at every
+                    // routine record queued or acknowledged.
+                    let any_change = !immediate || blocked;
+                    let woken = async {
+                        if any_change {
+                            wakeup.changed().await
+                        } else {
+                            wakeup
+                                .wait_for(|w| w.immediate != seen.immediate)
+                                .await
+                                .map(drop)
+                        }
+                    };
+                    tokio::select! {
+                        woken = woken => if woken.is_err() {
+                            let _ = tx.try_send(Err(Status::unavailable("broker store closed")));
+                            return;
+                        },
+                        _ = claims.changes().changed(), if any_change => {}
+                        _ = tx.closed() => return,
+                        _ = stopping.wait_for(|s| *s) => return,
+                        _ = current.wait_for(|g| *g != generation) => {
+                            let _ = tx.try_send(Err(replaced()));
+                            return;
+                        }
+                    }
                 }
             }
         });
-        tracing::info!(%node, generation, "delivery stream opened");
+        tracing::info!(%node, generation, immediate, "delivery stream opened");
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -547,7 +612,18 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
-        super::receipts::acknowledge(&self.state, node, req.into_inner()).await
+        let seq = req.get_ref().seq;
+        let answer = super::receipts::acknowledge(&self.state, node, req.into_inner()).await;
+        // Answered, or answered before: no stream of the node has it in
+        // flight any more. A refused answer leaves the item where it was.
+        let settled = match &answer {
+            Ok(_) => true,
+            Err(s) => s.code() == tonic::Code::NotFound,
+        };
+        if settled {
+            self.state.claims.acknowledged(node, seq);
+        }
+        answer
     }
 
     async fn report_purge(

@@ -250,7 +250,19 @@ impl Node {
             .max_decoding_message_size(1 << 30)
             .max_encoding_message_size(1 << 30);
         let outbox = tokio::spawn(window::outbox_loop(self.state.clone(), client.clone()));
-        let receive = tokio::spawn(uplink::receive_loop(self.state.clone(), client.clone()));
+        let in_hand = Arc::new(uplink::InHand::default());
+        let receive = tokio::spawn(uplink::receive_loop(
+            self.state.clone(),
+            client.clone(),
+            uplink::Stream::Main,
+            in_hand.clone(),
+        ));
+        let receive_immediate = tokio::spawn(uplink::receive_loop(
+            self.state.clone(),
+            client.clone(),
+            uplink::Stream::Immediate,
+            in_hand,
+        ));
         let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
         let reporter = {
             let queue = self
@@ -342,6 +354,7 @@ impl Node {
         self.state.stopping.send_replace(true);
         let _ = outbox.await;
         let _ = receive.await;
+        let _ = receive_immediate.await;
         let _ = purge.await;
         let _ = reloader.await;
         let _ = witness.await;

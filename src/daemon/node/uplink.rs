@@ -197,34 +197,78 @@ async fn settle_accepted(
     }
 }
 
-/// Most deliveries handled at once: verified, opened, filed and
-/// acknowledged concurrently, so that their flushes and acknowledgements
-/// share group commits at the node and at the broker.
+/// Most deliveries handled at once on the main stream: verified, opened,
+/// filed and acknowledged concurrently, so that their flushes and
+/// acknowledgements share group commits at the node and at the broker.
 pub const DELIVERY_WINDOW: usize = 32;
 
-/// Keeps a delivery stream open, handling up to [`DELIVERY_WINDOW`]
-/// deliveries at once.
+/// Most deliveries handled at once on the immediate stream: slots of their
+/// own, so that an alert never waits for one of the main stream's to free.
+pub const IMMEDIATE_DELIVERY_WINDOW: usize = 8;
+
+/// Which of the node's two delivery streams a receive loop keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Every lane (the immediate one only while no immediate stream is open).
+    Main,
+    /// Immediate envelopes alone.
+    Immediate,
+}
+
+impl Stream {
+    fn lanes(self) -> v1::DeliveryLanes {
+        match self {
+            Stream::Main => v1::DeliveryLanes::All,
+            Stream::Immediate => v1::DeliveryLanes::Immediate,
+        }
+    }
+
+    fn window(self) -> usize {
+        match self {
+            Stream::Main => DELIVERY_WINDOW,
+            Stream::Immediate => IMMEDIATE_DELIVERY_WINDOW,
+        }
+    }
+}
+
+/// Keeps one delivery stream open, handling up to [`Stream::window`]
+/// deliveries at once. A node runs one loop per [`Stream`], sharing one
+/// [`InHand`].
 ///
 /// Deliveries that claim the same envelope id are handled one after the
-/// other, in the order they came, each seeing what the one before filed: a
+/// other, in the order they came on a stream, each seeing what the one
+/// before filed; across the two streams, one at a time ([`InHand`]). A
 /// broker that sends an envelope twice at once gets the same answer twice
 /// and nothing is filed twice. A delivery whose handling fails ends the
 /// stream once those in hand are done; the broker sends it again on the
 /// next.
-pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
+pub async fn receive_loop(
+    state: Arc<NodeState>,
+    mut client: Client,
+    kind: Stream,
+    in_hand: Arc<InHand>,
+) {
     let mut stopping = state.stopping();
     let mut backoff = BACKOFF_MIN;
+    let request = v1::ReceiveRequest {
+        lanes: kind.lanes() as i32,
+    };
     loop {
         let opened = tokio::select! {
-            r = client.receive(v1::ReceiveRequest {}) => r,
+            r = client.receive(request) => r,
             _ = stopping.wait_for(|s| *s) => return,
         };
+        // A broker that sends anything but immediate envelopes on the
+        // immediate stream does not know of it: it took the request for a
+        // second main stream, which replaces the first. This loop then
+        // hands everything back to the main stream for good.
+        let mut unsplit = false;
         match opened {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 let mut deliveries = Deliveries::default();
                 loop {
-                    let room = deliveries.tasks.len() < DELIVERY_WINDOW;
+                    let room = deliveries.tasks.len() < kind.window() && !unsplit;
                     let msg = tokio::select! {
                         Some(done) = deliveries.tasks.join_next_with_id(), if !deliveries.tasks.is_empty() => {
                             if deliveries.finished(done) {
@@ -234,16 +278,23 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                         }
                         m = stream.message(), if room => m,
                         _ = stopped(&mut stopping) => return deliveries.stop().await,
+                        else => break,
                     };
                     let d = match msg {
                         Ok(Some(d)) => d,
                         Ok(None) => break,
                         Err(status) => {
-                            tracing::warn!(%status, "delivery stream broke");
+                            tracing::warn!(%status, stream = ?kind, "delivery stream broke");
                             break;
                         }
                     };
                     backoff = BACKOFF_MIN;
+                    if kind == Stream::Immediate && !is_immediate(&d) {
+                        tracing::warn!(
+                            "the broker sends other lanes on the immediate delivery stream; every delivery goes on the main stream"
+                        );
+                        unsplit = true;
+                    }
                     let key = delivery_key(&d);
                     // One at a time per envelope id: wait for the one in hand
                     // (rare: a redelivery, or a broker that repeats itself).
@@ -261,7 +312,7 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                     if failed {
                         break;
                     }
-                    deliveries.start(&state, &client, key, d);
+                    deliveries.start(&state, &client, &in_hand, key, d);
                 }
                 // Those in hand finish before the stream is opened again,
                 // which sends again whatever they did not acknowledge.
@@ -275,13 +326,78 @@ pub async fn receive_loop(state: Arc<NodeState>, mut client: Client) {
                     }
                 }
             }
-            Err(status) => tracing::debug!(%status, "cannot open the delivery stream"),
+            Err(status) => {
+                tracing::debug!(%status, stream = ?kind, "cannot open the delivery stream")
+            }
+        }
+        if unsplit {
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
         backoff = next_backoff(backoff);
+    }
+}
+
+/// Whether a delivery is an envelope whose (unverified) header says it is
+/// immediate: what the immediate stream carries.
+fn is_immediate(d: &v1::Delivery) -> bool {
+    use prost::Message as _;
+    match &d.item {
+        Some(v1::delivery::Item::Envelope(env)) => {
+            v1::EnvelopeHeader::decode(env.header.as_slice()).is_ok_and(|h| {
+                h.labels
+                    .is_some_and(|l| l.priority == v1::Priority::Immediate as i32)
+            })
+        }
+        _ => false,
+    }
+}
+
+/// The envelope ids in hand on any of the node's delivery streams: a
+/// delivery takes its id here before it is handled, so the two streams
+/// never handle one id at once. The broker never sends one item on both,
+/// but filing exactly once does not rest on the broker.
+#[derive(Default)]
+pub struct InHand {
+    ids: std::sync::Mutex<HashMap<EnvelopeId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl InHand {
+    async fn hold(self: &Arc<Self>, id: EnvelopeId) -> Held {
+        let turn = self
+            .ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        Held {
+            guard: Some(turn.lock_owned().await),
+            in_hand: self.clone(),
+            id,
+        }
+    }
+}
+
+/// One envelope id in hand; the next delivery of that id waits for it.
+struct Held {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    in_hand: Arc<InHand>,
+    id: EnvelopeId,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut ids = self.in_hand.ids.lock().unwrap_or_else(|p| p.into_inner());
+        self.guard = None;
+        // Forgotten once nobody holds or waits for it, so the map holds
+        // only what is in hand.
+        if ids.get(&self.id).is_some_and(|t| Arc::strong_count(t) == 1) {
+            ids.remove(&self.id);
+        }
     }
 }
 
@@ -310,13 +426,18 @@ impl Deliveries {
         &mut self,
         state: &Arc<NodeState>,
         client: &Client,
+        in_hand: &Arc<InHand>,
         key: Option<EnvelopeId>,
         d: v1::Delivery,
     ) {
-        let (state, mut client) = (state.clone(), client.clone());
-        let task = self
-            .tasks
-            .spawn(async move { handle_delivery(&state, &mut client, d).await });
+        let (state, mut client, in_hand) = (state.clone(), client.clone(), in_hand.clone());
+        let task = self.tasks.spawn(async move {
+            let _held = match key {
+                Some(k) => Some(in_hand.hold(k).await),
+                None => None,
+            };
+            handle_delivery(&state, &mut client, d).await
+        });
         if let Some(k) = key {
             self.by_task.insert(task.id(), k);
             self.busy.insert(k);

@@ -23,7 +23,10 @@
 //!   without the node's own traffic growing.
 //!
 //! [`Cursor`] is where one delivery stream has got to: per lane, the last
-//! seq it sent, and where it is in the round. Nothing is delivered twice on
+//! seq it sent, and where it is in the round. A cursor may leave lanes out
+//! (a node's immediate stream carries only the immediate lane, and its main
+//! stream leaves that lane to it while it is open); a lane left out is read
+//! by no look and takes no turn. Nothing is delivered twice on
 //! one stream (each lane is read only past its cursor), and nothing is
 //! skipped (an item reaches a lane only with a seq above every seq already
 //! shown in that lane, because only durable items are shown and sequence
@@ -92,12 +95,39 @@ pub struct Cursor {
     turn: usize,
     /// Immediate envelopes sent since the last turn of the round.
     immediate_run: usize,
+    /// Per lane, whether this stream leaves it out.
+    left_out: [bool; 4],
 }
 
 impl Cursor {
+    /// A cursor that carries `lane` alone.
+    pub fn only(lane: Lane) -> Cursor {
+        let mut c = Cursor::default();
+        for l in Lane::ALL {
+            c.left_out[l.index()] = l != lane;
+        }
+        c
+    }
+
     /// The last seq sent from `lane`; a backend reads the lane past it.
     pub fn after(&self, lane: Lane) -> Option<u64> {
         self.after[lane.index()]
+    }
+
+    /// Whether this stream carries `lane`; a backend reads no other lane.
+    pub fn carries(&self, lane: Lane) -> bool {
+        !self.left_out[lane.index()]
+    }
+
+    /// Leaves `lane` out of this stream from now on, or takes it back. A
+    /// lane taken back is read again from its oldest item: what another
+    /// stream had of it and did not get acknowledged is this stream's to
+    /// send now.
+    pub fn carry(&mut self, lane: Lane, carry: bool) {
+        if carry && self.left_out[lane.index()] {
+            self.after[lane.index()] = None;
+        }
+        self.left_out[lane.index()] = !carry;
     }
 
     /// Records that the item `seq` of `lane` was sent. Items must be
@@ -122,7 +152,12 @@ impl Cursor {
     /// lane past this cursor (`waiting[lane.number()]` items, oldest
     /// first). Returns (lane, position in that lane's waiting items), as
     /// [`Cursor::sent`] is to be told them. Does not move the cursor.
-    pub fn schedule(&self, waiting: [usize; 4], limit: usize) -> Vec<(Lane, usize)> {
+    pub fn schedule(&self, mut waiting: [usize; 4], limit: usize) -> Vec<(Lane, usize)> {
+        for l in Lane::ALL {
+            if !self.carries(l) {
+                waiting[l.index()] = 0;
+            }
+        }
         let mut taken = [0usize; 4];
         let mut turn = self.turn;
         let mut run = self.immediate_run;
@@ -238,6 +273,31 @@ mod tests {
             lanes(&Cursor::default().schedule([40, 0, 0, 0], 40)),
             [Lane::Immediate; 40]
         );
+    }
+
+    #[test]
+    fn a_lane_left_out_is_never_scheduled_and_is_read_again_when_taken_back() {
+        use Lane::*;
+        let only = Cursor::only(Immediate);
+        assert!(only.carries(Immediate) && !only.carries(Routine));
+        assert_eq!(lanes(&only.schedule([2, 5, 5, 5], 10)), [Immediate; 2]);
+        assert!(only.schedule([0, 5, 5, 5], 10).is_empty());
+
+        let mut main = Cursor::default();
+        main.sent(Immediate, 3);
+        main.carry(Immediate, false);
+        assert_eq!(
+            lanes(&main.schedule([4, 0, 0, 2], 10)),
+            [Routine, Routine],
+            "the other lanes go on without the immediate one"
+        );
+        main.carry(Immediate, true);
+        assert_eq!(main.after(Immediate), None, "read again from its oldest");
+        assert_eq!(lanes(&main.schedule([1, 0, 0, 0], 10)), [Immediate]);
+        // Taking back a lane it carries already loses nothing.
+        main.sent(Immediate, 7);
+        main.carry(Immediate, true);
+        assert_eq!(main.after(Immediate), Some(7));
     }
 
     #[test]

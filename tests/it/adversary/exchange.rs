@@ -184,7 +184,7 @@ async fn a_node_reports_purges_only_of_records_delivered_to_it() {
 /// would (the node itself is stopped).
 async fn first_queued(fed: &Fed, node: &str) -> (u64, v1::Envelope) {
     let mut stream = exchange_as_node(fed, node)
-        .receive(v1::ReceiveRequest {})
+        .receive(v1::ReceiveRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -347,7 +347,7 @@ async fn a_revoked_node_is_refused_on_every_exchange_call() {
         .await
         .map(drop),
     );
-    revoked(rs.receive(v1::ReceiveRequest {}).await.map(drop));
+    revoked(rs.receive(v1::ReceiveRequest::default()).await.map(drop));
     revoked(
         rs.submit(v1::SubmitRequest {
             envelope: Some(env.clone()),

@@ -115,7 +115,10 @@ async fn every_exchange_method(fed: &Fed, who: &Who, m: &ExchangeMenu) -> Vec<Ou
             })
             .await),
         ),
-        ("Receive", ok(c.receive(v1::ReceiveRequest {}).await)),
+        (
+            "Receive",
+            ok(c.receive(v1::ReceiveRequest::default()).await),
+        ),
         (
             "Acknowledge",
             ok(c.acknowledge(v1::AcknowledgeRequest {

@@ -578,12 +578,12 @@ async fn a_new_delivery_stream_replaces_the_old_one() {
     // BA's node is down; a hostile holder of its certificate opens streams.
     fed.stop_node(cc("BA")).await.unwrap();
     let mut old = exchange_as_node(&fed, "BA")
-        .receive(v1::ReceiveRequest {})
+        .receive(v1::ReceiveRequest::default())
         .await
         .unwrap()
         .into_inner();
     let mut new = exchange_as_node(&fed, "BA")
-        .receive(v1::ReceiveRequest {})
+        .receive(v1::ReceiveRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -627,6 +627,61 @@ async fn a_new_delivery_stream_replaces_the_old_one() {
     drop(new);
     fed.start_node(cc("BA")).await.unwrap();
     settled(&fed, "HR/police", &sent.envelope_id).await;
+}
+
+/// A node holds at most one delivery stream of each kind: a new immediate
+/// stream ends the older immediate one and leaves the main stream alone;
+/// a kind of stream the broker does not know is refused.
+#[tokio::test]
+async fn a_new_immediate_stream_replaces_only_the_old_immediate_one() {
+    let mut fed = start(&["HR", "BA"]).await;
+    fed.stop_node(cc("BA")).await.unwrap();
+    let mut ba = exchange_as_node(&fed, "BA");
+    let immediate = v1::ReceiveRequest {
+        lanes: v1::DeliveryLanes::Immediate as i32,
+    };
+    let mut main = ba
+        .receive(v1::ReceiveRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut old = ba.receive(immediate).await.unwrap().into_inner();
+    let _new = ba.receive(immediate).await.unwrap().into_inner();
+    let bound = Duration::from_secs(30);
+    let ended = tokio::time::timeout(bound, old.message())
+        .await
+        .expect("the old immediate stream ends");
+    assert_eq!(ended.expect_err("ends with a status").code(), Code::Aborted);
+    // The main stream is still the node's: it delivers what comes next.
+    let sent = send(
+        &fed,
+        "HR/police",
+        &["BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    let delivery = tokio::time::timeout(bound, main.message())
+        .await
+        .expect("the main stream delivers")
+        .unwrap()
+        .unwrap();
+    let Some(v1::delivery::Item::Envelope(env)) = delivery.item else {
+        panic!("expected an envelope")
+    };
+    let h = v1::EnvelopeHeader::decode(env.header.as_slice()).unwrap();
+    assert_eq!(
+        casebridge::protocol::ids::EnvelopeId::from_bytes(&h.envelope_id)
+            .unwrap()
+            .to_string(),
+        sent.envelope_id
+    );
+    let unknown = ba
+        .receive(v1::ReceiveRequest { lanes: 99 })
+        .await
+        .map(drop)
+        .expect_err("an unknown kind of stream is refused");
+    assert_eq!(unknown.code(), Code::InvalidArgument);
 }
 
 /// The SETTINGS_MAX_CONCURRENT_STREAMS a server advertises to a client

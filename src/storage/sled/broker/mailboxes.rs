@@ -111,7 +111,7 @@ impl Trees {
         // Only the small entries of each lane are read here; payloads only
         // for what the schedule takes.
         let mut waiting: [Vec<(u64, sled::IVec)>; 4] = Default::default();
-        for lane in Lane::ALL {
+        for lane in Lane::ALL.into_iter().filter(|&l| cursor.carries(l)) {
             let from = cursor.after(lane).map_or(0, |a| a.saturating_add(1));
             if from > last {
                 continue;

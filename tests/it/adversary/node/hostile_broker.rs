@@ -335,9 +335,16 @@ impl casebridge::daemon::rpc::exchange_server::Exchange for Service {
         req: Request<v1::ReceiveRequest>,
     ) -> Result<Response<Self::ReceiveStream>, Status> {
         let cc = self.node(&req)?;
+        let (tx, rx) = mpsc::channel(16);
+        if req.get_ref().lanes() == v1::DeliveryLanes::Immediate {
+            // Everything scripted goes on the main stream; the node's
+            // immediate stream stays open and quiet, as the real broker's
+            // does when nothing immediate is queued.
+            tokio::spawn(async move { tx.closed().await });
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
         self.record(|c| c.streams_opened.push(cc));
         let shared = self.shared.clone();
-        let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut after = 0u64;
             loop {
