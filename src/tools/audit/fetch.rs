@@ -149,11 +149,10 @@ impl Leaves {
     /// How many entries the next request asks for: about `target_bytes` of
     /// leaves at the average size seen so far.
     fn page_len(&self) -> u64 {
-        let average = if self.entries == 0 {
-            FIRST_GUESS_LEAF_BYTES
-        } else {
-            (self.bytes / self.entries).max(1)
-        };
+        let average = self
+            .bytes
+            .checked_div(self.entries)
+            .map_or(FIRST_GUESS_LEAF_BYTES, |a| a.max(1));
         (self.target_bytes / average).clamp(1, PAGE_LEAVES)
     }
 
@@ -177,7 +176,14 @@ impl Leaves {
         if self.in_flight.is_empty() {
             self.asked = self.asked.max(from);
         }
-        while self.in_flight.len() < PAGES_IN_FLIGHT && self.asked < self.size {
+        // Until a page has shown the size of the leaves, one request at a
+        // time: ranges sized on a wrong guess would each end short.
+        let window = if self.entries == 0 {
+            1
+        } else {
+            PAGES_IN_FLIGHT
+        };
+        while self.in_flight.len() < window && self.asked < self.size {
             let start = self.asked;
             let end = start.saturating_add(self.page_len()).min(self.size);
             self.in_flight.push_back((start, self.request(start, end)));

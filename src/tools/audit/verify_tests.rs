@@ -486,9 +486,12 @@ async fn verify_refuses_pages_that_lie() {
     fake.log().lie = Lie::Skip(20);
     let e = verify_small_pages_err(&profile).await;
     assert_eq!(e.first_bad_index, Some(20), "{e}");
+    // Whether entry 21 comes in its place or the page is empty depends on
+    // where the pages start; either way nothing is taken past 19.
+    let text = e.to_string();
     assert!(
-        e.to_string()
-            .contains("asked for entry 20, the broker served entry 21"),
+        text.contains("asked for entry 20, the broker served entry 21")
+            || text.contains("the broker serves no entry 20"),
         "{e}"
     );
 
