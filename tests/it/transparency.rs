@@ -246,12 +246,30 @@ async fn auditors_get_entries_and_proofs_that_verify() {
         .get_entries(v1::GetEntriesRequest {
             start: 0,
             end: size,
+            leaves_only: false,
         })
         .await
         .unwrap()
         .into_inner()
         .entries;
     assert_eq!(entries.len() as u64, size);
+    // Leaves alone: the same bytes at the same indexes, without the
+    // broker's decoding.
+    let bare = a
+        .get_entries(v1::GetEntriesRequest {
+            start: 0,
+            end: size,
+            leaves_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(bare.len(), entries.len());
+    for (b, e) in bare.iter().zip(&entries) {
+        assert_eq!((b.index, &b.leaf), (e.index, &e.leaf));
+        assert!(b.event.is_none() && e.event.is_some());
+    }
     let leaves: Vec<merkle::Hash> = entries.iter().map(|e| merkle::leaf_hash(&e.leaf)).collect();
     let cp_bytes = a
         .get_checkpoint(v1::GetCheckpointRequest { from_size: 0 })
@@ -352,7 +370,11 @@ async fn only_auditors_read_the_log() {
     let fed = start(&["BA"]).await;
     let cfg = &fed.node_configs[&cc("BA")];
     let err = audit_as(&fed, &cfg.tls.cert, &cfg.tls.key)
-        .get_entries(v1::GetEntriesRequest { start: 0, end: 10 })
+        .get_entries(v1::GetEntriesRequest {
+            start: 0,
+            end: 10,
+            leaves_only: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);

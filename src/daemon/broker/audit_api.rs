@@ -20,7 +20,7 @@ use super::service::{checkpoint_response, inclusion_proof};
 use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::audit::{
-    PAGE_BYTES, PAGE_ENTRIES, QUERY_MAX_ENTRIES, QUERY_TIME_LIMIT, attributed,
+    PAGE_BYTES, PAGE_ENTRIES, PAGE_LEAVES, QUERY_MAX_ENTRIES, QUERY_TIME_LIMIT, attributed,
 };
 use crate::protocol::ids::{EnvelopeId, Role};
 use crate::protocol::leaf::MAX_LEAF_BYTES;
@@ -77,6 +77,26 @@ fn log_entry(index: u64, leaf: Vec<u8>) -> v1::LogEntry {
     v1::LogEntry { index, leaf, event }
 }
 
+/// How a page serves each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// The leaf with the broker's decoding of it.
+    WithEvents,
+    /// The leaf alone, as stored: no decoding, no encoding of an event.
+    LeavesOnly,
+}
+
+/// Where a page asked for by `r` ends in a log of `len` entries, by count
+/// (the byte bound is [`page`]'s), and how it serves its entries.
+fn page_bounds(r: &v1::GetEntriesRequest, len: u64) -> (u64, Serve) {
+    let (most, serve) = if r.leaves_only {
+        (PAGE_LEAVES, Serve::LeavesOnly)
+    } else {
+        (PAGE_ENTRIES, Serve::WithEvents)
+    };
+    (r.end.min(len).min(r.start.saturating_add(most)), serve)
+}
+
 /// The entries of `[start, end)` that fit one page: all of them, or those
 /// before the one that would take the page past [`PAGE_BYTES`] (at least
 /// one).
@@ -84,6 +104,7 @@ async fn page<S: Sequencer + ?Sized>(
     store: &S,
     start: u64,
     end: u64,
+    serve: Serve,
 ) -> Result<Vec<v1::LogEntry>, StoreError> {
     let mut entries = Vec::new();
     let mut bytes = 0usize;
@@ -91,7 +112,14 @@ async fn page<S: Sequencer + ?Sized>(
     while next < end {
         let chunk_end = next.saturating_add(SCAN_CHUNK).min(end);
         for (index, leaf) in (next..).zip(store.leaves(next, chunk_end).await?) {
-            let entry = log_entry(index, leaf);
+            let entry = match serve {
+                Serve::WithEvents => log_entry(index, leaf),
+                Serve::LeavesOnly => v1::LogEntry {
+                    index,
+                    leaf,
+                    event: None,
+                },
+            };
             let size = entry.encoded_len() + ENTRY_FRAMING;
             if !entries.is_empty() && bytes + size > PAGE_BYTES {
                 return Ok(entries);
@@ -323,7 +351,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
         self.auditor(&req)?;
         let r = req.get_ref();
         let len = self.state.store.audit_len().await.map_err(broker_storage)?;
-        let end = r.end.min(len).min(r.start.saturating_add(PAGE_ENTRIES));
+        let (end, serve) = page_bounds(r, len);
         if r.start > end {
             return Err(Status::out_of_range(format!(
                 "start {} is beyond the log ({len} entries)",
@@ -331,7 +359,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             )));
         }
         Ok(Response::new(v1::GetEntriesResponse {
-            entries: page(self.state.store.as_ref(), r.start, end)
+            entries: page(self.state.store.as_ref(), r.start, end, serve)
                 .await
                 .map_err(broker_storage)?,
         }))
@@ -519,16 +547,57 @@ mod tests {
     #[tokio::test]
     async fn pages_and_scans_stop_at_the_byte_cap() {
         let (_dir, store) = store_of(80, MAX_LEAF_BYTES).await;
-        let entries = page(&store, 0, 80).await.unwrap();
+        let entries = page(&store, 0, 80, Serve::WithEvents).await.unwrap();
         let bytes: usize = entries.iter().map(|e| e.encoded_len()).sum();
         assert!(entries.len() < 80 && !entries.is_empty());
         assert!(bytes <= PAGE_BYTES);
+        // Leaves alone: twice as many fit, each served exactly as stored.
+        let leaves = page(&store, 0, 80, Serve::LeavesOnly).await.unwrap();
+        let bytes: usize = leaves.iter().map(|e| e.encoded_len()).sum();
+        assert!(leaves.len() < 80 && leaves.len() > entries.len());
+        assert!(bytes <= PAGE_BYTES);
+        let stored = store.leaves(0, leaves.len() as u64).await.unwrap();
+        for (i, (e, leaf)) in leaves.iter().zip(&stored).enumerate() {
+            assert_eq!(e.index, i as u64);
+            assert_eq!(&e.leaf, leaf);
+            assert!(e.event.is_none());
+        }
         let found = scan(&store, &v1::QueryRequest::default(), &later())
             .await
             .unwrap();
         assert_eq!(found.entries.len(), entries.len());
         assert_eq!(found.next, entries.len() as u64);
         assert!(found.cut.unwrap().contains("bytes of entries"));
+    }
+
+    #[test]
+    fn a_page_never_holds_more_entries_than_its_kind_allows() {
+        let ask = |start, end, leaves_only| {
+            page_bounds(
+                &v1::GetEntriesRequest {
+                    start,
+                    end,
+                    leaves_only,
+                },
+                u64::MAX,
+            )
+        };
+        assert_eq!(
+            ask(5, u64::MAX, false),
+            (5 + PAGE_ENTRIES, Serve::WithEvents)
+        );
+        assert_eq!(ask(5, u64::MAX, true), (5 + PAGE_LEAVES, Serve::LeavesOnly));
+        assert_eq!(ask(5, 9, true).0, 9);
+        assert_eq!(ask(u64::MAX - 1, u64::MAX, true).0, u64::MAX);
+        let short = page_bounds(
+            &v1::GetEntriesRequest {
+                start: 0,
+                end: 100,
+                leaves_only: true,
+            },
+            40,
+        );
+        assert_eq!(short.0, 40);
     }
 
     #[test]

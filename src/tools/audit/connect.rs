@@ -55,6 +55,9 @@ pub struct Auditor {
     pub directory: Directory,
     pub trust: LogTrust,
     pub api: crate::daemon::rpc::audit_client::AuditClient<Channel>,
+    /// The bytes of leaves `verify` asks for per page; the broker bounds a
+    /// page anyway, so this only trades requests against memory.
+    pub page_bytes: u64,
 }
 
 impl Auditor {
@@ -87,6 +90,7 @@ impl Auditor {
             directory: dir,
             trust,
             api,
+            page_bytes: fetch::PAGE_TARGET_BYTES,
         })
     }
 
@@ -135,7 +139,11 @@ impl Auditor {
         Ok(grpc(
             "GetEntries",
             self.api
-                .get_entries(v1::GetEntriesRequest { start, end })
+                .get_entries(v1::GetEntriesRequest {
+                    start,
+                    end,
+                    leaves_only: false,
+                })
                 .await,
         )?
         .entries)

@@ -31,11 +31,6 @@ use anyhow::Context as _;
 
 use crate::protocol::proto::v1;
 
-/// Entries asked for per `GetEntries` call (the API's maximum). The broker
-/// may answer with fewer (it also bounds a page by bytes); the next call
-/// starts after the last entry received.
-pub const PAGE: u64 = crate::protocol::audit::PAGE_ENTRIES;
-
 /// The saved checkpoint in an auditor's state directory (signed note bytes).
 pub const LAST_CHECKPOINT_FILE: &str = "last-checkpoint";
 /// The saved leaf hashes, 32 bytes per entry in index order, append-only.
@@ -50,6 +45,7 @@ const MAX_MESSAGE: usize = 128 << 20;
 const _: () = assert!(MAX_MESSAGE >= crate::protocol::audit::MAX_RESPONSE_BYTES);
 
 mod connect;
+mod fetch;
 mod prove;
 mod query;
 mod report;
@@ -63,6 +59,7 @@ mod trust;
 mod verify;
 
 pub use connect::*;
+use fetch::Leaves;
 pub use prove::*;
 pub use query::*;
 pub use report::*;

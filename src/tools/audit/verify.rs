@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use prost::Message as _;
 
 use crate::protocol::merkle::{self, Hash, MemoryTree};
 use crate::protocol::proto::v1;
@@ -173,8 +172,9 @@ pub fn event_summary(event: &v1::AuditEvent) -> String {
 /// What the entries fetched so far showed.
 struct Fetched {
     hashes: Vec<Hash>,
-    /// Every index below the checkpoint size was served.
-    complete: bool,
+    /// The root of `hashes`, if every index below the checkpoint size was
+    /// served.
+    root: Option<Hash>,
 }
 
 /// Verifies the whole log as `auditor` sees it and, on success, saves the
@@ -263,7 +263,8 @@ where
     .await?;
 
     // 4. The root.
-    let root_ok = fetched.complete && merkle::root_from_leaves(&fetched.hashes) == root;
+    let complete = fetched.root.is_some();
+    let root_ok = fetched.root == Some(root);
     if !root_ok {
         let served = {
             let mut t = MemoryTree::new();
@@ -279,11 +280,7 @@ where
             Some(m) if saved_prefix_matches && m <= served.size() => m,
             _ => 0,
         };
-        let bad = if fetched.complete {
-            size
-        } else {
-            served.size() + 1
-        };
+        let bad = if complete { size } else { served.size() + 1 };
         let f = search_first_bad(auditor, &served, size, &root, good, bad)
             .await
             .context(
@@ -340,6 +337,10 @@ pub(super) fn check_proof_checkpoint(
     }
 }
 
+/// Fetches every entry `0..size` in index order ([`Leaves`]) and checks
+/// each as it comes: its index, its leaf against the saved hash, its leaf
+/// as an event (and against the broker's decoding if it sent one). The
+/// root of the leaf hashes is computed as they come ([`merkle::Frontier`]).
 async fn fetch_all<F>(
     auditor: &mut Auditor,
     size: u64,
@@ -353,26 +354,38 @@ where
 {
     // The size is the broker's claim: reserve for it only up to a bound.
     let mut hashes: Vec<Hash> = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+    let mut frontier = merkle::Frontier::default();
     let mut progress = Progress::new("fetching the audit log", size);
     let mut first_saved_mismatch = false;
     let mut first_malformed = false;
+    let mut pages = Leaves::new(auditor.api.clone(), size, auditor.page_bytes);
     let mut next = 0u64;
-    while next < size {
-        let end = next.saturating_add(PAGE).min(size);
-        let page = auditor.entries(next, end).await?;
-        if page.is_empty() {
+    let mut complete = true;
+    'pages: while next < size {
+        let page = pages.next(next).await?;
+        if page.oversized() {
+            findings.push(Finding::at(
+                next,
+                format!(
+                    "asked for {} entries from {next}, the broker answered with {}",
+                    page.end - page.start,
+                    page.served
+                ),
+            ));
+            complete = false;
+            break;
+        }
+        if page.entries.is_empty() {
             findings.push(Finding::at(
                 next,
                 format!(
                     "the broker serves no entry {next} although its checkpoint has size {size}"
                 ),
             ));
+            complete = false;
             break;
         }
-        for entry in page {
-            if next >= end {
-                break;
-            }
+        for entry in page.entries {
             if entry.index != next {
                 findings.push(Finding::at(
                     next,
@@ -381,26 +394,18 @@ where
                         entry.index
                     ),
                 ));
-                progress.finish();
-                return Ok(Fetched {
-                    hashes,
-                    complete: false,
-                });
+                complete = false;
+                break 'pages;
             }
-            let hash = merkle::leaf_hash(&entry.leaf);
-            let event = match v1::AuditEvent::decode(entry.leaf.as_slice()) {
-                Ok(ev) => {
-                    if entry.event.as_ref().is_some_and(|served| *served != ev) && !first_malformed
-                    {
-                        first_malformed = true;
-                        findings.push(Finding::at(
-                            next,
-                            "the event served beside the leaf is not the event the leaf holds"
-                                .to_string(),
-                        ));
-                    }
-                    ev
-                }
+            if entry.event_differs && !first_malformed {
+                first_malformed = true;
+                findings.push(Finding::at(
+                    next,
+                    "the event served beside the leaf is not the event the leaf holds".to_string(),
+                ));
+            }
+            let event = match entry.event {
+                Ok(ev) => ev,
                 Err(e) => {
                     if !first_malformed {
                         first_malformed = true;
@@ -412,6 +417,7 @@ where
                     v1::AuditEvent::default()
                 }
             };
+            let hash = entry.hash;
             if next < saved_size && !first_saved_mismatch {
                 let before = saved_hashes[next as usize];
                 if before != hash {
@@ -429,14 +435,16 @@ where
                 }
             }
             visit(next, &event);
+            frontier.push(hash);
             hashes.push(hash);
             next += 1;
         }
         progress.tick(next);
     }
     progress.finish();
+    let complete = complete && next == size;
     Ok(Fetched {
-        complete: next == size,
+        root: complete.then(|| frontier.root()),
         hashes,
     })
 }

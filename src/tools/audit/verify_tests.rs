@@ -1,3 +1,5 @@
+use prost::Message as _;
+
 use super::*;
 use crate::daemon::tls::Identity;
 use crate::protocol::ids::{Country, EnvelopeId};
@@ -20,6 +22,28 @@ struct FakeLog {
     served: Vec<Vec<u8>>,
     /// Break HR's cosignature.
     forge_cosignature: bool,
+    /// How GetEntries lies about the served leaves.
+    lie: Lie,
+    /// Every GetEntries request asked for leaves only.
+    leaves_only: bool,
+}
+
+/// What a lying broker does to the pages it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lie {
+    #[default]
+    None,
+    /// Leaves out the entry with this index.
+    Skip(u64),
+    /// Serves the entries with this index and the next in the wrong order.
+    Reorder(u64),
+    /// Serves the leaf of the next entry under this index, and this one's
+    /// under the next.
+    Swap(u64),
+    /// Adds one entry more than asked for to every page from this index.
+    Extra(u64),
+    /// Serves beside this entry's leaf an event the leaf does not hold.
+    OtherEvent(u64),
 }
 
 fn fake_leaf(i: u64, tag: &str) -> Vec<u8> {
@@ -100,19 +124,67 @@ impl crate::daemon::rpc::audit_server::Audit for FakeBroker {
         req: tonic::Request<v1::GetEntriesRequest>,
     ) -> Result<tonic::Response<v1::GetEntriesResponse>, tonic::Status> {
         let r = req.into_inner();
-        let log = self.log();
+        let mut log = self.log();
+        log.leaves_only &= r.leaves_only;
         // Short pages, to exercise paging.
         let end = r.end.min(log.served.len() as u64).min(r.start + 7);
-        let entries = (r.start..end)
-            .map(|i| {
-                let leaf = log.served[i as usize].clone();
-                v1::LogEntry {
-                    index: i,
-                    event: v1::AuditEvent::decode(leaf.as_slice()).ok(),
-                    leaf,
+        let lie = log.lie;
+        let entry = |i: u64| {
+            let from = match lie {
+                Lie::Swap(j) if i == j => j + 1,
+                Lie::Swap(j) if i == j + 1 => j,
+                _ => i,
+            };
+            let leaf = log.served[from as usize].clone();
+            v1::LogEntry {
+                index: i,
+                event: if r.leaves_only {
+                    None
+                } else {
+                    v1::AuditEvent::decode(leaf.as_slice()).ok()
+                },
+                leaf,
+            }
+        };
+        let mut entries: Vec<v1::LogEntry> = (r.start..end).map(entry).collect();
+        let at = |entries: &[v1::LogEntry], i: u64| entries.iter().position(|e| e.index == i);
+        match lie {
+            Lie::None => {}
+            Lie::Skip(i) => entries.retain(|e| e.index != i),
+            Lie::Reorder(i) => match (at(&entries, i), at(&entries, i + 1)) {
+                (Some(a), Some(b)) => entries.swap(a, b),
+                // The next entry first, even across pages; no more entries
+                // than the page held.
+                (Some(a), None) if ((i + 1) as usize) < log.served.len() => {
+                    let n = entries.len();
+                    entries.insert(a, entry(i + 1));
+                    entries.truncate(n);
                 }
-            })
-            .collect();
+                _ => {}
+            },
+            Lie::Swap(_) => {}
+            Lie::Extra(i) => {
+                if r.start >= i {
+                    // One more than the whole range asked for.
+                    entries = (r.start..=r.end)
+                        .map(|j| match log.served.get(j as usize) {
+                            Some(_) => entry(j),
+                            None => v1::LogEntry {
+                                index: j,
+                                leaf: fake_leaf(j, "extra"),
+                                event: None,
+                            },
+                        })
+                        .collect();
+                }
+            }
+            Lie::OtherEvent(i) => {
+                if let Some(a) = at(&entries, i) {
+                    entries[a].event =
+                        v1::AuditEvent::decode(fake_leaf(i, "other").as_slice()).ok();
+                }
+            }
+        }
         Ok(tonic::Response::new(v1::GetEntriesResponse { entries }))
     }
 
@@ -196,6 +268,8 @@ async fn fake_federation(dir: &Path) -> (PathBuf, FakeBroker) {
         leaves: vec![],
         served: vec![],
         forge_cosignature: false,
+        lie: Lie::None,
+        leaves_only: true,
     })));
     let identity = Identity::load(
         &fed_dir.join("broker/broker.crt"),
@@ -219,6 +293,7 @@ fn set_log(fake: &FakeBroker, n: u64, tag: &str) {
     let mut log = fake.log();
     log.leaves = (0..n).map(|i| fake_leaf(i, tag)).collect();
     log.served = log.leaves.clone();
+    log.lie = Lie::None;
 }
 
 async fn verify_err(profile: &Path) -> Inconsistent {
@@ -354,4 +429,130 @@ async fn verify_names_the_first_bad_index_against_a_broker() {
     report(&profile, None, &out).await.expect("report");
     let html = std::fs::read_to_string(&out).expect("html");
     assert!(html.contains("Verified: all 60 entries"));
+}
+
+/// An auditor of `profile` that asks for pages of about two leaves, so
+/// that several pages are in flight at once and most end short.
+fn small_pages(profile: &Path) -> Auditor {
+    let mut a = Auditor::connect(profile, None).expect("connect");
+    a.page_bytes = 150;
+    a
+}
+
+async fn verify_small_pages_err(profile: &Path) -> Inconsistent {
+    let mut a = small_pages(profile);
+    let err = verify_log(&mut a, |_, _| {}).await.expect_err("must fail");
+    eprintln!("error: {err:#}");
+    err.downcast_ref::<Inconsistent>()
+        .unwrap_or_else(|| panic!("not an inconsistency: {err:#}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn verify_takes_pages_in_flight_in_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (profile, fake) = fake_federation(tmp.path()).await;
+    set_log(&fake, 61, "a");
+    let mut a = small_pages(&profile);
+    let mut seen = Vec::new();
+    let r = verify_log(&mut a, |i, ev| seen.push((i, ev.at_ms)))
+        .await
+        .expect("verify");
+    assert_eq!(r.size(), 61);
+    let want: Vec<(u64, i64)> = (0..61).map(|i| (i, 1_700_000_000_000 + i as i64)).collect();
+    assert_eq!(seen, want, "every entry visited once, in index order");
+    assert!(fake.log().leaves_only, "verify asks for leaves only");
+    let saved = StateDir::new(tmp.path().join("fed/auditors/auditor/state"))
+        .load("casebridge.test/audit-log")
+        .expect("load")
+        .expect("saved");
+    let want: Vec<Hash> = fake
+        .log()
+        .leaves
+        .iter()
+        .map(|l| merkle::leaf_hash(l))
+        .collect();
+    assert_eq!(saved.leaf_hashes, want);
+}
+
+#[tokio::test]
+async fn verify_refuses_pages_that_lie() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (profile, fake) = fake_federation(tmp.path()).await;
+    let state = StateDir::new(tmp.path().join("fed/auditors/auditor/state"));
+
+    // An entry left out: the next one comes in its place.
+    set_log(&fake, 61, "a");
+    fake.log().lie = Lie::Skip(20);
+    let e = verify_small_pages_err(&profile).await;
+    assert_eq!(e.first_bad_index, Some(20), "{e}");
+    // Whether entry 21 comes in its place or the page is empty depends on
+    // where the pages start; either way nothing is taken past 19.
+    let text = e.to_string();
+    assert!(
+        text.contains("asked for entry 20, the broker served entry 21")
+            || text.contains("the broker serves no entry 20"),
+        "{e}"
+    );
+
+    // Two entries in the wrong order.
+    set_log(&fake, 61, "a");
+    fake.log().lie = Lie::Reorder(33);
+    let e = verify_small_pages_err(&profile).await;
+    assert_eq!(e.first_bad_index, Some(33), "{e}");
+    assert!(
+        e.to_string()
+            .contains("asked for entry 33, the broker served entry 34"),
+        "{e}"
+    );
+
+    // Two leaves swapped under the right indexes: the root differs, and the
+    // search names the first.
+    set_log(&fake, 61, "a");
+    fake.log().lie = Lie::Swap(45);
+    let e = verify_small_pages_err(&profile).await;
+    assert_eq!(e.first_bad_index, Some(45), "{e}");
+    assert!(e.to_string().contains("checkpoint commits to leaf"), "{e}");
+
+    // Pages larger than asked for, from index 25 on: refused where the
+    // first such page starts, with nothing of it taken.
+    set_log(&fake, 61, "a");
+    fake.log().lie = Lie::Extra(25);
+    let e = verify_small_pages_err(&profile).await;
+    let at = e.first_bad_index.expect("an index");
+    assert!((25..32).contains(&at), "{e}");
+    assert!(e.to_string().contains("the broker answered with"), "{e}");
+
+    // An event served beside a leaf that does not hold it (a broker that
+    // sends events although asked for leaves only).
+    set_log(&fake, 61, "a");
+    fake.log().lie = Lie::OtherEvent(17);
+    let e = verify_small_pages_err(&profile).await;
+    assert_eq!(e.first_bad_index, Some(17), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the event served beside the leaf is not the event the leaf holds"),
+        "{e}"
+    );
+
+    // A leaf the log committed to that is not an event.
+    set_log(&fake, 61, "a");
+    {
+        let mut log = fake.log();
+        log.leaves[9] = vec![0xff, 0xff, 0xff];
+        log.served = log.leaves.clone();
+    }
+    let e = verify_small_pages_err(&profile).await;
+    assert_eq!(e.first_bad_index, Some(9), "{e}");
+    assert!(
+        e.to_string().contains("not a casebridge.v1.AuditEvent"),
+        "{e}"
+    );
+    assert!(
+        state
+            .load("casebridge.test/audit-log")
+            .expect("load")
+            .is_none(),
+        "nothing is saved from a log that failed"
+    );
 }

@@ -329,8 +329,12 @@ async fn every_audit_method(fed: &Fed, who: &Who) -> Vec<Outcome> {
         ),
         (
             "GetEntries",
-            ok(c.get_entries(v1::GetEntriesRequest { start: 0, end: 10 })
-                .await),
+            ok(c.get_entries(v1::GetEntriesRequest {
+                start: 0,
+                end: 10,
+                leaves_only: false,
+            })
+            .await),
         ),
         (
             "ProveInclusion",

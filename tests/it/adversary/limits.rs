@@ -487,7 +487,11 @@ async fn a_log_of_maximal_leaves_is_read_by_every_auditor_command() {
     // GetEntries pages by bytes: a page stops short and fits the client.
     checkpoint_now(&fed).await;
     let page = auditor(&fed)
-        .get_entries(v1::GetEntriesRequest { start: 0, end: len })
+        .get_entries(v1::GetEntriesRequest {
+            start: 0,
+            end: len,
+            leaves_only: false,
+        })
         .await
         .unwrap()
         .into_inner();
