@@ -1,6 +1,7 @@
 //! How load is driven and observed: a closed loop of workers, each sending
-//! its next request when the previous one is answered, and watchers of
-//! agencies' inboxes that note when each record arrived.
+//! its next request when the previous one is answered; an open loop that
+//! starts requests on a fixed schedule whatever the answers do; and watchers
+//! of agencies' inboxes that note when each record arrived.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,6 +64,54 @@ where
     let mut latencies = Vec::with_capacity(count);
     while let Some(done) = workers.join_next().await {
         latencies.extend(done.context("a load worker panicked")??);
+    }
+    Ok(Run {
+        elapsed: start.elapsed(),
+        latencies,
+    })
+}
+
+/// Starts operation `i` at `i / rate` seconds after the start, whether or
+/// not earlier ones have been answered, so that a slow answer cannot hold
+/// back the load (a closed loop would slow down with the server and hide
+/// its queueing). Each latency is counted from the operation's scheduled
+/// start, not from when it could be started. At most `max_in_flight` run at
+/// once: beyond that the schedule slips, and the latencies show it.
+pub async fn open_loop<F, Fut>(
+    rate: f64,
+    count: usize,
+    max_in_flight: usize,
+    op: F,
+) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0,
+        "an open loop needs a positive rate"
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let start = Instant::now();
+    let mut running = JoinSet::new();
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .context("the open loop's slots were closed")?;
+        let op = op.clone();
+        running.spawn(async move {
+            let _slot = slot;
+            op(i).await?;
+            anyhow::Ok(due.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(done) = running.join_next().await {
+        latencies.push(done.context("a load task panicked")??);
     }
     Ok(Run {
         elapsed: start.elapsed(),

@@ -65,6 +65,14 @@ pub struct BenchArgs {
     /// Concurrency of the end-to-end loop.
     #[arg(long, default_value_t = 16)]
     pub e2e_concurrency: usize,
+    /// Agency Sends started at a fixed rate (an open loop) for the
+    /// send-ack latency at a stated load.
+    #[arg(long, default_value_t = 500)]
+    pub paced_count: usize,
+    /// The rate of those Sends, per second (default: half the end-to-end
+    /// rate measured just before, in the same run).
+    #[arg(long)]
+    pub paced_rate: Option<f64>,
     /// Pre-sealed envelopes submitted directly per concurrency.
     #[arg(long, default_value_t = 1000)]
     pub submit_count: usize,
@@ -125,6 +133,7 @@ impl BenchArgs {
         self.send_count = 8;
         self.e2e_count = 8;
         self.e2e_concurrency = self.e2e_concurrency.min(4);
+        self.paced_count = 8;
         self.submit_count = 16;
         self.backlog = 16;
         self.alerts = 2;
@@ -398,6 +407,23 @@ async fn measure(
         cpu_per(&cpu0[2], &cpu1[2], n),
         "µs",
     );
+
+    // Latency at a stated load: a closed loop measures it at saturation,
+    // where it is whatever the queue makes it.
+    let paced = args.paced_rate.unwrap_or(e2e.run.rate() / 2.0);
+    if paced > 0.0 && args.paced_count > 0 {
+        progress(&format!("Agency Send paced at {paced:.0}/s"));
+        let run = workloads::paced_send(fed, &parties, paced, args.paced_count).await?;
+        report.add("send.paced.offered", "Send paced, offered", paced, "per s");
+        report.add(
+            "send.paced.rate",
+            "Send paced, achieved",
+            run.rate(),
+            "per s",
+        );
+        add_latency(&mut report, "send.paced", "send-ack paced", &run.latencies);
+        settle(&parties, &mut client).await?;
+    }
 
     let mut submitted = Vec::new();
     let mut broker_cpu = Duration::ZERO;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tonic::transport::Channel;
 
-use super::drive::{InboxWatch, Run, closed_loop};
+use super::drive::{InboxWatch, Run, closed_loop, open_loop};
 use super::federation::BenchFederation;
 use super::procstat;
 use crate::daemon::config::{self, NodeConfig};
@@ -162,6 +162,35 @@ pub async fn agency_send(
     })
     .await
 }
+
+/// Agency Sends started at a fixed rate (an open loop), each returning when
+/// the node answered: send-ack latency at a stated load.
+pub async fn paced_send(
+    fed: &BenchFederation,
+    p: &Parties,
+    rate: f64,
+    count: usize,
+) -> anyhow::Result<Run> {
+    let client = fed.client(&p.sender)?;
+    let to = vec![p.target.clone()];
+    let record = Arc::new(p.record.clone());
+    open_loop(rate, count, PACED_IN_FLIGHT, move |_| {
+        let mut c = client.clone();
+        let to = to.clone();
+        let record = record.clone();
+        async move {
+            send(&mut c, &to, &record, v1::Priority::Routine)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
+}
+
+/// Sends of the paced loop in flight at most: far above what a rate the
+/// node keeps up with needs, and a bound on the bench's own memory when it
+/// does not.
+const PACED_IN_FLIGHT: usize = 1024;
 
 /// End to end: per record, the time from Send to the recipient's inbox and
 /// to the recipient's signed receipt visible in the sender's Status.
