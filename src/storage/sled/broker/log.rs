@@ -3,6 +3,7 @@
 //! cosignatures in trees of their own.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::Ordering;
 
 use prost::Message as _;
@@ -26,8 +27,117 @@ fn node_key(n: merkle::NodeId) -> Vec<u8> {
     k
 }
 
+/// The lowest level of the Merkle tree kept in memory ([`UpperNodes`]).
+/// A tree of `n` leaves has about `2n / 2^level` nodes at and above it:
+/// 32 bytes per node makes a quarter of a byte per entry (2.5 MB at ten
+/// million entries), while a proof then reads at most this many nodes
+/// from disk.
+pub(super) const CACHED_FROM_LEVEL: u8 = 8;
+
+/// The integrated tree's nodes at and above one level, in memory: a proof
+/// reads its upper part here and only the nodes below from sled, where
+/// each read is a point lookup into a page that is seldom cached.
+///
+/// Filled at open from `merkle_nodes` up to the integrated size, then by
+/// each integration batch with the nodes it wrote, level by level in index
+/// order, so each level is a dense prefix. Nodes are immutable once
+/// computed, and readers ask only for nodes within the integrated size
+/// (which the proofs' size checks guarantee), so a node held here before
+/// the integrated size covers it is never read early; after a crash the
+/// cache is rebuilt from what the integrated size covers.
+pub(super) struct UpperNodes {
+    from_level: u8,
+    /// `levels[k]` holds the nodes of level `from_level + k`, from index 0.
+    levels: RwLock<Vec<Vec<merkle::Hash>>>,
+}
+
+impl UpperNodes {
+    /// Loads the nodes at and above `from_level` that `integrated` entries
+    /// complete.
+    pub(super) fn load(
+        nodes: &sled::Tree,
+        from_level: u8,
+        integrated: u64,
+    ) -> Result<UpperNodes, StoreError> {
+        let mut levels = Vec::new();
+        for level in from_level..64 {
+            let count = integrated >> level;
+            if count == 0 {
+                break;
+            }
+            let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+            let start = node_key(merkle::NodeId::new(level, 0));
+            let end = node_key(merkle::NodeId::new(level, count));
+            for (index, kv) in (0..).zip(nodes.range(start..end)) {
+                let (k, v) = kv?;
+                let node = merkle::NodeId::new(level, index);
+                if k.as_ref() != node_key(node).as_slice() {
+                    return Err(corrupt("merkle_nodes", format!("node {node} is missing")));
+                }
+                hashes.push(v.as_ref().try_into().map_err(|_| {
+                    corrupt("merkle_nodes", format!("node {node} is not 32 bytes"))
+                })?);
+            }
+            if (hashes.len() as u64) < count {
+                let node = merkle::NodeId::new(level, hashes.len() as u64);
+                return Err(corrupt("merkle_nodes", format!("node {node} is missing")));
+            }
+            levels.push(hashes);
+        }
+        Ok(UpperNodes {
+            from_level,
+            levels: RwLock::new(levels),
+        })
+    }
+
+    /// Adds the nodes of one integration batch that extend their level;
+    /// those already held (a batch computed again) and those of a lower
+    /// level are left out.
+    fn extend(&self, computed: &HashMap<merkle::NodeId, merkle::Hash>) {
+        let mut upper: Vec<(merkle::NodeId, merkle::Hash)> = computed
+            .iter()
+            .filter(|(node, _)| node.level >= self.from_level)
+            .map(|(node, hash)| (*node, *hash))
+            .collect();
+        if upper.is_empty() {
+            return;
+        }
+        upper.sort_unstable_by_key(|(node, _)| *node);
+        let mut levels = self.levels.write().unwrap_or_else(|p| p.into_inner());
+        for (node, hash) in upper {
+            let k = usize::from(node.level - self.from_level);
+            while levels.len() <= k {
+                levels.push(Vec::new());
+            }
+            let level = &mut levels[k];
+            // Pushed only where it keeps the level dense; a gap cannot
+            // arise from integration in order, and a node left out is
+            // read from sled instead.
+            if node.index == level.len() as u64 {
+                level.push(hash);
+            }
+        }
+    }
+
+    fn get(&self, node: merkle::NodeId) -> Option<merkle::Hash> {
+        let k = usize::from(node.level.checked_sub(self.from_level)?);
+        let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
+        levels
+            .get(k)?
+            .get(usize::try_from(node.index).ok()?)
+            .copied()
+    }
+
+    /// How many nodes are held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        let levels = self.levels.read().unwrap_or_else(|p| p.into_inner());
+        levels.iter().map(Vec::len).sum()
+    }
+}
+
 /// Reads committed Merkle nodes.
-struct StoredNodes<'a>(&'a sled::Tree);
+pub(super) struct StoredNodes<'a>(pub(super) &'a sled::Tree);
 
 impl merkle::HashReader for StoredNodes<'_> {
     type Error = StoreError;
@@ -46,7 +156,7 @@ impl merkle::HashReader for StoredNodes<'_> {
 /// left sibling is nearly always in the batch, so the stored tree is read
 /// only at the batch's left edge.
 struct BatchNodes<'a> {
-    stored: StoredNodes<'a>,
+    stored: CachedNodes<'a>,
     computed: HashMap<merkle::NodeId, merkle::Hash>,
 }
 
@@ -55,6 +165,33 @@ impl merkle::HashReader for BatchNodes<'_> {
     fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, StoreError> {
         match self.computed.get(&node) {
             Some(h) => Ok(*h),
+            None => self.stored.read_node(node),
+        }
+    }
+}
+
+/// Reads integrated Merkle nodes: the upper levels from memory, the rest
+/// from sled. Gives exactly what [`StoredNodes`] gives for every node
+/// within the integrated size.
+pub(super) struct CachedNodes<'a> {
+    upper: &'a UpperNodes,
+    stored: StoredNodes<'a>,
+}
+
+impl<'a> CachedNodes<'a> {
+    pub(super) fn of(trees: &'a Trees) -> CachedNodes<'a> {
+        CachedNodes {
+            upper: &trees.upper,
+            stored: StoredNodes(&trees.nodes),
+        }
+    }
+}
+
+impl merkle::HashReader for CachedNodes<'_> {
+    type Error = StoreError;
+    fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, StoreError> {
+        match self.upper.get(node) {
+            Some(h) => Ok(h),
             None => self.stored.read_node(node),
         }
     }
@@ -85,7 +222,7 @@ impl Trees {
             }
             let to = target.min(from.saturating_add(batch.max(1)));
             let mut nodes = BatchNodes {
-                stored: StoredNodes(&self.nodes),
+                stored: CachedNodes::of(self),
                 computed: HashMap::new(),
             };
             let mut next = from;
@@ -116,6 +253,9 @@ impl Trees {
                     format!("entry {next} is missing; it cannot be integrated"),
                 ));
             }
+            // Before the integrated size moves: nothing reads these nodes
+            // until it does.
+            self.upper.extend(&nodes.computed);
             self.meta.insert(META_INTEGRATED, &be(to))?;
         }
     }
@@ -142,20 +282,18 @@ impl Sequencer for SledStore {
         &self,
         events: Vec<v1::AuditEvent>,
     ) -> Result<std::ops::Range<u64>, StoreError> {
-        let n = events.len() as u64;
-        self.transact(move |t| {
-            let mut first = None;
-            for event in &events {
-                let i = t.sequence(event)?;
-                first.get_or_insert(i);
-            }
-            Ok(first)
-        })
-        .await
-        .map(|first| match first {
-            Some(first) => first..first + n,
-            None => 0..0,
-        })
+        if events.is_empty() {
+            return Ok(0..0);
+        }
+        // Encoded (and capped) before the transaction: none or all, and
+        // nothing is encoded twice if sled runs the closure again.
+        let leaves = events
+            .iter()
+            .map(crate::protocol::leaf::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = leaves.len() as u64;
+        let first = self.transact(move |t| t.sequence_leaves(&leaves)).await?;
+        Ok(first..first + n)
     }
 
     async fn audit_len(&self) -> Result<u64, StoreError> {
@@ -227,7 +365,7 @@ impl Integrator for SledStore {
 
     async fn root(&self, size: u64) -> Result<merkle::Hash, StoreError> {
         self.integrated(size)?;
-        self.run(move |t| merkle::tree_root(&StoredNodes(&t.nodes), size))
+        self.run(move |t| merkle::tree_root(&CachedNodes::of(t), size))
             .await
     }
 
@@ -238,8 +376,7 @@ impl Integrator for SledStore {
     ) -> Result<Vec<merkle::Hash>, StoreError> {
         self.integrated(size)?;
         self.run(move |t| {
-            merkle::inclusion_proof(&StoredNodes(&t.nodes), index, size)
-                .map_err(|e| prove_error(&e))
+            merkle::inclusion_proof(&CachedNodes::of(t), index, size).map_err(|e| prove_error(&e))
         })
         .await
     }
@@ -251,7 +388,7 @@ impl Integrator for SledStore {
     ) -> Result<Vec<merkle::Hash>, StoreError> {
         self.integrated(size2)?;
         self.run(move |t| {
-            merkle::consistency_proof(&StoredNodes(&t.nodes), size1, size2)
+            merkle::consistency_proof(&CachedNodes::of(t), size1, size2)
                 .map_err(|e| prove_error(&e))
         })
         .await

@@ -77,6 +77,8 @@ struct Trees {
     nodes: sled::Tree,
     checkpoints: sled::Tree,
     cosignatures: sled::Tree,
+    /// The upper levels of the integrated tree, in memory.
+    upper: log::UpperNodes,
     /// Held while integrating: one integration at a time.
     integrating: Mutex<()>,
 }
@@ -102,7 +104,20 @@ impl SledStore {
 
     /// Opens the store with a page cache of at most `cache_mib` MiB.
     pub fn open_with_cache(dir: &std::path::Path, cache_mib: u64) -> Result<SledStore, StoreError> {
-        SledStore::open_inner(dir, cache_mib, |db| Arc::new(db))
+        SledStore::open_inner(dir, cache_mib, log::CACHED_FROM_LEVEL, |db| Arc::new(db))
+    }
+
+    /// Opens the store keeping the Merkle tree in memory from `level` up,
+    /// for tests that exercise the cached and the stored reads on small
+    /// trees.
+    #[cfg(test)]
+    pub(crate) fn open_caching_from(
+        dir: &std::path::Path,
+        level: u8,
+    ) -> Result<SledStore, StoreError> {
+        SledStore::open_inner(dir, crate::storage::sled::DEFAULT_CACHE_MIB, level, |db| {
+            Arc::new(db)
+        })
     }
 
     /// Opens the store with `flush` in place of sled's own flush (it is
@@ -111,12 +126,18 @@ impl SledStore {
         dir: &std::path::Path,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledStore, StoreError> {
-        SledStore::open_inner(dir, crate::storage::sled::DEFAULT_CACHE_MIB, flush)
+        SledStore::open_inner(
+            dir,
+            crate::storage::sled::DEFAULT_CACHE_MIB,
+            log::CACHED_FROM_LEVEL,
+            flush,
+        )
     }
 
     fn open_inner(
         dir: &std::path::Path,
         cache_mib: u64,
+        cached_from: u8,
         flush: impl FnOnce(sled::Db) -> Arc<dyn Flush>,
     ) -> Result<SledStore, StoreError> {
         let db = crate::storage::sled::open_db_with_cache(dir, cache_mib)?;
@@ -143,6 +164,12 @@ impl SledStore {
                 None => 0,
             }),
         };
+        let nodes = db.open_tree("merkle_nodes")?;
+        let upper = log::UpperNodes::load(
+            &nodes,
+            cached_from,
+            durable.integrated.load(Ordering::SeqCst),
+        )?;
         let trees = Trees {
             audit: db.open_tree("audit")?,
             meta,
@@ -153,9 +180,10 @@ impl SledStore {
             accepted: db.open_tree("accepted")?,
             grants: db.open_tree("grants")?,
             delivered: db.open_tree("delivered")?,
-            nodes: db.open_tree("merkle_nodes")?,
+            nodes,
             checkpoints,
             cosignatures: db.open_tree("cosignatures")?,
+            upper,
             integrating: Mutex::new(()),
             db: db.clone(),
         };
@@ -342,6 +370,22 @@ impl Txn<'_> {
         let i = self.next(META_AUDIT_NEXT)?;
         self.audit.insert(&be(i), leaf)?;
         Ok(i)
+    }
+
+    /// Sequences leaves already encoded (and capped) under consecutive
+    /// indexes, reading and writing the counter once; returns the first.
+    fn sequence_leaves(&self, leaves: &[Vec<u8>]) -> TxResult<u64> {
+        let first = self
+            .meta
+            .get(META_AUDIT_NEXT)?
+            .and_then(|v| read_be(&v))
+            .unwrap_or(0);
+        for (i, leaf) in (first..).zip(leaves) {
+            self.audit.insert(&be(i), leaf.as_slice())?;
+        }
+        self.meta
+            .insert(META_AUDIT_NEXT, &be(first + leaves.len() as u64))?;
+        Ok(first)
     }
 
     /// Queues `item` for `node` in `lane`, under the next seq.

@@ -454,3 +454,71 @@ async fn a_delivery_wakes_its_node_once_on_disk() {
     assert_eq!(store.pending(ba, None, 10).await.unwrap().len(), 1);
     assert!(!rs_wakeup.has_changed().unwrap(), "only the recipient");
 }
+
+/// Every root, inclusion and consistency proof of a store that keeps the
+/// upper levels in memory, as the store serves it, equals the proof read
+/// node by node from `merkle_nodes` and the proof of `MemoryTree`, at
+/// every size and index of a tree of a few hundred entries: before a
+/// crash, after a crash that left nodes beyond the integrated size, and
+/// after integrating past it again.
+#[tokio::test]
+async fn cached_upper_levels_give_the_proofs_of_the_stored_nodes() {
+    async fn check(store: &SledStore, leaves: &[Vec<u8>]) {
+        let size = store.integrated_size().await.unwrap();
+        let mut tree = merkle::MemoryTree::new();
+        for l in &leaves[..size as usize] {
+            tree.append(merkle::leaf_hash(l));
+        }
+        let plain = log::StoredNodes(&store.trees.nodes);
+        // Every size up to 70, then a spread, and the whole tree.
+        for n in (1..=size).filter(|n| *n <= 70 || n % 11 == 0 || *n == size) {
+            assert_eq!(store.root(n).await.unwrap(), tree.root(n).unwrap(), "{n}");
+            for i in (0..n).step_by(if n > 64 { 7 } else { 1 }) {
+                let fast = store.inclusion_proof(i, n).await.unwrap();
+                assert_eq!(fast, merkle::inclusion_proof(&plain, i, n).unwrap());
+                assert_eq!(fast, merkle::inclusion_proof(&tree, i, n).unwrap());
+            }
+            for m in (1..=n).step_by(if n > 64 { 5 } else { 1 }) {
+                let fast = store.consistency_proof(m, n).await.unwrap();
+                assert_eq!(fast, merkle::consistency_proof(&plain, m, n).unwrap());
+                assert_eq!(fast, merkle::consistency_proof(&tree, m, n).unwrap());
+            }
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let leaves: Vec<Vec<u8>> = (0..300)
+        .map(|n| crate::protocol::leaf::encode(&refusal(n)).unwrap())
+        .collect();
+    {
+        let store = SledStore::open_caching_from(dir.path(), 2).unwrap();
+        store
+            .append_all((0..150).map(refusal).collect())
+            .await
+            .unwrap();
+        assert_eq!(store.integrate().await.unwrap(), 150);
+        assert!(store.trees.upper.len() > 0, "the upper levels are held");
+        check(&store, &leaves).await;
+        // A crash during a later integration: its nodes were written, the
+        // integrated size was not.
+        store.trees.meta.insert(META_INTEGRATED, &be(61)).unwrap();
+        store.db().flush().unwrap();
+    }
+    let store = SledStore::open_caching_from(dir.path(), 2).unwrap();
+    assert_eq!(store.integrated_size().await.unwrap(), 61);
+    check(&store, &leaves).await;
+    store
+        .append_all((150..300).map(refusal).collect())
+        .await
+        .unwrap();
+    // In uneven batches, so that the cache grows from several of them.
+    assert_eq!(store.trees.integrate(173, 9).unwrap(), 173);
+    assert_eq!(store.integrate().await.unwrap(), 300);
+    check(&store, &leaves).await;
+    drop(store);
+    // Nothing in memory, and everything in memory, give the same.
+    for level in [0, 63] {
+        let store = SledStore::open_caching_from(dir.path(), level).unwrap();
+        check(&store, &leaves).await;
+    }
+}
