@@ -4,6 +4,7 @@
 //! audit log through the Audit API.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,30 @@ pub async fn echo(
     .await
 }
 
+/// One operation of a load loop.
+type Op = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// One routine Agency Send from the sender to the target per call, returning
+/// when the node answered.
+fn routine_send(
+    fed: &BenchFederation,
+    p: &Parties,
+) -> anyhow::Result<impl Fn(usize) -> Op + Clone + Send + 'static> {
+    let client = fed.client(&p.sender)?;
+    let to = Arc::new(vec![p.target.clone()]);
+    let record = Arc::new(p.record.clone());
+    Ok(move |_| {
+        let mut c = client.clone();
+        let to = to.clone();
+        let record = record.clone();
+        Box::pin(async move {
+            send(&mut c, &to, &record, v1::Priority::Routine)
+                .await
+                .map(|_| ())
+        }) as Op
+    })
+}
+
 /// Closed loop of Agency Sends, each returning when the node answered.
 pub async fn agency_send(
     fed: &BenchFederation,
@@ -147,20 +172,7 @@ pub async fn agency_send(
     concurrency: usize,
     count: usize,
 ) -> anyhow::Result<Run> {
-    let client = fed.client(&p.sender)?;
-    let to = vec![p.target.clone()];
-    let record = Arc::new(p.record.clone());
-    closed_loop(concurrency, count, move |_| {
-        let mut c = client.clone();
-        let to = to.clone();
-        let record = record.clone();
-        async move {
-            send(&mut c, &to, &record, v1::Priority::Routine)
-                .await
-                .map(|_| ())
-        }
-    })
-    .await
+    closed_loop(concurrency, count, routine_send(fed, p)?).await
 }
 
 /// Agency Sends started at a fixed rate (an open loop), each returning when
@@ -171,20 +183,7 @@ pub async fn paced_send(
     rate: f64,
     count: usize,
 ) -> anyhow::Result<Run> {
-    let client = fed.client(&p.sender)?;
-    let to = vec![p.target.clone()];
-    let record = Arc::new(p.record.clone());
-    open_loop(rate, count, PACED_IN_FLIGHT, move |_| {
-        let mut c = client.clone();
-        let to = to.clone();
-        let record = record.clone();
-        async move {
-            send(&mut c, &to, &record, v1::Priority::Routine)
-                .await
-                .map(|_| ())
-        }
-    })
-    .await
+    open_loop(rate, count, PACED_IN_FLIGHT, routine_send(fed, p)?).await
 }
 
 /// Sends of the paced loop in flight at most: far above what a rate the
