@@ -2,7 +2,7 @@
 //! versions in force in [`in_force`]), their backend-neutral errors, and
 //! what every backend shares: private data directories and files, group
 //! commit, and stopping for good when a flush fails. The backends live one
-//! folder each ([`sled`]).
+//! folder each ([`sled`], and for the broker [`postgres`]).
 //!
 //! sled makes writes durable only on `flush`. Every commit path applies its
 //! changes, then waits on [`GroupCommit::commit`]; writers that arrive while a
@@ -18,6 +18,7 @@ pub mod broker;
 pub mod files;
 pub mod in_force;
 pub mod node;
+pub mod postgres;
 pub mod sled;
 
 use std::future::Future;

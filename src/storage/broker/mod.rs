@@ -21,6 +21,8 @@
 //! durable leaves. Errors are this module's [`StoreError`]: the outcomes a
 //! caller acts on, or a backend-neutral [`StorageError`].
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod lanes;
 mod log;
 mod mailboxes;

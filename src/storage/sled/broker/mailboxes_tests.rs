@@ -5,9 +5,7 @@
 use prost::Message as _;
 
 use super::*;
-use crate::storage::broker::{
-    Acceptance, Cursor, Entry, EnvelopeAck, Lane, MailItem, Mailboxes, Queued,
-};
+use crate::storage::broker::{Acceptance, EnvelopeAck, MailItem, Mailboxes, Queued};
 
 fn cc(s: &str) -> Country {
     s.parse().unwrap()
@@ -84,180 +82,6 @@ async fn seq_of(store: &SledStore, node: Country, name_: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn lanes_deliver_immediate_first_then_receipts_urgent_and_routine() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    for n in 0..3 {
-        accept(&store, &format!("routine{n}"), &["BA"], Routine).await;
-    }
-    accept(&store, "unspecified", &["BA"], Unspecified).await;
-    accept(&store, "urgent0", &["BA"], Urgent).await;
-    // BA sent something to RS; RS's receipt is relayed to BA.
-    let mut from_ba = envelope("to-rs", &["RS"], Routine);
-    from_ba.sender_node = cc("BA");
-    let to_rs = from_ba.id;
-    store.accept(from_ba).await.unwrap();
-    let rs_seq = seq_of(&store, cc("RS"), "to-rs").await;
-    store
-        .ack_envelope(cc("RS"), rs_seq, ack(to_rs, "receipt0"))
-        .await
-        .unwrap();
-    accept(&store, "immediate0", &["BA"], Immediate).await;
-    accept(&store, "urgent1", &["BA"], Urgent).await;
-
-    let all = store.pending(cc("BA"), None, 100).await.unwrap();
-    assert_eq!(
-        names(&all),
-        [
-            "immediate0",
-            "receipt0",
-            "urgent0",
-            "urgent1",
-            "routine0",
-            "routine1",
-            "routine2",
-            "unspecified"
-        ]
-    );
-    let lanes: Vec<Lane> = all.iter().map(|q| q.lane).collect();
-    assert_eq!(&lanes[..3], [Lane::Immediate, Lane::Receipt, Lane::Urgent]);
-    assert_eq!(lanes[7], Lane::Routine, "unspecified is routine");
-    assert!(store.pending(cc("RS"), None, 100).await.unwrap().is_empty());
-    // A limit takes the head of that order.
-    assert_eq!(
-        names(&store.pending(cc("BA"), None, 2).await.unwrap()),
-        ["immediate0", "receipt0"]
-    );
-}
-
-#[tokio::test]
-async fn a_stream_moves_past_what_it_sent_and_an_immediate_still_goes_first() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    for n in 0..5 {
-        accept(&store, &format!("routine{n}"), &["BA"], Routine).await;
-    }
-    let mut cursor = Cursor::default();
-    let first = store.pending(cc("BA"), Some(&cursor), 2).await.unwrap();
-    assert_eq!(names(&first), ["routine0", "routine1"]);
-    for q in &first {
-        cursor.sent(q.lane, q.seq);
-    }
-    // Queued while the stream is part-way through the backlog.
-    accept(&store, "urgent0", &["BA"], Urgent).await;
-    accept(&store, "immediate0", &["BA"], Immediate).await;
-    let next = store.pending(cc("BA"), Some(&cursor), 10).await.unwrap();
-    assert_eq!(
-        names(&next),
-        ["immediate0", "urgent0", "routine2", "routine3", "routine4"],
-        "nothing sent again, nothing skipped"
-    );
-    for q in &next {
-        cursor.sent(q.lane, q.seq);
-    }
-    assert!(
-        store
-            .pending(cc("BA"), Some(&cursor), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    // A new stream (after a reconnect) starts again from what is queued.
-    assert_eq!(store.pending(cc("BA"), None, 100).await.unwrap().len(), 7);
-}
-
-#[tokio::test]
-async fn routine_is_not_starved_by_urgent_traffic() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    for n in 0..3 {
-        accept(&store, &format!("routine{n}"), &["BA"], Routine).await;
-    }
-    for n in 0..20 {
-        accept(&store, &format!("urgent{n}"), &["BA"], Urgent).await;
-    }
-    let mut cursor = Cursor::default();
-    let mut order = Vec::new();
-    // One at a time, as a slow stream would take them.
-    for _ in 0..16 {
-        let q = store.pending(cc("BA"), Some(&cursor), 1).await.unwrap();
-        cursor.sent(q[0].lane, q[0].seq);
-        order.push(name(&q[0]));
-    }
-    let routine = order.iter().filter(|n| n.starts_with("routine")).count();
-    assert!(routine >= 2, "routine gets its share: {order:?}");
-}
-
-#[tokio::test]
-async fn acknowledgements_find_their_item_by_seq_in_any_lane() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    let routine = accept(&store, "routine0", &["BA"], Routine).await;
-    let immediate = accept(&store, "immediate0", &["BA"], Immediate).await;
-    let urgent = accept(&store, "urgent0", &["BA"], Urgent).await;
-    let r_seq = seq_of(&store, cc("BA"), "routine0").await;
-    let i_seq = seq_of(&store, cc("BA"), "immediate0").await;
-    let u_seq = seq_of(&store, cc("BA"), "urgent0").await;
-    assert_eq!(
-        store.queued(cc("BA"), i_seq).await.unwrap(),
-        Some(Entry::Envelope(immediate))
-    );
-    assert_eq!(store.queued(cc("RS"), i_seq).await.unwrap(), None);
-    // The wrong envelope for a seq is refused, whatever the lanes.
-    assert!(matches!(
-        store.ack_envelope(cc("BA"), r_seq, ack(urgent, "x")).await,
-        Err(StoreError::WrongEnvelope { .. })
-    ));
-    store
-        .ack_envelope(cc("BA"), i_seq, ack(immediate, "receipt-i"))
-        .await
-        .unwrap();
-    store
-        .ack_envelope(cc("BA"), r_seq, ack(routine, "receipt-r"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        store
-            .ack_envelope(cc("BA"), r_seq, ack(routine, "receipt-r"))
-            .await,
-        Err(StoreError::NoSuchItem { .. })
-    ));
-    assert_eq!(
-        names(&store.pending(cc("BA"), None, 10).await.unwrap()),
-        ["urgent0"]
-    );
-    assert_eq!(
-        store.queued(cc("BA"), u_seq).await.unwrap(),
-        Some(Entry::Envelope(urgent))
-    );
-    // The receipts went to the sender, in its receipt lane.
-    let hr = store.pending(cc("HR"), None, 10).await.unwrap();
-    assert_eq!(names(&hr), ["receipt-i", "receipt-r"]);
-    assert!(hr.iter().all(|q| q.lane == Lane::Receipt));
-    assert!(matches!(
-        store
-            .ack_envelope(cc("HR"), hr[0].seq, ack(routine, "x"))
-            .await,
-        Err(StoreError::NoSuchItem { .. })
-    ));
-    assert!(matches!(
-        store.ack_receipt(cc("BA"), u_seq).await,
-        Err(StoreError::ReceiptRequired { .. })
-    ));
-    assert_eq!(
-        store.queued(cc("HR"), hr[1].seq).await.unwrap(),
-        Some(Entry::Receipt)
-    );
-    store.ack_receipt(cc("HR"), hr[1].seq).await.unwrap();
-    store.ack_receipt(cc("HR"), hr[0].seq).await.unwrap();
-    assert!(store.pending(cc("HR"), None, 10).await.unwrap().is_empty());
-}
-
-#[tokio::test]
 async fn a_partial_acknowledgement_counts_down_without_rewriting_the_payload() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
@@ -285,29 +109,6 @@ async fn a_partial_acknowledgement_counts_down_without_rewriting_the_payload() {
     }
     let env = v1::Envelope::decode(payload.as_ref()).unwrap();
     assert_eq!(env.header, b"alert");
-}
-
-#[tokio::test]
-async fn lanes_and_seqs_survive_reopening() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let before;
-    {
-        let store = SledStore::open(dir.path()).unwrap();
-        accept(&store, "routine0", &["BA"], Routine).await;
-        accept(&store, "immediate0", &["BA"], Immediate).await;
-        accept(&store, "urgent0", &["BA"], Urgent).await;
-        before = store.pending(cc("BA"), None, 10).await.unwrap();
-    }
-    tokio::task::yield_now().await;
-    let store = SledStore::open(dir.path()).unwrap();
-    let after = store.pending(cc("BA"), None, 10).await.unwrap();
-    assert_eq!(names(&after), ["immediate0", "urgent0", "routine0"]);
-    let seqs = |qs: &[Queued]| qs.iter().map(|q| (q.seq, q.lane)).collect::<Vec<_>>();
-    assert_eq!(seqs(&after), seqs(&before));
-    // New items continue the seq counter.
-    accept(&store, "routine1", &["BA"], Routine).await;
-    assert_eq!(seq_of(&store, cc("BA"), "routine1").await, 3);
 }
 
 #[tokio::test]
@@ -418,22 +219,4 @@ async fn a_store_written_before_lanes_is_migrated_at_open() {
         names(&store.pending(cc("BA"), None, 10).await.unwrap()),
         ["Urgent"]
     );
-}
-
-#[tokio::test]
-async fn a_wakeup_counts_immediates_and_the_nodes_acknowledgements() {
-    use v1::Priority::*;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    let mut ba = store.subscribe(cc("BA")).await.unwrap();
-    let routine = accept(&store, "routine0", &["BA"], Routine).await;
-    accept(&store, "immediate0", &["BA"], Immediate).await;
-    let w = *ba.borrow_and_update();
-    assert_eq!((w.queued, w.immediate, w.acked), (2, 1, 0));
-    let seq = seq_of(&store, cc("BA"), "routine0").await;
-    store
-        .ack_envelope(cc("BA"), seq, ack(routine, "receipt"))
-        .await
-        .unwrap();
-    assert_eq!(ba.borrow_and_update().acked, 1);
 }

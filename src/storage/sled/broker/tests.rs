@@ -5,9 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::protocol::merkle;
-use crate::storage::broker::{
-    Acceptance, Checkpoints, FederationState, Integrator, Mailboxes, Sequencer, Subject,
-};
+use crate::storage::broker::{Acceptance, Checkpoints, Integrator, Mailboxes, Sequencer};
 use crate::storage::sled::GatedFlush;
 
 fn refusal(n: u64) -> v1::AuditEvent {
@@ -17,18 +15,6 @@ fn refusal(n: u64) -> v1::AuditEvent {
             v1::SubmissionRefused {
                 reason: format!("r{n}"),
                 ..Default::default()
-            },
-        )),
-    }
-}
-
-fn dir_event(version: u64) -> v1::AuditEvent {
-    v1::AuditEvent {
-        at_ms: 0,
-        event: Some(v1::audit_event::Event::DirectoryChanged(
-            v1::DirectoryChanged {
-                version,
-                directory_sha256: vec![version as u8; 32],
             },
         )),
     }
@@ -198,141 +184,6 @@ async fn concurrent_commits_share_one_flush() {
         "64 commits waiting together share one flush after the held one"
     );
     assert_eq!(store.audit_len().await.unwrap(), 64);
-}
-
-#[tokio::test]
-async fn acknowledged_events_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SledStore::open(dir.path()).unwrap();
-        for n in 0..3 {
-            store.append(refusal(n)).await.unwrap();
-        }
-        assert_eq!(
-            store
-                .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
-                .await
-                .unwrap(),
-            Some(3)
-        );
-        assert_eq!(
-            store
-                .record_if_changed(Subject::Directory, vec![1; 32], dir_event(1))
-                .await
-                .unwrap(),
-            None,
-            "same directory: no event"
-        );
-    }
-    // Let the flush task notice that its database is gone.
-    tokio::task::yield_now().await;
-    let store = SledStore::open(dir.path()).unwrap();
-    assert_eq!(store.audit_len().await.unwrap(), 4);
-    let events = store.audit_range(0, 4).await.unwrap();
-    assert_eq!(events[2], refusal(2));
-    assert!(matches!(
-        events[3].event,
-        Some(v1::audit_event::Event::DirectoryChanged(_))
-    ));
-    assert_eq!(
-        store
-            .record_if_changed(Subject::Directory, vec![2; 32], dir_event(2))
-            .await
-            .unwrap(),
-        Some(4)
-    );
-}
-
-#[tokio::test]
-async fn no_leaf_is_stored_over_the_cap() {
-    use crate::protocol::leaf::MAX_LEAF_BYTES;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path()).unwrap();
-    let mut long = refusal(0);
-    if let Some(v1::audit_event::Event::SubmissionRefused(r)) = &mut long.event {
-        r.reason = "x".repeat(20 << 20);
-    }
-    let i = store.append(long).await.unwrap();
-    let leaf = store.leaves(i, i + 1).await.unwrap().remove(0);
-    assert!(
-        leaf.len() <= MAX_LEAF_BYTES,
-        "free text cut: {}",
-        leaf.len()
-    );
-    assert_eq!(
-        store.leaf_hash(i).await.unwrap(),
-        None,
-        "not integrated yet"
-    );
-    assert_eq!(store.integrate().await.unwrap(), 1);
-    assert_eq!(
-        store.leaf_hash(i).await.unwrap(),
-        Some(merkle::leaf_hash(&leaf)),
-        "the tree holds the leaf as stored"
-    );
-    let uncuttable = v1::AuditEvent {
-        at_ms: 1,
-        event: Some(v1::audit_event::Event::RecordsPurged(v1::RecordsPurged {
-            node: "HR".into(),
-            envelope_ids: vec![vec![1; 16]; MAX_LEAF_BYTES / 16],
-        })),
-    };
-    assert!(matches!(
-        store.append(uncuttable).await,
-        Err(StoreError::Leaf(_))
-    ));
-    assert_eq!(store.audit_len().await.unwrap(), 1, "nothing appended");
-}
-
-#[tokio::test]
-async fn integration_covers_what_is_sequenced_and_catches_up_after_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let leaves;
-    {
-        let store = SledStore::open(dir.path()).unwrap();
-        for n in 0..5 {
-            store.append(refusal(n)).await.unwrap();
-        }
-        // Sequenced, not integrated: no root, no proof, no leaf hash.
-        assert_eq!(store.integrated_size().await.unwrap(), 0);
-        assert!(matches!(
-            store.root(5).await,
-            Err(StoreError::NotIntegrated {
-                size: 5,
-                integrated: 0
-            })
-        ));
-        assert_eq!(store.leaf_hash(0).await.unwrap(), None);
-        assert_eq!(store.integrate().await.unwrap(), 5);
-        assert_eq!(store.integrate().await.unwrap(), 5, "idempotent");
-        leaves = store.leaves(0, 5).await.unwrap();
-        let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
-        assert_eq!(
-            store.root(5).await.unwrap(),
-            merkle::root_from_leaves(&hashes)
-        );
-        assert_eq!(
-            store.root(3).await.unwrap(),
-            merkle::root_from_leaves(&hashes[..3])
-        );
-        // Sequenced before a crash, never integrated.
-        for n in 5..8 {
-            store.append(refusal(n)).await.unwrap();
-        }
-    }
-    tokio::task::yield_now().await;
-    let store = SledStore::open(dir.path()).unwrap();
-    assert_eq!(store.audit_len().await.unwrap(), 8);
-    assert_eq!(store.integrated_size().await.unwrap(), 5);
-    assert_eq!(store.integrate().await.unwrap(), 8, "catches up");
-    let leaves = store.leaves(0, 8).await.unwrap();
-    let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
-    assert_eq!(
-        store.root(8).await.unwrap(),
-        merkle::root_from_leaves(&hashes)
-    );
-    let proof = store.inclusion_proof(6, 8).await.unwrap();
-    assert!(!proof.is_empty());
 }
 
 /// One write sequences many events; integrations running at once, in
@@ -521,4 +372,31 @@ async fn cached_upper_levels_give_the_proofs_of_the_stored_nodes() {
         let store = SledStore::open_caching_from(dir.path(), level).unwrap();
         check(&store, &leaves).await;
     }
+}
+
+/// The backend-neutral tests of the broker's store
+/// ([`crate::storage::broker::conformance`]), on sled.
+mod conformance {
+    use std::sync::Arc;
+
+    use crate::storage::broker::BrokerStore;
+    use crate::storage::broker::conformance::Backend;
+    use crate::storage::sled::broker::SledStore;
+
+    pub(super) struct SledBackend(tempfile::TempDir);
+
+    #[async_trait::async_trait]
+    impl Backend for SledBackend {
+        async fn open(&self) -> Arc<dyn BrokerStore> {
+            Arc::new(SledStore::open(self.0.path()).unwrap())
+        }
+    }
+
+    async fn sled() -> Option<SledBackend> {
+        Some(SledBackend(tempfile::tempdir().unwrap()))
+    }
+
+    async fn done(_: SledBackend) {}
+
+    crate::all_conformance_tests!(sled(), done);
 }
