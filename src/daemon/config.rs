@@ -185,29 +185,141 @@ fn default_cache_mib() -> u64 {
     crate::storage::sled::DEFAULT_CACHE_MIB
 }
 
-/// The `[storage]` both daemons share: how much memory the store may keep.
+/// The `[storage]` both daemons share: which backend keeps the store, and
+/// how much memory it may keep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     /// The store's page cache, in MiB: the bound on what the database keeps
     /// in memory, so on the daemon's resident size whatever its backlog.
-    /// Default 64.
+    /// Default 64. (sled only.)
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// "sled" (in `data_dir`) or, for the broker, "postgres" (the
+    /// `[storage.postgres]` table). Default "sled".
+    #[serde(default)]
+    pub backend: StorageBackend,
+    /// The broker's PostgreSQL database, when `backend = "postgres"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSettings>,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         StorageSettings {
             cache_mib: default_cache_mib(),
+            backend: StorageBackend::default(),
+            postgres: None,
         }
+    }
+}
+
+/// Which backend keeps a daemon's store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+/// `[storage.postgres]`: the broker's database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// The connection string, URL or key=value, without a password.
+    pub url: String,
+    /// The password, alone in a file that only the owner may read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Connections kept open at most. Default 16.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// The root certificate (PEM) the server's certificate must chain to,
+    /// for `sslmode=verify-full` (or `require`, `verify-ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_cert: Option<PathBuf>,
+}
+
+/// Most connections `storage.postgres.pool_size` accepts.
+const MAX_POOL_SIZE: usize = 256;
+
+impl StorageSettings {
+    fn resolve(&mut self, base: &Path) {
+        if let Some(pg) = &mut self.postgres {
+            if let Some(p) = &mut pg.password_file {
+                rebase(p, base);
+            }
+            if let Some(p) = &mut pg.root_cert {
+                rebase(p, base);
+            }
+        }
+    }
+
+    /// The broker's PostgreSQL settings, ready to connect with: the
+    /// password file read (refused if others can read it), the root
+    /// certificate loaded. Errors name `file` and the key.
+    pub fn postgres_settings(
+        &self,
+        file: &str,
+    ) -> Result<crate::storage::postgres::PgSettings, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            file: file.into(),
+            key,
+            reason,
+        };
+        let Some(pg) = &self.postgres else {
+            return Err(invalid(
+                "storage.postgres.url",
+                "is required when storage.backend is \"postgres\"".into(),
+            ));
+        };
+        if !(2..=MAX_POOL_SIZE).contains(&pg.pool_size) {
+            return Err(invalid(
+                "storage.postgres.pool_size",
+                format!("must be between 2 and {MAX_POOL_SIZE}"),
+            ));
+        }
+        let password = match &pg.password_file {
+            Some(p) => Some(
+                crate::storage::files::keys::read_secret(p)
+                    .map_err(|e| invalid("storage.postgres.password_file", e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Some(root) = &pg.root_cert {
+            if !root.is_file() {
+                return Err(invalid(
+                    "storage.postgres.root_cert",
+                    format!("{} does not exist or is not a file", root.display()),
+                ));
+            }
+        }
+        use crate::storage::postgres::SettingsError;
+        crate::storage::postgres::PgSettings::new(
+            &pg.url,
+            password.as_deref(),
+            pg.root_cert.as_deref(),
+            pg.pool_size,
+            false,
+        )
+        .map_err(|e| match e {
+            SettingsError::RootCert { .. } => invalid("storage.postgres.root_cert", e.to_string()),
+            other => invalid("storage.postgres.url", other.to_string()),
+        })
     }
 }
 
 /// Largest `storage.cache_mib` accepted: 64 GiB.
 const MAX_CACHE_MIB: u64 = 64 * 1024;
 
-fn check_storage(file: &str, s: &StorageSettings) -> Result<(), ConfigError> {
+/// Checks `[storage]`; `postgres` says whether this daemon may keep its
+/// store in PostgreSQL (the broker may, a node may not).
+fn check_storage(file: &str, s: &StorageSettings, postgres: bool) -> Result<(), ConfigError> {
     if !(1..=MAX_CACHE_MIB).contains(&s.cache_mib) {
         return Err(ConfigError::Invalid {
             file: file.into(),
@@ -215,7 +327,15 @@ fn check_storage(file: &str, s: &StorageSettings) -> Result<(), ConfigError> {
             reason: format!("must be between 1 and {MAX_CACHE_MIB}"),
         });
     }
-    Ok(())
+    match s.backend {
+        StorageBackend::Sled => Ok(()),
+        StorageBackend::Postgres if !postgres => Err(ConfigError::Invalid {
+            file: file.into(),
+            key: "storage.backend",
+            reason: "a node keeps its store in sled; only the broker's may be \"postgres\"".into(),
+        }),
+        StorageBackend::Postgres => s.postgres_settings(file).map(|_| ()),
+    }
 }
 
 /// `broker.toml`.
@@ -470,6 +590,7 @@ impl Resolve for BrokerConfig {
         rebase(&mut self.policies, base);
         rebase(&mut self.log_key, base);
         self.tls.resolve(base);
+        self.storage.resolve(base);
     }
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         check_federation(file, &self.federation)?;
@@ -490,7 +611,7 @@ impl Resolve for BrokerConfig {
             self.limits.max_envelope_bytes,
             self.limits.max_recipients,
         )?;
-        check_storage(file, &self.storage)?;
+        check_storage(file, &self.storage, true)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -543,7 +664,7 @@ impl Resolve for NodeConfig {
             self.limits.max_envelope_bytes,
             self.limits.max_recipients,
         )?;
-        check_storage(file, &self.storage)
+        check_storage(file, &self.storage, false)
     }
 }
 
@@ -649,9 +770,16 @@ mod tests {
         let s: StorageSettings = toml::from_str("").unwrap();
         assert_eq!(s.cache_mib, 64);
         let s: StorageSettings = toml::from_str("cache_mib = 256").unwrap();
-        assert!(check_storage("broker.toml", &s).is_ok());
+        assert!(check_storage("broker.toml", &s, true).is_ok());
         for bad in [0, MAX_CACHE_MIB + 1] {
-            let e = check_storage("broker.toml", &StorageSettings { cache_mib: bad })
+            let e = check_storage(
+                "broker.toml",
+                &StorageSettings {
+                    cache_mib: bad,
+                    ..Default::default()
+                },
+                true,
+            )
                 .unwrap_err()
                 .to_string();
             assert_eq!(
@@ -659,5 +787,76 @@ mod tests {
                 "broker.toml: key `storage.cache_mib`: must be between 1 and 65536"
             );
         }
+    }
+
+    #[test]
+    fn the_postgres_backend_is_checked_key_by_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pg.password");
+        std::fs::write(&pw, "secret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let parse = |toml_text: &str| -> StorageSettings {
+            let mut s: StorageSettings = toml::from_str(toml_text).unwrap();
+            s.resolve(dir.path());
+            s
+        };
+        let err = |s: &StorageSettings, broker: bool| {
+            check_storage("broker.toml", s, broker)
+                .unwrap_err()
+                .to_string()
+        };
+        let sled = parse("");
+        assert_eq!(sled.backend, StorageBackend::Sled);
+        assert!(check_storage("node.toml", &sled, false).is_ok());
+
+        assert_eq!(
+            err(&parse("backend = \"postgres\""), true),
+            "broker.toml: key `storage.postgres.url`: is required when storage.backend is \"postgres\""
+        );
+        let good = parse(
+            "backend = \"postgres\"\n[postgres]\nurl = \"postgres://casebridge@127.0.0.1:5432/casebridge\"\npassword_file = \"pg.password\"\n",
+        );
+        assert!(check_storage("broker.toml", &good, true).is_ok());
+        assert_eq!(good.postgres.as_ref().unwrap().pool_size, 16);
+        assert!(
+            err(&good, false).starts_with("broker.toml: key `storage.backend`: a node keeps"),
+            "{}",
+            err(&good, false)
+        );
+        let with_password = parse(
+            "backend = \"postgres\"\n[postgres]\nurl = \"postgres://casebridge:hunter2@127.0.0.1/casebridge\"\n",
+        );
+        let e = err(&with_password, true);
+        assert!(
+            e.starts_with("broker.toml: key `storage.postgres.url`: the connection string holds a password"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "the password is not echoed: {e}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = err(&good, true);
+        assert!(
+            e.starts_with("broker.toml: key `storage.postgres.password_file`:"),
+            "{e}"
+        );
+        let remote = parse(
+            "backend = \"postgres\"\n[postgres]\nurl = \"postgres://casebridge@db.example/casebridge\"\n",
+        );
+        assert!(err(&remote, true).contains("without TLS"));
+        let no_root = parse(
+            "backend = \"postgres\"\n[postgres]\nurl = \"postgres://casebridge@db.example/casebridge?sslmode=verify-full\"\nroot_cert = \"missing.pem\"\n",
+        );
+        assert!(
+            err(&no_root, true).starts_with("broker.toml: key `storage.postgres.root_cert`:"),
+            "{}",
+            err(&no_root, true)
+        );
+        let pool = parse(
+            "backend = \"postgres\"\n[postgres]\nurl = \"postgres://casebridge@127.0.0.1/casebridge\"\npool_size = 1\n",
+        );
+        assert_eq!(
+            err(&pool, true),
+            "broker.toml: key `storage.postgres.pool_size`: must be between 2 and 256"
+        );
     }
 }

@@ -30,6 +30,8 @@ use crate::protocol::policy::Policies;
 use crate::protocol::proto::v1;
 use crate::storage::broker::{BrokerStore, Subject};
 use crate::storage::files::policy::{LivePolicies, Reload};
+use crate::daemon::config::StorageBackend;
+use crate::storage::postgres::PgStore;
 use crate::storage::sled::broker::SledStore;
 
 use crate::daemon::clock::Clock;
@@ -180,6 +182,28 @@ pub struct Broker {
     policy_reload: std::time::Duration,
 }
 
+/// Opens the broker's store in the backend its config names: sled in
+/// `data_dir`, or the PostgreSQL database of `[storage.postgres]`.
+pub async fn open_store(cfg: &BrokerConfig) -> anyhow::Result<Arc<dyn BrokerStore>> {
+    match cfg.storage.backend {
+        StorageBackend::Sled => {
+            let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
+                .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+            Ok(Arc::new(store))
+        }
+        StorageBackend::Postgres => {
+            let settings = cfg.storage.postgres_settings("broker config")?;
+            let store = PgStore::open(&settings).await.with_context(|| {
+                format!(
+                    "opening broker store in PostgreSQL database {}",
+                    settings.dbname().unwrap_or("(unnamed)")
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 impl Broker {
     /// Builds a broker from its config: loads and checks the TLS identity,
     /// the pinned directory key and the directory, and opens the store.
@@ -190,10 +214,9 @@ impl Broker {
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
-            .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let store = open_store(cfg).await?;
         let policies = crate::daemon::in_force::load_in_force(
-            &store,
+            store.as_ref(),
             &directory,
             &cfg.directory,
             key,
@@ -207,7 +230,7 @@ impl Broker {
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;
         // Independent of the log's length; `check_log` re-hashes it all.
-        match log.verify_latest(&store).await {
+        match log.verify_latest(store.as_ref()).await {
             Ok(Some(size)) => {
                 tracing::info!(size, "stored audit tree matches its latest checkpoint");
             }
@@ -217,7 +240,7 @@ impl Broker {
         let state = BrokerState::new(
             cfg.federation.clone(),
             directory,
-            Arc::new(store),
+            store,
             policies,
             log,
             cfg.limits.clone(),
@@ -239,14 +262,13 @@ impl Broker {
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
-            .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
+        let store = open_store(cfg).await?;
         let log = log::TransparencyLog::new(
             crate::storage::files::keys::load_signing_key(&cfg.log_key)?,
             &directory,
         )
         .with_context(|| format!("{}", cfg.log_key.display()))?;
-        Ok(log.verify_stored(&store).await?)
+        Ok(log.verify_stored(store.as_ref()).await?)
     }
 
     /// Records the directory and the policy set in force in the audit log
