@@ -780,8 +780,8 @@ mod tests {
                 },
                 true,
             )
-                .unwrap_err()
-                .to_string();
+            .unwrap_err()
+            .to_string();
             assert_eq!(
                 e,
                 "broker.toml: key `storage.cache_mib`: must be between 1 and 65536"
@@ -829,7 +829,9 @@ mod tests {
         );
         let e = err(&with_password, true);
         assert!(
-            e.starts_with("broker.toml: key `storage.postgres.url`: the connection string holds a password"),
+            e.starts_with(
+                "broker.toml: key `storage.postgres.url`: the connection string holds a password"
+            ),
             "{e}"
         );
         assert!(!e.contains("hunter2"), "the password is not echoed: {e}");

@@ -10,6 +10,7 @@ mod health;
 mod onward;
 mod policy_live;
 mod policy_table;
+mod postgres;
 mod refusals;
 mod support;
 mod transparency;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::daemon::config::StorageBackend;
 use crate::daemon::config::{BrokerConfig, Limits};
 use crate::daemon::tls::{Identity, ServerTls};
 use crate::protocol::directory::Directory;
@@ -30,7 +31,6 @@ use crate::protocol::policy::Policies;
 use crate::protocol::proto::v1;
 use crate::storage::broker::{BrokerStore, Subject};
 use crate::storage::files::policy::{LivePolicies, Reload};
-use crate::daemon::config::StorageBackend;
 use crate::storage::postgres::PgStore;
 use crate::storage::sled::broker::SledStore;
 
