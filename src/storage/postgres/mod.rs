@@ -41,8 +41,7 @@ mod log;
 mod mailboxes;
 mod schema;
 mod state;
-#[cfg(test)]
-pub(crate) mod testing;
+pub mod testing;
 #[cfg(test)]
 mod tests;
 pub mod tls;

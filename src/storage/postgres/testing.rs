@@ -1,65 +1,100 @@
-//! Databases for tests: each test gets a database of its own on the
-//! server that `CASEBRIDGE_TEST_POSTGRES` names (`scripts/postgres.sh
-//! start` makes one), so tests running at once do not meet.
+//! Scratch databases for tests and the store bench: each gets a database
+//! of its own on the server that `CASEBRIDGE_TEST_POSTGRES` names
+//! (`scripts/postgres.sh start` makes one), so runs at once do not meet.
 
 use super::PgSettings;
+use crate::storage::broker::StoreError;
 
 /// The variable naming the test server.
 pub const ENV: &str = "CASEBRIDGE_TEST_POSTGRES";
 
-/// A database made for one test, dropped by [`TestDb::drop_db`].
+/// A database made for one test or bench run, dropped by
+/// [`TestDb::drop_db`].
 pub struct TestDb {
     pub settings: PgSettings,
+    /// Its connection string without the password, and the password, as a
+    /// broker's config names them.
+    pub url: String,
+    pub password: Option<Vec<u8>>,
     admin: PgSettings,
     name: String,
 }
 
 impl TestDb {
     /// A new empty database, or None (said loudly) when no test server is
-    /// configured.
+    /// configured; for tests, which fail on any other error.
     pub async fn create() -> Option<TestDb> {
         let Ok(url) = std::env::var(ENV) else {
             eprintln!("skipped: {ENV} not set");
             return None;
         };
-        let admin =
-            PgSettings::new(&url, None, None, 2, true).unwrap_or_else(|e| panic!("{ENV}: {e}"));
+        Some(
+            TestDb::create_on(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{ENV}: {e}")),
+        )
+    }
+
+    /// A new empty database on the server `url` names.
+    pub async fn create_on(url: &str) -> Result<TestDb, StoreError> {
+        let admin = PgSettings::new(url, None, None, 2, true).map_err(|e| {
+            StoreError::Storage(crate::storage::StorageError::Backend(e.to_string()))
+        })?;
         let name = format!("t_{}", hex::encode(rand_bytes()));
-        let (client, connection) = admin
-            .connect()
-            .await
-            .expect("connecting to the test server");
+        let (client, connection) = admin.connect().await?;
         let driver = tokio::spawn(connection);
-        client
+        let made = client
             .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("creating a test database");
+            .await;
         drop(client);
         let _ = driver.await;
-        Some(TestDb {
+        made?;
+        let parsed: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::from(e))?;
+        let host = match parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let url = format!(
+            "postgres://{}@{}:{}/{name}",
+            parsed.get_user().unwrap_or("postgres"),
+            host,
+            parsed.get_ports().first().copied().unwrap_or(5432),
+        );
+        Ok(TestDb {
             settings: admin.with_dbname(&name),
+            url,
+            password: parsed.get_password().map(<[u8]>::to_vec),
             admin,
             name,
         })
     }
 
-    /// Drops the database, closing whatever still uses it.
+    /// Drops the database, closing whatever still uses it. A failure is
+    /// only said: the server is a throwaway one.
     pub async fn drop_db(self) {
-        let (client, connection) = self
-            .admin
-            .connect()
-            .await
-            .expect("connecting to the test server");
-        let driver = tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("dropping a test database");
-        drop(client);
-        let _ = driver.await;
+        let dropped = async {
+            let (client, connection) = self.admin.connect().await?;
+            let driver = tokio::spawn(connection);
+            let r = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+            drop(client);
+            let _ = driver.await;
+            r
+        };
+        if let Err(e) = dropped.await {
+            eprintln!(
+                "database {} was not dropped: {}",
+                self.name,
+                super::pg_error(&e)
+            );
+        }
     }
 }
 

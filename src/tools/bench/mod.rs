@@ -115,12 +115,25 @@ pub struct BenchArgs {
     /// Concurrent writers of the store bench.
     #[arg(long, default_value_t = 64)]
     pub store_writers: usize,
+    /// The broker store's backend of the store bench: "sled", or
+    /// "postgres" in a new database on the server that the variable
+    /// CASEBRIDGE_TEST_POSTGRES names (`scripts/postgres.sh start`).
+    #[arg(long, value_enum, default_value_t = StoreBackend::Sled)]
+    pub backend: StoreBackend,
     /// Keep the federation (configs, stores, daemon logs) in this directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// One JSON object per figure instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which backend the store bench measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreBackend {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 impl BenchArgs {

@@ -24,8 +24,7 @@ use crate::daemon::broker::log::TransparencyLog;
 use crate::daemon::broker::service::{checkpoint_response, inclusion_proof};
 use crate::protocol::ids::Country;
 use crate::protocol::proto::v1;
-use crate::storage::broker::{Integrator, Sequencer};
-use crate::storage::sled::broker::SledStore;
+use crate::storage::broker::BrokerStore;
 use crate::tools::local::LocalFederation;
 
 /// A representative audit event: an accepted submission's summary, about
@@ -62,7 +61,7 @@ fn event(n: u64) -> v1::AuditEvent {
 /// Appends events `[from, to)` with `writers` concurrent tasks, each
 /// taking `batch` events at a time (`append` when 1, else `append_all`).
 async fn append(
-    store: &Arc<SledStore>,
+    store: &Arc<dyn BrokerStore>,
     from: u64,
     to: u64,
     writers: usize,
@@ -136,12 +135,68 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     let n = args.log_entries.max(2);
     let countries: Vec<Country> = vec!["BA".parse()?, "HR".parse()?];
     let mut fed = LocalFederation::create(dir, &countries).await?;
-    let data_dir = fed.broker_config.data_dir.clone();
-    let cache_mib = fed.broker_config.storage.cache_mib;
+    let database = match args.backend {
+        super::StoreBackend::Sled => None,
+        super::StoreBackend::Postgres => Some(on_postgres(dir, &mut fed).await?),
+    };
+    let measured = measure_on(&mut fed, args, n, &mut report).await;
+    if let Some(db) = database {
+        db.drop_db().await;
+    }
+    measured?;
+    if args.backend == super::StoreBackend::Postgres {
+        report.note("the broker's store was a PostgreSQL database (--backend postgres)");
+    }
+    Ok(report)
+}
+
+/// Points the broker's config at a new database on the server that
+/// `CASEBRIDGE_TEST_POSTGRES` names, its password in a 0600 file in `dir`.
+async fn on_postgres(
+    dir: &Path,
+    fed: &mut LocalFederation,
+) -> anyhow::Result<crate::storage::postgres::testing::TestDb> {
+    use crate::daemon::config::{PostgresSettings, StorageBackend};
+    use crate::storage::postgres::testing::{ENV, TestDb};
+    let url = std::env::var(ENV).map_err(|_| {
+        anyhow::anyhow!(
+            "--backend postgres needs {ENV}: a connection string to a server where it may \
+             create a database (scripts/postgres.sh start prints one)"
+        )
+    })?;
+    let db = TestDb::create_on(&url)
+        .await
+        .with_context(|| format!("making a database for the bench on the server of {ENV}"))?;
+    let password_file = match &db.password {
+        Some(p) => {
+            let file = dir.join("postgres.password");
+            crate::storage::files::keys::write_secret(&file, p)?;
+            Some(file)
+        }
+        None => None,
+    };
+    let storage = &mut fed.broker_config.storage;
+    storage.backend = StorageBackend::Postgres;
+    storage.postgres = Some(PostgresSettings {
+        url: db.url.clone(),
+        password_file,
+        pool_size: 64,
+        root_cert: None,
+    });
+    Ok(db)
+}
+
+async fn measure_on(
+    fed: &mut LocalFederation,
+    args: &BenchArgs,
+    n: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let open = crate::daemon::broker::open_store;
 
     let single = (args.single_appends as u64).min(n);
     {
-        let store = Arc::new(SledStore::open_with_cache(&data_dir, cache_mib)?);
+        let store = open(&fed.broker_config).await?;
         progress(&format!(
             "store: {single} appends of one event, {} writers",
             args.store_writers
@@ -195,7 +250,7 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     // store's own open (sled's recovery), and the check of the stored tree
     // against the latest checkpoint (signed here first).
     let started = Instant::now();
-    let store = SledStore::open_with_cache(&data_dir, cache_mib)?;
+    let store = open(&fed.broker_config).await?;
     report.add(
         "store.open",
         format!("store open with {n} entries"),
@@ -212,9 +267,9 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
             &directory,
         )?
     };
-    log.checkpoint(&store).await?;
+    log.checkpoint(store.as_ref()).await?;
     let started = Instant::now();
-    log.verify_latest(&store).await?;
+    log.verify_latest(store.as_ref()).await?;
     report.add(
         "store.start_check",
         "start check: stored tree against the latest checkpoint",
@@ -246,7 +301,7 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
         samples.push(t.elapsed());
     }
     add_latency(
-        &mut report,
+        report,
         "store.inclusion",
         "inclusion proof, server time",
         &samples,
@@ -260,7 +315,7 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
         samples.push(t.elapsed());
     }
     add_latency(
-        &mut report,
+        report,
         "store.consistency",
         "consistency proof, server time",
         &samples,
@@ -303,7 +358,7 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
              (--log-entries 10000000, release build)"
         ));
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,8 +375,25 @@ mod tests {
     /// Every figure is produced (never how fast).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_store_bench_produces_every_figure() {
+        every_figure(&["bench", "--store", "--quick"]).await;
+    }
+
+    /// The same on PostgreSQL, when a test server is configured.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_bench_produces_every_figure_on_postgres() {
+        if std::env::var(crate::storage::postgres::testing::ENV).is_err() {
+            eprintln!(
+                "skipped: {} not set",
+                crate::storage::postgres::testing::ENV
+            );
+            return;
+        }
+        every_figure(&["bench", "--store", "--quick", "--backend", "postgres"]).await;
+    }
+
+    async fn every_figure(argv: &[&str]) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cli = Cli::parse_from(["bench", "--store", "--quick"]);
+        let cli = Cli::parse_from(argv);
         let args = cli.args.quickened();
         let dir = tempfile::tempdir().unwrap();
         let report = measure(dir.path(), &args).await.unwrap();
