@@ -118,6 +118,13 @@ impl PgSettings {
         s
     }
 
+    /// The same settings with a pool of `pool_size` connections.
+    pub fn with_pool_size(&self, pool_size: usize) -> PgSettings {
+        let mut s = self.clone();
+        s.pool_size = pool_size.max(2);
+        s
+    }
+
     /// The database's name.
     pub fn dbname(&self) -> Option<&str> {
         self.config.get_dbname()

@@ -64,7 +64,7 @@ impl TestDb {
             parsed.get_ports().first().copied().unwrap_or(5432),
         );
         Ok(TestDb {
-            settings: admin.with_dbname(&name),
+            settings: admin.with_dbname(&name).with_pool_size(8),
             url,
             password: parsed.get_password().map(<[u8]>::to_vec),
             admin,
