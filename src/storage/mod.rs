@@ -17,6 +17,7 @@
 pub mod broker;
 pub mod files;
 pub mod in_force;
+pub mod migrate;
 pub mod node;
 pub mod postgres;
 pub mod sled;
