@@ -22,6 +22,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum BrokerCmd {
+    /// Copy a stopped broker's sled store (its data_dir) into the
+    /// PostgreSQL database that a broker config names: queues, state, log
+    /// leaves, checkpoints, cosignatures. The database must hold no broker
+    /// data yet; the sled store is only read.
+    Migrate {
+        /// The sled store's directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The broker config with `[storage] backend = "postgres"`.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Public-key infrastructure.
     #[command(subcommand)]
@@ -30,15 +46,18 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Run the broker.
+    #[command(args_conflicts_with_subcommands = true)]
     Broker {
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Instead of serving, re-hash every entry of the stored audit log
         /// and check it against the stored tree and the latest checkpoint
         /// (the broker must be stopped); exit status 1 names the first bad
         /// index.
         #[arg(long)]
         check_log: bool,
+        #[command(subcommand)]
+        cmd: Option<BrokerCmd>,
     },
     /// Run a national node.
     Node {
@@ -257,9 +276,41 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
             }
         }
-        Command::Broker { config, check_log } => {
+        Command::Broker {
+            cmd: Some(BrokerCmd::Migrate { from, to }),
+            ..
+        } => {
+            private_files();
+            let cfg: BrokerConfig = config::load(&to)?;
+            init_logging(cfg.log, "info");
+            let moved = casebridge::daemon::broker::migrate(&from, &cfg).await?;
+            println!(
+                "{}: {} log entries ({} integrated), {} queued items, {} payloads, {} checkpoints, \
+                 {} cosignatures copied into PostgreSQL database {}",
+                from.display(),
+                moved.log_entries,
+                moved.integrated,
+                moved.queued,
+                moved.payloads,
+                moved.checkpoints,
+                moved.cosignatures,
+                cfg.storage
+                    .postgres
+                    .as_ref()
+                    .map_or("(none)", |p| p.url.as_str()),
+            );
+            Ok(true)
+        }
+        Command::Broker {
+            config,
+            check_log,
+            cmd: None,
+        } => {
             private_files();
             exit_with_parent();
+            let Some(config) = config else {
+                anyhow::bail!("broker: --config is required (or a subcommand: migrate)");
+            };
             let cfg: BrokerConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             if check_log {

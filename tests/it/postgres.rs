@@ -106,3 +106,98 @@ async fn delivery_receipt_and_audit_with_the_broker_on_postgres() {
     fed.f.shutdown().await.unwrap();
     db.drop_db().await;
 }
+
+/// A federation that ran on sled moves to PostgreSQL: `broker migrate`
+/// copies the stopped broker's store, the broker starts on the database
+/// (its start check re-derives the tree against the signed checkpoint),
+/// what was queued is still delivered, and the auditor's next run proves
+/// the log consistent with the one it checked before.
+#[tokio::test]
+async fn a_broker_moves_from_sled_to_postgres_with_broker_migrate() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let mut fed = start(&["BA", "HR"]).await;
+    let first = send(
+        &fed,
+        "BA/missing-persons",
+        &["HR/missing-persons"],
+        record("missing_person_trace"),
+        humanitarian(),
+    )
+    .await;
+    settled(&fed, "BA/missing-persons", &first.envelope_id).await;
+    let size = checkpoint_now(&fed).await;
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+    let report = casebridge::tools::audit::verify(&profile, None)
+        .await
+        .unwrap();
+    assert_eq!(report.size(), size);
+    // HR is away: what is sent now waits in the broker's queue.
+    fed.stop_node(cc("HR")).await.unwrap();
+    let queued = send(
+        &fed,
+        "BA/missing-persons",
+        &["HR/missing-persons"],
+        record("missing_person_trace"),
+        humanitarian(),
+    )
+    .await;
+    assert_eq!(
+        queued.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        queued.detail
+    );
+    until("the broker to accept it", || {
+        let fed = &fed;
+        let id = queued.envelope_id.clone();
+        async move {
+            let s = status(fed, "BA/missing-persons", &id).await;
+            (s.log_index > 0).then_some(())
+        }
+    })
+    .await;
+    fed.stop_broker().await.unwrap();
+    tokio::task::yield_now().await;
+
+    let data_dir = fed.broker_config.data_dir.clone();
+    let mut to = fed.broker_config.clone();
+    to.storage = postgres_storage(&db);
+    let moved = casebridge::daemon::broker::migrate(&data_dir, &to)
+        .await
+        .unwrap();
+    assert!(moved.log_entries > size, "{moved:?}");
+    assert_eq!(moved.integrated, moved.log_entries);
+    assert_eq!(moved.queued, 1, "{moved:?}");
+    assert!(moved.checkpoints >= 1);
+    let again = casebridge::daemon::broker::migrate(&data_dir, &to)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{again:#}").contains("migrate only into a database no broker has used"),
+        "{again:#}"
+    );
+
+    fed.f.broker_config = to;
+    fed.start_broker().await.unwrap();
+    fed.start_node(cc("HR")).await.unwrap();
+    let status = settled(&fed, "BA/missing-persons", &queued.envelope_id).await;
+    assert_eq!(
+        status.recipient_status[0].state,
+        v1::DeliveryState::Delivered as i32
+    );
+    let bigger = checkpoint_now(&fed).await;
+    assert!(bigger > size);
+    let report = casebridge::tools::audit::verify(&profile, None)
+        .await
+        .unwrap();
+    assert_eq!(report.size(), bigger);
+    assert_eq!(
+        report.previous_size,
+        Some(size),
+        "consistent with what the auditor checked on sled"
+    );
+    fed.f.shutdown().await.unwrap();
+    db.drop_db().await;
+}

@@ -682,15 +682,22 @@ impl PgDb {
 /// Writes a federation of `countries` whose broker keeps its store in
 /// `db`, without starting it.
 pub async fn create_on_postgres(countries: &[&str], db: &PgDb) -> Fed {
-    use casebridge::daemon::config::{PostgresSettings, StorageBackend};
     let mut fed = create(countries).await;
-    let storage = &mut fed.f.broker_config.storage;
-    storage.backend = StorageBackend::Postgres;
-    storage.postgres = Some(PostgresSettings {
-        url: db.url.clone(),
-        password_file: Some(db.password_file.clone()),
-        pool_size: 8,
-        root_cert: None,
-    });
+    fed.f.broker_config.storage = postgres_storage(db);
     fed
+}
+
+/// The broker's `[storage]` for keeping its store in `db`.
+pub fn postgres_storage(db: &PgDb) -> casebridge::daemon::config::StorageSettings {
+    use casebridge::daemon::config::{PostgresSettings, StorageBackend, StorageSettings};
+    StorageSettings {
+        backend: StorageBackend::Postgres,
+        postgres: Some(PostgresSettings {
+            url: db.url.clone(),
+            password_file: Some(db.password_file.clone()),
+            pool_size: 8,
+            root_cert: None,
+        }),
+        ..Default::default()
+    }
 }

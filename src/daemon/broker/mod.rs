@@ -204,6 +204,34 @@ pub async fn open_store(cfg: &BrokerConfig) -> anyhow::Result<Arc<dyn BrokerStor
     }
 }
 
+/// `casebridge broker migrate`: copies the sled store in `from` (a
+/// stopped broker's `data_dir`) into the PostgreSQL database that `to`
+/// names, which must hold no broker data yet.
+pub async fn migrate(
+    from: &std::path::Path,
+    to: &BrokerConfig,
+) -> anyhow::Result<crate::storage::migrate::Migrated> {
+    anyhow::ensure!(
+        to.storage.backend == StorageBackend::Postgres,
+        "the target config keeps its store in sled; migrate copies into PostgreSQL: set \
+         [storage] backend = \"postgres\" and [storage.postgres]"
+    );
+    anyhow::ensure!(
+        from.join("db").is_file() || from.join("conf").is_file(),
+        "{} holds no sled store",
+        from.display()
+    );
+    let sled = SledStore::open(from)
+        .with_context(|| format!("opening the sled store in {}", from.display()))?;
+    let settings = to.storage.postgres_settings("the target config")?;
+    let pg = PgStore::open(&settings)
+        .await
+        .context("opening the PostgreSQL store")?;
+    Ok(crate::storage::migrate::sled_to_postgres(&sled, &pg)
+        .await
+        .context("copying the store")?)
+}
+
 impl Broker {
     /// Builds a broker from its config: loads and checks the TLS identity,
     /// the pinned directory key and the directory, and opens the store.
