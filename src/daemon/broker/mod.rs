@@ -227,9 +227,9 @@ pub async fn migrate(
     let pg = PgStore::open(&settings)
         .await
         .context("opening the PostgreSQL store")?;
-    Ok(crate::storage::migrate::sled_to_postgres(&sled, &pg)
+    crate::storage::migrate::sled_to_postgres(&sled, &pg)
         .await
-        .context("copying the store")?)
+        .context("copying the store")
 }
 
 impl Broker {
