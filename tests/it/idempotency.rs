@@ -548,3 +548,107 @@ async fn a_node_killed_while_the_call_is_in_flight_sends_one_envelope_either_way
     node.kill().await;
     fed.f.shutdown().await.unwrap();
 }
+
+/// Runs `casebridge send` as `BA/police` to `HR/police` with the labels of
+/// [`police`], plus `args`; returns whether it succeeded, its stdout and
+/// its stderr.
+async fn cli_send(fed: &Fed, args: &[&str]) -> (bool, String, String) {
+    let agency = "BA/police".parse().unwrap();
+    let mut profile = fed.agency_profile(&agency).unwrap();
+    profile.node = fed.node_addr(cc("BA")).unwrap().to_string();
+    let path = fed.fed.dir.join("cli-profile.toml");
+    std::fs::write(&path, toml::to_string(&profile).unwrap()).unwrap();
+    let record = format!(
+        "{}/examples/records/wanted_alert.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_casebridge"));
+    cmd.arg("send")
+        .arg("--profile")
+        .arg(&path)
+        .args(["--to", "HR/police", "--kind", "wanted_alert", "--record"])
+        .arg(record)
+        .args([
+            "--purpose",
+            "investigation-other",
+            "--legal-basis",
+            "regional-police-convention",
+            "--legal-basis-ref",
+            "Test agreement, Art. 5",
+            "--case-ref",
+            "TEST-CASE-1",
+        ])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run casebridge send"))
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_answer(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test]
+async fn the_cli_sends_once_under_a_key_and_makes_a_key_when_none_is_given() {
+    let fed = start(&["BA", "HR"]).await;
+    let (ok, out, err) = cli_send(&fed, &["--idempotency-key", "cli-1", "--json"]).await;
+    assert!(ok, "{err}");
+    let first = json_answer(&out);
+    let (ok, out, err) = cli_send(&fed, &["--idempotency-key", "cli-1", "--json"]).await;
+    assert!(ok, "{err}");
+    let again = json_answer(&out);
+    assert_eq!(again["envelopeId"], first["envelopeId"]);
+    assert_eq!(again["repeat"], true);
+
+    // Without a key the command makes one, says which, and a run with it
+    // gets that run's envelope back.
+    let (ok, out, err) = cli_send(&fed, &[]).await;
+    assert!(ok, "{err}");
+    let key = err
+        .lines()
+        .find_map(|l| l.strip_prefix("idempotency key "))
+        .unwrap_or_else(|| panic!("no key on stderr: {err}"))
+        .to_string();
+    let uuid = uuid::Uuid::parse_str(&key).expect("a UUID");
+    assert_eq!(uuid.get_version_num(), 7);
+    let made = out.lines().next().unwrap().to_string();
+    assert_ne!(first["envelopeId"].as_str(), Some(made.as_str()));
+    let (ok, out, err) = cli_send(&fed, &["--idempotency-key", &key]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().next(), Some(made.as_str()));
+    assert!(
+        out.contains("made earlier under this idempotency key"),
+        "{out}"
+    );
+
+    settled(&fed, "BA/police", &made).await;
+    settled(&fed, "BA/police", first["envelopeId"].as_str().unwrap()).await;
+    assert_eq!(inbox(&fed, "HR/police").await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_cli_calls_again_with_the_same_key_and_then_names_it() {
+    let mut fed = start(&["BA", "HR"]).await;
+    fed.stop_node(cc("BA")).await.unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, err) = cli_send(&fed, &["--idempotency-key", "cli-2"]).await;
+    assert!(!ok);
+    assert!(err.contains("unavailable"), "{err}");
+    assert!(
+        err.contains("run again with --idempotency-key cli-2"),
+        "{err}"
+    );
+    // Five attempts, with 0.25 + 0.5 + 1 + 2 s between them.
+    assert_eq!(
+        err.matches("calling again with the same idempotency key")
+            .count(),
+        4,
+        "{err}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(3750));
+}
