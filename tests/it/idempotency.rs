@@ -652,3 +652,31 @@ async fn the_cli_calls_again_with_the_same_key_and_then_names_it() {
     );
     assert!(started.elapsed() >= std::time::Duration::from_millis(3750));
 }
+
+#[tokio::test]
+async fn keys_are_forgotten_after_seven_days_by_the_purge() {
+    let fed = start(&["BA", "HR"]).await;
+    let first = send_as(&fed, "BA/police", alert("week-1")).await.unwrap();
+    settled(&fed, "BA/police", &first.envelope_id).await;
+    let node = fed.node(cc("BA")).unwrap().clone();
+    let mut client = exchange_as_node(&fed, "BA");
+    let now = casebridge::daemon::clock::now_ms();
+    // Six days on, the key is still remembered.
+    casebridge::daemon::node::uplink::purge_once(&node, &mut client, now + 6 * 86_400_000)
+        .await
+        .unwrap();
+    let again = send_as(&fed, "BA/police", alert("week-1")).await.unwrap();
+    assert_eq!(
+        (again.envelope_id.as_str(), again.repeat),
+        (first.envelope_id.as_str(), true)
+    );
+    // A purge more than seven days after the first call forgets it: the
+    // same call now makes a record of its own.
+    casebridge::daemon::node::uplink::purge_once(&node, &mut client, now + 8 * 86_400_000)
+        .await
+        .unwrap();
+    let later = send_as(&fed, "BA/police", alert("week-1")).await.unwrap();
+    assert!(!later.repeat);
+    assert_ne!(later.envelope_id, first.envelope_id);
+    assert_eq!(sent_count(&fed, "BA/police").await, 2);
+}
