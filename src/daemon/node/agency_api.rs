@@ -783,24 +783,10 @@ impl AgencyService {
             inclusion_verified_at: 0,
         };
         let waiter = state.register_waiter(sealed.id);
-        if let Some(call) = &key {
-            let earlier = state
-                .store
-                .enqueue_keyed(&sealed.id, &sealed.envelope, &status, call)
-                .await
-                .map_err(node_storage)?;
-            if let Some(earlier) = earlier {
-                // A call under the same key got there first: this envelope
-                // was never stored and never leaves.
-                state.forget_waiter(&sealed.id);
-                return idempotency::answer(state, call, earlier).await;
-            }
-        } else {
-            state
-                .store
-                .enqueue(&sealed.id, &sealed.envelope, &status)
-                .await
-                .map_err(node_storage)?;
+        if let Some(earlier) =
+            idempotency::enqueue(state, &sealed.id, &sealed.envelope, &status, key.as_ref()).await?
+        {
+            return Ok(earlier);
         }
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 

@@ -18,7 +18,7 @@ use tonic::Status;
 use super::NodeState;
 use crate::daemon::status::node_storage;
 use crate::protocol::bounds;
-use crate::protocol::ids::AgencyId;
+use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
 use crate::storage::node::idempotency::{EarlierCall, KeyedCall};
@@ -61,6 +61,39 @@ pub(super) async fn arrive(
     }
 }
 
+/// Puts a sealed envelope in the outbox, with the call's key if it has one.
+/// If a call under the same key got there first, nothing of this envelope
+/// is stored (it never leaves) and the answer is that call's, as for a
+/// repeat.
+pub(super) async fn enqueue(
+    state: &NodeState,
+    id: &EnvelopeId,
+    env: &v1::Envelope,
+    status: &v1::SendStatus,
+    call: Option<&KeyedCall>,
+) -> Result<Option<v1::SendResponse>, Status> {
+    let Some(call) = call else {
+        state
+            .store
+            .enqueue(id, env, status)
+            .await
+            .map_err(node_storage)?;
+        return Ok(None);
+    };
+    let earlier = state
+        .store
+        .enqueue_keyed(id, env, status, call)
+        .await
+        .map_err(node_storage)?;
+    match earlier {
+        None => Ok(None),
+        Some(earlier) => {
+            state.forget_waiter(id);
+            answer(state, call, earlier).await.map(Some)
+        }
+    }
+}
+
 /// Refuses a key that is too long or holds anything but printable ASCII.
 fn check_key(key: &str) -> Result<(), Status> {
     bounds::check_len(
@@ -79,7 +112,7 @@ fn check_key(key: &str) -> Result<(), Status> {
 
 /// The answer to `call`, whose key an earlier call used: that call's
 /// envelope in its state now if the content is the same, else a refusal.
-pub(super) async fn answer(
+async fn answer(
     state: &NodeState,
     call: &KeyedCall,
     earlier: EarlierCall,
