@@ -12,7 +12,9 @@
 # own), and the database `casebridge`. It prints shell lines exporting
 # CASEBRIDGE_TEST_POSTGRES (the connection string, password included: the
 # cluster lives for one run) and CASEBRIDGE_TEST_POSTGRES_DIR (the cluster,
-# which `stop` reads; `stop DIR` names it instead). Everything else it says
+# which `stop` reads; `stop DIR` names it instead), and
+# CASEBRIDGE_TEST_POSTGRES_ROOT, the CA certificate of the server's TLS
+# certificate (for localhost and 127.0.0.1). Everything else it says
 # goes to standard error.
 set -euo pipefail
 
@@ -76,6 +78,22 @@ start() {
         say "initdb failed"
         exit 1
     }
+    # TLS with a certificate of our own CA for localhost and 127.0.0.1, so
+    # that the tests can check verify-full against it (TCP takes both plain
+    # and TLS connections).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=casebridge test CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/data/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/server.ext" -out "$dir/data/server.crt" 2>/dev/null
+    chmod 600 "$dir/data/server.key"
+    chmod 644 "$dir/ca.crt"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$dir/data/server.key" "$dir/data/server.crt"
+    fi
     # Only the owner's Unix socket is trusted; TCP asks for a password.
     cat >"$dir/data/pg_hba.conf" <<EOF
 local all postgres trust
@@ -89,7 +107,7 @@ EOF
             continue
         fi
         if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c synchronous_commit=on -c fsync=on" \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c synchronous_commit=on -c fsync=on -c ssl=on" \
             start >&2; then
             break
         fi
@@ -106,6 +124,7 @@ EOF
     say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') listening on 127.0.0.1:$port, cluster in $dir"
     echo "export CASEBRIDGE_TEST_POSTGRES='postgres://casebridge:$password@127.0.0.1:$port/casebridge'"
     echo "export CASEBRIDGE_TEST_POSTGRES_DIR='$dir'"
+    echo "export CASEBRIDGE_TEST_POSTGRES_ROOT='$dir/ca.crt'"
 }
 
 stop() {

@@ -250,3 +250,52 @@ async fn a_lost_listening_connection_comes_back_and_wakes_everyone() {
     drop((store, other));
     db.drop_db().await;
 }
+
+/// With `sslmode=verify-full` the store talks to the server over TLS,
+/// verified against the configured root (the throwaway server's CA, which
+/// `scripts/postgres.sh` names in `CASEBRIDGE_TEST_POSTGRES_ROOT`); against
+/// another root it does not connect at all.
+#[tokio::test]
+async fn verify_full_connects_over_verified_tls_only() {
+    let Ok(root) = std::env::var("CASEBRIDGE_TEST_POSTGRES_ROOT") else {
+        eprintln!("skipped: CASEBRIDGE_TEST_POSTGRES_ROOT not set");
+        return;
+    };
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let url = format!(
+        "{}?sslmode=verify-full",
+        std::env::var(super::testing::ENV).unwrap()
+    );
+    let settings = PgSettings::new(&url, None, Some(std::path::Path::new(&root)), 4, true)
+        .unwrap()
+        .with_dbname(db.settings.dbname().unwrap());
+    let store = PgStore::open(&settings).await.unwrap();
+    store.append(refusal(0)).await.unwrap();
+    let client = store.client().await.unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the session runs over TLS");
+    drop(client);
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&other, cert.cert.pem()).unwrap();
+    let wrong = PgSettings::new(&url, None, Some(&other), 4, true)
+        .unwrap()
+        .with_dbname(db.settings.dbname().unwrap());
+    let Err(e) = PgStore::open(&wrong).await else {
+        panic!("connected to a server whose certificate the root does not sign");
+    };
+    assert!(e.to_string().contains("no database connection"), "{e}");
+    db.drop_db().await;
+}
