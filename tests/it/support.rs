@@ -596,90 +596,50 @@ pub async fn assert_refused(
 }
 
 /// A database of its own on the server `CASEBRIDGE_TEST_POSTGRES` names
-/// (`scripts/postgres.sh start`), for a broker on PostgreSQL; dropped by
-/// [`PgDb::drop_db`].
+/// (`scripts/postgres.sh start`; over its Unix socket where it has one),
+/// for a broker on PostgreSQL; dropped by [`PgDb::drop_db`].
 pub struct PgDb {
+    db: casebridge::storage::postgres::testing::TestDb,
     /// The connection string without its password.
     pub url: String,
     /// The password, alone in a 0600 file.
     pub password_file: std::path::PathBuf,
-    admin: tokio_postgres::Config,
-    name: String,
     _dir: tempfile::TempDir,
-}
-
-async fn pg_admin(
-    config: &tokio_postgres::Config,
-) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connecting to the test server");
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    (client, driver)
 }
 
 impl PgDb {
     /// A new empty database, or None (said loudly) when no test server is
     /// configured.
     pub async fn create() -> Option<PgDb> {
-        let Ok(url) = std::env::var("CASEBRIDGE_TEST_POSTGRES") else {
-            eprintln!("skipped: CASEBRIDGE_TEST_POSTGRES not set");
+        use casebridge::storage::postgres::testing::{ENV, TestDb, via_socket};
+        let Ok(url) = std::env::var(ENV) else {
+            eprintln!("skipped: {ENV} not set");
             return None;
         };
-        let admin: tokio_postgres::Config = url.parse().expect("CASEBRIDGE_TEST_POSTGRES");
-        let name = format!("it_{}", uuid::Uuid::now_v7().simple());
-        let (client, driver) = pg_admin(&admin).await;
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+        let url = via_socket(&url).unwrap_or(url);
+        let db = TestDb::create_on(&url)
             .await
             .expect("creating a test database");
-        drop(client);
-        let _ = driver.await;
         let dir = tempfile::tempdir().expect("tempdir");
         let password_file = dir.path().join("postgres.password");
         casebridge::storage::files::keys::write_secret(
             &password_file,
-            admin
-                .get_password()
+            db.password
+                .as_deref()
                 .expect("a password in CASEBRIDGE_TEST_POSTGRES"),
         )
         .expect("writing the password file");
-        let host = match &admin.get_hosts()[0] {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        };
-        let url = format!(
-            "postgres://{}@{}:{}/{name}",
-            admin
-                .get_user()
-                .expect("a user in CASEBRIDGE_TEST_POSTGRES"),
-            host,
-            admin.get_ports().first().copied().unwrap_or(5432),
-        );
         Some(PgDb {
-            url,
+            url: db.url.clone(),
+            db,
             password_file,
-            admin,
-            name,
             _dir: dir,
         })
     }
 
     /// Drops the database, closing whatever still uses it.
     pub async fn drop_db(self) {
-        let (client, driver) = pg_admin(&self.admin).await;
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("dropping a test database");
-        drop(client);
-        let _ = driver.await;
+        self.db.drop_db().await;
     }
 }
 

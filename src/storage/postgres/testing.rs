@@ -28,6 +28,7 @@ impl TestDb {
             eprintln!("skipped: {ENV} not set");
             return None;
         };
+        let url = via_socket(&url).unwrap_or(url);
         Some(
             TestDb::create_on(&url)
                 .await
@@ -58,10 +59,10 @@ impl TestDb {
             None => "localhost".into(),
         };
         let url = format!(
-            "postgres://{}@{}:{}/{name}",
-            parsed.get_user().unwrap_or("postgres"),
-            host,
+            "host={} port={} user={} dbname={name}",
+            quote(&host),
             parsed.get_ports().first().copied().unwrap_or(5432),
+            quote(parsed.get_user().unwrap_or("postgres")),
         );
         Ok(TestDb {
             settings: admin.with_dbname(&name).with_pool_size(8),
@@ -96,6 +97,43 @@ impl TestDb {
             );
         }
     }
+}
+
+/// The variable naming the throwaway server's directory, which holds its
+/// Unix socket (`scripts/postgres.sh start` sets it).
+pub const DIR_ENV: &str = "CASEBRIDGE_TEST_POSTGRES_DIR";
+
+/// `url` over the throwaway server's Unix socket, when it has one: tests
+/// that start federations reserve loopback ports, and connections over TCP
+/// would take ephemeral ports from the same range.
+pub fn via_socket(url: &str) -> Option<String> {
+    let dir = std::env::var(DIR_ENV).ok()?;
+    let parsed: tokio_postgres::Config = url.parse().ok()?;
+    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    if !std::path::Path::new(&dir)
+        .join(format!(".s.PGSQL.{port}"))
+        .exists()
+    {
+        return None;
+    }
+    let mut out = format!(
+        "host={} port={port} user={} dbname={}",
+        quote(&dir),
+        quote(parsed.get_user()?),
+        quote(parsed.get_dbname().unwrap_or("postgres")),
+    );
+    if let Some(p) = parsed.get_password() {
+        out.push_str(&format!(
+            " password={}",
+            quote(std::str::from_utf8(p).ok()?)
+        ));
+    }
+    Some(out)
+}
+
+/// A value in a key=value connection string.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 fn rand_bytes() -> [u8; 8] {
