@@ -79,7 +79,8 @@ impl LocalFederation {
         let mut node_addrs = BTreeMap::new();
         for (cc, p) in &fed.node_configs {
             let mut cfg: NodeConfig = config::load(p)?;
-            cfg.broker = broker_addr.to_string();
+            cfg.broker = Some(broker_addr.to_string());
+            cfg.brokers.clear();
             let probe = bind("127.0.0.1:0".parse()?).await?;
             node_addrs.insert(*cc, probe.local_addr()?);
             drop(probe);

@@ -11,5 +11,7 @@ mod onward;
 mod policy_live;
 mod policy_table;
 mod refusals;
+mod shutdown;
 mod support;
 mod transparency;
+mod uplink;
