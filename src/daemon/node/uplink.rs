@@ -1104,9 +1104,12 @@ impl Uplink {
 
     /// A call to broker `index` was answered.
     pub fn answered(&self, index: usize) {
-        if self.current.load(std::sync::atomic::Ordering::Acquire) % self.brokers.len() == index {
-            self.reachable
-                .send_if_modified(|r| !std::mem::replace(r, true));
+        if self.current.load(std::sync::atomic::Ordering::Acquire) % self.brokers.len() == index
+            && self
+                .reachable
+                .send_if_modified(|r| !std::mem::replace(r, true))
+        {
+            tracing::info!(broker = %self.brokers[index].0, "broker reachable");
         }
     }
 
