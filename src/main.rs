@@ -99,6 +99,28 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Ask a running broker or node for its gRPC health, over mutual TLS
+    /// with the daemon's own certificate; exit status 0 only when it is
+    /// SERVING (for readiness probes and monitoring).
+    Health {
+        /// The daemon's broker.toml, or with --node its node config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The config is a node's.
+        #[arg(long)]
+        node: bool,
+        /// "host:port" to ask; the host must be a name in the daemon's
+        /// certificate. Default: localhost and the port the config listens on.
+        #[arg(long)]
+        address: Option<String>,
+        /// One service by its full name, e.g. casebridge.v1.Exchange;
+        /// default the server as a whole.
+        #[arg(long)]
+        service: Option<String>,
+        /// Seconds to wait for the answer, connecting included.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Play the scenarios on a throwaway federation and print what happens.
     Demo {
         /// Keep the federation in this directory instead of a temporary one.
@@ -328,6 +350,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             )
             .await?;
             Ok(true)
+        }
+        Command::Health {
+            config,
+            node,
+            address,
+            service,
+            timeout_secs,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::health::check(&casebridge::tools::health::Target {
+                config: &config,
+                node,
+                address: address.as_deref(),
+                service: service.as_deref(),
+                timeout: std::time::Duration::from_secs(timeout_secs.max(1)),
+            })
+            .await
         }
         Command::Demo { dir } => {
             // The demo tells its own story; the daemons' warnings about the

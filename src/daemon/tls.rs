@@ -65,7 +65,7 @@ pub struct Identity {
 
 impl Identity {
     /// Loads a PEM certificate chain and a PEM private key; the key file must
-    /// not be readable by group or others.
+    /// not be readable by group or others (see `storage::files::keys`).
     pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         let chain = load_certs(cert)?;
         let key_bytes = crate::storage::files::keys::read_secret(key)?;

@@ -27,7 +27,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     #[error(
-        "{path}: private key is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+        "{path}: private key is readable by more than its owner (mode {mode:o}); run `chmod 600 {path}` (a key owned by root may be 0640, for its group)"
     )]
     TooOpen { path: PathBuf, mode: u32 },
     #[error("{path}: not a valid {what}: {why}")]

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod health;
 pub mod local;
 pub mod pki;
 pub mod policy_cli;

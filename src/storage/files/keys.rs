@@ -1,9 +1,13 @@
 //! The key files a party keeps: secrets written 0600, atomically (a reader
 //! sees the old file or the new one, never half of one), and read from the
 //! opened file, whose mode is then checked on that same file, so nothing can
-//! swap the file between the check and the read; one that group or others
-//! can read is refused. Parsing the bytes read is the core's
-//! (`protocol::keys`).
+//! swap the file between the check and the read. A file owned by anyone but
+//! root must be 0600 or stricter; one owned by root may also be readable by
+//! its group (0640 or stricter), so that root can hand a key to the service's
+//! group (`root:casebridge 0640`, or a Kubernetes Secret mounted with an
+//! `fsGroup`) without giving the service the right to change it. PostgreSQL
+//! checks its TLS key file by the same rule. Parsing the bytes read is the
+//! core's (`protocol::keys`).
 
 use std::fs;
 use std::io::Read as _;
@@ -21,9 +25,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
+/// Whether a secret file with `mode`, owned by `uid`, is readable by more
+/// than the rule allows: its owner only, or root and the file's group.
+pub fn too_open(mode: u32, uid: u32) -> bool {
+    let allowed = if uid == 0 { 0o740 } else { 0o700 };
+    mode & 0o777 & !allowed != 0
+}
+
 /// Reads a secret file, refusing it if its permissions let anyone but the
-/// owner read it. The mode is checked on the file as opened, then read from
-/// that same open file.
+/// owner read it (or, for a file owned by root, anyone but root and the
+/// file's group; nobody but root may write it). The mode is checked on the
+/// file as opened, then read from that same open file.
 pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     let file = fs::File::open(path).map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;
@@ -37,9 +49,9 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if too_open(mode, meta.uid()) {
             return Err(KeyError::TooOpen {
                 path: path.to_path_buf(),
                 mode,
@@ -109,10 +121,16 @@ mod tests {
         let path = dir.path().join("k");
         let (_, pkcs8) = SigningKey::generate().unwrap();
         write_secret(&path, to_pem(&pkcs8, "PRIVATE KEY").as_bytes()).unwrap();
-        for mode in [0o644, 0o640, 0o604, 0o660] {
+        use std::os::unix::fs::MetadataExt as _;
+        let owner = fs::metadata(&path).unwrap().uid();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o440] {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
             match read_secret(&path) {
-                Err(KeyError::TooOpen { mode: m, .. }) => assert_eq!(m, mode),
+                Err(KeyError::TooOpen { mode: m, .. }) => {
+                    assert_eq!(m, mode);
+                    assert!(too_open(mode, owner));
+                }
+                Ok(_) => assert!(owner == 0 && !too_open(mode, 0), "mode {mode:o}"),
                 other => panic!("mode {mode:o}: {other:?}"),
             }
         }
@@ -126,6 +144,25 @@ mod tests {
         write_secret(&big, &vec![b'A'; MAX_SECRET_BYTES as usize + 1]).unwrap();
         let err = read_secret(&big).unwrap_err();
         assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn only_a_file_owned_by_root_may_be_read_by_its_group() {
+        for uid in [0, 1000, 65532] {
+            for mode in [0o600, 0o400, 0o700] {
+                assert!(!too_open(mode, uid), "{uid} {mode:o}");
+            }
+            for mode in [0o604, 0o644, 0o660, 0o620, 0o610, 0o606, 0o601, 0o777] {
+                assert!(too_open(mode, uid), "{uid} {mode:o}");
+            }
+        }
+        for mode in [0o640, 0o440] {
+            assert!(
+                !too_open(mode, 0),
+                "root may share with its group: {mode:o}"
+            );
+            assert!(too_open(mode, 1000), "nobody else may: {mode:o}");
+        }
     }
 
     #[test]
