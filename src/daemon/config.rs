@@ -759,6 +759,32 @@ mod tests {
         assert_eq!(n.shutdown_grace_secs, 10);
     }
 
+    /// The TOML file a Kubernetes manifest holds under `key: |`.
+    fn manifest_file(yaml: &str, key: &str) -> String {
+        let start = yaml
+            .find(&format!("  {key}: |\n"))
+            .map(|i| i + key.len() + 6)
+            .expect("the manifest holds the file");
+        yaml[start..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_kubernetes_node_manifest_holds_a_valid_config() {
+        let node: NodeConfig = toml::from_str(&manifest_file(
+            include_str!("../../deploy/kubernetes/node-hr.yaml"),
+            "node.toml",
+        ))
+        .unwrap();
+        assert_eq!(node.broker_addresses().len(), 2);
+        assert!(check_brokers("node.toml", node.broker.as_deref(), &node.brokers).is_ok());
+        assert_eq!(node.shutdown_grace_secs, 10);
+    }
+
     #[test]
     fn limits_default_and_refuse_values_out_of_range() {
         let n: NodeLimits = toml::from_str("").unwrap();
