@@ -1039,7 +1039,11 @@ pub struct Link {
 /// a node whose broker fails is using the next one that answers within a
 /// probe's round trip (plus the connect timeout, 5 s, for an address that
 /// does not answer at all), and one whose only broker comes back notices
-/// within [`PROBE_INTERVAL`] of its return.
+/// within [`PROBE_INTERVAL`] of its return. The failure itself is seen at
+/// once when the connection is refused, the handshake fails, the broker
+/// answers UNAVAILABLE or ends the delivery stream; a broker that goes
+/// silent with its connections open, when a call's time limit
+/// ([`CALL_TIMEOUT`]) or the channel's HTTP/2 keep-alive runs out.
 ///
 /// The reachability is a watch ([`Uplink::watch`]): Send answers at once
 /// while the broker is unreachable, and the outbox and delivery loops start
