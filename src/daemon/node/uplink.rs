@@ -258,6 +258,9 @@ pub async fn receive_loop(state: Arc<NodeState>, kind: Stream, in_hand: Arc<InHa
         lanes: kind.lanes() as i32,
     };
     loop {
+        // What changes from here on, a failure and the broker found again,
+        // is seen by the wait below.
+        reachable.borrow_and_update();
         let Link { mut client, index } = state.uplink.link();
         let opened = tokio::select! {
             r = within(CALL_TIMEOUT, client.receive(request)) => r,
@@ -354,21 +357,26 @@ pub async fn receive_loop(state: Arc<NodeState>, kind: Stream, in_hand: Arc<InHa
         if unsplit {
             return;
         }
-        // A broker found again (this one back, or the next one) is used at
-        // once; otherwise the loop backs off.
-        let down = !*reachable.borrow_and_update();
+        // A broker found again since the attempt (this one back, or the
+        // next one) is used at once; otherwise the loop backs off.
         tokio::select! {
             _ = tokio::time::sleep(backoff) => backoff = next_backoff(backoff),
-            _ = back_up(&mut reachable), if down => backoff = BACKOFF_MIN,
+            _ = back_up(&mut reachable) => backoff = BACKOFF_MIN,
             _ = stopping.wait_for(|s| *s) => return,
         }
     }
 }
 
-/// Resolves when the broker becomes reachable (from unreachable).
+/// Resolves when the broker is found reachable, by a change not yet seen
+/// (from unreachable to reachable).
 pub(super) async fn back_up(reachable: &mut tokio::sync::watch::Receiver<bool>) {
-    if reachable.wait_for(|r| *r).await.is_err() {
-        std::future::pending::<()>().await;
+    loop {
+        if reachable.changed().await.is_err() {
+            return std::future::pending::<()>().await;
+        }
+        if *reachable.borrow_and_update() {
+            return;
+        }
     }
 }
 

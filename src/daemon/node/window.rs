@@ -47,8 +47,10 @@ pub async fn outbox_loop(state: Arc<NodeState>) {
     loop {
         // Every turn: a submission ended, the pause did, or the outbox grew.
         if paused_until.is_none() {
-            // Whatever is enqueued from here on wakes the wait below.
+            // Whatever is enqueued from here on wakes the wait below, and so
+            // does the broker found again after a failure of what starts.
             changed.borrow_and_update();
+            reachable.borrow_and_update();
             let limit = if probing { 1 } else { window };
             if let Err(e) = submits.start(&state, limit, epoch).await {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -56,7 +58,6 @@ pub async fn outbox_loop(state: Arc<NodeState>) {
                 backoff = next_backoff(backoff);
             }
         }
-        let down = !*reachable.borrow_and_update();
         tokio::select! {
             Some(done) = submits.tasks.join_next_with_id(), if !submits.tasks.is_empty() => {
                 let mut next = Some(done);
@@ -79,7 +80,7 @@ pub async fn outbox_loop(state: Arc<NodeState>) {
             }
             _ = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
             _ = outbox_changed(&mut changed) => paused_until = None,
-            _ = back_up(&mut reachable), if down => {
+            _ = back_up(&mut reachable), if paused_until.is_some() => {
                 backoff = BACKOFF_MIN;
                 probing = false;
                 paused_until = None;
