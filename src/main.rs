@@ -61,6 +61,15 @@ enum Command {
         record: PathBuf,
         #[command(flatten)]
         labels: Box<casebridge::tools::cli::LabelArgs>,
+        /// Idempotency key (1 to 128 printable ASCII characters): the same
+        /// key with the same record and labels sends one record however
+        /// often the command runs, for 7 days. A fresh key is made and
+        /// printed on stderr if none is given; either way a call that gets
+        /// no answer is made again with it, up to 5 times in all. With
+        /// --expires-in-days the expiry counts from each run, so a later
+        /// run with the same key is other content and is refused.
+        #[arg(long)]
+        idempotency_key: Option<String>,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -310,10 +319,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             kind,
             record,
             labels,
+            idempotency_key,
             json,
         } => {
             init_logging(LogFormat::Human, "warn");
-            casebridge::tools::cli::send(&profile, &to, &kind, &record, &labels, json).await
+            casebridge::tools::cli::send(
+                &profile,
+                &to,
+                &kind,
+                &record,
+                &labels,
+                idempotency_key,
+                json,
+            )
+            .await
         }
         Command::Inbox {
             profile,

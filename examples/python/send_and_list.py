@@ -6,6 +6,12 @@ until the record is in each recipient agency's inbox (Agency.ListInbox, with
 each recipient's own certificate), then shows the sender's delivery status
 with the signed receipts (Agency.Status).
 
+Send goes under an idempotency key (--idempotency-key, or a fresh one): a
+call that gets no answer (the node unreachable, the connection broken, the
+deadline passed) is made again with the same key, and the node makes one
+record of them all. Run the script again with the printed key to see the
+first call's envelope come back instead of a second one.
+
 Needs Python 3.11+ (tomllib), `pip install grpcio grpcio-tools`, and stubs
 generated into examples/python/gen/ (see examples/python/README.md).
 
@@ -18,6 +24,7 @@ import os
 import sys
 import time
 import tomllib
+import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -56,6 +63,25 @@ def connect(fed: Path, agency: str):
     return agency_pb2_grpc.AgencyStub(channel)
 
 
+# Failures after which the call may not have reached the node, or its answer
+# was lost: safe to repeat under the same idempotency key.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def send_once(stub, request, attempts: int = 5):
+    """Agency.Send, repeated with the same request (and so the same key) on
+    a failure in RETRYABLE, at most `attempts` times, waiting 0.25 s, 0.5 s,
+    1 s, ... between them."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return stub.Send(request, timeout=30)
+        except grpc.RpcError as e:
+            if e.code() not in RETRYABLE or attempt == attempts:
+                raise
+            print(f"  no answer ({e.code().name}); calling again with key {request.idempotency_key}", file=sys.stderr)
+            time.sleep(0.25 * 2 ** (attempt - 1))
+
+
 def enum_name(enum, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
@@ -66,7 +92,12 @@ def main() -> int:
     ap.add_argument("--sender", default="HR/police", help="sending agency, CC/name")
     ap.add_argument("--to", default="RS/police,BA/police", help="recipients, CC/name[,CC/name...]")
     ap.add_argument("--record", type=Path, default=REPO / "examples/records/wanted_alert.json")
+    ap.add_argument(
+        "--idempotency-key",
+        help="1 to 128 printable ASCII characters; a fresh UUID if not given",
+    )
     args = ap.parse_args()
+    key = args.idempotency_key or str(uuid.uuid4())
     recipients = [r.strip() for r in args.to.split(",") if r.strip()]
 
     # The record in canonical proto3 JSON, as the CLI reads it.
@@ -88,13 +119,14 @@ def main() -> int:
     )
 
     sender = connect(args.fed, args.sender)
-    resp = sender.Send(
-        agency_pb2.SendRequest(recipients=recipients, record=record, labels=labels),
-        timeout=10,
+    resp = send_once(
+        sender,
+        agency_pb2.SendRequest(recipients=recipients, record=record, labels=labels, idempotency_key=key),
     )
     cats = ", ".join(enum_name(labels_pb2.DataCategory, c, "DATA_CATEGORY_") for c in resp.categories) or "none"
     print(f"Send as {args.sender} to {', '.join(recipients)}")
-    print(f"  envelope   {resp.envelope_id}")
+    print(f"  key        {key}")
+    print(f"  envelope   {resp.envelope_id}{' (made earlier under this key)' if resp.repeat else ''}")
     print(f"  state      {enum_name(agency_pb2.SendState, resp.state, 'SEND_STATE_')}: {resp.detail}")
     print(f"  log index  {resp.log_index}")
     print(f"  categories {cats}")

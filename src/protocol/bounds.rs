@@ -49,6 +49,9 @@ pub const MAX_RECIPIENTS_CEILING: usize = 1024;
 /// configured otherwise (`limits.max_envelope_bytes`, on the broker and on
 /// every node alike).
 pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 16 << 20;
+/// `idempotency_key` of the Agency API calls that create an envelope: at
+/// least 1 and at most this many bytes of printable ASCII.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// How many bytes of a peer's input an error message quotes.
 pub const QUOTE_LEN: usize = 40;
 

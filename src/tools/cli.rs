@@ -271,13 +271,76 @@ pub fn state_name(s: i32) -> String {
         .unwrap_or_default()
 }
 
-/// `casebridge send`.
+/// How many times `casebridge send` calls the node in all when the node
+/// cannot be reached or the connection breaks before the answer.
+pub const SEND_ATTEMPTS: u32 = 5;
+
+/// How long one attempt waits for the node's answer. The node answers Send
+/// within its own wait for the broker (10 s), queued if need be.
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a failed call may not have reached the node, or may have lost
+/// its answer on the way back: worth making again under the same
+/// idempotency key. Unavailable (no connection, or the node's store asked
+/// for a retry), a deadline passed, or an error of the transport itself
+/// (with an underlying cause, which an answer from the node never has).
+pub fn retryable(s: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled => {
+            s.source().is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Makes `call` until it answers, fails for good, or `attempts` calls
+/// failed in a way [`retryable`] allows, waiting 250 ms, 500 ms, 1 s, ...
+/// between them. `call` must make the same request each time: with an
+/// idempotency key, the node makes one record of them all.
+pub async fn with_retries<T, Fut>(
+    attempts: u32,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(s) if retryable(&s) && attempt < attempts => {
+                tracing::warn!(attempt, status = %status_line(&s), "the node did not answer; calling again with the same idempotency key");
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    250 << (attempt - 1).min(6),
+                ))
+                .await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A fresh idempotency key: a UUIDv7, so that keys sort by when they were
+/// made.
+pub fn new_idempotency_key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// `casebridge send`. Every call is made under an idempotency key,
+/// `idempotency_key` or a fresh one, printed on stderr before the call: a
+/// call that fails without an answer is made again with it, and a person
+/// who runs the command again with `--idempotency-key` and the same record
+/// and labels gets the same envelope rather than a second one.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     profile: &Path,
     to: &[String],
     kind: &str,
     record: &Path,
     labels: &LabelArgs,
+    idempotency_key: Option<String>,
     json: bool,
 ) -> anyhow::Result<bool> {
     let record = read_record(record)?;
@@ -292,21 +355,41 @@ pub async fn send(
         );
     }
     let labels = labels.to_labels(crate::daemon::clock::now_ms())?;
-    let mut client = AgencyClient::from_profile(profile)?;
-    let resp = grpc(
-        client
-            .api
-            .send(v1::SendRequest {
-                recipients: to.to_vec(),
-                record: Some(record),
-                labels: Some(labels),
-            })
-            .await,
-    )?;
+    let key = match idempotency_key {
+        Some(k) => k,
+        None => {
+            let k = new_idempotency_key();
+            eprintln!("idempotency key {k}");
+            k
+        }
+    };
+    let client = AgencyClient::from_profile(profile)?;
+    let req = v1::SendRequest {
+        recipients: to.to_vec(),
+        record: Some(record),
+        labels: Some(labels),
+        idempotency_key: key.clone(),
+    };
+    let resp = with_retries(SEND_ATTEMPTS, || {
+        let mut api = client.api.clone();
+        let mut req = tonic::Request::new(req.clone());
+        req.set_timeout(ATTEMPT_TIMEOUT);
+        async move { api.send(req).await.map(tonic::Response::into_inner) }
+    })
+    .await
+    .map_err(|s| {
+        anyhow::anyhow!(
+            "{}\nrun again with --idempotency-key {key} and the same record and labels to send it at most once",
+            status_line(&s)
+        )
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&resp)?);
     } else {
         println!("{}", resp.envelope_id);
+        if resp.repeat {
+            println!("made earlier under this idempotency key; nothing new was sent");
+        }
         println!("{}: {}", state_name(resp.state), resp.detail);
         if resp.state == v1::SendState::Accepted as i32 {
             println!("audit log index {}", resp.log_index);

@@ -161,6 +161,7 @@ impl Demo<'_> {
                 recipients: to.iter().map(ToString::to_string).collect(),
                 record: Some(record),
                 labels: Some(labels),
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("send from {from}: {}", status_line(&s)))?
@@ -448,6 +449,7 @@ impl Demo<'_> {
             envelope_id: report.clone(),
             recipients: vec!["AL/police".into()],
             labels: None,
+            ..Default::default()
         };
         self.show_request(
             "4b onward transfer without permission",
@@ -478,6 +480,7 @@ impl Demo<'_> {
                 justification:
                     "The route continues through AL; AL police hold the border crossing records."
                         .into(),
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("request permission: {}", status_line(&s)))?
@@ -500,6 +503,7 @@ impl Demo<'_> {
                 request_envelope_id: request_id,
                 conditions: "For the migrant-smuggling investigation only; H2 stays on the record."
                     .into(),
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow::anyhow!("grant permission: {}", status_line(&s)))?
@@ -556,6 +560,7 @@ impl Demo<'_> {
                 recipients: vec!["XK/police".into()],
                 record: Some(record(FINGERPRINTS)?),
                 labels: Some(l),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner);

@@ -7,6 +7,7 @@ mod bench;
 mod delivery;
 mod durability;
 mod health;
+mod idempotency;
 mod onward;
 mod policy_live;
 mod policy_table;

@@ -171,6 +171,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
             envelope_id: report.envelope_id.clone(),
             third_agencies: vec!["AL/police".into()],
             justification: "route continues through AL".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -194,6 +195,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         .grant_permission(v1::GrantPermissionRequest {
             request_envelope_id: req.envelope_id,
             conditions: "H2 stays".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -242,6 +242,7 @@ pub async fn try_send(
             recipients: to.iter().map(ToString::to_string).collect(),
             record: Some(record),
             labels: Some(labels),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -432,6 +433,7 @@ pub fn forward(id: &str, to: &str) -> v1::ForwardRequest {
         envelope_id: id.into(),
         recipients: vec![to.into()],
         labels: None,
+        ..Default::default()
     }
 }
 
@@ -447,6 +449,7 @@ pub async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) ->
             envelope_id: id.into(),
             third_agencies: vec![to.into()],
             justification: "the route continues".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -460,6 +463,7 @@ pub async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) ->
         .grant_permission(v1::GrantPermissionRequest {
             request_envelope_id: req.envelope_id,
             conditions: "H2 stays".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

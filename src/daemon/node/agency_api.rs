@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::idempotency::{self, Arrival, Content};
 use super::{NodeState, SubmitOutcome};
 use crate::daemon::status::{exceeded, invalid, node_storage};
 use crate::daemon::tls::{Issuer, peer_of};
@@ -92,6 +93,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
+        let key = match idempotency::arrive(&self.state, &sender, &req.idempotency_key, || {
+            Content::send(&req)
+        })
+        .await?
+        {
+            Arrival::Repeat(earlier) => return Ok(Response::new(earlier)),
+            Arrival::New(key) => key,
+        };
         let record = req
             .record
             .ok_or_else(|| Status::invalid_argument("no record"))?;
@@ -140,6 +149,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             labels,
             onward_of: None,
             permission: None,
+            key,
         };
         self.dispatch(out).await.map(Response::new)
     }
@@ -150,6 +160,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
+        let key = match idempotency::arrive(&self.state, &sender, &req.idempotency_key, || {
+            Content::forward(&req)
+        })
+        .await?
+        {
+            Arrival::Repeat(earlier) => return Ok(Response::new(earlier)),
+            Arrival::New(key) => key,
+        };
         let id = envelope_id("envelope_id", &req.envelope_id)?;
         let original = self.inbox_record(&sender, &id).await?;
         let entry = original.entry.unwrap_or_default();
@@ -167,6 +185,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             labels,
             onward_of: Some(id),
             permission: None,
+            key,
         };
         self.dispatch(out).await.map(Response::new)
     }
@@ -177,6 +196,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
+        let key = match idempotency::arrive(&self.state, &sender, &req.idempotency_key, || {
+            Content::request_permission(&req)
+        })
+        .await?
+        {
+            Arrival::Repeat(earlier) => return Ok(Response::new(earlier)),
+            Arrival::New(key) => key,
+        };
         bounds::check_strings(
             "third_agencies",
             &req.third_agencies,
@@ -238,6 +265,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             labels,
             onward_of: None,
             permission: Some(scope),
+            key,
         };
         self.dispatch(out).await.map(Response::new)
     }
@@ -248,6 +276,14 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
     ) -> Result<Response<v1::SendResponse>, Status> {
         let sender = self.agency(&req)?;
         let req = req.into_inner();
+        let key = match idempotency::arrive(&self.state, &sender, &req.idempotency_key, || {
+            Content::grant_permission(&req)
+        })
+        .await?
+        {
+            Arrival::Repeat(earlier) => return Ok(Response::new(earlier)),
+            Arrival::New(key) => key,
+        };
         bounds::check_len(
             "conditions",
             req.conditions.as_bytes(),
@@ -286,6 +322,7 @@ impl crate::daemon::rpc::agency_server::Agency for AgencyService {
             labels,
             onward_of: None,
             permission: Some(scope),
+            key,
         };
         self.dispatch(out).await.map(Response::new)
     }
@@ -452,6 +489,8 @@ struct Outgoing {
     labels: v1::Labels,
     onward_of: Option<EnvelopeId>,
     permission: Option<v1::PermissionScope>,
+    /// The call's idempotency key, recorded with the envelope.
+    key: Option<crate::storage::node::idempotency::KeyedCall>,
 }
 
 /// The agency that provided a record in an inbox: its sender, or for a
@@ -609,6 +648,7 @@ impl AgencyService {
             mut labels,
             onward_of,
             permission,
+            key,
         } = out;
         let state = &self.state;
         let dir = state.directory();
@@ -743,11 +783,11 @@ impl AgencyService {
             inclusion_verified_at: 0,
         };
         let waiter = state.register_waiter(sealed.id);
-        state
-            .store
-            .enqueue(&sealed.id, &sealed.envelope, &status)
-            .await
-            .map_err(node_storage)?;
+        if let Some(earlier) =
+            idempotency::enqueue(state, &sealed.id, &sealed.envelope, &status, key.as_ref()).await?
+        {
+            return Ok(earlier);
+        }
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 
         // While the broker is known to be unreachable there is no answer to
@@ -782,6 +822,7 @@ impl AgencyService {
             detail,
             log_index,
             categories: sealed.categories.to_vec_i32(),
+            repeat: false,
         })
     }
 }

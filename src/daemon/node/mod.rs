@@ -6,6 +6,7 @@
 //! agencies only, and opens only what was wrapped for it.
 
 pub mod agency_api;
+mod idempotency;
 pub mod uplink;
 pub mod window;
 pub mod witness;
@@ -126,6 +127,14 @@ impl NodeState {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
         rx
+    }
+
+    /// Drops the waiter of an envelope that was never stored.
+    fn forget_waiter(&self, id: &EnvelopeId) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn resolve_waiter(&self, id: &EnvelopeId, outcome: SubmitOutcome) {

@@ -795,13 +795,22 @@ pub async fn purge_loop(state: Arc<NodeState>) {
 }
 
 /// Deletes every inbox record expired at `now_ms` and reports every purge
-/// the broker has not yet logged. Only envelope ids leave the node.
+/// the broker has not yet logged. Only envelope ids leave the node. Also
+/// forgets the idempotency keys first used more than
+/// [`crate::storage::node::idempotency::RETENTION_MS`] before `now_ms`.
 pub async fn purge_once(
     state: &NodeState,
     client: &mut Client,
     now_ms: i64,
 ) -> anyhow::Result<Vec<EnvelopeId>> {
     let purged = state.store.purge_expired(now_ms).await?;
+    let forgotten = state
+        .store
+        .forget_keys(now_ms.saturating_sub(crate::storage::node::idempotency::RETENTION_MS))
+        .await?;
+    if forgotten > 0 {
+        tracing::info!(count = forgotten, "forgot expired idempotency keys");
+    }
     if !purged.is_empty() {
         tracing::info!(count = purged.len(), ids = ?purged.iter().map(ToString::to_string).collect::<Vec<_>>(), "purged expired records");
     }

@@ -7,6 +7,9 @@
 //! - [`Outbox`] ([`outbox`]): sealed envelopes waiting for the broker, what
 //!   each agency sent with the broker's answers and receipts, and what the
 //!   witness still has to prove of each accepted submission.
+//! - [`idempotency`]: the idempotency keys of agencies' calls, written with
+//!   the envelope each created ([`Outbox::enqueue_keyed`]) and forgotten
+//!   after [`idempotency::RETENTION_MS`].
 //! - [`WitnessState`] ([`witness`]): the checkpoint this node last accepted
 //!   as witness and the evidence of a broker that lied.
 //! - [`VersionsInForce`] (shared with the broker): the directory and policy
@@ -19,6 +22,7 @@
 //! concerns so that the daemon holds one `Arc<dyn NodeStore>`; the sled
 //! backend is [`crate::storage::sled::node::SledNodeStore`].
 
+pub mod idempotency;
 pub mod inbox;
 pub mod outbox;
 pub mod witness;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
+use crate::storage::node::idempotency::{EarlierCall, KeyedCall};
 
 /// A change to what an agency sees of a record it sent. A backend may apply
 /// it more than once (a retried transaction), each time to the record as
@@ -64,6 +65,33 @@ pub trait Outbox: Send + Sync {
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError>;
+
+    /// As [`Outbox::enqueue`], for a call made under an idempotency key, in
+    /// the same durable write as the key: unless `call.agency` used
+    /// `call.key` at or after [`KeyedCall::not_before_ms`], the envelope is
+    /// enqueued and the key recorded with `id` and the call's digest
+    /// (`None`). Otherwise nothing is written, whatever the digest, and the
+    /// earlier call is returned once its own write is durable.
+    async fn enqueue_keyed(
+        &self,
+        id: &EnvelopeId,
+        env: &v1::Envelope,
+        status: &v1::SendStatus,
+        call: &KeyedCall,
+    ) -> Result<Option<EarlierCall>, StorageError>;
+
+    /// The call `agency` made under `key` at or after `not_before_ms`, if
+    /// any, once its write is durable.
+    async fn keyed_call(
+        &self,
+        agency: &AgencyId,
+        key: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<EarlierCall>, StorageError>;
+
+    /// Forgets every idempotency key first used before `before_ms`; returns
+    /// how many.
+    async fn forget_keys(&self, before_ms: i64) -> Result<usize, StorageError>;
 
     /// Envelopes waiting for the broker, lane by lane (immediate first),
     /// oldest first within a lane; only those durable, so the broker never

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use sled::Transactional as _;
+use sled::transaction::ConflictableTransactionError;
 use tokio::sync::watch;
 
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::in_force::InForce;
 use crate::storage::in_force::VersionsInForce;
+use crate::storage::node::idempotency::{EarlierCall, KeyedCall};
 use crate::storage::node::{Durability, Inbox, Lane, Outbox, StatusUpdate, WitnessState};
 use crate::storage::{Flush, GroupCommit, StorageError};
 
@@ -36,6 +38,10 @@ struct Trees {
     purged: sled::Tree,
     witness: sled::Tree,
     meta: sled::Tree,
+    /// Idempotency keys: [`CALL_PREFIX`] ‖ agency ‖ 0 ‖ key → the earlier
+    /// call, and [`TIME_PREFIX`] ‖ time ‖ agency ‖ 0 ‖ key → nothing, by
+    /// which old keys are forgotten in order.
+    idempotency: sled::Tree,
     commit: GroupCommit,
     writer: Mutex<()>,
     /// Envelopes put in the outbox whose flush has not returned: not
@@ -111,6 +117,68 @@ fn outbox_into_lanes(outbox: &sled::Tree) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The first byte of an idempotency key's entry.
+const CALL_PREFIX: &[u8] = b"k";
+/// The first byte of an idempotency key's entry in time order.
+const TIME_PREFIX: &[u8] = b"t";
+/// Keys forgotten per transaction.
+const FORGET_BATCH: usize = 1000;
+
+/// The entry of `agency`'s key: agency ids hold no NUL byte, so an agency's
+/// keys never run into another's.
+fn call_key(agency: &AgencyId, key: &str) -> Vec<u8> {
+    let mut k = CALL_PREFIX.to_vec();
+    k.extend_from_slice(agency.to_string().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The time-ordered entry of a key first used at `at_ms`; `call` is the
+/// call key without its prefix. Times before 1970 sort as 1970.
+fn time_key(at_ms: i64, call: &[u8]) -> Vec<u8> {
+    let mut k = TIME_PREFIX.to_vec();
+    k.extend_from_slice(&u64::try_from(at_ms).unwrap_or(0).to_be_bytes());
+    k.extend_from_slice(call);
+    k
+}
+
+/// The time and the call key (without its prefix) of a time-ordered entry.
+fn split_time_key(k: &[u8]) -> Result<(i64, &[u8]), StorageError> {
+    let rest = k
+        .strip_prefix(TIME_PREFIX)
+        .filter(|r| r.len() > 8)
+        .ok_or_else(|| corrupt("idempotency", "time key too short"))?;
+    let (at, call) = rest.split_at(8);
+    let at = u64::from_be_bytes(at.try_into().map_err(|e| corrupt("idempotency", e))?);
+    let at = i64::try_from(at).map_err(|e| corrupt("idempotency", e))?;
+    Ok((at, call))
+}
+
+fn encode_call(c: &EarlierCall) -> Vec<u8> {
+    let mut v = Vec::with_capacity(56);
+    v.extend_from_slice(&c.digest);
+    v.extend_from_slice(c.id.as_bytes());
+    v.extend_from_slice(&c.at_ms.to_be_bytes());
+    v
+}
+
+fn decode_call(v: &[u8]) -> Result<EarlierCall, StorageError> {
+    if v.len() != 56 {
+        return Err(corrupt("idempotency", "entry is not 56 bytes"));
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&v[..32]);
+    let id = EnvelopeId::from_bytes(&v[32..48]).map_err(|e| corrupt("idempotency", e))?;
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&v[48..]);
+    Ok(EarlierCall {
+        digest,
+        id,
+        at_ms: i64::from_be_bytes(at),
+    })
+}
+
 fn expect_key(id: &EnvelopeId) -> Vec<u8> {
     let mut k = b"expect/".to_vec();
     k.extend_from_slice(id.as_bytes());
@@ -169,6 +237,7 @@ impl SledNodeStore {
             purged: db.open_tree("purged")?,
             witness: db.open_tree("witness")?,
             meta: db.open_tree("meta")?,
+            idempotency: db.open_tree("idempotency")?,
             commit: GroupCommit::start(flush(db), dir.display().to_string()),
             writer: Mutex::new(()),
             unflushed: Mutex::new(HashSet::new()),
@@ -190,6 +259,91 @@ impl SledNodeStore {
     /// Waits until everything applied so far is on disk.
     async fn commit(&self) -> Result<(), StorageError> {
         self.trees.commit.commit().await
+    }
+
+    /// Puts an envelope in the outbox with its sent record and header hash,
+    /// and with its idempotency key if `call` is given, in one transaction,
+    /// unless the key was used already: then nothing is written and the
+    /// earlier call is returned.
+    async fn enqueue_inner(
+        &self,
+        id: &EnvelopeId,
+        env: &v1::Envelope,
+        status: &v1::SendStatus,
+        call: Option<KeyedCall>,
+    ) -> Result<Option<EarlierCall>, StorageError> {
+        let id = *id;
+        let key = outbox_key(
+            Lane::of(status.labels.as_ref().map_or(0, |l| l.priority)),
+            &id,
+        );
+        let header_sha256 = crate::protocol::envelope::sha256(&env.header);
+        let env = env.encode_to_vec();
+        let status = status.encode_to_vec();
+        let trees = self.trees.clone();
+        let changed = self.outbox_changed.clone();
+        // On a task of its own, so that a caller who stops waiting (an agency
+        // that hangs up) cannot leave the envelope applied yet never released
+        // to the submitter.
+        let task = tokio::spawn(async move {
+            let earlier = on_trees(trees.clone(), move |t| {
+                t.unflushed().insert(id);
+                let _g = t.lock();
+                let applied = (&t.outbox, &t.sent, &t.sent_headers, &t.idempotency)
+                    .transaction(|(outbox, sent, sent_headers, idempotency)| {
+                        if let Some(call) = &call {
+                            let ck = call_key(&call.agency, &call.key);
+                            let earlier = match idempotency.get(&ck)? {
+                                Some(v) => Some(
+                                    decode_call(&v).map_err(ConflictableTransactionError::Abort)?,
+                                ),
+                                None => None,
+                            };
+                            match earlier {
+                                Some(e) if e.at_ms >= call.not_before_ms() => {
+                                    return Ok(Some(e));
+                                }
+                                // Expired and not yet forgotten: replaced.
+                                Some(e) => {
+                                    idempotency
+                                        .remove(time_key(e.at_ms, &ck[CALL_PREFIX.len()..]))?;
+                                }
+                                None => {}
+                            }
+                            idempotency.insert(
+                                ck.as_slice(),
+                                encode_call(&EarlierCall {
+                                    digest: call.digest,
+                                    id,
+                                    at_ms: call.at_ms,
+                                })
+                                .as_slice(),
+                            )?;
+                            idempotency
+                                .insert(time_key(call.at_ms, &ck[CALL_PREFIX.len()..]), &[])?;
+                        }
+                        outbox.insert(key.as_slice(), env.as_slice())?;
+                        sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
+                        sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
+                        Ok(None)
+                    })
+                    .map_err(|e| t.tx_err(e));
+                if !matches!(applied, Ok(None)) {
+                    t.unflushed().remove(&id);
+                }
+                applied
+            })
+            .await?;
+            // Either this envelope or, for a key used already, the earlier
+            // call's write: on disk before anyone hears of it.
+            trees.commit.commit().await?;
+            if earlier.is_none() {
+                trees.unflushed().remove(&id);
+                changed.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Ok(earlier)
+        });
+        task.await.map_err(task_failed)?
     }
 }
 
@@ -283,39 +437,89 @@ impl Outbox for SledNodeStore {
         env: &v1::Envelope,
         status: &v1::SendStatus,
     ) -> Result<(), StorageError> {
-        let id = *id;
-        let key = outbox_key(
-            Lane::of(status.labels.as_ref().map_or(0, |l| l.priority)),
-            &id,
-        );
-        let header_sha256 = crate::protocol::envelope::sha256(&env.header);
-        let env = env.encode_to_vec();
-        let status = status.encode_to_vec();
-        let trees = self.trees.clone();
-        let changed = self.outbox_changed.clone();
-        // On a task of its own, so that a caller who stops waiting (an agency
-        // that hangs up) cannot leave the envelope applied yet never released
-        // to the submitter.
-        let task = tokio::spawn(async move {
-            on_trees(trees.clone(), move |t| {
-                t.unflushed().insert(id);
-                let _g = t.lock();
-                (&t.outbox, &t.sent, &t.sent_headers)
-                    .transaction(|(outbox, sent, sent_headers)| {
-                        outbox.insert(key.as_slice(), env.as_slice())?;
-                        sent.insert(id.as_bytes().as_slice(), status.as_slice())?;
-                        sent_headers.insert(id.as_bytes().as_slice(), header_sha256.as_slice())?;
-                        Ok(())
-                    })
-                    .map_err(|e| t.tx_err(e))
-            })
-            .await?;
-            trees.commit.commit().await?;
-            trees.unflushed().remove(&id);
-            changed.send_modify(|n| *n = n.wrapping_add(1));
-            Ok(())
-        });
-        task.await.map_err(task_failed)?
+        self.enqueue_inner(id, env, status, None).await.map(|_| ())
+    }
+
+    async fn enqueue_keyed(
+        &self,
+        id: &EnvelopeId,
+        env: &v1::Envelope,
+        status: &v1::SendStatus,
+        call: &KeyedCall,
+    ) -> Result<Option<EarlierCall>, StorageError> {
+        self.enqueue_inner(id, env, status, Some(call.clone()))
+            .await
+    }
+
+    async fn keyed_call(
+        &self,
+        agency: &AgencyId,
+        key: &str,
+        not_before_ms: i64,
+    ) -> Result<Option<EarlierCall>, StorageError> {
+        let k = call_key(agency, key);
+        let found = self
+            .blocking(move |t| t.idempotency.get(k)?.map(|v| decode_call(&v)).transpose())
+            .await?
+            .filter(|c| c.at_ms >= not_before_ms);
+        if found.is_some() {
+            // The write that recorded it may still be on its way to disk.
+            self.commit().await?;
+        }
+        Ok(found)
+    }
+
+    async fn forget_keys(&self, before_ms: i64) -> Result<usize, StorageError> {
+        let mut forgotten = 0;
+        loop {
+            let n = self
+                .blocking(move |t| {
+                    let mut old = Vec::new();
+                    let end = time_key(before_ms, &[]);
+                    for k in t.idempotency.range(TIME_PREFIX.to_vec()..end).keys() {
+                        old.push(k?);
+                        if old.len() == FORGET_BATCH {
+                            break;
+                        }
+                    }
+                    if old.is_empty() {
+                        return Ok(0);
+                    }
+                    let _g = t.lock();
+                    t.idempotency
+                        .transaction(|tx| {
+                            for tk in &old {
+                                tx.remove(tk.as_ref())?;
+                                let (at, call) = split_time_key(tk)
+                                    .map_err(ConflictableTransactionError::Abort)?;
+                                let ck = [CALL_PREFIX, call].concat();
+                                // A key used again after it expired has a
+                                // newer entry: only the one this time
+                                // stands for goes.
+                                if let Some(v) = tx.get(&ck)? {
+                                    let c = decode_call(&v)
+                                        .map_err(ConflictableTransactionError::Abort)?;
+                                    if c.at_ms == at {
+                                        tx.remove(ck)?;
+                                    }
+                                }
+                            }
+                            Ok(())
+                        })
+                        .map_err(|e| t.tx_err(e))?;
+                    Ok(old.len())
+                })
+                .await?;
+            if n == 0 {
+                break;
+            }
+            forgotten += n;
+            self.commit().await?;
+            if n < FORGET_BATCH {
+                break;
+            }
+        }
+        Ok(forgotten)
     }
 
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {

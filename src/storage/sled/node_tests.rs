@@ -11,6 +11,7 @@ use super::node::SledNodeStore;
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
+use crate::storage::node::idempotency::{EarlierCall, KeyedCall};
 use crate::storage::node::{Inbox as _, Lane, Outbox as _, WitnessState as _};
 
 #[tokio::test]
@@ -259,4 +260,250 @@ async fn one_envelope_delivered_twice_at_once_is_filed_once() {
         "the inbox holds what the filed one carried"
     );
     assert_eq!(store.receipt_for(&id).await.unwrap().unwrap().body, first);
+}
+
+fn keyed(agency: &str, key: &str, digest: u8, at_ms: i64) -> KeyedCall {
+    KeyedCall {
+        agency: agency.parse().unwrap(),
+        key: key.into(),
+        digest: [digest; 32],
+        at_ms,
+    }
+}
+
+fn sent_as(id: &EnvelopeId) -> v1::SendStatus {
+    v1::SendStatus {
+        envelope_id: id.to_string(),
+        ..Default::default()
+    }
+}
+
+/// What enqueuing `id` under `call` gives.
+async fn enqueue_keyed(
+    store: &SledNodeStore,
+    id: EnvelopeId,
+    call: &KeyedCall,
+) -> Option<EarlierCall> {
+    store
+        .enqueue_keyed(&id, &v1::Envelope::default(), &sent_as(&id), call)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_used_again_gives_the_first_envelope_and_stores_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledNodeStore::open(dir.path()).unwrap();
+    let (first, second, third) = (EnvelopeId::at(1), EnvelopeId::at(2), EnvelopeId::at(3));
+    let call = keyed("HR/police", "key-1", 7, 1_000);
+    assert_eq!(enqueue_keyed(&store, first, &call).await, None);
+
+    // The same content again, and other content under the same key: the
+    // store answers the first call either way and writes nothing.
+    let earlier = EarlierCall {
+        digest: [7; 32],
+        id: first,
+        at_ms: 1_000,
+    };
+    assert_eq!(
+        enqueue_keyed(&store, second, &keyed("HR/police", "key-1", 7, 2_000)).await,
+        Some(earlier)
+    );
+    assert_eq!(
+        enqueue_keyed(&store, third, &keyed("HR/police", "key-1", 8, 3_000)).await,
+        Some(earlier)
+    );
+    assert_eq!(outbox_ids(&store).await, vec![first]);
+    assert!(store.sent(&second).await.unwrap().is_none());
+    assert!(store.sent(&third).await.unwrap().is_none());
+    assert!(store.sent_header_sha256(&second).await.unwrap().is_none());
+    let agency: AgencyId = "HR/police".parse().unwrap();
+    assert_eq!(
+        store.keyed_call(&agency, "key-1", 0).await.unwrap(),
+        Some(earlier)
+    );
+    assert_eq!(store.keyed_call(&agency, "key-2", 0).await.unwrap(), None);
+    // Nothing waits for a flush that a refused write never asked for.
+    assert_eq!(
+        store
+            .outbox_waiting(10, &HashSet::new())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn another_agencys_key_is_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledNodeStore::open(dir.path()).unwrap();
+    let (a, b) = (EnvelopeId::at(1), EnvelopeId::at(2));
+    assert_eq!(
+        enqueue_keyed(&store, a, &keyed("HR/police", "shared", 7, 1_000)).await,
+        None
+    );
+    // The same key and the same content from another agency of the node.
+    assert_eq!(
+        enqueue_keyed(&store, b, &keyed("HR/prosecutor", "shared", 7, 1_000)).await,
+        None,
+        "another agency's key finds nothing of this one's"
+    );
+    assert_eq!(outbox_ids(&store).await, vec![a, b]);
+    let police: AgencyId = "HR/police".parse().unwrap();
+    let prosecutor: AgencyId = "HR/prosecutor".parse().unwrap();
+    assert_eq!(
+        store
+            .keyed_call(&police, "shared", 0)
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(a)
+    );
+    assert_eq!(
+        store
+            .keyed_call(&prosecutor, "shared", 0)
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(b)
+    );
+    // An agency id that is a prefix of another's shares nothing either.
+    let short: AgencyId = "HR/p".parse().unwrap();
+    assert_eq!(store.keyed_call(&short, "shared", 0).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn keys_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = EnvelopeId::at(1);
+    {
+        let store = SledNodeStore::open(dir.path()).unwrap();
+        assert_eq!(
+            enqueue_keyed(&store, id, &keyed("HR/police", "k", 7, 1_000)).await,
+            None
+        );
+    }
+    let store = SledNodeStore::open(dir.path()).unwrap();
+    let police: AgencyId = "HR/police".parse().unwrap();
+    assert_eq!(
+        store
+            .keyed_call(&police, "k", 0)
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(id)
+    );
+    assert_eq!(
+        enqueue_keyed(
+            &store,
+            EnvelopeId::at(2),
+            &keyed("HR/police", "k", 7, 2_000)
+        )
+        .await
+        .map(|c| c.id),
+        Some(id)
+    );
+    assert_eq!(outbox_ids(&store).await, vec![id]);
+}
+
+#[tokio::test]
+async fn keys_expire_after_the_retention_and_are_forgotten_in_time_order() {
+    use crate::storage::node::idempotency::RETENTION_MS;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledNodeStore::open(dir.path()).unwrap();
+    let police: AgencyId = "HR/police".parse().unwrap();
+    let t0 = 1_000_000;
+    let (old, renewed, young) = (EnvelopeId::at(1), EnvelopeId::at(2), EnvelopeId::at(3));
+    assert_eq!(
+        enqueue_keyed(&store, old, &keyed("HR/police", "old", 1, t0)).await,
+        None
+    );
+    assert_eq!(
+        enqueue_keyed(&store, young, &keyed("HR/police", "young", 2, t0 + 10)).await,
+        None
+    );
+    // Still remembered at the end of the retention, not a moment after.
+    let last = keyed("HR/police", "old", 1, t0 + RETENTION_MS);
+    assert!(
+        store
+            .keyed_call(&police, "old", last.not_before_ms())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let after = keyed("HR/police", "old", 1, t0 + RETENTION_MS + 1);
+    assert_eq!(
+        store
+            .keyed_call(&police, "old", after.not_before_ms())
+            .await
+            .unwrap(),
+        None
+    );
+    // Used again after it expired (before it was forgotten): a new record.
+    assert_eq!(enqueue_keyed(&store, renewed, &after).await, None);
+    assert_eq!(
+        store
+            .keyed_call(&police, "old", 0)
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(renewed)
+    );
+
+    // Forgetting what was first used before t0 + 5 leaves both keys: the
+    // renewed one is newer, and "young" came later.
+    assert_eq!(store.forget_keys(t0 + 5).await.unwrap(), 0);
+    assert!(store.keyed_call(&police, "old", 0).await.unwrap().is_some());
+    assert!(
+        store
+            .keyed_call(&police, "young", 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.forget_keys(t0 + 11).await.unwrap(), 1);
+    assert_eq!(store.keyed_call(&police, "young", 0).await.unwrap(), None);
+    assert_eq!(
+        store
+            .keyed_call(&police, "old", 0)
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(renewed)
+    );
+    assert_eq!(store.forget_keys(t0 + RETENTION_MS + 2).await.unwrap(), 1);
+    assert_eq!(store.keyed_call(&police, "old", 0).await.unwrap(), None);
+    // The records themselves stay.
+    assert_eq!(outbox_ids(&store).await, vec![old, renewed, young]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_under_one_key_store_one_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledNodeStore::open(dir.path()).unwrap());
+    let call = keyed("HR/police", "race", 7, 1_000);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let id = EnvelopeId::at(100 + i);
+                let earlier = store
+                    .enqueue_keyed(&id, &v1::Envelope::default(), &sent_as(&id), &call)
+                    .await
+                    .unwrap();
+                earlier.map_or(id, |e| e.id)
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "every call names one envelope");
+    assert_eq!(
+        outbox_ids(&store).await,
+        ids.into_iter().collect::<Vec<_>>()
+    );
 }

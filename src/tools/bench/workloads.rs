@@ -100,6 +100,7 @@ pub async fn send(
             recipients: to.iter().map(ToString::to_string).collect(),
             record: Some(record.clone()),
             labels: Some(labels(priority)),
+            ..Default::default()
         })
         .await
         .context("Send")?

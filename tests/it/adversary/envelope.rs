@@ -505,6 +505,7 @@ async fn permission_requests_are_bounded() {
         envelope_id: sent.envelope_id.clone(),
         third_agencies: third,
         justification,
+        ..Default::default()
     };
     let cases = [
         (
@@ -534,6 +535,7 @@ async fn permission_requests_are_bounded() {
             envelope_id: "e".repeat(MIB),
             third_agencies: vec!["BA/border-police".into()],
             justification: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -551,6 +553,7 @@ async fn permission_requests_are_bounded() {
         .grant_permission(v1::GrantPermissionRequest {
             request_envelope_id: sent.envelope_id.clone(),
             conditions: "c".repeat(5 * MIB),
+            ..Default::default()
         })
         .await
         .unwrap_err();

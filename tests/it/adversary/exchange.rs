@@ -570,6 +570,7 @@ async fn a_forwarder_cannot_grant_permission_for_the_providers_record() {
             envelope_id: r1.clone(),
             recipients: vec!["BA/border-police".into()],
             labels: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

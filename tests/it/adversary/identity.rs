@@ -502,6 +502,7 @@ async fn every_agency_method(fed: &Fed, who: &Who, m: &AgencyMenu) -> Vec<Outcom
                 recipients: vec!["RS/police".into()],
                 record: Some(support::record("wanted_alert")),
                 labels: Some(support::police_to_third_country()),
+                ..Default::default()
             })
             .await),
         ),
@@ -534,6 +535,7 @@ async fn every_agency_method(fed: &Fed, who: &Who, m: &AgencyMenu) -> Vec<Outcom
                 envelope_id: m.inbox_id.clone(),
                 recipients: vec!["RS/police".into()],
                 labels: None,
+                ..Default::default()
             })
             .await),
         ),
@@ -543,6 +545,7 @@ async fn every_agency_method(fed: &Fed, who: &Who, m: &AgencyMenu) -> Vec<Outcom
                 envelope_id: m.inbox_id.clone(),
                 third_agencies: vec!["RS/police".into()],
                 justification: "needed".into(),
+                ..Default::default()
             })
             .await),
         ),
@@ -551,6 +554,7 @@ async fn every_agency_method(fed: &Fed, who: &Who, m: &AgencyMenu) -> Vec<Outcom
             ok(c.grant_permission(v1::GrantPermissionRequest {
                 request_envelope_id: m.inbox_id.clone(),
                 conditions: String::new(),
+                ..Default::default()
             })
             .await),
         ),
@@ -837,6 +841,7 @@ async fn victims() -> Victims {
             envelope_id: report.envelope_id.clone(),
             third_agencies: vec!["AL/police".into()],
             justification: "the route continues through AL".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1021,6 +1026,7 @@ async fn an_agency_cannot_forward_another_agencys_record() {
             envelope_id: v.report.clone(),
             recipients: vec!["AL/police".into()],
             labels: None,
+            ..Default::default()
         })
         .await;
     harness::assert_status(
@@ -1042,6 +1048,7 @@ async fn an_agency_cannot_request_permission_for_another_agencys_record() {
             envelope_id: v.report.clone(),
             third_agencies: vec!["AL/border-police".into()],
             justification: "mine now".into(),
+            ..Default::default()
         })
         .await;
     harness::assert_status(
@@ -1062,6 +1069,7 @@ async fn an_agency_cannot_grant_a_permission_request_addressed_to_another_agency
             .grant_permission(v1::GrantPermissionRequest {
                 request_envelope_id: v.request.clone(),
                 conditions: "granted by someone else".into(),
+                ..Default::default()
             })
             .await;
         harness::assert_status(
@@ -1076,6 +1084,7 @@ async fn an_agency_cannot_grant_a_permission_request_addressed_to_another_agency
         .grant_permission(v1::GrantPermissionRequest {
             request_envelope_id: v.request.clone(),
             conditions: "H2 stays".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1104,6 +1113,7 @@ async fn an_agency_cannot_reply_in_the_thread_of_another_agencys_record() {
                 recipients: vec!["MK/police".into()],
                 record: Some(support::record("intelligence_report")),
                 labels: Some(l),
+                ..Default::default()
             })
             .await;
         harness::assert_status(

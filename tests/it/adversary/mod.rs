@@ -10,7 +10,7 @@ mod exchange;
 mod harness;
 mod identity;
 mod limits;
-mod node;
+pub(crate) mod node;
 
 /// Every test docs/threat-model.md names exists, so a claim never points at
 /// a test that was renamed or removed.

@@ -71,6 +71,8 @@ struct Shared {
     on_checkpoint: Mutex<Answer<v1::GetCheckpointRequest, v1::CheckpointResponse>>,
     on_inclusion_proof: Mutex<Answer<v1::InclusionProofRequest, v1::InclusionProof>>,
     refuse_ack: Mutex<AckRefusal>,
+    /// Submits are recorded and never answered.
+    hold_submits: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,6 +136,7 @@ impl HostileBroker {
             calls: Mutex::new(Calls::default()),
             directory: std::fs::read(&cfg.directory).expect("directory"),
             on_submit: Mutex::new(on_submit),
+            hold_submits: std::sync::atomic::AtomicBool::new(false),
             on_checkpoint: Mutex::new(on_checkpoint),
             on_inclusion_proof: Mutex::new(on_inclusion_proof),
             refuse_ack: Mutex::new(Box::new(|_, _| None)),
@@ -209,6 +212,12 @@ impl HostileBroker {
         + 'static,
     ) {
         *lock(&self.shared.on_submit) = Box::new(f);
+    }
+
+    /// Records every later Submit and never answers it, as a broker that
+    /// hangs does: the node's call stays in flight.
+    pub fn hold_submits(&self) {
+        self.shared.hold_submits.store(true, Ordering::Relaxed);
     }
 
     /// Scripts the answer to GetCheckpoint.
@@ -324,6 +333,9 @@ impl casebridge::daemon::rpc::exchange_server::Exchange for Service {
         let cc = self.node(&req)?;
         let req = req.into_inner();
         self.record(|c| c.submits.push((cc, req.clone())));
+        if self.shared.hold_submits.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
         let answer = (lock(&self.shared.on_submit))(cc, &req);
         answer.map(Response::new)
     }
