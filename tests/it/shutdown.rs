@@ -76,17 +76,30 @@ impl Drop for Broker {
 
 /// Seals `n` records from BA/police to HR/police, on both cores.
 async fn seal_many(fed: &Fed, n: usize) -> Vec<(String, v1::Envelope)> {
+    seal_many_of(fed, n, record("wanted_alert")).await
+}
+
+/// A wanted alert of about `kib` KiB.
+fn large_record(kib: usize) -> v1::CaseRecord {
+    let mut r = record("wanted_alert");
+    if let Some(v1::case_record::Body::WantedAlert(a)) = r.body.as_mut() {
+        a.instructions.push_str(&" .".repeat(kib << 9));
+    }
+    r
+}
+
+/// Seals `n` copies of `rec` from BA/police to HR/police, on both cores.
+async fn seal_many_of(fed: &Fed, n: usize, rec: v1::CaseRecord) -> Vec<(String, v1::Envelope)> {
     let key = Arc::new(node_signing_key(fed, "BA"));
     let dir = Arc::new(directory(fed));
     let mut parts = Vec::new();
     let per = n.div_ceil(2);
     for part in 0..2 {
-        let (key, dir) = (key.clone(), dir.clone());
+        let (key, dir, rec) = (key.clone(), dir.clone(), rec.clone());
         let count = per.min(n.saturating_sub(part * per));
         parts.push(tokio::task::spawn_blocking(move || {
             let sender: AgencyId = "BA/police".parse().unwrap();
             let to: Vec<AgencyId> = vec!["HR/police".parse().unwrap()];
-            let rec = record("wanted_alert");
             (0..count)
                 .map(|_| {
                     let now = casebridge::daemon::clock::now_ms();
@@ -260,7 +273,9 @@ async fn a_node_that_never_reads_its_stream_holds_no_stop_up() {
     let mut fed = create(&["BA", "HR"]).await;
     fed.broker_config.shutdown_grace_secs = 2;
     fed.start_broker().await.unwrap();
-    let sealed = seal_many(&fed, 200).await;
+    // More than HTTP/2 flow control lets through to a reader that does not
+    // read: the broker's sends block.
+    let sealed = seal_many_of(&fed, 96, large_record(256)).await;
     submit_all(&fed, sealed.into_iter().map(|(_, e)| e).collect()).await;
 
     // Node HR opens its delivery stream and never reads it; someone else
