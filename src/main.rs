@@ -191,9 +191,16 @@ enum Pki {
         /// Country codes, comma-separated.
         #[arg(long, value_delimiter = ',')]
         countries: Option<Vec<String>>,
-        /// The broker's port; node N listens on base + 1 + N.
+        /// The first broker's port; broker k (from 0) listens on base + k,
+        /// node N on base + brokers + N (one broker: node N on base + 1 + N).
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+        /// How many broker endpoints: the broker certificate names broker-1
+        /// .. broker-N besides localhost and 127.0.0.1, a config is written
+        /// for each (they share one data directory), and every node config
+        /// lists them all.
+        #[arg(long, default_value_t = 1)]
+        brokers: usize,
         /// SPIFFE trust domain.
         #[arg(long, default_value = "casebridge.test")]
         federation: String,
@@ -230,6 +237,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             dir,
             countries,
             base_port,
+            brokers,
             federation,
         }) => {
             let mut opts = casebridge::tools::pki::InitOptions::new(dir);
@@ -240,13 +248,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     .collect::<Result<_, _>>()?;
             }
             opts.base_port = base_port;
+            opts.brokers = brokers;
             opts.federation = federation;
             let fed = casebridge::tools::pki::init(&opts)?;
             println!("federation written to {}", fed.dir.display());
-            println!(
-                "  broker:   casebridge broker --config {}",
-                fed.broker_config.display()
-            );
+            for p in &fed.broker_configs {
+                println!("  broker:   casebridge broker --config {}", p.display());
+            }
             for (cc, p) in &fed.node_configs {
                 println!("  node {cc}:  casebridge node --config {}", p.display());
             }

@@ -67,6 +67,13 @@ fn default_submit_window() -> usize {
     32
 }
 
+fn default_grace() -> u64 {
+    10
+}
+
+/// Most brokers a node config may list.
+pub const MAX_BROKERS: usize = 16;
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -366,6 +373,12 @@ pub struct BrokerConfig {
     pub limits: Limits,
     #[serde(default)]
     pub storage: StorageSettings,
+    /// How long the broker may take to stop once asked (SIGTERM), in
+    /// seconds: it stops accepting at once, ends delivery streams, lets
+    /// calls in flight finish, closes what is still open when the time is
+    /// nearly up and signs a last checkpoint. Default 10.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
     /// "human" or "json". Default "human".
     #[serde(default = "default_log")]
     pub log: LogFormat,
@@ -420,8 +433,15 @@ pub struct NodeConfig {
     /// Address of the agency API.
     pub listen: SocketAddr,
     /// The broker's exchange API, "host:port"; the host must be in the
-    /// broker's certificate.
-    pub broker: String,
+    /// broker's certificate. The form for a single broker: set this or
+    /// `brokers`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The brokers' exchange APIs, "host:port" each, in order of
+    /// preference: the node uses one at a time and moves to the next when
+    /// it fails (see [`crate::daemon::node::uplink::Uplink`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<String>,
     pub data_dir: PathBuf,
     pub directory: PathBuf,
     pub directory_key: PathBuf,
@@ -446,6 +466,10 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     #[serde(default)]
     pub storage: StorageSettings,
+    /// How long the node may take to stop once asked (SIGTERM), in
+    /// seconds. Default 10.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
     #[serde(default = "default_log")]
     pub log: LogFormat,
 }
@@ -577,8 +601,78 @@ fn check_host_port(file: &str, key: &'static str, addr: &str) -> Result<(), Conf
         _ => Err(ConfigError::Invalid {
             file: file.into(),
             key,
-            reason: format!("{addr:?} is not host:port"),
+            reason: format!("\"{addr}\" is not an address of the form host:port"),
         }),
+    }
+}
+
+/// Longest `shutdown_grace_secs` accepted.
+const MAX_GRACE_SECS: u64 = 3600;
+
+fn check_grace(file: &str, secs: u64) -> Result<(), ConfigError> {
+    if !(1..=MAX_GRACE_SECS).contains(&secs) {
+        return Err(ConfigError::Invalid {
+            file: file.into(),
+            key: "shutdown_grace_secs",
+            reason: format!("must be between 1 and {MAX_GRACE_SECS} seconds"),
+        });
+    }
+    Ok(())
+}
+
+/// A node's broker addresses: `broker` (one) or `brokers` (a list), never
+/// both; each host:port, none twice.
+fn check_brokers(file: &str, broker: Option<&str>, brokers: &[String]) -> Result<(), ConfigError> {
+    let invalid = |key, reason: String| ConfigError::Invalid {
+        file: file.into(),
+        key,
+        reason,
+    };
+    match (broker, brokers.is_empty()) {
+        (Some(_), false) => {
+            return Err(invalid(
+                "brokers",
+                "is set together with `broker`; set one of them: `broker` for a single broker \
+                 or `brokers` for a list"
+                    .into(),
+            ));
+        }
+        (Some(b), true) => return check_host_port(file, "broker", b),
+        (None, true) => {
+            return Err(invalid(
+                "broker",
+                "is missing; name the broker's exchange API as `broker = \"host:port\"` or \
+                 several as `brokers = [\"host:port\", ...]`"
+                    .into(),
+            ));
+        }
+        (None, false) => {}
+    }
+    if brokers.len() > MAX_BROKERS {
+        return Err(invalid(
+            "brokers",
+            format!(
+                "lists {} brokers; at most {MAX_BROKERS} are allowed",
+                brokers.len()
+            ),
+        ));
+    }
+    for (i, b) in brokers.iter().enumerate() {
+        check_host_port(file, "brokers", b)?;
+        if brokers[..i].contains(b) {
+            return Err(invalid("brokers", format!("lists \"{b}\" twice")));
+        }
+    }
+    Ok(())
+}
+
+impl NodeConfig {
+    /// The broker addresses in order of preference, whichever key named them.
+    pub fn broker_addresses(&self) -> Vec<String> {
+        match &self.broker {
+            Some(b) => vec![b.clone()],
+            None => self.brokers.clone(),
+        }
     }
 }
 
@@ -612,6 +706,7 @@ impl Resolve for BrokerConfig {
             self.limits.max_recipients,
         )?;
         check_storage(file, &self.storage, true)?;
+        check_grace(file, self.shutdown_grace_secs)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -637,7 +732,8 @@ impl Resolve for NodeConfig {
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         check_federation(file, &self.federation)?;
         check_dir(file, "policies", &self.policies)?;
-        check_host_port(file, "broker", &self.broker)?;
+        check_brokers(file, self.broker.as_deref(), &self.brokers)?;
+        check_grace(file, self.shutdown_grace_secs)?;
         check_files(
             file,
             &[
@@ -741,6 +837,73 @@ mod tests {
         assert_eq!(n.storage.cache_mib, crate::storage::sled::DEFAULT_CACHE_MIB);
         let _: AgencyProfile =
             toml::from_str(include_str!("../../deploy/agency-profile.example.toml")).unwrap();
+    }
+
+    #[test]
+    fn a_node_names_one_broker_or_a_list_never_both() {
+        let list = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert!(check_brokers("n.toml", Some("a:7400"), &[]).is_ok());
+        assert!(check_brokers("n.toml", None, &list(&["a:7400", "b:7400"])).is_ok());
+        let both = check_brokers("n.toml", Some("a:7400"), &list(&["b:7400"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            both.starts_with("n.toml: key `brokers`: is set together with `broker`"),
+            "{both}"
+        );
+        let none = check_brokers("n.toml", None, &[]).unwrap_err().to_string();
+        assert!(
+            none.starts_with("n.toml: key `broker`: is missing"),
+            "{none}"
+        );
+        let twice = check_brokers("n.toml", None, &list(&["a:1", "a:1"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(twice, "n.toml: key `brokers`: lists \"a:1\" twice");
+        let bad = check_brokers("n.toml", None, &list(&["a:1", "b"]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            bad,
+            "n.toml: key `brokers`: \"b\" is not an address of the form host:port"
+        );
+        let many: Vec<String> = (0..=MAX_BROKERS).map(|i| format!("b{i}:1")).collect();
+        assert!(check_brokers("n.toml", None, &many).is_err());
+
+        let n: NodeConfig =
+            toml::from_str(&include_str!("../../deploy/node.example.toml").replace(
+                "broker = \"broker.casebridge.example.org:7400\"",
+                "brokers = [\"x:1\", \"y:2\"]",
+            ))
+            .unwrap();
+        assert_eq!(n.broker_addresses(), list(&["x:1", "y:2"]));
+        assert_eq!(n.shutdown_grace_secs, 10);
+    }
+
+    /// The TOML file a Kubernetes manifest holds under `key: |`.
+    fn manifest_file(yaml: &str, key: &str) -> String {
+        let start = yaml
+            .find(&format!("  {key}: |\n"))
+            .map(|i| i + key.len() + 6)
+            .expect("the manifest holds the file");
+        yaml[start..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_kubernetes_node_manifest_holds_a_valid_config() {
+        let node: NodeConfig = toml::from_str(&manifest_file(
+            include_str!("../../deploy/kubernetes/node-hr.yaml"),
+            "node.toml",
+        ))
+        .unwrap();
+        assert_eq!(node.broker_addresses().len(), 2);
+        assert!(check_brokers("node.toml", node.broker.as_deref(), &node.brokers).is_ok());
+        assert_eq!(node.shutdown_grace_secs, 10);
     }
 
     #[test]

@@ -218,14 +218,33 @@ impl ServerTls {
         }
     }
 
+    /// Accepts connections from `listener` until it is dropped (see
+    /// [`ServerTls::incoming_until`]).
+    pub fn incoming(self, listener: TcpListener) -> ReceiverStream<Result<TlsConn, io::Error>> {
+        let never = || tokio::sync::watch::channel(false).1;
+        self.incoming_until(listener, never(), never())
+    }
+
     /// Accepts connections from `listener`, handshaking each on its own task
     /// so a slow client cannot stall the others.
-    pub fn incoming(self, listener: TcpListener) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    ///
+    /// Once `stopping` turns true it accepts nothing more: the listener is
+    /// closed (a new connection is refused, not left unread) and handshakes
+    /// under way are dropped. Once `close` turns true, every connection it
+    /// gave fails its reads and writes, so its server ends it.
+    pub fn incoming_until(
+        self,
+        listener: TcpListener,
+        stopping: tokio::sync::watch::Receiver<bool>,
+        close: tokio::sync::watch::Receiver<bool>,
+    ) -> ReceiverStream<Result<TlsConn, io::Error>> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let mut stop = stopping.clone();
             loop {
                 let (tcp, remote) = tokio::select! {
                     _ = tx.closed() => return,
+                    _ = raised(&mut stop) => return,
                     r = listener.accept() => match r {
                         Ok(c) => c,
                         Err(e) => {
@@ -237,9 +256,17 @@ impl ServerTls {
                 };
                 let this = self.clone();
                 let tx = tx.clone();
+                let mut stop = stopping.clone();
+                let close = close.clone();
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, this.acceptor.accept(tcp)).await {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, this.acceptor.accept(tcp));
+                    let done = tokio::select! {
+                        done = handshake => done,
+                        _ = raised(&mut stop) => return,
+                    };
+                    match done {
                         Ok(Ok(tls)) => {
                             let chain: Vec<_> = tls
                                 .get_ref()
@@ -248,7 +275,19 @@ impl ServerTls {
                                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                                 .unwrap_or_default();
                             let peer = this.classify(&chain, Some(remote));
-                            let _ = tx.send(Ok(TlsConn { inner: tls, peer })).await;
+                            let conn = TlsConn {
+                                inner: tls,
+                                peer,
+                                close: Some(Box::pin(async move {
+                                    let mut close = close;
+                                    raised(&mut close).await;
+                                })),
+                                closed: false,
+                            };
+                            tokio::select! {
+                                _ = tx.send(Ok(conn)) => {}
+                                _ = raised(&mut stop) => {}
+                            }
                         }
                         Ok(Err(e)) => tracing::info!(%remote, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
@@ -260,10 +299,39 @@ impl ServerTls {
     }
 }
 
+/// Resolves once `flag` is true; never if its sender is gone without.
+async fn raised(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    if flag.wait_for(|f| *f).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One accepted TLS connection with its classified peer.
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: Peer,
+    /// Resolves when the server closes every connection still open.
+    close: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    closed: bool,
+}
+
+impl TlsConn {
+    /// An error once the server closes its connections.
+    fn check_closed(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(close) = self.close.as_mut() {
+            if close.as_mut().poll(cx).is_ready() {
+                self.close = None;
+                self.closed = true;
+            }
+        }
+        if self.closed {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server is stopping",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Connected for TlsConn {
@@ -279,6 +347,7 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -289,9 +358,11 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -302,6 +373,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_closed(cx)?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

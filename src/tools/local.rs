@@ -46,10 +46,21 @@ pub struct LocalFederation {
     node_states: BTreeMap<Country, Arc<NodeState>>,
 }
 
+/// Binds `addr`. A port reserved at creation is free between its daemon's
+/// runs, and an outgoing connection may take it for a moment as its own
+/// local port: a bind that finds it in use is tried again for up to a
+/// second.
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            r => return r.with_context(|| format!("binding {addr}")),
+        }
+    }
 }
 
 impl LocalFederation {
@@ -79,7 +90,8 @@ impl LocalFederation {
         let mut node_addrs = BTreeMap::new();
         for (cc, p) in &fed.node_configs {
             let mut cfg: NodeConfig = config::load(p)?;
-            cfg.broker = broker_addr.to_string();
+            cfg.broker = Some(broker_addr.to_string());
+            cfg.brokers.clear();
             let probe = bind("127.0.0.1:0".parse()?).await?;
             node_addrs.insert(*cc, probe.local_addr()?);
             drop(probe);

@@ -34,12 +34,17 @@ use crate::protocol::proto::v1;
 pub struct InitOptions {
     pub dir: PathBuf,
     pub countries: Vec<Country>,
-    /// The broker listens on this port, node N on base + 1 + N. Zero means
-    /// "pick at start": configs are written with port 0 and the caller fills
-    /// them in (the demo does this).
+    /// Broker k (from 0) listens on base + k, node N on base + brokers + N
+    /// (with one broker: the broker on base, node N on base + 1 + N). Zero
+    /// means "pick at start": configs are written with port 0 and the
+    /// caller fills them in (the demo does this).
     pub base_port: u16,
     pub federation: String,
     pub auditors: Vec<String>,
+    /// How many broker endpoints: the broker certificate names each
+    /// (`broker-1` .. `broker-N`, besides localhost and 127.0.0.1), a config
+    /// is written for each, and every node config lists them all.
+    pub brokers: usize,
 }
 
 impl InitOptions {
@@ -50,15 +55,23 @@ impl InitOptions {
             base_port: 7400,
             federation: "casebridge.test".into(),
             auditors: vec!["auditor".into()],
+            brokers: 1,
         }
     }
 }
+
+/// Most broker endpoints `pki init` writes.
+pub const MAX_BROKERS: usize = crate::daemon::config::MAX_BROKERS;
 
 /// Paths of what was written.
 #[derive(Debug, Clone)]
 pub struct Federation {
     pub dir: PathBuf,
+    /// The first broker's config (`broker.toml`).
     pub broker_config: PathBuf,
+    /// Every broker's config, the first one first (`broker.toml`,
+    /// `broker-2.toml`, ...).
+    pub broker_configs: Vec<PathBuf>,
     pub node_configs: Vec<(Country, PathBuf)>,
     pub agency_profiles: Vec<(AgencyId, PathBuf)>,
     pub auditor_profiles: Vec<(String, PathBuf)>,
@@ -123,6 +136,7 @@ fn new_ca(cn: &str, fed: &str, parent: Option<&Ca>, path_len: Option<u8>) -> any
 
 /// Issues a leaf certificate for `role` and writes `<stem>.crt` (leaf, then
 /// issuer if not the root) and `<stem>.key` (0600).
+#[allow(clippy::too_many_arguments)]
 fn issue_leaf(
     dir: &Path,
     stem: &str,
@@ -131,6 +145,7 @@ fn issue_leaf(
     ca: &Ca,
     chain_ca: bool,
     server: bool,
+    hosts: &[String],
 ) -> anyhow::Result<()> {
     let mut p = params(&role.to_string(), fed, 365)?;
     p.is_ca = IsCa::ExplicitNoCa;
@@ -146,6 +161,10 @@ fn issue_leaf(
             .push(SanType::DnsName("localhost".try_into()?));
         p.subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        for h in hosts {
+            p.subject_alt_names
+                .push(SanType::DnsName(h.as_str().try_into()?));
+        }
     }
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &ca.issuer)?;
@@ -194,6 +213,13 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     if opts.countries.is_empty() {
         bail!("no countries given");
     }
+    if !(1..=MAX_BROKERS).contains(&opts.brokers) {
+        bail!(
+            "--brokers {}: a federation has between 1 and {MAX_BROKERS} broker endpoints",
+            opts.brokers
+        );
+    }
+    let broker_hosts: Vec<String> = (1..=opts.brokers).map(|k| format!("broker-{k}")).collect();
     let mut countries = opts.countries.clone();
     countries.sort();
     countries.dedup();
@@ -236,6 +262,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         &root,
         false,
         true,
+        &broker_hosts,
     )?;
     let (log_key, log_pkcs8) = SigningKey::generate()?;
     crate::storage::files::keys::write_secret(
@@ -254,7 +281,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         }),
         ..Default::default()
     };
-    let broker_addr = format!("127.0.0.1:{}", port(0)?);
+    let broker_addrs = (0..opts.brokers)
+        .map(|k| Ok(format!("127.0.0.1:{}", port(k)?)))
+        .collect::<anyhow::Result<Vec<String>>>()?;
+    let broker_addr = broker_addrs[0].clone();
     let mut node_configs = Vec::new();
     let mut agency_profiles = Vec::new();
     for (i, cc) in countries.iter().enumerate() {
@@ -269,7 +299,16 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
 
         let node_dir = dir.join("nodes").join(cc.as_str());
         mkdir(&node_dir)?;
-        issue_leaf(&node_dir, "node", &Role::Node(*cc), fed, &root, false, true)?;
+        issue_leaf(
+            &node_dir,
+            "node",
+            &Role::Node(*cc),
+            fed,
+            &root,
+            false,
+            true,
+            &[],
+        )?;
         let (sign, sign_pkcs8) = SigningKey::generate()?;
         crate::storage::files::keys::write_secret(
             &node_dir.join("signing.key"),
@@ -296,12 +335,17 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             } as i32,
         });
 
-        let node_addr = format!("127.0.0.1:{}", port(1 + i)?);
+        let node_addr = format!("127.0.0.1:{}", port(opts.brokers + i)?);
         let cfg = NodeConfig {
             federation: fed.to_string(),
             country: *cc,
             listen: node_addr.parse()?,
-            broker: broker_addr.clone(),
+            broker: (opts.brokers == 1).then(|| broker_addr.clone()),
+            brokers: if opts.brokers == 1 {
+                Vec::new()
+            } else {
+                broker_addrs.clone()
+            },
             data_dir: rel(&format!("../data/node-{cc}")),
             directory: rel("../directory.bin"),
             directory_key: rel("../ca/directory.pub"),
@@ -321,6 +365,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             retention: Retention::default(),
             limits: NodeLimits::default(),
             storage: StorageSettings::default(),
+            shutdown_grace_secs: 10,
             log: LogFormat::Human,
         };
         let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));
@@ -345,6 +390,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
                 &national,
                 true,
                 false,
+                &[],
             )?;
             let profile = AgencyProfile {
                 federation: fed.to_string(),
@@ -382,7 +428,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         }
         let a_dir = dir.join("auditors").join(name);
         mkdir(&a_dir)?;
-        issue_leaf(&a_dir, "auditor", &role, fed, &root, false, false)?;
+        issue_leaf(&a_dir, "auditor", &role, fed, &root, false, false, &[])?;
         let profile = AuditorProfile {
             federation: fed.to_string(),
             auditor: name.clone(),
@@ -424,7 +470,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     crate::storage::restrict_tree(&dir.join("policies"))
         .with_context(|| format!("restricting {}", dir.join("policies").display()))?;
 
-    let broker = BrokerConfig {
+    let mut broker = BrokerConfig {
         federation: fed.to_string(),
         listen: broker_addr.parse()?,
         data_dir: rel("data/broker"),
@@ -440,17 +486,41 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         policy_reload_secs: 5,
         limits: Limits::default(),
         storage: StorageSettings::default(),
+        shutdown_grace_secs: 10,
         log: LogFormat::Human,
     };
-    let broker_config = dir.join("broker.toml");
-    write_toml(
-        &broker_config,
-        "# casebridge broker, written by `casebridge pki init`.\n# Paths are relative to this file. Every key is described in deploy/broker.example.toml.",
-        &broker,
-    )?;
+    let mut broker_configs = Vec::new();
+    for (k, addr) in broker_addrs.iter().enumerate() {
+        let (path, header) = if k == 0 {
+            (
+                dir.join("broker.toml"),
+                "# casebridge broker, written by `casebridge pki init`.".to_string(),
+            )
+        } else {
+            (
+                dir.join(format!("broker-{}.toml", k + 1)),
+                format!(
+                    "# casebridge broker endpoint {}, written by `casebridge pki init`.\n\
+                     # It shares data/broker with broker.toml: with the embedded store only one of\n\
+                     # them runs at a time, the other standing by on its own port.",
+                    k + 1
+                ),
+            )
+        };
+        broker.listen = addr.parse()?;
+        write_toml(
+            &path,
+            &format!(
+                "{header}\n# Paths are relative to this file. Every key is described in deploy/broker.example.toml."
+            ),
+            &broker,
+        )?;
+        broker_configs.push(path);
+    }
     Ok(Federation {
         dir: dir.clone(),
-        broker_config,
+        broker_config: broker_configs[0].clone(),
+        broker_configs,
         node_configs,
         agency_profiles,
         auditor_profiles,
@@ -521,5 +591,50 @@ mod tests {
             assert!(secrets > 10 && files > secrets && dirs > 10);
         }
         assert!(init(&opts).is_err(), "must not overwrite a federation");
+    }
+
+    #[test]
+    fn several_broker_endpoints_are_named_in_the_certificate_and_every_node_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = InitOptions::new(tmp.path().join("fed"));
+        opts.countries = vec!["HR".parse().unwrap(), "BA".parse().unwrap()];
+        opts.brokers = 3;
+        let fed = init(&opts).unwrap();
+        let listens: Vec<u16> = fed
+            .broker_configs
+            .iter()
+            .map(|p| {
+                crate::daemon::config::load::<BrokerConfig>(p)
+                    .unwrap()
+                    .listen
+                    .port()
+            })
+            .collect();
+        assert_eq!(listens, [7400, 7401, 7402]);
+        let addrs: Vec<String> = (7400..7403).map(|p| format!("127.0.0.1:{p}")).collect();
+        for (i, (_, p)) in fed.node_configs.iter().enumerate() {
+            let n: NodeConfig = crate::daemon::config::load(p).unwrap();
+            assert_eq!(n.broker_addresses(), addrs);
+            assert_eq!(n.listen.port(), 7403 + i as u16);
+        }
+        let cert = crate::daemon::tls::load_certs(&fed.dir.join("broker/broker.crt")).unwrap();
+        let (_, x509) = x509_parser::parse_x509_certificate(cert[0].as_ref()).unwrap();
+        let names: Vec<String> = x509
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["localhost", "broker-1", "broker-2", "broker-3"]);
+
+        opts.dir = tmp.path().join("none");
+        opts.brokers = 0;
+        assert!(init(&opts).is_err(), "a federation has a broker");
     }
 }

@@ -405,7 +405,8 @@ impl NodeProcess {
     async fn start(fed: &Fed, c: &str, broker: &str) -> NodeProcess {
         let mut cfg = fed.node_configs[&cc(c)].clone();
         cfg.listen = fed.node_addr(cc(c)).expect("node address");
-        cfg.broker = broker.to_string();
+        cfg.broker = Some(broker.to_string());
+        cfg.brokers.clear();
         let config = fed.fed.dir.join(format!("node-{c}-process.toml"));
         std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
         tokio::task::spawn_blocking(move || NodeProcess::spawn(&config))

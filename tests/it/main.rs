@@ -13,5 +13,7 @@ mod policy_live;
 mod policy_table;
 mod postgres;
 mod refusals;
+mod shutdown;
 mod support;
 mod transparency;
+mod uplink;

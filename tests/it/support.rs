@@ -114,6 +114,29 @@ impl std::ops::DerefMut for Fed {
     }
 }
 
+impl Fed {
+    /// Starts the broker, and waits until every running node has found it
+    /// (a node that saw the broker go answers Send with QUEUED at once until
+    /// its probe finds it again).
+    pub async fn start_broker(&mut self) -> anyhow::Result<()> {
+        self.f.start_broker().await?;
+        let nodes: Vec<_> = self
+            .f
+            .node_configs
+            .keys()
+            .filter_map(|c| self.f.node(*c).cloned())
+            .collect();
+        for n in nodes {
+            until("the node finding the broker", || {
+                let n = n.clone();
+                async move { n.uplink.reachable().then_some(()) }
+            })
+            .await;
+        }
+        Ok(())
+    }
+}
+
 /// Writes a federation of `countries` without starting it.
 pub async fn create(countries: &[&str]) -> Fed {
     let shared = shared().await;

@@ -52,6 +52,18 @@ pub struct BrokerState {
     /// Which delivery stream of a node has which item in flight.
     pub claims: Arc<claims::Claims>,
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Calls under way that may write (Submit, Acknowledge, ...): a stop
+    /// waits for them before it signs the last checkpoint.
+    operations: tokio::sync::watch::Sender<usize>,
+}
+
+/// A call under way that may write; see [`BrokerState::operation`].
+pub struct Operation<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Operation<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl BrokerState {
@@ -75,7 +87,28 @@ impl BrokerState {
             deliveries: Mutex::new(HashMap::new()),
             claims: Arc::default(),
             stopping: tokio::sync::watch::channel(false).0,
+            operations: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Admits a call that may write, unless the broker is stopping: then it
+    /// answers UNAVAILABLE, and the node takes it elsewhere or later. The
+    /// stop waits for every admitted call before its last checkpoint, so
+    /// that checkpoint covers everything the calls sequenced.
+    pub fn operation(&self) -> Result<Operation<'_>, tonic::Status> {
+        self.operations.send_modify(|n| *n += 1);
+        let op = Operation(&self.operations);
+        // Counted before the look: a stop that raised `stopping` and then
+        // found no call under way is seen here.
+        if *self.stopping.borrow() {
+            return Err(tonic::Status::unavailable("the broker is shutting down"));
+        }
+        Ok(op)
+    }
+
+    /// Whether the broker is stopping.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     pub fn directory(&self) -> Arc<Directory> {
@@ -180,6 +213,8 @@ pub struct Broker {
     pub state: Arc<BrokerState>,
     tls: ServerTls,
     policy_reload: std::time::Duration,
+    /// How long a stop may take (`shutdown_grace_secs`).
+    pub grace: std::time::Duration,
 }
 
 /// Opens the broker's store in the backend its config names: sled in
@@ -278,6 +313,7 @@ impl Broker {
             state: Arc::new(state),
             tls,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
+            grace: std::time::Duration::from_secs(cfg.shutdown_grace_secs.max(1)),
         })
     }
 
@@ -425,10 +461,6 @@ impl Broker {
                         }
                     }
                 }
-                // A final checkpoint covers everything acknowledged.
-                if let Err(e) = state.log.checkpoint(state.store.as_ref()).await {
-                    tracing::error!(error = %e, "could not sign the final checkpoint");
-                }
             })
         };
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -448,7 +480,10 @@ impl Broker {
             .build_v1()?;
         tracing::info!(?addr, "broker serving");
         let fatal = Arc::new(Mutex::new(None::<String>));
-        crate::daemon::tls::server_builder()
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let grace = self.grace;
+        let stopped_at = Arc::new(Mutex::new(None::<tokio::time::Instant>));
+        let server = crate::daemon::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(crate::daemon::rpc::audit_server::AuditServer::new(
@@ -459,27 +494,79 @@ impl Broker {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(self.tls.incoming(listener), {
-                let state = self.state.clone();
-                let fatal = fatal.clone();
-                async move {
-                    tokio::select! {
-                        _ = shutdown => tracing::info!("broker shutting down"),
-                        // Nothing can be acknowledged any more: stop rather
-                        // than answer every caller with an error.
-                        reason = state.store.failed() => {
-                            tracing::error!(%reason, "broker stopping");
-                            *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            .serve_with_incoming_shutdown(
+                self.tls
+                    .incoming_until(listener, self.state.stopping(), closing),
+                {
+                    let state = self.state.clone();
+                    let fatal = fatal.clone();
+                    let stopped_at = stopped_at.clone();
+                    async move {
+                        tokio::select! {
+                            _ = shutdown => tracing::info!("broker shutting down"),
+                            // Nothing can be acknowledged any more: stop rather
+                            // than answer every caller with an error.
+                            reason = state.store.failed() => {
+                                tracing::error!(%reason, "broker stopping");
+                                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                            }
                         }
+                        *stopped_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(tokio::time::Instant::now());
+                        // No new connection, no new call that writes, and
+                        // every delivery stream ends.
+                        state.stopping.send_replace(true);
+                        health
+                            .set_not_serving::<crate::daemon::rpc::exchange_server::ExchangeServer<
+                                service::ExchangeService,
+                            >>()
+                            .await;
                     }
-                    state.stopping.send_replace(true);
-                }
-            })
-            .await?;
+                },
+            );
+        // The stop's bound: the connections drain until a reserve is left
+        // for what follows, and are closed then if any is still open.
+        let reserve = crate::daemon::shutdown::reserve(grace);
+        let served =
+            crate::daemon::shutdown::drain(server, self.state.stopping(), &close, grace - reserve)
+                .await;
         self.state.stopping.send_replace(true);
-        let _ = reloader.await;
-        let _ = checkpointer.await;
-        let _ = integrator.await;
+        let deadline = stopped_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(tokio::time::Instant::now)
+            + grace;
+        // Calls admitted before the stop finish their writes (a call that
+        // writes is short: its store write and its answer).
+        let mut operations = self.state.operations.subscribe();
+        if tokio::time::timeout_at(deadline, operations.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::error!("calls still writing when the time to stop was up");
+        }
+        crate::daemon::shutdown::join_until(
+            vec![reloader, checkpointer, integrator],
+            deadline,
+            "broker",
+        )
+        .await;
+        // A last checkpoint covers everything sequenced.
+        match tokio::time::timeout_at(
+            deadline,
+            self.state.log.checkpoint(self.state.store.as_ref()),
+        )
+        .await
+        {
+            Ok(Ok(Some(size))) => tracing::info!(size, "last checkpoint signed"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not sign the last checkpoint"),
+            Err(_) => tracing::error!("the last checkpoint was not signed in time"),
+        }
+        match served {
+            Some(r) => r?,
+            None => tracing::warn!("connections did not close in time; stopping regardless"),
+        }
         if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             anyhow::bail!("broker stopped: {reason}");
         }

@@ -233,6 +233,34 @@ impl ExchangeService {
 
 type DeliveryStream = Pin<Box<dyn Stream<Item = Result<v1::Delivery, Status>> + Send>>;
 
+/// A delivery stream that ends as soon as the broker stops, leaving
+/// unsent whatever its task had queued: the node gets it again from the
+/// next broker, and the stream's end does not wait for a node that reads
+/// slowly.
+struct UntilStopped {
+    items: tokio_stream::wrappers::ReceiverStream<Result<v1::Delivery, Status>>,
+    stopped: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl Stream for UntilStopped {
+    type Item = Result<v1::Delivery, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(stopped) = self.stopped.as_mut() {
+            if stopped.as_mut().poll(cx).is_ready() {
+                self.stopped = None;
+                return std::task::Poll::Ready(None);
+            }
+        } else {
+            return std::task::Poll::Ready(None);
+        }
+        Pin::new(&mut self.items).poll_next(cx)
+    }
+}
+
 /// How many queued items a delivery stream reads at a time. Small, so that
 /// a batch read before an urgent envelope or a receipt was queued delays it
 /// little; an immediate envelope cuts a batch short (see `receive`).
@@ -260,6 +288,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<v1::SubmitResponse>, Status> {
         use v1::RefusalCode as R;
         let node = self.node(&req)?;
+        let _op = self.state.operation()?;
         let Some(env) = req.into_inner().envelope else {
             return Err(self
                 .refuse(
@@ -445,9 +474,13 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         } else {
             DELIVERY_WINDOW
         };
+        if self.state.is_stopping() {
+            return Err(Status::unavailable("the broker is shutting down"));
+        }
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let mut stopping = state.stopping();
+        let ends = state.stopping();
         // One delivery stream of each kind per node: this one ends an older
         // one of its kind, and a newer one ends this.
         let (generation, mut current) = state.claim_delivery(node, immediate);
@@ -556,6 +589,8 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
                     };
                     tokio::select! {
                         sent = tx.send(Ok(delivery)) => if sent.is_err() { return },
+                        // A node that does not read holds no stop up.
+                        _ = stopping.wait_for(|s| *s) => return,
                         _ = wakeup.wait_for(immediate_queued), if !first => {
                             claims.unclaim(q.seq);
                             break;
@@ -602,9 +637,13 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             }
         });
         tracing::info!(%node, generation, immediate, "delivery stream opened");
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(UntilStopped {
+            items: tokio_stream::wrappers::ReceiverStream::new(rx),
+            stopped: Some(Box::pin(async move {
+                let mut ends = ends;
+                let _ = ends.wait_for(|s| *s).await;
+            })),
+        })))
     }
 
     async fn acknowledge(
@@ -612,6 +651,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
+        let _op = self.state.operation()?;
         let seq = req.get_ref().seq;
         let answer = super::receipts::acknowledge(&self.state, node, req.into_inner()).await;
         // Answered, or answered before: no stream of the node has it in
@@ -631,6 +671,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::PurgeReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
+        let _op = self.state.operation()?;
         let reported = &req.get_ref().envelope_ids;
         if reported.len() > MAX_PURGE_IDS {
             return Err(Status::invalid_argument(format!(
@@ -701,6 +742,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::CosignRequest>,
     ) -> Result<Response<v1::CosignResponse>, Status> {
         let node = self.node(&req)?;
+        let _op = self.state.operation()?;
         let req = req.into_inner();
         let text = String::from_utf8(req.checkpoint)
             .map_err(|_| Status::invalid_argument("checkpoint is not UTF-8"))?;
@@ -774,6 +816,7 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         req: Request<v1::RefusalReport>,
     ) -> Result<Response<v1::AcknowledgeResponse>, Status> {
         let node = self.node(&req)?;
+        let _op = self.state.operation()?;
         super::refusal_report::report(&self.state, node, req.into_inner()).await
     }
 

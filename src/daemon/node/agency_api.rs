@@ -790,15 +790,23 @@ impl AgencyService {
         }
         tracing::info!(id = %sealed.id, from = %sender, kind = kind.as_str_name(), categories = %sealed.categories, "sealed");
 
-        let outcome = tokio::time::timeout(SEND_WAIT, waiter)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| {
-                SubmitOutcome::Queued(
-                    "the broker has not answered yet; queued in the outbox".into(),
-                )
-            });
+        // While the broker is known to be unreachable there is no answer to
+        // wait for: the record is in the outbox, sent once it is back.
+        let outcome = if state.uplink.reachable() {
+            tokio::time::timeout(SEND_WAIT, waiter)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        }
+        .unwrap_or_else(|| {
+            SubmitOutcome::Queued(if state.uplink.reachable() {
+                "the broker has not answered yet; queued in the outbox".into()
+            } else {
+                "the broker is unreachable; queued in the outbox, to be sent when it is back".into()
+            })
+        });
         let (state_code, detail, log_index) = match outcome {
             SubmitOutcome::Accepted { log_index } => (
                 v1::SendState::Accepted,

@@ -63,6 +63,8 @@ pub struct NodeState {
     /// witness that a submission may await its inclusion proof.
     settled: tokio::sync::watch::Sender<u64>,
     stopping: tokio::sync::watch::Sender<bool>,
+    /// The brokers, the one in use and whether it is reachable.
+    pub uplink: Arc<uplink::Uplink>,
 }
 
 impl NodeState {
@@ -152,8 +154,8 @@ impl NodeState {
 pub struct Node {
     pub state: Arc<NodeState>,
     server_tls: ServerTls,
-    client_tls: ClientTls,
-    broker: String,
+    /// How long a stop may take (`shutdown_grace_secs`).
+    pub grace: std::time::Duration,
 }
 
 impl Node {
@@ -230,12 +232,12 @@ impl Node {
             refusal_queue: Mutex::new(Some(refusal_queue)),
             settled: tokio::sync::watch::channel(0).0,
             stopping: tokio::sync::watch::channel(false).0,
+            uplink: Arc::new(uplink::Uplink::new(&client_tls, &cfg.broker_addresses())?),
         };
         Ok(Node {
             state: Arc::new(state),
             server_tls,
-            client_tls,
-            broker: cfg.broker.clone(),
+            grace: std::time::Duration::from_secs(cfg.shutdown_grace_secs.max(1)),
         })
     }
 
@@ -254,25 +256,20 @@ impl Node {
                 bundles: self.state.policies.in_force(),
             })
             .await?;
-        let channel = self.client_tls.channel(&self.broker, Role::Broker)?;
-        let client = crate::daemon::rpc::exchange_client::ExchangeClient::new(channel)
-            .max_decoding_message_size(1 << 30)
-            .max_encoding_message_size(1 << 30);
-        let outbox = tokio::spawn(window::outbox_loop(self.state.clone(), client.clone()));
+        let probe = tokio::spawn(self.state.uplink.clone().run(self.state.stopping()));
+        let outbox = tokio::spawn(window::outbox_loop(self.state.clone()));
         let in_hand = Arc::new(uplink::InHand::default());
         let receive = tokio::spawn(uplink::receive_loop(
             self.state.clone(),
-            client.clone(),
             uplink::Stream::Main,
             in_hand.clone(),
         ));
         let receive_immediate = tokio::spawn(uplink::receive_loop(
             self.state.clone(),
-            client.clone(),
             uplink::Stream::Immediate,
             in_hand,
         ));
-        let purge = tokio::spawn(uplink::purge_loop(self.state.clone(), client.clone()));
+        let purge = tokio::spawn(uplink::purge_loop(self.state.clone()));
         let reporter = {
             let queue = self
                 .state
@@ -280,7 +277,7 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
-            let mut client = client.clone();
+            let state = self.state.clone();
             let mut stopping = self.state.stopping();
             tokio::spawn(async move {
                 let Some(mut queue) = queue else { return };
@@ -292,21 +289,28 @@ impl Node {
                     // Best effort: a refusal that never left the node has no
                     // acknowledgement to honour, but the auditors should see it.
                     for attempt in 0..3u32 {
-                        match client.report_refusal(report.clone()).await {
+                        let mut client = state.uplink.link().client;
+                        let sent = uplink::within(
+                            uplink::CALL_TIMEOUT,
+                            client.report_refusal(report.clone()),
+                        );
+                        match sent.await {
                             Ok(_) => break,
                             Err(s) => {
                                 tracing::warn!(status = %s, attempt, "could not report a local refusal");
-                                tokio::time::sleep(std::time::Duration::from_millis(
-                                    200 << attempt,
-                                ))
-                                .await;
+                                tokio::select! {
+                                    _ = tokio::time::sleep(std::time::Duration::from_millis(
+                                        200 << attempt,
+                                    )) => {}
+                                    _ = stopping.wait_for(|s| *s) => return,
+                                }
                             }
                         }
                     }
                 }
             })
         };
-        let witness = tokio::spawn(witness::run(self.state.clone(), client.clone()));
+        let witness = tokio::spawn(witness::run(self.state.clone()));
         let reloader = {
             let state = self.state.clone();
             let mut stopping = state.stopping();
@@ -343,35 +347,67 @@ impl Node {
         let state = self.state.clone();
         let fatal = Arc::new(Mutex::new(None::<String>));
         let stop_reason = fatal.clone();
-        let result = crate::daemon::tls::server_builder()
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let stopped_at = Arc::new(Mutex::new(None::<tokio::time::Instant>));
+        let stop_time = stopped_at.clone();
+        let server = crate::daemon::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(api)
-            .serve_with_incoming_shutdown(self.server_tls.incoming(listener), async move {
-                tokio::select! {
-                    _ = shutdown => tracing::info!(node = %state.country, "node shutting down"),
-                    // Nothing can be acknowledged any more: stop rather than
-                    // answer every caller with an error.
-                    reason = state.store.failed() => {
-                        tracing::error!(node = %state.country, %reason, "node stopping");
-                        *stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            .serve_with_incoming_shutdown(
+                self.server_tls
+                    .incoming_until(listener, self.state.stopping(), closing),
+                async move {
+                    tokio::select! {
+                        _ = shutdown => tracing::info!(node = %state.country, "node shutting down"),
+                        // Nothing can be acknowledged any more: stop rather than
+                        // answer every caller with an error.
+                        reason = state.store.failed() => {
+                            tracing::error!(node = %state.country, %reason, "node stopping");
+                            *stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                        }
                     }
-                }
-                state.stopping.send_replace(true);
-            })
-            .await;
+                    *stop_time.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(tokio::time::Instant::now());
+                    state.stopping.send_replace(true);
+                },
+            );
+        let grace = self.grace;
+        let reserve = crate::daemon::shutdown::reserve(grace);
+        let result =
+            crate::daemon::shutdown::drain(server, self.state.stopping(), &close, grace - reserve)
+                .await;
         self.state.stopping.send_replace(true);
-        let _ = outbox.await;
-        let _ = receive.await;
-        let _ = receive_immediate.await;
-        let _ = purge.await;
-        let _ = reloader.await;
-        let _ = witness.await;
-        let _ = reporter.await;
+        let deadline = stopped_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(tokio::time::Instant::now)
+            + grace;
+        crate::daemon::shutdown::join_until(
+            vec![
+                outbox,
+                receive,
+                receive_immediate,
+                purge,
+                reloader,
+                witness,
+                reporter,
+                probe,
+            ],
+            deadline,
+            "node",
+        )
+        .await;
         if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             anyhow::bail!("node {} stopped: {reason}", self.state.country);
         }
         tracing::info!(node = %self.state.country, "node stopped");
-        Ok(result?)
+        match result {
+            Some(r) => Ok(r?),
+            None => {
+                tracing::warn!(node = %self.state.country, "connections did not close in time; stopped regardless");
+                Ok(())
+            }
+        }
     }
 }

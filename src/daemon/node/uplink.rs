@@ -40,17 +40,25 @@ pub(super) fn next_backoff(d: Duration) -> Duration {
 /// envelope stays queued.
 pub(super) async fn submit_one(
     state: &NodeState,
-    client: &mut Client,
+    link: Link,
     id: EnvelopeId,
     env: v1::Envelope,
 ) -> bool {
+    let Link { mut client, index } = link;
     // What the broker's acceptance entry must say, checked by the witness.
     let expected = envelope::unverified_summary(&env);
     let mut req = tonic::Request::new(v1::SubmitRequest {
         envelope: Some(env),
     });
     req.set_timeout(SUBMIT_TIMEOUT);
-    let (outcome, settled) = match client.submit(req).await {
+    let answer = within(SUBMIT_TIMEOUT, client.submit(req)).await;
+    match &answer {
+        Err(status) if is_link_failure(status.code()) => {
+            state.uplink.failed(index, Some(status.code()));
+        }
+        _ => state.uplink.answered(index),
+    }
+    let (outcome, settled) = match answer {
         Ok(resp) => {
             let r = resp.into_inner();
             let at = r.accepted_at_ms;
@@ -242,20 +250,20 @@ impl Stream {
 /// and nothing is filed twice. A delivery whose handling fails ends the
 /// stream once those in hand are done; the broker sends it again on the
 /// next.
-pub async fn receive_loop(
-    state: Arc<NodeState>,
-    mut client: Client,
-    kind: Stream,
-    in_hand: Arc<InHand>,
-) {
+pub async fn receive_loop(state: Arc<NodeState>, kind: Stream, in_hand: Arc<InHand>) {
     let mut stopping = state.stopping();
+    let mut reachable = state.uplink.watch();
     let mut backoff = BACKOFF_MIN;
     let request = v1::ReceiveRequest {
         lanes: kind.lanes() as i32,
     };
     loop {
+        // What changes from here on, a failure and the broker found again,
+        // is seen by the wait below.
+        reachable.borrow_and_update();
+        let Link { mut client, index } = state.uplink.link();
         let opened = tokio::select! {
-            r = client.receive(request) => r,
+            r = within(CALL_TIMEOUT, client.receive(request)) => r,
             _ = stopping.wait_for(|s| *s) => return,
         };
         // A broker that sends anything but immediate envelopes on the
@@ -265,6 +273,7 @@ pub async fn receive_loop(
         let mut unsplit = false;
         match opened {
             Ok(resp) => {
+                state.uplink.answered(index);
                 let mut stream = resp.into_inner();
                 let mut deliveries = Deliveries::default();
                 loop {
@@ -282,9 +291,14 @@ pub async fn receive_loop(
                     };
                     let d = match msg {
                         Ok(Some(d)) => d,
-                        Ok(None) => break,
+                        Ok(None) => {
+                            // The broker ended it: it is going away.
+                            state.uplink.failed(index, None);
+                            break;
+                        }
                         Err(status) => {
                             tracing::warn!(%status, stream = ?kind, "delivery stream broke");
+                            state.uplink.failed(index, Some(status.code()));
                             break;
                         }
                     };
@@ -312,7 +326,16 @@ pub async fn receive_loop(
                     if failed {
                         break;
                     }
-                    deliveries.start(&state, &client, &in_hand, key, d);
+                    deliveries.start(
+                        &state,
+                        &Link {
+                            client: client.clone(),
+                            index,
+                        },
+                        &in_hand,
+                        key,
+                        d,
+                    );
                 }
                 // Those in hand finish before the stream is opened again,
                 // which sends again whatever they did not acknowledge.
@@ -327,17 +350,33 @@ pub async fn receive_loop(
                 }
             }
             Err(status) => {
-                tracing::debug!(%status, stream = ?kind, "cannot open the delivery stream")
+                tracing::debug!(%status, stream = ?kind, "cannot open the delivery stream");
+                state.uplink.failed(index, Some(status.code()));
             }
         }
         if unsplit {
             return;
         }
+        // A broker found again since the attempt (this one back, or the
+        // next one) is used at once; otherwise the loop backs off.
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff) => backoff = next_backoff(backoff),
+            _ = back_up(&mut reachable) => backoff = BACKOFF_MIN,
             _ = stopping.wait_for(|s| *s) => return,
         }
-        backoff = next_backoff(backoff);
+    }
+}
+
+/// Resolves when the broker is found reachable, by a change not yet seen
+/// (from unreachable to reachable).
+pub(super) async fn back_up(reachable: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if reachable.changed().await.is_err() {
+            return std::future::pending::<()>().await;
+        }
+        if *reachable.borrow_and_update() {
+            return;
+        }
     }
 }
 
@@ -425,18 +464,18 @@ impl Deliveries {
     fn start(
         &mut self,
         state: &Arc<NodeState>,
-        client: &Client,
+        link: &Link,
         in_hand: &Arc<InHand>,
         key: Option<EnvelopeId>,
         d: v1::Delivery,
     ) {
-        let (state, mut client, in_hand) = (state.clone(), client.clone(), in_hand.clone());
+        let (state, link, in_hand) = (state.clone(), link.clone(), in_hand.clone());
         let task = self.tasks.spawn(async move {
             let _held = match key {
                 Some(k) => Some(in_hand.hold(k).await),
                 None => None,
             };
-            handle_delivery(&state, &mut client, d).await
+            handle_delivery(&state, link, d).await
         });
         if let Some(k) = key {
             self.by_task.insert(task.id(), k);
@@ -486,11 +525,8 @@ fn delivery_key(d: &v1::Delivery) -> Option<EnvelopeId> {
 /// delivery comes again; a delivery that fails its checks for good is
 /// answered (a signed rejection, or an alarm for a relayed receipt), so it
 /// never holds up the deliveries behind it.
-async fn handle_delivery(
-    state: &NodeState,
-    client: &mut Client,
-    d: v1::Delivery,
-) -> anyhow::Result<()> {
+async fn handle_delivery(state: &NodeState, link: Link, d: v1::Delivery) -> anyhow::Result<()> {
+    let Link { mut client, index } = link;
     let receipt = match d.item {
         Some(v1::delivery::Item::Envelope(env)) => Some(accept_envelope(state, &env).await?),
         Some(v1::delivery::Item::Receipt(r)) => {
@@ -507,13 +543,19 @@ async fn handle_delivery(
             return Ok(());
         }
     };
-    match client
-        .acknowledge(v1::AcknowledgeRequest {
+    let answer = within(
+        CALL_TIMEOUT,
+        client.acknowledge(v1::AcknowledgeRequest {
             seq: d.seq,
             receipt,
-        })
-        .await
-    {
+        }),
+    )
+    .await;
+    match &answer {
+        Err(s) if is_link_failure(s.code()) => state.uplink.failed(index, Some(s.code())),
+        _ => state.uplink.answered(index),
+    }
+    match answer {
         Ok(_) => Ok(()),
         // Acknowledged already, on an earlier stream.
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
@@ -737,7 +779,7 @@ fn rejection(
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Purges expired records now and then, and reports the purges.
-pub async fn purge_loop(state: Arc<NodeState>, mut client: Client) {
+pub async fn purge_loop(state: Arc<NodeState>) {
     let mut stopping = state.stopping();
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
@@ -745,6 +787,7 @@ pub async fn purge_loop(state: Arc<NodeState>, mut client: Client) {
             _ = tick.tick() => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
+        let mut client = state.uplink.link().client;
         if let Err(e) = purge_once(&state, &mut client, state.now_ms()).await {
             tracing::warn!(error = %e, "purge not completed; will try again");
         }
@@ -776,8 +819,7 @@ pub async fn purge_once(
         let report = v1::PurgeReport {
             envelope_ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect(),
         };
-        client
-            .report_purge(report)
+        within(CALL_TIMEOUT, client.report_purge(report))
             .await
             .map_err(|s| anyhow::anyhow!("reporting purge: {s}"))?;
         state.store.purges_reported(chunk).await?;
@@ -955,5 +997,245 @@ fn quote(s: &str) -> String {
     match s.char_indices().nth(MAX) {
         None => s.to_string(),
         Some((at, _)) => format!("{}… ({} bytes)", &s[..at], s.len()),
+    }
+}
+
+/// How long any call to the broker may wait for its answer (Submit has
+/// its own, longer, limit; a delivery stream's limit is on its opening).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// While the broker is unreachable, the least time between two probes of
+/// the same broker address.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a probe may take, connection and TLS handshake included.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Runs a call to the broker, which must answer within `limit`.
+pub(super) async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "the broker did not answer within {} s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Whether a failed call says the link to the broker failed (no connection,
+/// a failed handshake, the broker going away or not answering), rather than
+/// the broker's answer.
+pub fn is_link_failure(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::Unavailable | C::DeadlineExceeded | C::Unknown | C::Cancelled
+    )
+}
+
+/// One broker to call: its client and its place in the node's list.
+#[derive(Clone)]
+pub struct Link {
+    pub client: Client,
+    pub index: usize,
+}
+
+/// The node's uplink: the brokers it may use, in order of preference, the
+/// one in use, and whether it is known to be reachable.
+///
+/// Every task that calls the broker takes the broker in use at each attempt
+/// ([`Uplink::link`]). A call that fails for the link ([`is_link_failure`]),
+/// and a delivery stream that ends, make the uplink unreachable and move it
+/// to the next broker of the list, at once; the uplink's probe ([`Uplink::run`])
+/// then asks brokers in turn for their health, the next one at once and the
+/// same one again no sooner than [`PROBE_INTERVAL`] after it last failed,
+/// until one answers: that one is in use and the uplink reachable again. So
+/// a node whose broker fails is using the next one that answers within a
+/// probe's round trip (plus the connect timeout, 5 s, for an address that
+/// does not answer at all), and one whose only broker comes back notices
+/// within [`PROBE_INTERVAL`] of its return. The failure itself is seen at
+/// once when the connection is refused, the handshake fails, the broker
+/// answers UNAVAILABLE or ends the delivery stream; a broker that goes
+/// silent with its connections open, when a call's time limit
+/// ([`CALL_TIMEOUT`]) or the channel's HTTP/2 keep-alive runs out.
+///
+/// The reachability is a watch ([`Uplink::watch`]): Send answers at once
+/// while the broker is unreachable, and the outbox and delivery loops start
+/// again as soon as it is reachable.
+pub struct Uplink {
+    brokers: Vec<(String, tonic::transport::Channel)>,
+    current: std::sync::atomic::AtomicUsize,
+    reachable: tokio::sync::watch::Sender<bool>,
+}
+
+impl Uplink {
+    /// An uplink to `addresses` ("host:port" each, at least one), which
+    /// must present the broker's certificate.
+    pub fn new(
+        tls: &crate::daemon::tls::ClientTls,
+        addresses: &[String],
+    ) -> Result<Uplink, crate::daemon::tls::TlsError> {
+        if addresses.is_empty() {
+            return Err(crate::daemon::tls::TlsError::Config(
+                "a node needs at least one broker address".into(),
+            ));
+        }
+        let brokers = addresses
+            .iter()
+            .map(|a| {
+                tls.channel(a, crate::protocol::ids::Role::Broker)
+                    .map(|c| (a.clone(), c))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Uplink {
+            brokers,
+            current: std::sync::atomic::AtomicUsize::new(0),
+            reachable: tokio::sync::watch::channel(true).0,
+        })
+    }
+
+    /// The broker in use.
+    pub fn link(&self) -> Link {
+        let index = self.current.load(std::sync::atomic::Ordering::Acquire) % self.brokers.len();
+        let client = Client::new(self.brokers[index].1.clone())
+            .max_decoding_message_size(1 << 30)
+            .max_encoding_message_size(1 << 30);
+        Link { client, index }
+    }
+
+    /// The address of the broker in use.
+    pub fn address(&self) -> &str {
+        let index = self.current.load(std::sync::atomic::Ordering::Acquire) % self.brokers.len();
+        &self.brokers[index].0
+    }
+
+    /// Whether the broker is known to be reachable: no call failed for the
+    /// link since one last succeeded.
+    pub fn reachable(&self) -> bool {
+        *self.reachable.borrow()
+    }
+
+    /// Changes when the broker becomes unreachable or reachable again.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.reachable.subscribe()
+    }
+
+    /// A call to broker `index` was answered.
+    pub fn answered(&self, index: usize) {
+        if self.current.load(std::sync::atomic::Ordering::Acquire) % self.brokers.len() == index
+            && self
+                .reachable
+                .send_if_modified(|r| !std::mem::replace(r, true))
+        {
+            tracing::info!(broker = %self.brokers[index].0, "broker reachable");
+        }
+    }
+
+    /// A call to broker `index` failed, or its delivery stream ended: if it
+    /// is the one in use, the uplink is unreachable and moves to the next.
+    /// A failure that is the broker's answer (not [`is_link_failure`])
+    /// changes nothing.
+    pub fn failed(&self, index: usize, code: Option<tonic::Code>) {
+        if code.is_some_and(|c| !is_link_failure(c)) {
+            return;
+        }
+        let n = self.brokers.len();
+        let moved = self
+            .current
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |c| (c % n == index).then_some((index + 1) % n),
+            )
+            .is_ok();
+        if moved {
+            let next = &self.brokers[(index + 1) % n].0;
+            if n > 1 {
+                tracing::warn!(failed = %self.brokers[index].0, %next, "broker failed; moving to the next");
+            }
+            self.reachable
+                .send_if_modified(|r| std::mem::replace(r, false));
+        }
+    }
+
+    /// Asks broker `index` for the health of its exchange API.
+    async fn probe(&self, index: usize) -> bool {
+        use tonic::server::NamedService as _;
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(self.brokers[index].1.clone());
+        let req = tonic_health::pb::HealthCheckRequest {
+            service: crate::daemon::rpc::exchange_server::ExchangeServer::<
+                crate::daemon::broker::service::ExchangeService,
+            >::NAME
+                .to_string(),
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, health.check(req)).await {
+            Ok(Ok(r)) => {
+                r.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            }
+            // Any other answer is a broker answering all the same.
+            Ok(Err(s)) if !is_link_failure(s.code()) => true,
+            Ok(Err(s)) => {
+                tracing::debug!(broker = %self.brokers[index].0, status = %s, "probe failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The probe: whenever the uplink is unreachable, asks the brokers in
+    /// turn until one answers, and makes it the one in use. Ends when
+    /// `stopping` turns true.
+    pub async fn run(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let mut state = self.watch();
+        let n = self.brokers.len();
+        // When each broker last failed or was probed in vain.
+        let mut last: Vec<Option<tokio::time::Instant>> = vec![None; n];
+        loop {
+            tokio::select! {
+                r = state.wait_for(|r| !*r) => if r.is_err() { return },
+                _ = stopped(&mut stopping) => return,
+            }
+            let now = tokio::time::Instant::now();
+            let failed = (self.current.load(std::sync::atomic::Ordering::Acquire) + n - 1) % n;
+            last[failed] = Some(now);
+            loop {
+                let index = self.current.load(std::sync::atomic::Ordering::Acquire) % n;
+                if let Some(at) = last[index] {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at + PROBE_INTERVAL) => {}
+                        _ = stopped(&mut stopping) => return,
+                    }
+                }
+                if self.reachable() {
+                    // A call got through meanwhile.
+                    break;
+                }
+                let ok = tokio::select! {
+                    ok = self.probe(index) => ok,
+                    _ = stopped(&mut stopping) => return,
+                };
+                if ok {
+                    if self.current.load(std::sync::atomic::Ordering::Acquire) % n == index {
+                        tracing::info!(broker = %self.brokers[index].0, "broker reachable");
+                        self.reachable.send_replace(true);
+                    }
+                    last.iter_mut().for_each(|t| *t = None);
+                    break;
+                }
+                last[index] = Some(tokio::time::Instant::now());
+                // Moves on to the next broker, unless a call moved it already.
+                let _ = self.current.compare_exchange(
+                    index,
+                    (index + 1) % n,
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                );
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::NodeState;
-use super::uplink::{BACKOFF_MIN, Client, next_backoff, stopped, submit_one};
+use super::uplink::{BACKOFF_MIN, back_up, next_backoff, stopped, submit_one};
 use crate::protocol::ids::EnvelopeId;
 use crate::storage::StorageError;
 use crate::storage::node::Lane;
@@ -27,9 +27,12 @@ use crate::storage::node::Lane;
 /// No envelope is submitted twice at once: those in flight are left out of
 /// each read of the outbox. When the broker cannot be reached, the loop
 /// waits (backing off), then probes with one submission at a time until the
-/// broker answers again; a new envelope in the outbox ends the wait early.
-pub async fn outbox_loop(state: Arc<NodeState>, client: Client) {
+/// broker answers again; a new envelope in the outbox ends the wait early,
+/// and a broker found reachable again (the uplink's probe answered, or a
+/// delivery stream opened) ends it and the backing off.
+pub async fn outbox_loop(state: Arc<NodeState>) {
     let mut stopping = state.stopping();
+    let mut reachable = state.uplink.watch();
     let mut changed = state.store.outbox_changed();
     let window = state.submit_window.max(1);
     let mut submits = Submits::default();
@@ -44,10 +47,12 @@ pub async fn outbox_loop(state: Arc<NodeState>, client: Client) {
     loop {
         // Every turn: a submission ended, the pause did, or the outbox grew.
         if paused_until.is_none() {
-            // Whatever is enqueued from here on wakes the wait below.
+            // Whatever is enqueued from here on wakes the wait below, and so
+            // does the broker found again after a failure of what starts.
             changed.borrow_and_update();
+            reachable.borrow_and_update();
             let limit = if probing { 1 } else { window };
-            if let Err(e) = submits.start(&state, &client, limit, epoch).await {
+            if let Err(e) = submits.start(&state, limit, epoch).await {
                 tracing::error!(error = %e, "cannot read the outbox");
                 paused_until = Some(tokio::time::Instant::now() + backoff);
                 backoff = next_backoff(backoff);
@@ -75,6 +80,11 @@ pub async fn outbox_loop(state: Arc<NodeState>, client: Client) {
             }
             _ = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
             _ = outbox_changed(&mut changed) => paused_until = None,
+            _ = back_up(&mut reachable), if paused_until.is_some() => {
+                backoff = BACKOFF_MIN;
+                probing = false;
+                paused_until = None;
+            }
             // What is in flight ends here; a submission whose answer is
             // lost is answered "duplicate" on the next start.
             _ = stopped(&mut stopping) => return submits.tasks.shutdown().await,
@@ -106,7 +116,6 @@ impl Submits {
     async fn start(
         &mut self,
         state: &Arc<NodeState>,
-        client: &Client,
         limit: usize,
         epoch: u64,
     ) -> Result<(), StorageError> {
@@ -134,10 +143,10 @@ impl Submits {
             let Some(&lane) = lanes.get(&id) else {
                 continue;
             };
-            let (state, mut client) = (state.clone(), client.clone());
+            let (state, link) = (state.clone(), state.uplink.link());
             let task = self
                 .tasks
-                .spawn(async move { (epoch, submit_one(&state, &mut client, id, env).await) });
+                .spawn(async move { (epoch, submit_one(&state, link, id, env).await) });
             self.by_task.insert(task.id(), (id, lane));
             self.in_flight.insert(id);
             self.per_lane[lane.index()] += 1;

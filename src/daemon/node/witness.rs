@@ -29,7 +29,7 @@ use std::time::Duration;
 use prost::Message as _;
 
 use super::NodeState;
-use super::uplink::Client;
+use super::uplink::{CALL_TIMEOUT, Client, within};
 use crate::protocol::ids::EnvelopeId;
 use crate::protocol::merkle;
 use crate::protocol::note::{self, Checkpoint, Cosigner, Verifiers};
@@ -185,7 +185,7 @@ pub async fn check_and_accept(
 
 /// The node's witness task: a round every [`ROUND`] while anything changes,
 /// spacing out to [`IDLE_ROUND`] while nothing does, until the node stops.
-pub async fn run(state: std::sync::Arc<NodeState>, mut client: Client) {
+pub async fn run(state: std::sync::Arc<NodeState>) {
     let mut stopping = state.stopping();
     let mut settled = state.settled.subscribe();
     let mut memory = Memory::default();
@@ -205,6 +205,8 @@ pub async fn run(state: std::sync::Arc<NodeState>, mut client: Client) {
         }
         settled.borrow_and_update();
         let before = memory.size;
+        // The broker in use, whichever that is this round.
+        let mut client = state.uplink.link().client;
         let busy = match witness_round(&state, &mut client, &mut memory).await {
             Ok(w) => Some(w.size) != before || !w.cosigned || memory.quiet.is_none(),
             Err(e @ WitnessError::Inconsistent(_)) => {
@@ -251,11 +253,13 @@ pub async fn witness_round(
         Some(b) => open(state, &b)?.size(),
         None => 0,
     };
-    let resp = client
-        .get_checkpoint(v1::GetCheckpointRequest { from_size })
-        .await
-        .map_err(|s| anyhow::anyhow!("get checkpoint: {s}"))?
-        .into_inner();
+    let resp = within(
+        CALL_TIMEOUT,
+        client.get_checkpoint(v1::GetCheckpointRequest { from_size }),
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("get checkpoint: {s}"))?
+    .into_inner();
     let cp = check_and_accept(state, &resp.checkpoint, &resp.consistency_proof).await?;
 
     memory.size = Some(cp.size());
@@ -270,13 +274,15 @@ pub async fn witness_round(
             .cosign(&cp, now_secs)
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .to_line();
-        let done = client
-            .cosign(v1::CosignRequest {
+        let done = within(
+            CALL_TIMEOUT,
+            client.cosign(v1::CosignRequest {
                 checkpoint: cp.text().into_bytes(),
                 cosignature: line,
-            })
-            .await
-            .is_ok();
+            }),
+        )
+        .await
+        .is_ok();
         if done {
             memory.cosigned = Some(cp.size());
         }
@@ -365,12 +371,14 @@ async fn prove_one(
         tracing::warn!(%id, "no record of what was sent; its inclusion cannot be checked");
         return Ok(Inclusion::NotYet);
     };
-    let answer = client
-        .get_inclusion_proof(v1::InclusionProofRequest {
+    let answer = within(
+        CALL_TIMEOUT,
+        client.get_inclusion_proof(v1::InclusionProofRequest {
             envelope_id: id.as_bytes().to_vec(),
             tree_size: cp.size(),
-        })
-        .await;
+        }),
+    )
+    .await;
     let (result, broker_said) = match answer {
         Ok(resp) => {
             let proof = resp.into_inner();

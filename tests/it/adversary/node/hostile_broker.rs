@@ -165,7 +165,7 @@ impl HostileBroker {
 
     /// Points node `cc` at this broker and starts it.
     pub async fn start_node(&self, fed: &mut Fed, cc: Country) {
-        fed.node_configs.get_mut(&cc).expect("node config").broker = self.addr.to_string();
+        fed.node_configs.get_mut(&cc).expect("node config").broker = Some(self.addr.to_string());
         fed.start_node(cc).await.expect("start node");
     }
 
