@@ -197,6 +197,30 @@ impl BenchFederation {
         })
     }
 
+    /// Writes the broker's `[storage]` table for its PostgreSQL database,
+    /// keeping the rest of its config.
+    pub fn broker_storage(
+        &self,
+        postgres: crate::daemon::config::PostgresSettings,
+    ) -> anyhow::Result<()> {
+        use crate::daemon::config::{StorageBackend, StorageSettings};
+        let path = &self.fed.broker_config;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut storage: StorageSettings = match table.remove("storage") {
+            Some(v) => v.try_into()?,
+            None => StorageSettings::default(),
+        };
+        storage.backend = StorageBackend::Postgres;
+        storage.postgres = Some(postgres);
+        table.insert("storage".into(), toml::Value::try_from(storage)?);
+        std::fs::write(path, toml::to_string(&table)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
     /// Starts the broker and points the nodes and the auditors at it.
     pub async fn start_broker(&mut self) -> anyhow::Result<()> {
         let cfg = self.fed.broker_config.clone();

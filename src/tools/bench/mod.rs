@@ -115,11 +115,15 @@ pub struct BenchArgs {
     /// Concurrent writers of the store bench.
     #[arg(long, default_value_t = 64)]
     pub store_writers: usize,
-    /// The broker store's backend of the store bench: "sled", or
-    /// "postgres" in a new database on the server that the variable
-    /// CASEBRIDGE_TEST_POSTGRES names (`scripts/postgres.sh start`).
+    /// The broker store's backend: "sled", or "postgres" in a new database
+    /// (dropped at the end) on the server that `--postgres-url` or the
+    /// variable CASEBRIDGE_TEST_POSTGRES names (`scripts/postgres.sh start`).
     #[arg(long, value_enum, default_value_t = StoreBackend::Sled)]
     pub backend: StoreBackend,
+    /// The server of `--backend postgres`: a connection string of a role
+    /// that may create databases (default: CASEBRIDGE_TEST_POSTGRES).
+    #[arg(long)]
+    pub postgres_url: Option<String>,
     /// Keep the federation (configs, stores, daemon logs) in this directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -128,7 +132,7 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// Which backend the store bench measures.
+/// Which backend keeps the broker's store in the bench.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreBackend {
     #[default]
@@ -203,16 +207,76 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let mut fed = BenchFederation::write(&dir, &countries)?;
+    let database = match args.backend {
+        StoreBackend::Sled => None,
+        StoreBackend::Postgres => {
+            let (db, settings) = postgres_database(&dir, &args).await?;
+            if let Err(e) = fed.broker_storage(settings) {
+                db.drop_db().await;
+                return Err(e);
+            }
+            Some(db)
+        }
+    };
     let measured = measure(&mut fed, &args, from, to).await;
     let stopped = fed.stop_all().await;
-    let report = measured?;
+    if let Some(db) = database {
+        db.drop_db().await;
+    }
+    let mut report = measured?;
     stopped?;
+    if args.backend == StoreBackend::Postgres {
+        report.note("the broker's store was a PostgreSQL database (--backend postgres)");
+    }
     if args.json {
         print!("{}", report.json_lines());
     } else {
         print!("{}", report.table());
     }
     Ok(true)
+}
+
+/// A new database for one run on the server of `--postgres-url` (or
+/// CASEBRIDGE_TEST_POSTGRES), and the broker's settings for it, the
+/// password in a 0600 file in `dir`.
+async fn postgres_database(
+    dir: &std::path::Path,
+    args: &BenchArgs,
+) -> anyhow::Result<(
+    crate::storage::postgres::testing::TestDb,
+    crate::daemon::config::PostgresSettings,
+)> {
+    use crate::storage::postgres::testing::{ENV, TestDb};
+    let url = match &args.postgres_url {
+        Some(u) => u.clone(),
+        None => std::env::var(ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "--backend postgres needs --postgres-url or {ENV}: a connection string to a \
+                 server where it may create a database (scripts/postgres.sh start prints one)"
+            )
+        })?,
+    };
+    let db = TestDb::create_on(&url)
+        .await
+        .context("making a database for the bench on the PostgreSQL server")?;
+    let password_file = match &db.password {
+        Some(p) => {
+            let file = std::path::absolute(dir.join("postgres.password"))?;
+            if let Err(e) = crate::storage::files::keys::write_secret(&file, p) {
+                db.drop_db().await;
+                return Err(e.into());
+            }
+            Some(file)
+        }
+        None => None,
+    };
+    let settings = crate::daemon::config::PostgresSettings {
+        url: db.url.clone(),
+        password_file,
+        pool_size: 64,
+        root_cert: None,
+    };
+    Ok((db, settings))
 }
 
 fn progress(what: &str) {

@@ -137,7 +137,7 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut fed = LocalFederation::create(dir, &countries).await?;
     let database = match args.backend {
         super::StoreBackend::Sled => None,
-        super::StoreBackend::Postgres => Some(on_postgres(dir, &mut fed).await?),
+        super::StoreBackend::Postgres => Some(on_postgres(dir, args, &mut fed).await?),
     };
     let measured = measure_on(&mut fed, args, n, &mut report).await;
     if let Some(db) = database {
@@ -151,38 +151,17 @@ pub async fn measure(dir: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
 }
 
 /// Points the broker's config at a new database on the server that
-/// `CASEBRIDGE_TEST_POSTGRES` names, its password in a 0600 file in `dir`.
+/// `--postgres-url` or `CASEBRIDGE_TEST_POSTGRES` names.
 async fn on_postgres(
     dir: &Path,
+    args: &BenchArgs,
     fed: &mut LocalFederation,
 ) -> anyhow::Result<crate::storage::postgres::testing::TestDb> {
-    use crate::daemon::config::{PostgresSettings, StorageBackend};
-    use crate::storage::postgres::testing::{ENV, TestDb};
-    let url = std::env::var(ENV).map_err(|_| {
-        anyhow::anyhow!(
-            "--backend postgres needs {ENV}: a connection string to a server where it may \
-             create a database (scripts/postgres.sh start prints one)"
-        )
-    })?;
-    let db = TestDb::create_on(&url)
-        .await
-        .with_context(|| format!("making a database for the bench on the server of {ENV}"))?;
-    let password_file = match &db.password {
-        Some(p) => {
-            let file = dir.join("postgres.password");
-            crate::storage::files::keys::write_secret(&file, p)?;
-            Some(file)
-        }
-        None => None,
-    };
+    use crate::daemon::config::StorageBackend;
+    let (db, settings) = super::postgres_database(dir, args).await?;
     let storage = &mut fed.broker_config.storage;
     storage.backend = StorageBackend::Postgres;
-    storage.postgres = Some(PostgresSettings {
-        url: db.url.clone(),
-        password_file,
-        pool_size: 64,
-        root_cert: None,
-    });
+    storage.postgres = Some(settings);
     Ok(db)
 }
 
