@@ -70,14 +70,16 @@ const RATIOS: &[&str] = &[
     "audit.appends.rate",
 ];
 
-#[tokio::test]
-async fn the_quick_bench_produces_every_figure() {
-    let _alone = crate::support::alone().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
+/// Runs `casebridge bench --quick --json --dir DIR` with `extra` arguments
+/// and checks that every figure was produced.
+async fn quick_bench(dir: &std::path::Path, extra: &[&str]) {
+    let path = dir.to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_casebridge"))
-            .args(["bench", "--quick", "--json", "--dir"])
+            .args(["bench", "--quick", "--json"])
+            .args(&extra)
+            .arg("--dir")
             .arg(path)
             .output()
     })
@@ -126,6 +128,13 @@ async fn the_quick_bench_produces_every_figure() {
         let ratio = f["ratio"].as_f64().expect("a ratio");
         assert!(echo > 0.0 && ratio.is_finite() && ratio > 0.0, "{key}: {f}");
     }
+}
+
+#[tokio::test]
+async fn the_quick_bench_produces_every_figure() {
+    let _alone = crate::support::alone().await;
+    let dir = tempfile::tempdir().unwrap();
+    quick_bench(dir.path(), &[]).await;
 
     // Every process was stopped: sled refuses a store that another process
     // still holds, and each one opens again.
@@ -140,4 +149,49 @@ async fn the_quick_bench_produces_every_figure() {
         casebridge::storage::sled::node::SledNodeStore::open(&node.data_dir)
             .unwrap_or_else(|e| panic!("node {cc} stopped: {e}"));
     }
+}
+
+/// The same on PostgreSQL: the broker's config names a database made for
+/// the run, and the run drops it at the end.
+#[tokio::test]
+async fn the_quick_bench_produces_every_figure_on_postgres() {
+    let env = casebridge::storage::postgres::testing::ENV;
+    let Ok(url) = std::env::var(env) else {
+        eprintln!("skipped: {env} not set");
+        return;
+    };
+    let _alone = crate::support::alone().await;
+    let dir = tempfile::tempdir().unwrap();
+    quick_bench(
+        dir.path(),
+        &["--backend", "postgres", "--postgres-url", &url],
+    )
+    .await;
+
+    let broker: casebridge::daemon::config::BrokerConfig =
+        casebridge::daemon::config::load(&dir.path().join("broker.toml")).expect("config");
+    assert_eq!(
+        broker.storage.backend,
+        casebridge::daemon::config::StorageBackend::Postgres
+    );
+    let pg = broker
+        .storage
+        .postgres
+        .expect("the [storage.postgres] table");
+    let used: tokio_postgres::Config = pg.url.parse().expect("the database's connection string");
+    let name = used.get_dbname().expect("a database name").to_string();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    let driver = tokio::spawn(connection);
+    let left = client
+        .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .expect("list the databases");
+    assert!(
+        left.is_empty(),
+        "the bench's database {name} was not dropped"
+    );
+    drop(client);
+    let _ = driver.await;
 }

@@ -205,8 +205,8 @@ impl BenchFederation {
     ) -> anyhow::Result<()> {
         use crate::daemon::config::{StorageBackend, StorageSettings};
         let path = &self.fed.broker_config;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut table: toml::Table =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let mut storage: StorageSettings = match table.remove("storage") {
