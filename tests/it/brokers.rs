@@ -1,0 +1,304 @@
+//! Several broker processes on one PostgreSQL database: nodes that talk to
+//! different brokers exchange records over one log, and the broker that
+//! leads the log can be killed (or the database restarted) under a stream
+//! of sends without losing or duplicating an acknowledged record. The
+//! brokers are the real binary; the nodes run in this process. Skipped,
+//! said loudly, without `CASEBRIDGE_TEST_POSTGRES`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use casebridge::daemon::tls::{ClientTls, Identity};
+use casebridge::protocol::ids::Role;
+use casebridge::protocol::note::{self, Verifiers};
+use casebridge::protocol::proto::v1;
+use casebridge::protocol::transparency::{log_verifier, witness_verifier};
+
+use crate::support::*;
+
+/// A broker as its own process, so it can be killed for real.
+struct BrokerProcess(Child);
+
+impl BrokerProcess {
+    /// Starts the binary on `config` and waits until it listens.
+    async fn start(config: &Path) -> BrokerProcess {
+        let config = config.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_casebridge"))
+                .args(["broker", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn broker");
+            let out = child.stdout.take().expect("stdout");
+            let mut line = String::new();
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("broker output");
+            assert!(
+                line.contains("listening on"),
+                "broker did not start: {line:?}"
+            );
+            BrokerProcess(child)
+        })
+        .await
+        .expect("broker start")
+    }
+
+    /// SIGKILL: no chance to flush, sign or release anything.
+    async fn kill(mut self) {
+        tokio::task::spawn_blocking(move || {
+            self.0.kill().expect("SIGKILL");
+            self.0.wait().expect("reap");
+        })
+        .await
+        .unwrap();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two broker configs of `fed` on `db`: broker 1 at the address the
+/// federation reserved (the auditor's), broker 2 at a new one.
+struct Pair {
+    configs: [PathBuf; 2],
+    addrs: [SocketAddr; 2],
+}
+
+async fn two_brokers(fed: &Fed, db: &PgDb) -> Pair {
+    let second = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let addrs = [fed.broker_addr, second];
+    let mut configs = [PathBuf::new(), PathBuf::new()];
+    for (k, addr) in addrs.iter().enumerate() {
+        let mut cfg = fed.broker_config.clone();
+        cfg.storage = postgres_storage(db);
+        cfg.listen = *addr;
+        cfg.data_dir = fed.fed.dir.join(format!("broker-{}-data", k + 1));
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let path = fed.fed.dir.join(format!("broker-{}.toml", k + 1));
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        configs[k] = path;
+    }
+    Pair { configs, addrs }
+}
+
+/// Node `c` lists `brokers` in that order.
+fn lists(fed: &mut Fed, c: &str, brokers: &[SocketAddr]) {
+    let cfg = fed.f.node_configs.get_mut(&cc(c)).expect("node config");
+    cfg.broker = None;
+    cfg.brokers = brokers.iter().map(ToString::to_string).collect();
+}
+
+/// Waits, up to `limit`, until node `c` uses the broker at `addr` and
+/// knows it reachable.
+async fn uses(fed: &Fed, c: &str, addr: SocketAddr, limit: Duration) {
+    let node = fed.node(cc(c)).expect("node running").clone();
+    let addr = addr.to_string();
+    within(limit, &format!("node {c} using the broker at {addr}"), || {
+        let node = node.clone();
+        let addr = addr.clone();
+        async move { (node.uplink.reachable() && node.uplink.address() == addr).then_some(()) }
+    })
+    .await;
+}
+
+/// Polls `f` every 20 ms until it yields Some; panics after `limit`.
+async fn within<T, Fut: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The auditor's client of the broker at `addr`.
+fn auditor_at(
+    fed: &Fed,
+    addr: SocketAddr,
+) -> casebridge::daemon::rpc::audit_client::AuditClient<tonic::transport::Channel> {
+    let d = fed.fed.dir.join("auditors/auditor");
+    let id = Identity::load(&d.join("auditor.crt"), &d.join("auditor.key")).unwrap();
+    let root = casebridge::daemon::tls::load_certs(&fed.broker_config.tls.root)
+        .unwrap()
+        .remove(0);
+    let tls = ClientTls::new(&id, &root, &fed.broker_config.federation).unwrap();
+    casebridge::daemon::rpc::audit_client::AuditClient::new(
+        tls.channel(&addr.to_string(), Role::Broker).unwrap(),
+    )
+}
+
+/// The latest checkpoint the broker at `addr` serves: its size and the
+/// countries whose witness cosignatures it carries (each verified).
+async fn latest_checkpoint(fed: &Fed, addr: SocketAddr) -> Option<(u64, BTreeSet<String>)> {
+    let resp = auditor_at(fed, addr)
+        .get_checkpoint(v1::GetCheckpointRequest { from_size: 0 })
+        .await
+        .ok()?
+        .into_inner();
+    if resp.checkpoint.is_empty() {
+        return None;
+    }
+    let dir = directory(fed);
+    let verifiers = Verifiers::new([log_verifier(&dir).unwrap()]).unwrap();
+    let opened = note::open_checkpoint(&resp.checkpoint, &verifiers).expect("a signed checkpoint");
+    let cp = opened.checkpoint().clone();
+    let parsed = note::Note::parse(&resp.checkpoint).unwrap();
+    let mut cosigned = BTreeSet::new();
+    for c in fed.node_configs.keys() {
+        let v = witness_verifier(&dir, *c).unwrap();
+        if let Some(sig) = parsed.signatures().iter().find(|s| s.key_id() == v.key_id()) {
+            note::verify_cosignature(&cp, sig, &v).expect("a valid cosignature");
+            cosigned.insert(c.to_string());
+        }
+    }
+    Some((cp.size(), cosigned))
+}
+
+/// Points the auditor's profile at the broker at `addr`.
+fn audit_through(fed: &Fed, addr: SocketAddr) -> PathBuf {
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let mut table: toml::Table = toml::from_str(&text).unwrap();
+    table.insert("broker".into(), toml::Value::String(addr.to_string()));
+    std::fs::write(&profile, toml::to_string(&table).unwrap()).unwrap();
+    profile
+}
+
+async fn started_nodes(fed: &mut Fed) {
+    let ccs: Vec<_> = fed.node_configs.keys().copied().collect();
+    for c in ccs {
+        fed.start_node(c).await.expect("node");
+    }
+}
+
+#[tokio::test]
+async fn two_brokers_one_log() {
+    let Some(db) = PgDb::create().await else {
+        return;
+    };
+    let mut fed = create(&["BA", "HR"]).await;
+    let pair = two_brokers(&fed, &db).await;
+    let [a, b] = pair.addrs;
+    let _one = BrokerProcess::start(&pair.configs[0]).await;
+    let _two = BrokerProcess::start(&pair.configs[1]).await;
+    lists(&mut fed, "HR", &[a, b]);
+    lists(&mut fed, "BA", &[b, a]);
+    started_nodes(&mut fed).await;
+    uses(&fed, "HR", a, Duration::from_secs(10)).await;
+    uses(&fed, "BA", b, Duration::from_secs(10)).await;
+
+    let from_hr = send(
+        &fed,
+        "HR/police",
+        &["BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    assert_eq!(
+        from_hr.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        from_hr.detail
+    );
+    let from_ba = send(
+        &fed,
+        "BA/police",
+        &["HR/police"],
+        record("wanted_alert"),
+        police(),
+    )
+    .await;
+    assert_eq!(
+        from_ba.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        from_ba.detail
+    );
+    // Each receipt comes back through the other broker.
+    let dir = directory(&fed);
+    for (from, id, to) in [
+        ("HR/police", &from_hr.envelope_id, "BA"),
+        ("BA/police", &from_ba.envelope_id, "HR"),
+    ] {
+        let st = settled(&fed, from, id).await;
+        let rs = &st.recipient_status[0];
+        assert_eq!(rs.state, v1::DeliveryState::Delivered as i32);
+        let body = casebridge::protocol::envelope::verify_receipt(
+            rs.signed_receipt.as_ref().expect("a signed receipt"),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(body.recipient_node, to);
+    }
+    for (agency, id) in [
+        ("BA/police", &from_hr.envelope_id),
+        ("HR/police", &from_ba.envelope_id),
+    ] {
+        let got: Vec<String> = inbox(&fed, agency)
+            .await
+            .into_iter()
+            .map(|e| e.envelope_id)
+            .collect();
+        assert_eq!(&got, &[id.clone()], "exactly once in {agency}");
+    }
+    // Both still on their own broker: the exchange crossed brokers.
+    uses(&fed, "HR", a, Duration::from_secs(1)).await;
+    uses(&fed, "BA", b, Duration::from_secs(1)).await;
+
+    // One log: the auditor, through broker 1, checks a checkpoint that
+    // covers both submissions, and both are proven in it.
+    let covered = from_hr.log_index.max(from_ba.log_index);
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+    let size = within(Duration::from_secs(10), "a checkpoint covering both submissions", || {
+        let profile = profile.clone();
+        async move {
+            let report = casebridge::tools::audit::verify(&profile, None).await.ok()?;
+            (report.size() > covered).then_some(report.size())
+        }
+    })
+    .await;
+    for id in [&from_hr.envelope_id, &from_ba.envelope_id] {
+        let proof = casebridge::tools::audit::prove(&profile, None, id)
+            .await
+            .unwrap();
+        assert_eq!(&proof.envelope_id.to_string(), id);
+    }
+    // Broker 2 serves the same log: the auditor's next run through it is
+    // consistent with the one through broker 1.
+    let profile = audit_through(&fed, b);
+    let report = casebridge::tools::audit::verify(&profile, None)
+        .await
+        .unwrap();
+    assert!(report.size() >= size);
+    assert_eq!(report.previous_size, Some(size));
+
+    fed.f.shutdown().await.unwrap();
+    db.drop_db().await;
+}
