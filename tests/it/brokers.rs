@@ -110,11 +110,15 @@ fn lists(fed: &mut Fed, c: &str, brokers: &[SocketAddr]) {
 async fn uses(fed: &Fed, c: &str, addr: SocketAddr, limit: Duration) {
     let node = fed.node(cc(c)).expect("node running").clone();
     let addr = addr.to_string();
-    within(limit, &format!("node {c} using the broker at {addr}"), || {
-        let node = node.clone();
-        let addr = addr.clone();
-        async move { (node.uplink.reachable() && node.uplink.address() == addr).then_some(()) }
-    })
+    within(
+        limit,
+        &format!("node {c} using the broker at {addr}"),
+        || {
+            let node = node.clone();
+            let addr = addr.clone();
+            async move { (node.uplink.reachable() && node.uplink.address() == addr).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -172,7 +176,11 @@ async fn latest_checkpoint(fed: &Fed, addr: SocketAddr) -> Option<(u64, BTreeSet
     let mut cosigned = BTreeSet::new();
     for c in fed.node_configs.keys() {
         let v = witness_verifier(&dir, *c).unwrap();
-        if let Some(sig) = parsed.signatures().iter().find(|s| s.key_id() == v.key_id()) {
+        if let Some(sig) = parsed
+            .signatures()
+            .iter()
+            .find(|s| s.key_id() == v.key_id())
+        {
             note::verify_cosignature(&cp, sig, &v).expect("a valid cosignature");
             cosigned.insert(c.to_string());
         }
@@ -276,13 +284,19 @@ async fn two_brokers_one_log() {
     // covers both submissions, and both are proven in it.
     let covered = from_hr.log_index.max(from_ba.log_index);
     let profile = fed.fed.auditor_profiles[0].1.clone();
-    let size = within(Duration::from_secs(10), "a checkpoint covering both submissions", || {
-        let profile = profile.clone();
-        async move {
-            let report = casebridge::tools::audit::verify(&profile, None).await.ok()?;
-            (report.size() > covered).then_some(report.size())
-        }
-    })
+    let size = within(
+        Duration::from_secs(10),
+        "a checkpoint covering both submissions",
+        || {
+            let profile = profile.clone();
+            async move {
+                let report = casebridge::tools::audit::verify(&profile, None)
+                    .await
+                    .ok()?;
+                (report.size() > covered).then_some(report.size())
+            }
+        },
+    )
     .await;
     for id in [&from_hr.envelope_id, &from_ba.envelope_id] {
         let proof = casebridge::tools::audit::prove(&profile, None, id)
@@ -399,7 +413,10 @@ async fn delivered_exactly_once(fed: &Fed, acked: &[String]) {
     let missing: Vec<_> = acked.difference(&got).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
     let unknown: Vec<_> = got.difference(&acked).collect();
-    assert!(unknown.is_empty(), "delivered but never acknowledged: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "delivered but never acknowledged: {unknown:?}"
+    );
 }
 
 #[tokio::test]
@@ -453,6 +470,10 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
     let answered_at_kill = load.answered.load(Ordering::Relaxed);
     one.kill().await;
     let killed = Instant::now();
+    assert!(
+        load.answered.load(Ordering::Relaxed) < TOTAL,
+        "the stream of sends outlasts the kill"
+    );
 
     let mut moved = Duration::ZERO;
     for c in ["BA", "HR"] {
@@ -514,4 +535,110 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
 
     fed.f.shutdown().await.unwrap();
     db.drop_db().await;
+}
+
+/// Restarts the test server (`scripts/postgres.sh restart`), closing every
+/// connection; returns how long it took.
+async fn restart_postgres(cluster: String) -> Duration {
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"))
+            .arg("restart")
+            .arg(&cluster)
+            .output()
+            .expect("running scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "the server did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_restart_under_load_loses_nothing() {
+    use casebridge::storage::postgres::testing::ENV;
+    let (Ok(_), Ok(cluster)) = (
+        std::env::var(ENV),
+        std::env::var("CASEBRIDGE_TEST_POSTGRES_DIR"),
+    ) else {
+        eprintln!("skipped: {ENV} not set");
+        return;
+    };
+    // The restart closes every connection to the server: no other test
+    // may be using it meanwhile.
+    let alone = alone().await;
+    let db = PgDb::create_while_alone(&alone).await.expect("a database");
+    let mut fed = create_while_alone(&["BA", "HR"], &alone).await;
+    let pair = two_brokers(&fed, &db).await;
+    let [a, b] = pair.addrs;
+    let _one = BrokerProcess::start(&pair.configs[0]).await;
+    let _two = BrokerProcess::start(&pair.configs[1]).await;
+    for c in ["BA", "HR"] {
+        lists(&mut fed, c, &[a, b]);
+    }
+    started_nodes(&mut fed).await;
+    uses(&fed, "BA", a, Duration::from_secs(10)).await;
+    uses(&fed, "HR", a, Duration::from_secs(10)).await;
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+    let checked = within(Duration::from_secs(10), "the auditor's first check", || {
+        let profile = profile.clone();
+        async move { casebridge::tools::audit::verify(&profile, None).await.ok() }
+    })
+    .await
+    .size();
+
+    const TOTAL: usize = 200;
+    let load = Load::start(&fed, TOTAL, 8);
+    load.reached(TOTAL / 3).await;
+    let answered_at_restart = load.answered.load(Ordering::Relaxed);
+    let took = restart_postgres(cluster).await;
+    let restarted = Instant::now();
+    assert!(
+        load.answered.load(Ordering::Relaxed) < TOTAL,
+        "the stream of sends outlasts the restart"
+    );
+    let (acked, failed) = load.finish().await;
+    let stream_ended = restarted.elapsed();
+    eprintln!(
+        "the database restarted in {took:?} after {answered_at_restart} of {TOTAL} sends were answered; \
+         {} sends acknowledged, {failed} failed; the stream ended {stream_ended:?} after the restart",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= TOTAL / 3,
+        "what was acknowledged before the restart is counted"
+    );
+    delivered_exactly_once(&fed, &acked).await;
+    let settled_after = restarted.elapsed();
+
+    // The log goes on: a larger checkpoint, checked by the auditor
+    // consistent with its run before the restart.
+    let report = within(
+        Duration::from_secs(10),
+        "the auditor's check after the restart",
+        || {
+            let profile = profile.clone();
+            async move {
+                casebridge::tools::audit::verify(&profile, None)
+                    .await
+                    .ok()
+                    .filter(|r| r.size() > checked)
+            }
+        },
+    )
+    .await;
+    assert_eq!(report.previous_size, Some(checked));
+    eprintln!(
+        "every acknowledged record delivered {settled_after:?} after the restart; checkpoint {} checked",
+        report.size()
+    );
+
+    fed.f.shutdown().await.unwrap();
+    db.drop_db().await;
+    drop(alone);
 }

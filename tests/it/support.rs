@@ -23,7 +23,7 @@ pub struct Fed {
     pub f: LocalFederation,
     // Dropped last: the stores live here.
     _tmp: tempfile::TempDir,
-    _shared: Shared,
+    _shared: Option<Shared>,
 }
 
 /// Held shared by every federation of the suite, and alone by a test that
@@ -139,7 +139,15 @@ impl Fed {
 
 /// Writes a federation of `countries` without starting it.
 pub async fn create(countries: &[&str]) -> Fed {
-    let shared = shared().await;
+    create_with(countries, Some(shared().await)).await
+}
+
+/// [`create`] for a test that holds [`alone`].
+pub async fn create_while_alone(countries: &[&str], _alone: &Alone) -> Fed {
+    create_with(countries, None).await
+}
+
+async fn create_with(countries: &[&str], shared: Option<Shared>) -> Fed {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs: Vec<Country> = countries.iter().map(|c| cc(c)).collect();
     let f = LocalFederation::create(tmp.path(), &cs)
@@ -628,12 +636,27 @@ pub struct PgDb {
     /// The password, alone in a 0600 file.
     pub password_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// Held like a federation's: a test that restarts the server runs
+    /// [`alone`], never while another test makes or uses a database.
+    _shared: Option<Shared>,
 }
 
 impl PgDb {
     /// A new empty database, or None (said loudly) when no test server is
     /// configured.
     pub async fn create() -> Option<PgDb> {
+        if std::env::var(casebridge::storage::postgres::testing::ENV).is_err() {
+            return Self::create_with(None).await;
+        }
+        Self::create_with(Some(shared().await)).await
+    }
+
+    /// [`PgDb::create`] for a test that holds [`alone`].
+    pub async fn create_while_alone(_alone: &Alone) -> Option<PgDb> {
+        Self::create_with(None).await
+    }
+
+    async fn create_with(shared: Option<Shared>) -> Option<PgDb> {
         use casebridge::storage::postgres::testing::{ENV, TestDb, via_socket};
         let Ok(url) = std::env::var(ENV) else {
             eprintln!("skipped: {ENV} not set");
@@ -657,6 +680,7 @@ impl PgDb {
             db,
             password_file,
             _dir: dir,
+            _shared: shared,
         })
     }
 
