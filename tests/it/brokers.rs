@@ -71,14 +71,16 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// Two broker configs of `fed` on `db`: broker 1 at the address the
-/// federation reserved (the auditor's), broker 2 at a new one.
+/// The two broker configs `pki init --brokers 2` wrote, on `db`: broker 1
+/// at the address the federation reserved (the auditor's), broker 2 at a
+/// new one.
 struct Pair {
     configs: [PathBuf; 2],
     addrs: [SocketAddr; 2],
 }
 
 async fn two_brokers(fed: &Fed, db: &PgDb) -> Pair {
+    assert_eq!(fed.fed.broker_configs.len(), 2, "pki init --brokers 2");
     let second = {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap()
@@ -86,12 +88,14 @@ async fn two_brokers(fed: &Fed, db: &PgDb) -> Pair {
     let addrs = [fed.broker_addr, second];
     let mut configs = [PathBuf::new(), PathBuf::new()];
     for (k, addr) in addrs.iter().enumerate() {
-        let mut cfg = fed.broker_config.clone();
+        let mut cfg: casebridge::daemon::config::BrokerConfig =
+            casebridge::daemon::config::load(&fed.fed.broker_configs[k]).unwrap();
         cfg.storage = postgres_storage(db);
         cfg.listen = *addr;
-        cfg.data_dir = fed.fed.dir.join(format!("broker-{}-data", k + 1));
-        std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let path = fed.fed.dir.join(format!("broker-{}.toml", k + 1));
+        let path = fed
+            .fed
+            .dir
+            .join(format!("broker-{}-on-postgres.toml", k + 1));
         std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
         configs[k] = path;
     }
@@ -210,7 +214,7 @@ async fn two_brokers_one_log() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let mut fed = create(&["BA", "HR"]).await;
+    let mut fed = create_with_brokers(&["BA", "HR"], 2).await;
     let pair = two_brokers(&fed, &db).await;
     let [a, b] = pair.addrs;
     let _one = BrokerProcess::start(&pair.configs[0]).await;
@@ -424,7 +428,7 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
     let Some(db) = PgDb::create().await else {
         return;
     };
-    let mut fed = create(&["BA", "HR"]).await;
+    let mut fed = create_with_brokers(&["BA", "HR"], 2).await;
     let pair = two_brokers(&fed, &db).await;
     let [a, b] = pair.addrs;
     let one = BrokerProcess::start(&pair.configs[0]).await;
@@ -573,7 +577,7 @@ async fn a_database_restart_under_load_loses_nothing() {
     // may be using it meanwhile.
     let alone = alone().await;
     let db = PgDb::create_while_alone(&alone).await.expect("a database");
-    let mut fed = create_while_alone(&["BA", "HR"], &alone).await;
+    let mut fed = create_while_alone(&["BA", "HR"], 2, &alone).await;
     let pair = two_brokers(&fed, &db).await;
     let [a, b] = pair.addrs;
     let _one = BrokerProcess::start(&pair.configs[0]).await;

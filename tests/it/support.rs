@@ -139,18 +139,23 @@ impl Fed {
 
 /// Writes a federation of `countries` without starting it.
 pub async fn create(countries: &[&str]) -> Fed {
-    create_with(countries, Some(shared().await)).await
+    create_with(countries, 1, Some(shared().await)).await
+}
+
+/// [`create`] from `pki init --brokers brokers`.
+pub async fn create_with_brokers(countries: &[&str], brokers: usize) -> Fed {
+    create_with(countries, brokers, Some(shared().await)).await
 }
 
 /// [`create`] for a test that holds [`alone`].
-pub async fn create_while_alone(countries: &[&str], _alone: &Alone) -> Fed {
-    create_with(countries, None).await
+pub async fn create_while_alone(countries: &[&str], brokers: usize, _alone: &Alone) -> Fed {
+    create_with(countries, brokers, None).await
 }
 
-async fn create_with(countries: &[&str], shared: Option<Shared>) -> Fed {
+async fn create_with(countries: &[&str], brokers: usize, shared: Option<Shared>) -> Fed {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs: Vec<Country> = countries.iter().map(|c| cc(c)).collect();
-    let f = LocalFederation::create(tmp.path(), &cs)
+    let f = LocalFederation::create_with_brokers(tmp.path(), &cs, brokers)
         .await
         .expect("create federation");
     Fed {
