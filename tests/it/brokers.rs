@@ -3,7 +3,8 @@
 //! leads the log can be killed (or the database restarted) under a stream
 //! of sends without losing or duplicating an acknowledged record. The
 //! brokers are the real binary; the nodes run in this process. Skipped,
-//! said loudly, without `CASEBRIDGE_TEST_POSTGRES`.
+//! said loudly, without `CASEBRIDGE_TEST_POSTGRES`. Which broker leads
+//! the log is read from the database's `lease` row.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;
@@ -51,6 +52,11 @@ impl BrokerProcess {
         })
         .await
         .expect("broker start")
+    }
+
+    /// Whether the lease holder `holder` (`pid/id`) is this process.
+    fn holds(&self, holder: &str) -> bool {
+        holder.split('/').next() == Some(self.0.id().to_string().as_str())
     }
 
     /// SIGKILL: no chance to flush, sign or release anything.
@@ -438,13 +444,15 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
         || latest_checkpoint(&fed, a),
     )
     .await;
-    let _two = BrokerProcess::start(&pair.configs[1]).await;
+    let two = BrokerProcess::start(&pair.configs[1]).await;
     for c in ["BA", "HR"] {
         lists(&mut fed, c, &[a, b]);
     }
     started_nodes(&mut fed).await;
     uses(&fed, "BA", a, Duration::from_secs(10)).await;
     uses(&fed, "HR", a, Duration::from_secs(10)).await;
+    let holder = db.log_lease_holder().await.expect("a lease holder");
+    assert!(one.holds(&holder), "broker 1 leads the log: {holder}");
     // The auditor's run before the kill.
     let profile = fed.fed.auditor_profiles[0].1.clone();
     let checked = casebridge::tools::audit::verify(&profile, None)
@@ -471,6 +479,11 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
     if let Some((size, _)) = latest_checkpoint(&fed, b).await {
         signed = signed.max(size);
     }
+    let holder = db.log_lease_holder().await.expect("a lease holder");
+    assert!(
+        one.holds(&holder),
+        "broker 1 leads the log at the kill: {holder}"
+    );
     let answered_at_kill = load.answered.load(Ordering::Relaxed);
     one.kill().await;
     let killed = Instant::now();
@@ -496,6 +509,8 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
     .await;
     let next_signed = killed.elapsed();
     assert!(next.0 > signed);
+    let holder = db.log_lease_holder().await.expect("a lease holder");
+    assert!(two.holds(&holder), "broker 2 leads the log: {holder}");
 
     let (acked, failed) = load.finish().await;
     let all_done = killed.elapsed();

@@ -689,6 +689,28 @@ impl PgDb {
         })
     }
 
+    /// The holder of the audit log's lease (`pid/id` of the broker that
+    /// integrates and signs), while it has not run out.
+    pub async fn log_lease_holder(&self) -> Option<String> {
+        let mut cfg: tokio_postgres::Config = self.url.parse().expect("a connection string");
+        cfg.password(self.db.password.as_deref().expect("a password"));
+        let (client, connection) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test database");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_opt(
+                "SELECT holder FROM lease WHERE name = 'log' AND expires > now()",
+                &[],
+            )
+            .await
+            .expect("reading the lease");
+        drop(client);
+        let _ = driver.await;
+        row.map(|r| r.get(0))
+    }
+
     /// Drops the database, closing whatever still uses it.
     pub async fn drop_db(self) {
         self.db.drop_db().await;
