@@ -284,7 +284,7 @@ async fn two_brokers_one_log() {
             .into_iter()
             .map(|e| e.envelope_id)
             .collect();
-        assert_eq!(&got, &[id.clone()], "exactly once in {agency}");
+        assert_eq!(got, vec![id.clone()], "exactly once in {agency}");
     }
     // Both still on their own broker: the exchange crossed brokers.
     uses(&fed, "HR", a, Duration::from_secs(1)).await;
