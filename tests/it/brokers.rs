@@ -331,7 +331,8 @@ async fn two_brokers_one_log() {
 /// callers, `total` in all.
 struct Load {
     answered: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Result<v1::SendResponse, tonic::Status>>>>,
+    #[allow(clippy::type_complexity)]
+    tasks: Vec<tokio::task::JoinHandle<Vec<(Instant, Result<v1::SendResponse, tonic::Status>)>>>,
 }
 
 impl Load {
@@ -356,7 +357,7 @@ impl Load {
                             .await
                             .map(tonic::Response::into_inner);
                         answered.fetch_add(1, Ordering::Relaxed);
-                        out.push(r);
+                        out.push((Instant::now(), r));
                     }
                     out
                 })
@@ -380,12 +381,15 @@ impl Load {
     }
 
     /// Every answer: the ids of the sends the node acknowledged (ACCEPTED
-    /// or QUEUED), and how many calls failed or were refused.
-    async fn finish(self) -> (Vec<String>, usize) {
+    /// or QUEUED), how many calls failed or were refused, and the longest
+    /// time in which no call was answered.
+    async fn finish(self) -> (Vec<String>, usize, Duration) {
         let mut acked = Vec::new();
         let mut failed = 0;
+        let mut times = Vec::new();
         for t in self.tasks {
-            for r in t.await.expect("sender") {
+            for (at, r) in t.await.expect("sender") {
+                times.push(at);
                 match r {
                     Ok(r)
                         if r.state == v1::SendState::Accepted as i32
@@ -397,7 +401,13 @@ impl Load {
                 }
             }
         }
-        (acked, failed)
+        times.sort();
+        let pause = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        (acked, failed, pause)
     }
 }
 
@@ -512,12 +522,13 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
     let holder = db.log_lease_holder().await.expect("a lease holder");
     assert!(two.holds(&holder), "broker 2 leads the log: {holder}");
 
-    let (acked, failed) = load.finish().await;
+    let (acked, failed, pause) = load.finish().await;
     let all_done = killed.elapsed();
     eprintln!(
         "broker 1 killed after {} of {TOTAL} sends were answered (largest checkpoint then {signed}); \
          both nodes on broker 2 after {moved:?}; a checkpoint of {} signed after {next_signed:?}; \
-         {} sends acknowledged, {failed} failed; the stream ended {all_done:?} after the kill",
+         {} sends acknowledged, {failed} failed; the stream ended {all_done:?} after the kill, \
+         its longest pause {pause:?}",
         answered_at_kill,
         next.0,
         acked.len()
@@ -621,11 +632,12 @@ async fn a_database_restart_under_load_loses_nothing() {
         load.answered.load(Ordering::Relaxed) < TOTAL,
         "the stream of sends outlasts the restart"
     );
-    let (acked, failed) = load.finish().await;
+    let (acked, failed, pause) = load.finish().await;
     let stream_ended = restarted.elapsed();
     eprintln!(
         "the database restarted in {took:?} after {answered_at_restart} of {TOTAL} sends were answered; \
-         {} sends acknowledged, {failed} failed; the stream ended {stream_ended:?} after the restart",
+         {} sends acknowledged, {failed} failed; the stream ended {stream_ended:?} after the restart, \
+         its longest pause {pause:?}",
         acked.len()
     );
     assert!(
