@@ -97,8 +97,20 @@ impl LocalFederation {
     /// Writes a federation of `countries` into `dir` and loads its configs,
     /// without starting anything.
     pub async fn create(dir: &Path, countries: &[Country]) -> anyhow::Result<LocalFederation> {
+        Self::create_with_brokers(dir, countries, 1).await
+    }
+
+    /// [`LocalFederation::create`] from `pki init --brokers brokers`: the
+    /// first broker is the one this federation runs; the other endpoints'
+    /// configs are in `fed.broker_configs`, on ports of their own to choose.
+    pub async fn create_with_brokers(
+        dir: &Path,
+        countries: &[Country],
+        brokers: usize,
+    ) -> anyhow::Result<LocalFederation> {
         let mut opts = InitOptions::new(dir);
         opts.countries = countries.to_vec();
+        opts.brokers = brokers;
         opts.base_port = 0;
         let fed = pki::init(&opts)?;
         let broker_config: BrokerConfig = config::load(&fed.broker_config)?;
@@ -119,6 +131,16 @@ impl LocalFederation {
         let mut node_addrs = BTreeMap::new();
         let mut node_ports = BTreeMap::new();
         for (cc, p) in &fed.node_configs {
+            // Every endpoint was written on port 0: the node names the
+            // broker at its real address alone (a test lists others).
+            let text = std::fs::read_to_string(p)?;
+            let mut table: toml::Table = toml::from_str(&text)?;
+            table.remove("brokers");
+            table.insert(
+                "broker".into(),
+                toml::Value::String(broker_addr.to_string()),
+            );
+            std::fs::write(p, toml::to_string(&table)?)?;
             let mut cfg: NodeConfig = config::load(p)?;
             cfg.broker = Some(broker_addr.to_string());
             cfg.brokers.clear();
