@@ -7,7 +7,6 @@
 //! the log is read from the database's `lease` row.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,24 +30,7 @@ impl BrokerProcess {
     async fn start(config: &Path) -> BrokerProcess {
         let config = config.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_casebridge"))
-                .args(["broker", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn broker");
-            let out = child.stdout.take().expect("stdout");
-            let mut line = String::new();
-            std::io::BufReader::new(out)
-                .read_line(&mut line)
-                .expect("broker output");
-            assert!(
-                line.contains("listening on"),
-                "broker did not start: {line:?}"
-            );
-            BrokerProcess(child)
+            BrokerProcess(crate::support::spawn_broker_process(&config, Stdio::null()))
         })
         .await
         .expect("broker start")

@@ -739,3 +739,33 @@ pub fn postgres_storage(db: &PgDb) -> casebridge::daemon::config::StorageSetting
         ..Default::default()
     }
 }
+
+/// Starts the broker binary on `config` (the one `CASEBRIDGE_BROKER_BIN`
+/// names, else this build's) and returns once it says it listens; its
+/// standard error goes to `stderr`.
+pub fn spawn_broker_process(
+    config: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    use std::io::BufRead as _;
+    let bin = std::env::var("CASEBRIDGE_BROKER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_casebridge").to_string());
+    let mut child = std::process::Command::new(bin)
+        .args(["broker", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn broker");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("broker output");
+    assert!(
+        line.contains("listening on"),
+        "broker did not start: {line:?}"
+    );
+    child
+}
