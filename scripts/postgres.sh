@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL cluster for the tests of the PostgreSQL backend.
 #
 #   eval "$(scripts/postgres.sh start)"   # exports CASEBRIDGE_TEST_POSTGRES
+#   scripts/postgres.sh restart           # a fast restart (the database-restart test)
 #   scripts/postgres.sh stop              # stops it and removes the cluster
 #
 # `start` installs PostgreSQL from Debian's packages if it is missing, creates
@@ -127,19 +128,34 @@ EOF
     echo "export CASEBRIDGE_TEST_POSTGRES_ROOT='$dir/ca.crt'"
 }
 
-stop() {
-    local dir=${1:-${CASEBRIDGE_TEST_POSTGRES_DIR:-}}
+# The cluster named by $2 of `$1 [DIR]`, or by CASEBRIDGE_TEST_POSTGRES_DIR.
+cluster() {
+    local dir=${2:-${CASEBRIDGE_TEST_POSTGRES_DIR:-}}
     if [ -z "$dir" ]; then
-        say "stop: no cluster named (pass its directory or set CASEBRIDGE_TEST_POSTGRES_DIR)"
+        say "$1: no cluster named (pass its directory or set CASEBRIDGE_TEST_POSTGRES_DIR)"
         exit 1
     fi
     case "$dir" in
     */casebridge-pg.*) ;;
     *)
-        say "stop: $dir is not a cluster this script made"
+        say "$1: $dir is not a cluster this script made"
         exit 1
         ;;
     esac
+    echo "$dir"
+}
+
+# Restarts the server with the options it was started with, closing every
+# connection at once (`-m fast`), and waits until it accepts them again.
+restart() {
+    local dir
+    dir=$(cluster restart "${1:-}")
+    as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >&2
+}
+
+stop() {
+    local dir
+    dir=$(cluster stop "${1:-}")
     if [ -d "$dir/data" ]; then
         as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -m immediate -w stop >&2 || true
     fi
@@ -149,9 +165,10 @@ stop() {
 
 case "${1:-}" in
 start) start ;;
+restart) restart "${2:-}" ;;
 stop) stop "${2:-}" ;;
 *)
-    echo "usage: $0 start | stop [DIR]" >&2
+    echo "usage: $0 start | restart [DIR] | stop [DIR]" >&2
     exit 2
     ;;
 esac

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -40,16 +40,18 @@ pub struct LocalFederation {
     pub broker_addr: SocketAddr,
     pub node_configs: BTreeMap<Country, NodeConfig>,
     node_addrs: BTreeMap<Country, SocketAddr>,
+    // The ports of daemons not running, held (see `hold`).
+    broker_port: Option<TcpSocket>,
+    node_ports: BTreeMap<Country, TcpSocket>,
     broker: Option<Running>,
     nodes: BTreeMap<Country, Running>,
     broker_state: Option<Arc<BrokerState>>,
     node_states: BTreeMap<Country, Arc<NodeState>>,
 }
 
-/// Binds `addr`. A port reserved at creation is free between its daemon's
-/// runs, and an outgoing connection may take it for a moment as its own
-/// local port: a bind that finds it in use is tried again for up to a
-/// second.
+/// Binds `addr`. A port not held (see `hold`) may be taken for a moment by
+/// an outgoing connection as its local port: a bind that finds it in use
+/// is tried again for up to a second.
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let mut tries = 0;
     loop {
@@ -63,19 +65,58 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     }
 }
 
+/// Holds a port for a daemon that is not running: bound but not listening,
+/// so a connection to it is refused, as to a stopped daemon, and no
+/// outgoing connection can take it as its local port meanwhile (the kernel
+/// skips explicitly bound ports when it picks one).
+fn hold(addr: SocketAddr) -> anyhow::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("holding {addr}"))?;
+    Ok(socket)
+}
+
+/// Starts listening on `addr`: on its held port, or by binding it again if
+/// it was not held (or a test moved the daemon to another address).
+async fn listen(held: Option<TcpSocket>, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    match held.filter(|s| s.local_addr().ok() == Some(addr)) {
+        Some(socket) => socket
+            .listen(1024)
+            .with_context(|| format!("listening on {addr}")),
+        None => bind(addr).await,
+    }
+}
+
 impl LocalFederation {
     /// Writes a federation of `countries` into `dir` and loads its configs,
     /// without starting anything.
     pub async fn create(dir: &Path, countries: &[Country]) -> anyhow::Result<LocalFederation> {
+        Self::create_with_brokers(dir, countries, 1).await
+    }
+
+    /// [`LocalFederation::create`] from `pki init --brokers brokers`: the
+    /// first broker is the one this federation runs; the other endpoints'
+    /// configs are in `fed.broker_configs`, on ports of their own to choose.
+    pub async fn create_with_brokers(
+        dir: &Path,
+        countries: &[Country],
+        brokers: usize,
+    ) -> anyhow::Result<LocalFederation> {
         let mut opts = InitOptions::new(dir);
         opts.countries = countries.to_vec();
+        opts.brokers = brokers;
         opts.base_port = 0;
         let fed = pki::init(&opts)?;
         let broker_config: BrokerConfig = config::load(&fed.broker_config)?;
         // Reserve the broker's port now: nodes must know it before it runs.
-        let probe = bind("127.0.0.1:0".parse()?).await?;
-        let broker_addr = probe.local_addr()?;
-        drop(probe);
+        let broker_port = hold("127.0.0.1:0".parse()?)?;
+        let broker_addr = broker_port.local_addr()?;
         // Auditors dial the broker at the address it will really have.
         for (_, profile) in &fed.auditor_profiles {
             let text = std::fs::read_to_string(profile)?;
@@ -88,13 +129,24 @@ impl LocalFederation {
         }
         let mut node_configs = BTreeMap::new();
         let mut node_addrs = BTreeMap::new();
+        let mut node_ports = BTreeMap::new();
         for (cc, p) in &fed.node_configs {
+            // Every endpoint was written on port 0: the node names the
+            // broker at its real address alone (a test lists others).
+            let text = std::fs::read_to_string(p)?;
+            let mut table: toml::Table = toml::from_str(&text)?;
+            table.remove("brokers");
+            table.insert(
+                "broker".into(),
+                toml::Value::String(broker_addr.to_string()),
+            );
+            std::fs::write(p, toml::to_string(&table)?)?;
             let mut cfg: NodeConfig = config::load(p)?;
             cfg.broker = Some(broker_addr.to_string());
             cfg.brokers.clear();
-            let probe = bind("127.0.0.1:0".parse()?).await?;
-            node_addrs.insert(*cc, probe.local_addr()?);
-            drop(probe);
+            let port = hold("127.0.0.1:0".parse()?)?;
+            node_addrs.insert(*cc, port.local_addr()?);
+            node_ports.insert(*cc, port);
             node_configs.insert(*cc, cfg);
         }
         Ok(LocalFederation {
@@ -103,6 +155,8 @@ impl LocalFederation {
             broker_addr,
             node_configs,
             node_addrs,
+            broker_port: Some(broker_port),
+            node_ports,
             broker: None,
             nodes: BTreeMap::new(),
             broker_state: None,
@@ -125,7 +179,7 @@ impl LocalFederation {
         let broker = Broker::from_config(&self.broker_config).await?;
         self.broker_state = Some(broker.state.clone());
         broker.record_state().await?;
-        let listener = bind(self.broker_addr).await?;
+        let listener = listen(self.broker_port.take(), self.broker_addr).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(broker.serve(listener, async {
             let _ = rx.await;
@@ -139,6 +193,7 @@ impl LocalFederation {
         self.broker_state = None;
         if let Some(r) = self.broker.take() {
             r.stop().await?;
+            self.broker_port = hold(self.broker_addr).ok();
         }
         Ok(())
     }
@@ -151,7 +206,7 @@ impl LocalFederation {
             .with_context(|| format!("no node {cc}"))?;
         let node = Node::from_config(cfg).await?;
         self.node_states.insert(cc, node.state.clone());
-        let listener = bind(self.node_addrs[&cc]).await?;
+        let listener = listen(self.node_ports.remove(&cc), self.node_addrs[&cc]).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(node.serve(listener, async {
             let _ = rx.await;
@@ -164,6 +219,9 @@ impl LocalFederation {
         self.node_states.remove(&cc);
         if let Some(r) = self.nodes.remove(&cc) {
             r.stop().await?;
+            if let Some(port) = self.node_addrs.get(&cc).and_then(|a| hold(*a).ok()) {
+                self.node_ports.insert(cc, port);
+            }
         }
         Ok(())
     }

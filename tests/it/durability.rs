@@ -2,8 +2,7 @@
 //! that is down, and survive a broker that is killed, without loss and
 //! without duplicates.
 
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use casebridge::protocol::proto::v1;
 use v1::audit_event::Event;
@@ -201,24 +200,7 @@ struct BrokerProcess(Child);
 
 impl BrokerProcess {
     fn spawn(config: &std::path::Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casebridge"))
-            .args(["broker", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn broker");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("broker output");
-        assert!(
-            line.contains("listening on"),
-            "broker did not start: {line:?}"
-        );
-        BrokerProcess(child)
+        BrokerProcess(crate::support::spawn_broker_process(config, Stdio::null()))
     }
 
     fn kill(mut self) {

@@ -4,6 +4,7 @@
 mod adversary;
 mod authz;
 mod bench;
+mod brokers;
 mod delivery;
 mod durability;
 mod health;

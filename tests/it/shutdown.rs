@@ -9,7 +9,6 @@
 //! `cargo build --release && CASEBRIDGE_BROKER_BIN=target/release/casebridge
 //! CASEBRIDGE_SHUTDOWN_BACKLOG=100000 cargo test --test it shutdown -- --nocapture`.
 
-use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,26 +29,10 @@ struct Broker(Child);
 
 impl Broker {
     fn spawn(config: &std::path::Path) -> Broker {
-        let bin = std::env::var("CASEBRIDGE_BROKER_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_casebridge").to_string());
-        let mut child = Command::new(bin)
-            .args(["broker", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn broker");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("broker output");
-        assert!(
-            line.contains("listening on"),
-            "broker did not start: {line:?}"
-        );
-        Broker(child)
+        Broker(crate::support::spawn_broker_process(
+            config,
+            Stdio::inherit(),
+        ))
     }
 
     /// Sends SIGTERM and waits for the process to end: how long it took and

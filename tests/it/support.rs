@@ -23,7 +23,7 @@ pub struct Fed {
     pub f: LocalFederation,
     // Dropped last: the stores live here.
     _tmp: tempfile::TempDir,
-    _shared: Shared,
+    _shared: Option<Shared>,
 }
 
 /// Held shared by every federation of the suite, and alone by a test that
@@ -139,10 +139,23 @@ impl Fed {
 
 /// Writes a federation of `countries` without starting it.
 pub async fn create(countries: &[&str]) -> Fed {
-    let shared = shared().await;
+    create_with(countries, 1, Some(shared().await)).await
+}
+
+/// [`create`] from `pki init --brokers brokers`.
+pub async fn create_with_brokers(countries: &[&str], brokers: usize) -> Fed {
+    create_with(countries, brokers, Some(shared().await)).await
+}
+
+/// [`create`] for a test that holds [`alone`].
+pub async fn create_while_alone(countries: &[&str], brokers: usize, _alone: &Alone) -> Fed {
+    create_with(countries, brokers, None).await
+}
+
+async fn create_with(countries: &[&str], brokers: usize, shared: Option<Shared>) -> Fed {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cs: Vec<Country> = countries.iter().map(|c| cc(c)).collect();
-    let f = LocalFederation::create(tmp.path(), &cs)
+    let f = LocalFederation::create_with_brokers(tmp.path(), &cs, brokers)
         .await
         .expect("create federation");
     Fed {
@@ -628,12 +641,27 @@ pub struct PgDb {
     /// The password, alone in a 0600 file.
     pub password_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// Held like a federation's: a test that restarts the server runs
+    /// [`alone`], never while another test makes or uses a database.
+    _shared: Option<Shared>,
 }
 
 impl PgDb {
     /// A new empty database, or None (said loudly) when no test server is
     /// configured.
     pub async fn create() -> Option<PgDb> {
+        if std::env::var(casebridge::storage::postgres::testing::ENV).is_err() {
+            return Self::create_with(None).await;
+        }
+        Self::create_with(Some(shared().await)).await
+    }
+
+    /// [`PgDb::create`] for a test that holds [`alone`].
+    pub async fn create_while_alone(_alone: &Alone) -> Option<PgDb> {
+        Self::create_with(None).await
+    }
+
+    async fn create_with(shared: Option<Shared>) -> Option<PgDb> {
         use casebridge::storage::postgres::testing::{ENV, TestDb, via_socket};
         let Ok(url) = std::env::var(ENV) else {
             eprintln!("skipped: {ENV} not set");
@@ -657,7 +685,30 @@ impl PgDb {
             db,
             password_file,
             _dir: dir,
+            _shared: shared,
         })
+    }
+
+    /// The holder of the audit log's lease (`pid/id` of the broker that
+    /// integrates and signs), while it has not run out.
+    pub async fn log_lease_holder(&self) -> Option<String> {
+        let mut cfg: tokio_postgres::Config = self.url.parse().expect("a connection string");
+        cfg.password(self.db.password.as_deref().expect("a password"));
+        let (client, connection) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test database");
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_opt(
+                "SELECT holder FROM lease WHERE name = 'log' AND expires > now()",
+                &[],
+            )
+            .await
+            .expect("reading the lease");
+        drop(client);
+        let _ = driver.await;
+        row.map(|r| r.get(0))
     }
 
     /// Drops the database, closing whatever still uses it.
@@ -687,4 +738,34 @@ pub fn postgres_storage(db: &PgDb) -> casebridge::daemon::config::StorageSetting
         }),
         ..Default::default()
     }
+}
+
+/// Starts the broker binary on `config` (the one `CASEBRIDGE_BROKER_BIN`
+/// names, else this build's) and returns once it says it listens; its
+/// standard error goes to `stderr`.
+pub fn spawn_broker_process(
+    config: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    use std::io::BufRead as _;
+    let bin = std::env::var("CASEBRIDGE_BROKER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_casebridge").to_string());
+    let mut child = std::process::Command::new(bin)
+        .args(["broker", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn broker");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("broker output");
+    assert!(
+        line.contains("listening on"),
+        "broker did not start: {line:?}"
+    );
+    child
 }

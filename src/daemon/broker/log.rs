@@ -283,12 +283,66 @@ async fn first_gap<S: Sequencer + ?Sized>(store: &S, from: u64, to: u64) -> Opti
     None
 }
 
-/// The integrator: integrates what an earlier run sequenced but left
-/// unintegrated, then, each time the store says more is sequenced, that,
-/// until the broker stops. A failure is logged and retried on the next
-/// wake-up (the checkpoint signer also integrates before it signs).
+/// How long the log's lease is valid once taken or renewed; another broker
+/// takes it over at most this long (plus one renewal) after its holder died.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often the holder renews it, and others try to take it.
+pub const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes and keeps the log's lease for `holder` (see
+/// [`crate::storage::broker::Lease`]) until the broker stops, telling
+/// `leading` whether this broker integrates and signs. A renewal that fails
+/// or comes too late counts as lost: another broker may have taken it.
+pub async fn hold_lease(
+    store: Arc<dyn BrokerStore>,
+    holder: String,
+    leading: tokio::sync::watch::Sender<bool>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let asked = tokio::time::Instant::now();
+        let held = match tokio::time::timeout(LEASE_TTL, store.lead(&holder, LEASE_TTL)).await {
+            // Held only if the answer came while the lease it renewed was
+            // still surely valid.
+            Ok(Ok(held)) => held && asked.elapsed() < LEASE_TTL,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not renew the audit log's lease");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the audit log's lease was not renewed in time");
+                false
+            }
+        };
+        leading.send_if_modified(|was| {
+            if *was == held {
+                return false;
+            }
+            if held {
+                tracing::info!(%holder, "this broker now integrates the audit log and signs its checkpoints");
+            } else {
+                tracing::info!(%holder, "another broker integrates the audit log and signs its checkpoints");
+            }
+            *was = held;
+            true
+        });
+    }
+}
+
+/// The integrator: while this broker leads (see [`hold_lease`]),
+/// integrates what an earlier run sequenced but left unintegrated, then,
+/// each time the store says more is sequenced, that, until the broker
+/// stops. A failure is logged and retried on the next wake-up (the
+/// checkpoint signer also integrates before it signs).
 pub async fn integrate(
     store: Arc<dyn BrokerStore>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut sequenced = match store.sequenced().await {
@@ -299,6 +353,10 @@ pub async fn integrate(
         }
     };
     loop {
+        tokio::select! {
+            led = leading.wait_for(|l| *l) => if led.is_err() { return },
+            _ = stopping.wait_for(|s| *s) => return,
+        }
         // Seen before integrating: what is sequenced meanwhile wakes the
         // next round.
         sequenced.borrow_and_update();

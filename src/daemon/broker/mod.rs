@@ -417,13 +417,29 @@ impl Broker {
         };
         // Keeps the Merkle tree up with what is sequenced, from what an
         // earlier run left unintegrated on.
+        // One broker of those on a shared store integrates and signs: the
+        // one holding the log's lease (with sled, always this one).
+        let holder = format!(
+            "{}/{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().as_simple()
+        );
+        let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        let lease = tokio::spawn(log::hold_lease(
+            self.state.store.clone(),
+            holder.clone(),
+            leading_tx,
+            self.state.stopping(),
+        ));
         let integrator = tokio::spawn(log::integrate(
             self.state.store.clone(),
+            leading.clone(),
             self.state.stopping(),
         ));
         let checkpointer = {
             let state = self.state.clone();
             let mut stopping = state.stopping();
+            let mut leading = leading.clone();
             tokio::spawn(async move {
                 let sequenced = state.store.sequenced().await;
                 if let Err(e) = &sequenced {
@@ -436,6 +452,10 @@ impl Broker {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                    tokio::select! {
+                        led = leading.wait_for(|l| *l) => if led.is_err() { break },
                         _ = stopping.wait_for(|s| *s) => break,
                     }
                     let covered = match state.log.checkpoint(state.store.as_ref()).await {
@@ -457,6 +477,8 @@ impl Broker {
                     if let (Some(covered), Some(sequenced)) = (covered, sequenced.as_mut()) {
                         tokio::select! {
                             more = sequenced.wait_for(|&s| s > covered) => if more.is_err() { break },
+                            // Checked again when the lease is lost.
+                            _ = leading.wait_for(|l| !*l) => {}
                             _ = stopping.wait_for(|s| *s) => break,
                         }
                     }
@@ -546,22 +568,31 @@ impl Broker {
             tracing::error!("calls still writing when the time to stop was up");
         }
         crate::daemon::shutdown::join_until(
-            vec![reloader, checkpointer, integrator],
+            vec![reloader, checkpointer, integrator, lease],
             deadline,
             "broker",
         )
         .await;
-        // A last checkpoint covers everything sequenced.
-        match tokio::time::timeout_at(
-            deadline,
-            self.state.log.checkpoint(self.state.store.as_ref()),
-        )
-        .await
-        {
-            Ok(Ok(Some(size))) => tracing::info!(size, "last checkpoint signed"),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not sign the last checkpoint"),
-            Err(_) => tracing::error!("the last checkpoint was not signed in time"),
+        // A last checkpoint covers everything sequenced, signed by the
+        // leader, which then gives the lease up for another broker to take
+        // at once. A broker that does not lead leaves it to the one that does.
+        if *leading.borrow() {
+            match tokio::time::timeout_at(
+                deadline,
+                self.state.log.checkpoint(self.state.store.as_ref()),
+            )
+            .await
+            {
+                Ok(Ok(Some(size))) => tracing::info!(size, "last checkpoint signed"),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "could not sign the last checkpoint"),
+                Err(_) => tracing::error!("the last checkpoint was not signed in time"),
+            }
+            if let Ok(Err(e)) =
+                tokio::time::timeout_at(deadline, self.state.store.resign(&holder)).await
+            {
+                tracing::warn!(error = %e, "could not give up the audit log's lease");
+            }
         }
         match served {
             Some(r) => r?,

@@ -103,3 +103,23 @@ pub trait Checkpoints: Send + Sync {
     /// The cosignature lines held for the checkpoint of `size`.
     async fn cosignatures(&self, size: u64) -> Result<Vec<String>, StoreError>;
 }
+
+/// Which broker integrates the log and signs its checkpoints, where several
+/// serve one store: a lease that one holder takes and renews, valid for a
+/// time by the store's own clock, so that brokers need not agree on time.
+///
+/// The lease is for order, not for safety: the tree is integrated from
+/// durable leaves under the store's own lock, and a checkpoint signs a root
+/// of that one tree, so a broker that signs without knowing it lost the
+/// lease (a paused process) signs the same log. What the lease saves is the
+/// work of every broker integrating and signing at once.
+#[async_trait::async_trait]
+pub trait Lease: Send + Sync {
+    /// Takes the lease for `holder`, or renews it, valid `ttl` from now;
+    /// true when `holder` holds it afterwards. Another holder's lease is
+    /// taken only once it has expired.
+    async fn lead(&self, holder: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up if `holder` holds it, so that another broker
+    /// takes it at once rather than when it expires.
+    async fn resign(&self, holder: &str) -> Result<(), StoreError>;
+}

@@ -7,7 +7,9 @@
 //! - The audit log, in three parts as transparency logs built for several
 //!   writers have it: [`Sequencer`] durably assigns indexes and stores
 //!   leaves; [`Integrator`] computes the Merkle tree over what was
-//!   sequenced; [`Checkpoints`] keeps signed checkpoints and cosignatures.
+//!   sequenced; [`Checkpoints`] keeps signed checkpoints and cosignatures;
+//!   [`Lease`] says which of several brokers on one store integrates and
+//!   signs.
 //! - [`FederationState`]: seen ids, accepted summaries, grants, the digests
 //!   of the directory and policy set last recorded, and (through
 //!   [`VersionsInForce`]) the versions in force.
@@ -29,7 +31,7 @@ mod mailboxes;
 mod state;
 
 pub use lanes::{Cursor, Lane};
-pub use log::{Checkpoints, Integrator, Sequencer};
+pub use log::{Checkpoints, Integrator, Lease, Sequencer};
 pub use mailboxes::{Mailboxes, Wakeup};
 pub use state::{FederationState, Subject};
 
@@ -42,12 +44,19 @@ pub use crate::storage::{Durability, StorageError};
 /// `Arc<dyn BrokerStore>`. Implemented for every type that implements the
 /// parts.
 pub trait BrokerStore:
-    Mailboxes + FederationState + Sequencer + Integrator + Checkpoints + Durability + 'static
+    Mailboxes + FederationState + Sequencer + Integrator + Checkpoints + Lease + Durability + 'static
 {
 }
 
 impl<T> BrokerStore for T where
-    T: Mailboxes + FederationState + Sequencer + Integrator + Checkpoints + Durability + 'static
+    T: Mailboxes
+        + FederationState
+        + Sequencer
+        + Integrator
+        + Checkpoints
+        + Lease
+        + Durability
+        + 'static
 {
 }
 

@@ -474,3 +474,39 @@ impl Checkpoints for PgStore {
             .collect())
     }
 }
+
+/// The lease's row name: the one lease there is.
+const LOG_LEASE: &str = "log";
+
+/// The lease in one row, taken or renewed in one statement, its expiry by
+/// the database's clock.
+#[async_trait::async_trait]
+impl crate::storage::broker::Lease for PgStore {
+    async fn lead(&self, holder: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "INSERT INTO lease (name, holder, expires) \
+                 VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') \
+                 ON CONFLICT (name) DO UPDATE \
+                   SET holder = EXCLUDED.holder, expires = EXCLUDED.expires \
+                   WHERE lease.holder = EXCLUDED.holder OR lease.expires < now() \
+                 RETURNING holder",
+                &[&LOG_LEASE, &holder, &ttl_ms],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn resign(&self, holder: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM lease WHERE name = $1 AND holder = $2",
+                &[&LOG_LEASE, &holder],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -90,6 +90,15 @@ const MIGRATIONS: &[&str] = &[
         value bytea NOT NULL
     );
     ",
+    // 2: the lease of the broker that integrates the log and signs its
+    // checkpoints, valid until `expires` by the database's clock.
+    "
+    CREATE TABLE lease (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        expires timestamptz NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this broker knows and brings a database to.

@@ -133,6 +133,54 @@ async fn two_brokers_share_one_database() {
     db.drop_db().await;
 }
 
+/// The log's lease between two brokers on one database: one holds it at a
+/// time; the other takes it once it expired or was given up, and the first
+/// then cannot renew it. Expiry is by the database's clock, so a lease
+/// given for no time at all has already expired.
+#[tokio::test]
+async fn one_broker_at_a_time_holds_the_logs_lease() {
+    use crate::storage::broker::Lease as _;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let a = PgStore::open(&db.settings).await.unwrap();
+    let b = PgStore::open(&db.settings).await.unwrap();
+    let long = Duration::from_secs(60);
+    assert!(a.lead("a", long).await.unwrap(), "free: a takes it");
+    assert!(a.lead("a", long).await.unwrap(), "a renews its own");
+    assert!(
+        !b.lead("b", long).await.unwrap(),
+        "b waits while a's is valid"
+    );
+    b.resign("b").await.unwrap();
+    assert!(
+        !b.lead("b", long).await.unwrap(),
+        "b cannot give up a's lease"
+    );
+    a.resign("a").await.unwrap();
+    assert!(
+        b.lead("b", long).await.unwrap(),
+        "given up: b takes it at once"
+    );
+    assert!(!a.lead("a", long).await.unwrap(), "a lost it");
+    // b's lease runs out (given for no time): a takes it, and b, still
+    // believing it leads, cannot renew.
+    assert!(b.lead("b", Duration::ZERO).await.unwrap());
+    assert!(a.lead("a", long).await.unwrap(), "expired: a takes it");
+    assert!(!b.lead("b", long).await.unwrap(), "b's renewal is refused");
+    let holders: i64 = a
+        .client()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM lease", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holders, 1);
+    drop((a, b));
+    db.drop_db().await;
+}
+
 /// Every session the store opens commits synchronously, whatever the
 /// server's default.
 #[tokio::test]

@@ -511,3 +511,16 @@ impl Checkpoints for SledStore {
         .await
     }
 }
+
+/// One process at a time opens a sled store (sled locks its files), so the
+/// broker that has it leads: the lease is always its own.
+#[async_trait::async_trait]
+impl crate::storage::broker::Lease for SledStore {
+    async fn lead(&self, _holder: &str, _ttl: std::time::Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn resign(&self, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
