@@ -907,6 +907,24 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_broker_manifest_holds_a_valid_config() {
+        let broker: BrokerConfig = toml::from_str(&manifest_file(
+            include_str!("../../deploy/kubernetes/broker.yaml"),
+            "broker.toml",
+        ))
+        .unwrap();
+        assert_eq!(broker.storage.backend, StorageBackend::Postgres);
+        let pg = broker
+            .storage
+            .postgres
+            .as_ref()
+            .expect("[storage.postgres]");
+        assert!(pg.url.contains("sslmode=verify-full"), "{}", pg.url);
+        assert!(!pg.url.contains(":@") && !pg.url.contains("password"));
+        assert_eq!(broker.listen.port(), 7400);
+    }
+
+    #[test]
     fn limits_default_and_refuse_values_out_of_range() {
         let n: NodeLimits = toml::from_str("").unwrap();
         assert_eq!(n.max_envelope_bytes, 16 << 20);
