@@ -7,6 +7,8 @@
 
 pub mod agency_api;
 mod idempotency;
+mod link;
+mod purge;
 pub mod uplink;
 pub mod window;
 pub mod witness;
