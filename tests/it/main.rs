@@ -18,3 +18,4 @@ mod shutdown;
 mod support;
 mod transparency;
 mod uplink;
+mod walkthrough;
