@@ -199,7 +199,10 @@ mod tests {
             panic!("an older directory was not refused")
         };
         assert_eq!(offered, Some(older.version_info()));
-        assert!(reason.contains("older than the version in force"), "{reason}");
+        assert!(
+            reason.contains("older than the version in force"),
+            "{reason}"
+        );
 
         // Signed by the directory key, but the version in force with other
         // content (here, the agency no longer revoked): refused too.

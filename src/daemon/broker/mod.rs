@@ -23,8 +23,8 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::daemon::config::StorageBackend;
-use crate::daemon::live::{DirectorySlot, LastRefusal, Offer};
 use crate::daemon::config::{BrokerConfig, Limits};
+use crate::daemon::live::{DirectorySlot, LastRefusal, Offer};
 use crate::daemon::tls::{Identity, ServerTls};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{MAX_FILE_BYTES, MAX_FILES};
-use crate::protocol::policy::{MANIFEST_FILE, Owner, RawBundle, RawSet, SIGNATURE_FILE, SIGNER_FILE};
+use crate::protocol::policy::{
+    MANIFEST_FILE, Owner, RawBundle, RawSet, SIGNATURE_FILE, SIGNER_FILE,
+};
 use crate::protocol::proto::v1;
 
 /// Most bundles a distributed set may hold.
@@ -200,7 +202,10 @@ mod tests {
     fn writes_bundles_where_their_owners_put_them() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("p");
-        let mut s = set("framework", vec![file("bundle.toml", b"x"), file("a.cedar", b"y")]);
+        let mut s = set(
+            "framework",
+            vec![file("bundle.toml", b"x"), file("a.cedar", b"y")],
+        );
         s.bundles.push(v1::PolicyBundleFiles {
             owner: "HR/police".into(),
             files: vec![file("SIGNATURE", b"z"), file("signer.crt", b"c")],
