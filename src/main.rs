@@ -42,6 +42,16 @@ enum Command {
     /// Public-key infrastructure.
     #[command(subcommand)]
     Pki(Pki),
+    /// Make a party's keys and certificate signing request where it lives.
+    #[command(subcommand)]
+    Keys(casebridge::tools::ca::KeysCmd),
+    /// Certificate authorities: make the root or a national CA, sign requests.
+    #[command(subcommand)]
+    Ca(casebridge::tools::ca::CaCmd),
+    /// Read and edit the signed directory: edits go to a draft, and only
+    /// `sign` needs the directory key (see deploy/federation.md).
+    #[command(subcommand)]
+    Directory(casebridge::tools::directory_cli::DirectoryCmd),
     /// Data-protection policy bundles: validate, sign, explain decisions.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -204,6 +214,10 @@ enum Pki {
         /// SPIFFE trust domain.
         #[arg(long, default_value = "casebridge.test")]
         federation: String,
+        /// The countries the directory lists as EU members, comma-separated;
+        /// every other country is a non-member. Default: HR,SI.
+        #[arg(long, value_delimiter = ',')]
+        eu_members: Option<Vec<String>>,
     },
 }
 
@@ -239,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             base_port,
             brokers,
             federation,
+            eu_members,
         }) => {
             let mut opts = casebridge::tools::pki::InitOptions::new(dir);
             if let Some(cs) = countries {
@@ -250,6 +265,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             opts.base_port = base_port;
             opts.brokers = brokers;
             opts.federation = federation;
+            if let Some(cs) = eu_members {
+                opts.eu_members = cs
+                    .iter()
+                    .map(|c| c.trim().parse())
+                    .collect::<Result<_, _>>()?;
+            }
             let fed = casebridge::tools::pki::init(&opts)?;
             println!("federation written to {}", fed.dir.display());
             for p in &fed.broker_configs {
@@ -267,6 +288,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("  auditor {name}: {}", p.display());
             }
             Ok(true)
+        }
+        Command::Keys(cmd) => casebridge::tools::ca::run_keys(cmd),
+        Command::Ca(cmd) => casebridge::tools::ca::run_ca(cmd),
+        Command::Directory(cmd) => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::directory_cli::run(cmd)
         }
         Command::Policy(cmd) => {
             init_logging(LogFormat::Human, "warn");

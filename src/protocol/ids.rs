@@ -34,16 +34,6 @@ impl Country {
         // Only ASCII upper-case letters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or("??")
     }
-
-    /// Members of the European Union among the region's countries and
-    /// neighbours; transfers from them to non-members need a third-country
-    /// legal basis.
-    pub fn is_eu_member(&self) -> bool {
-        matches!(
-            self.as_str(),
-            "AT" | "BG" | "GR" | "HR" | "HU" | "RO" | "SI"
-        )
-    }
 }
 
 impl FromStr for Country {

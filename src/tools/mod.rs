@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod bench;
+pub mod ca;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod directory_cli;
 pub mod health;
 pub mod local;
 pub mod pki;

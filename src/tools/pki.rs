@@ -14,19 +14,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use prost::Message as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::KeyPair;
 
+use super::ca::{Ca, leaf_params, new_ca};
 use crate::daemon::config::{
     AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, NodeLimits, Retention,
     StorageSettings, TlsFiles,
 };
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, Role};
-use crate::protocol::keys::{self, SigningKey};
-use crate::protocol::policy::{agencies_for, default_countries};
+use crate::protocol::policy::{agencies_for, default_countries, default_eu_members};
 use crate::protocol::proto::v1;
 
 /// What to generate.
@@ -45,6 +42,9 @@ pub struct InitOptions {
     /// (`broker-1` .. `broker-N`, besides localhost and 127.0.0.1), a config
     /// is written for each, and every node config lists them all.
     pub brokers: usize,
+    /// The countries the directory lists as EU members; every other one is
+    /// a non-member. The directory is the only place a regime is stated.
+    pub eu_members: Vec<Country>,
 }
 
 impl InitOptions {
@@ -56,6 +56,7 @@ impl InitOptions {
             federation: "casebridge.test".into(),
             auditors: vec!["auditor".into()],
             brokers: 1,
+            eu_members: default_eu_members(),
         }
     }
 }
@@ -92,48 +93,6 @@ impl Federation {
     }
 }
 
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    cert_pem: String,
-    cert_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-const HOUR: time::Duration = time::Duration::hours(1);
-const DAY: time::Duration = time::Duration::days(1);
-
-fn params(cn: &str, fed: &str, days: i64) -> anyhow::Result<CertificateParams> {
-    let mut p = CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name.push(DnType::OrganizationName, fed);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - HOUR;
-    p.not_after = now + DAY * (days as i32);
-    Ok(p)
-}
-
-fn new_ca(cn: &str, fed: &str, parent: Option<&Ca>, path_len: Option<u8>) -> anyhow::Result<Ca> {
-    let mut p = params(cn, fed, if parent.is_none() { 3650 } else { 1825 })?;
-    p.is_ca = match path_len {
-        Some(n) => IsCa::Ca(BasicConstraints::Constrained(n)),
-        None => IsCa::Ca(BasicConstraints::Unconstrained),
-    };
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate()?;
-    let cert = match parent {
-        Some(parent) => p.signed_by(&key, &parent.issuer)?,
-        None => p.self_signed(&key)?,
-    };
-    Ok(Ca {
-        cert_pem: cert.pem(),
-        cert_der: cert.der().clone(),
-        issuer: Issuer::new(p, key),
-    })
-}
-
 /// Issues a leaf certificate for `role` and writes `<stem>.crt` (leaf, then
 /// issuer if not the root) and `<stem>.key` (0600).
 #[allow(clippy::too_many_arguments)]
@@ -147,25 +106,19 @@ fn issue_leaf(
     server: bool,
     hosts: &[String],
 ) -> anyhow::Result<()> {
-    let mut p = params(&role.to_string(), fed, 365)?;
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ClientAuth,
-        ExtendedKeyUsagePurpose::ServerAuth,
-    ];
-    p.subject_alt_names
-        .push(SanType::URI(role.spiffe_uri(fed).try_into()?));
-    if server {
-        p.subject_alt_names
-            .push(SanType::DnsName("localhost".try_into()?));
-        p.subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        for h in hosts {
-            p.subject_alt_names
-                .push(SanType::DnsName(h.as_str().try_into()?));
-        }
-    }
+    let p = if server {
+        let mut dns = vec!["localhost".to_string()];
+        dns.extend(hosts.iter().cloned());
+        leaf_params(
+            role,
+            fed,
+            365,
+            &dns,
+            &[std::net::Ipv4Addr::LOCALHOST.into()],
+        )?
+    } else {
+        leaf_params(role, fed, 365, &[], &[])?
+    };
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &ca.issuer)?;
     let mut pem = cert.pem();
@@ -237,22 +190,14 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     for sub in ["ca", "broker", "nodes", "agencies", "auditors", "policies"] {
         mkdir(&dir.join(sub))?;
     }
-    let root = new_ca(&format!("{fed} federation root CA"), fed, None, None)?;
+    let root = new_ca(&format!("{fed} federation root CA"), fed, None, 3650)?;
     write_public(&dir.join("ca/root.crt"), root.cert_pem.as_bytes())?;
     crate::storage::files::keys::write_secret(
         &dir.join("ca/root.key"),
         root.issuer.key().serialize_pem().as_bytes(),
     )?;
 
-    let (dir_key, dir_pkcs8) = SigningKey::generate()?;
-    crate::storage::files::keys::write_secret(
-        &dir.join("ca/directory.key"),
-        keys::to_pem(&dir_pkcs8, "PRIVATE KEY").as_bytes(),
-    )?;
-    write_public(
-        &dir.join("ca/directory.pub"),
-        format!("{}\n", hex::encode(dir_key.public_key())).as_bytes(),
-    )?;
+    let dir_key = super::ca::write_signing_pair(&dir.join("ca"), "directory")?;
 
     issue_leaf(
         &dir.join("broker"),
@@ -264,11 +209,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         true,
         &broker_hosts,
     )?;
-    let (log_key, log_pkcs8) = SigningKey::generate()?;
-    crate::storage::files::keys::write_secret(
-        &dir.join("broker/log.key"),
-        keys::to_pem(&log_pkcs8, "PRIVATE KEY").as_bytes(),
-    )?;
+    let log_key = super::ca::write_signing_pair(&dir.join("broker"), "log")?;
 
     let now = crate::daemon::clock::now_ms();
     let mut directory = v1::Directory {
@@ -288,7 +229,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     let mut node_configs = Vec::new();
     let mut agency_profiles = Vec::new();
     for (i, cc) in countries.iter().enumerate() {
-        let national = new_ca(&format!("{cc} national CA"), fed, Some(&root), Some(0))?;
+        let national = new_ca(&format!("{cc} national CA"), fed, Some(&root), 1825)?;
         let ca_dir = dir.join("ca").join(cc.as_str());
         mkdir(&ca_dir)?;
         write_public(&ca_dir.join("ca.crt"), national.cert_pem.as_bytes())?;
@@ -309,26 +250,17 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             true,
             &[],
         )?;
-        let (sign, sign_pkcs8) = SigningKey::generate()?;
-        crate::storage::files::keys::write_secret(
-            &node_dir.join("signing.key"),
-            keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes(),
-        )?;
-        let (hpke_sk, hpke_pk) = keys::generate_hpke();
-        crate::storage::files::keys::write_secret(
-            &node_dir.join("hpke.key"),
-            hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes(),
-        )?;
+        let (sign_pub, hpke_pub) = super::ca::write_node_keys(&node_dir)?;
         directory.nodes.push(v1::NodeEntry {
             country: cc.to_string(),
-            signing_key: sign.public_key().to_vec(),
-            hpke_key: keys::hpke_public_bytes(&hpke_pk).to_vec(),
+            signing_key: sign_pub.to_vec(),
+            hpke_key: hpke_pub.to_vec(),
             not_before_ms: now - 3_600_000,
             not_after_ms: now + 365 * 86_400_000,
             revoked: false,
             national_ca_sha256: crate::protocol::envelope::sha256(national.cert_der.as_ref())
                 .to_vec(),
-            regime: if cc.is_eu_member() {
+            regime: if opts.eu_members.contains(cc) {
                 v1::LegalRegime::EuMember
             } else {
                 v1::LegalRegime::NonMember
@@ -457,13 +389,15 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
 
     let signed = Directory::sign(&directory, &dir_key);
     write_public(&dir.join("directory.bin"), &signed.encode_to_vec())?;
+    let verified = Directory::verify(&signed, &dir_key.public_key(), fed)
+        .context("the directory just written does not verify")?;
 
     // The example policy bundles, each signed by its owner: the framework
     // with the directory key, each agency with its own key.
     crate::storage::files::policy::install_examples(
         &dir.join("policies"),
         dir,
-        &crate::protocol::policy::agencies_of(&countries),
+        &crate::protocol::policy::agencies_in(&verified),
     )
     .context("installing the example policy bundles")?;
     // Bundles are written as `policy sign` writes them anywhere (under the

@@ -8,7 +8,9 @@
 //! bundles `pki init` installs and signs.
 
 use casebridge::protocol::categories::CategorySet;
-use casebridge::protocol::policy::{AgencyFacts, Onward, Policies, Transfer, default_agencies};
+use casebridge::protocol::policy::{
+    AgencyFacts, Onward, Policies, Transfer, default_agencies, default_eu_members,
+};
 use casebridge::protocol::proto::v1::{
     self, AgencyKind, Classification as Cl, DataCategory as C, HandlingCode as H,
     InformationAccuracy as Acc, LegalBasis as B, Priority as P, Purpose as Pu, RecordKind as K,
@@ -183,7 +185,7 @@ fn facts(id: &str) -> AgencyFacts {
     let id: casebridge::protocol::ids::AgencyId = id.parse().expect("agency id");
     assert_eq!(id.name(), "customs", "unknown agency {id} in the table");
     AgencyFacts {
-        eu_member: id.country().is_eu_member(),
+        eu_member: default_eu_members().contains(&id.country()),
         id,
         kind: AgencyKind::Customs,
     }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use super::Owner;
 use super::decide::AgencyFacts;
+use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country};
 use crate::protocol::proto::v1;
 
@@ -153,10 +154,17 @@ pub fn agencies_for(cc: Country) -> Vec<(&'static str, v1::AgencyKind, &'static 
     v
 }
 
-/// The agencies `pki init` creates for `countries` ([`agencies_for`]), with
-/// EU membership by country: what installing the examples needs when called
-/// from `pki init`.
-pub fn agencies_of(countries: &[Country]) -> Vec<AgencyFacts> {
+/// The countries of [`default_countries`] that a development federation
+/// lists as EU members unless told otherwise (`pki init --eu-members`). The
+/// regime of a country is the directory's word alone; this is only what
+/// `pki init` writes into a new directory.
+pub fn default_eu_members() -> Vec<Country> {
+    ["HR", "SI"].iter().filter_map(|c| c.parse().ok()).collect()
+}
+
+/// The agencies `pki init` creates for `countries` ([`agencies_for`]), each
+/// an EU member if its country is in `eu_members`.
+pub fn agencies_of(countries: &[Country], eu_members: &[Country]) -> Vec<AgencyFacts> {
     countries
         .iter()
         .flat_map(|&cc| {
@@ -166,17 +174,26 @@ pub fn agencies_of(countries: &[Country]) -> Vec<AgencyFacts> {
                     AgencyId::new(cc, name).ok().map(|id| AgencyFacts {
                         id,
                         kind,
-                        eu_member: cc.is_eu_member(),
+                        eu_member: eu_members.contains(&cc),
                     })
                 })
         })
         .collect()
 }
 
+/// The agencies a directory lists, with the kind and regime it states for
+/// each ([`AgencyFacts::from_directory`]).
+pub fn agencies_in(directory: &Directory) -> Vec<AgencyFacts> {
+    directory
+        .agencies()
+        .filter_map(|a| AgencyFacts::from_directory(directory, &a.id))
+        .collect()
+}
+
 /// The agencies of a default development federation: [`agencies_of`] the
-/// [`default_countries`].
+/// [`default_countries`], members as [`default_eu_members`].
 pub fn default_agencies() -> Vec<AgencyFacts> {
-    agencies_of(&default_countries())
+    agencies_of(&default_countries(), &default_eu_members())
 }
 
 /// The example bundles for `agencies`: the framework, then one per agency

@@ -61,7 +61,10 @@ pub use decide::{
     AgencyFacts, Decision, EvalError, Layer, LayerOutcome, Onward, RecipientDecision, Transfer,
 };
 pub(crate) use examples::render as render_examples;
-pub use examples::{agencies_for, agencies_of, default_agencies, default_countries, template_for};
+pub use examples::{
+    agencies_for, agencies_in, agencies_of, default_agencies, default_countries,
+    default_eu_members, template_for,
+};
 pub use signing::BundleSigner;
 pub(crate) use signing::sign_raw;
 
