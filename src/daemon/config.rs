@@ -59,6 +59,9 @@ fn default_skew() -> u64 {
 fn default_log() -> LogFormat {
     LogFormat::Human
 }
+fn default_directory_refresh() -> u64 {
+    60
+}
 fn default_reload() -> u64 {
     5
 }
@@ -369,6 +372,11 @@ pub struct BrokerConfig {
     /// How often to look for changed policy bundles, in seconds. Default 5.
     #[serde(default = "default_reload")]
     pub policy_reload_secs: u64,
+    /// How often to read the directory file again, in seconds: a newer
+    /// signed directory found there is put in force (and served to the
+    /// nodes), an older one refused. Default 60.
+    #[serde(default = "default_directory_refresh")]
+    pub directory_refresh_secs: u64,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -456,6 +464,14 @@ pub struct NodeConfig {
     /// How often to look for changed policy bundles, in seconds. Default 5.
     #[serde(default = "default_reload")]
     pub policy_reload_secs: u64,
+    /// How often to fetch the directory and the policy set from the broker,
+    /// in seconds. A newer directory that verifies against the pinned key is
+    /// saved to `directory` and put in force, an older one refused; a new
+    /// policy set is written into `policies` and loaded. A revocation takes
+    /// effect at the node within this interval of reaching the broker.
+    /// Default 60.
+    #[serde(default = "default_directory_refresh")]
+    pub directory_refresh_secs: u64,
     /// Most envelopes submitted to the broker at once, waiting for their
     /// answers. Default 32; 1 submits one at a time.
     #[serde(default = "default_submit_window")]

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod in_force;
+pub mod live;
 pub mod node;
 pub mod rpc;
 pub mod shutdown;

@@ -36,6 +36,7 @@ fn free_text(e: &mut v1::AuditEvent) -> Vec<&mut String> {
         Some(Event::ReceiptRecorded(r)) => vec![&mut r.reason],
         Some(Event::ContentViolation(v)) => vec![&mut v.detail],
         Some(Event::PolicyChanged(p)) => vec![&mut p.detail],
+        Some(Event::DirectoryRefused(d)) => vec![&mut d.reason],
         Some(Event::RecordsPurged(_) | Event::DirectoryChanged(_)) | None => vec![],
     }
 }

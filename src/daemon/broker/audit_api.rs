@@ -293,6 +293,12 @@ fn facts(e: &v1::AuditEvent) -> Facts<'_> {
             nodes: vec![],
             kind: None,
         },
+        Some(Event::DirectoryRefused(_)) => Facts {
+            decision: "directory",
+            agencies: vec![],
+            nodes: vec![],
+            kind: None,
+        },
         Some(Event::PolicyChanged(_)) => Facts {
             decision: "policy",
             agencies: vec![],
@@ -334,6 +340,14 @@ fn matches(q: &v1::QueryRequest, e: &v1::AuditEvent) -> bool {
 
 #[tonic::async_trait]
 impl crate::daemon::rpc::audit_server::Audit for AuditService {
+    async fn get_directory(
+        &self,
+        req: Request<v1::GetDirectoryRequest>,
+    ) -> Result<Response<v1::SignedDirectory>, Status> {
+        self.auditor(&req)?;
+        Ok(Response::new(self.state.directory().signed().clone()))
+    }
+
     async fn get_checkpoint(
         &self,
         req: Request<v1::GetCheckpointRequest>,

@@ -17,13 +17,14 @@ pub mod service;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::daemon::config::StorageBackend;
 use crate::daemon::config::{BrokerConfig, Limits};
+use crate::daemon::live::{DirectorySlot, LastRefusal, Offer};
 use crate::daemon::tls::{Identity, ServerTls};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::Country;
@@ -39,7 +40,10 @@ use crate::daemon::clock::Clock;
 /// Everything the broker's services share.
 pub struct BrokerState {
     pub federation: String,
-    directory: RwLock<Arc<Directory>>,
+    directory: DirectorySlot,
+    /// The last directory refusal logged, so that a file refused on every
+    /// refresh is logged once.
+    directory_refusal: LastRefusal,
     pub store: Arc<dyn BrokerStore>,
     policies: LivePolicies,
     /// Signs checkpoints of the audit log.
@@ -78,7 +82,8 @@ impl BrokerState {
     ) -> Self {
         BrokerState {
             federation,
-            directory: RwLock::new(Arc::new(directory)),
+            directory: DirectorySlot::new(directory),
+            directory_refusal: LastRefusal::default(),
             store,
             policies,
             log,
@@ -111,11 +116,88 @@ impl BrokerState {
         *self.stopping.borrow()
     }
 
+    /// The directory in force now.
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.directory.current()
+    }
+
+    /// Reads the directory file `file` again and puts it in force if it
+    /// verifies against the pinned `key`, is newer than the directory in
+    /// force and pins the same transparency log: recorded as the floor in
+    /// the store, then in force, then logged (DirectoryChanged), and the
+    /// policy bundles checked again against it. A file that is older, the
+    /// same version with other content, or does not verify is refused with
+    /// a warning and a DirectoryRefused event (once per reason); the
+    /// directory in force stays.
+    pub async fn refresh_directory(
+        &self,
+        file: &std::path::Path,
+        key: &[u8; 32],
+    ) -> anyhow::Result<Offer> {
+        let current = self.directory();
+        let offer = match crate::storage::files::directory::load(file, key, &self.federation) {
+            Err(e) => Offer::Refused {
+                offered: None,
+                reason: format!("{e:#}"),
+            },
+            Ok(d) if d.log() != current.log() => Offer::Refused {
+                offered: Some(d.version_info()),
+                reason: format!(
+                    "{}: directory version {} pins another transparency log than the one this \
+                     broker signs",
+                    file.display(),
+                    d.version
+                ),
+            },
+            Ok(d) => self.directory.offer(d, self.store.as_ref()).await?,
+        };
+        match &offer {
+            Offer::Same => self.directory_refusal.clear(),
+            Offer::Applied { previous, now } => {
+                self.directory_refusal.clear();
+                let dir = self.directory();
+                let event = v1::AuditEvent {
+                    at_ms: self.now_ms(),
+                    event: Some(v1::audit_event::Event::DirectoryChanged(
+                        v1::DirectoryChanged {
+                            version: dir.version,
+                            directory_sha256: dir.digest(),
+                        },
+                    )),
+                };
+                let index = self
+                    .store
+                    .record_if_changed(Subject::Directory, dir.digest(), event)
+                    .await?;
+                tracing::info!(
+                    version = now.version,
+                    previous = previous.version,
+                    ?index,
+                    "new directory in force"
+                );
+                self.reload_policies().await?;
+            }
+            Offer::Refused { offered, reason } => {
+                if self.directory_refusal.first(reason) {
+                    tracing::warn!(%reason, in_force = current.version, "directory refused; the one in force stays");
+                    let event = v1::AuditEvent {
+                        at_ms: self.now_ms(),
+                        event: Some(v1::audit_event::Event::DirectoryRefused(
+                            v1::DirectoryRefused {
+                                version: offered.map(|o| o.version).unwrap_or(0),
+                                directory_sha256: offered
+                                    .map(|o| o.digest.to_vec())
+                                    .unwrap_or_default(),
+                                version_in_force: current.version,
+                                reason: reason.clone(),
+                            },
+                        )),
+                    };
+                    self.store.append(event).await?;
+                }
+            }
+        }
+        Ok(offer)
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -125,6 +207,11 @@ impl BrokerState {
     /// The policy set in force.
     pub fn policies(&self) -> Policies {
         self.policies.current()
+    }
+
+    /// The files of the policy set in force, as nodes fetch them.
+    pub fn served_policies(&self) -> Arc<v1::PolicySet> {
+        self.policies.served()
     }
 
     /// How many times the policy bundles were compiled and verified in full
@@ -213,6 +300,11 @@ pub struct Broker {
     pub state: Arc<BrokerState>,
     tls: ServerTls,
     policy_reload: std::time::Duration,
+    /// The directory file, read again every `directory_refresh`, and the
+    /// pinned key it must verify against.
+    directory_file: std::path::PathBuf,
+    directory_key: [u8; 32],
+    directory_refresh: std::time::Duration,
     /// How long a stop may take (`shutdown_grace_secs`).
     pub grace: std::time::Duration,
 }
@@ -313,6 +405,9 @@ impl Broker {
             state: Arc::new(state),
             tls,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
+            directory_file: cfg.directory.clone(),
+            directory_key: key,
+            directory_refresh: std::time::Duration::from_secs(cfg.directory_refresh_secs.max(1)),
             grace: std::time::Duration::from_secs(cfg.shutdown_grace_secs.max(1)),
         })
     }
@@ -411,6 +506,26 @@ impl Broker {
                     }
                     if let Err(e) = state.reload_policies().await {
                         tracing::error!(error = %e, "could not record a policy change");
+                    }
+                }
+            })
+        };
+        let refresher = {
+            let state = self.state.clone();
+            let every = self.directory_refresh;
+            let (file, key) = (self.directory_file.clone(), self.directory_key);
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    if let Err(e) = state.refresh_directory(&file, &key).await {
+                        tracing::error!(error = %e, "could not record a directory change");
                     }
                 }
             })
@@ -568,7 +683,7 @@ impl Broker {
             tracing::error!("calls still writing when the time to stop was up");
         }
         crate::daemon::shutdown::join_until(
-            vec![reloader, checkpointer, integrator, lease],
+            vec![reloader, refresher, checkpointer, integrator, lease],
             deadline,
             "broker",
         )

@@ -827,6 +827,22 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         self.node(&req)?;
         Ok(Response::new(self.state.directory().signed().clone()))
     }
+
+    async fn get_policies(
+        &self,
+        req: Request<v1::GetPoliciesRequest>,
+    ) -> Result<Response<v1::PolicySet>, Status> {
+        self.node(&req)?;
+        let set = self.state.served_policies();
+        let size = prost::Message::encoded_len(set.as_ref());
+        if size > crate::storage::files::policy::distributed::MAX_SET_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "the policy set in force is {size} bytes, more than the {} a node accepts",
+                crate::storage::files::policy::distributed::MAX_SET_BYTES
+            )));
+        }
+        Ok(Response::new(set.as_ref().clone()))
+    }
 }
 
 /// The latest checkpoint with its cosignatures, and a consistency proof from

@@ -15,7 +15,7 @@ pub mod witness;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::daemon::clock::Clock;
 use crate::daemon::config::{NodeConfig, NodeLimits, Retention};
+use crate::daemon::live::{DirectorySlot, LastRefusal, Offer};
 use crate::daemon::tls::{ClientTls, Identity, ServerTls};
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, EnvelopeId, Role};
@@ -43,7 +44,20 @@ pub enum SubmitOutcome {
 pub struct NodeState {
     pub country: Country,
     pub federation: String,
-    directory: RwLock<Arc<Directory>>,
+    directory: DirectorySlot,
+    /// Where the node keeps its copy of the directory, and the pinned key
+    /// every directory must verify against.
+    directory_file: std::path::PathBuf,
+    directory_key: [u8; 32],
+    /// How often the directory and the policy set are fetched from the
+    /// broker.
+    directory_refresh: std::time::Duration,
+    /// The last refusals logged, so that one met on every refresh is
+    /// logged once.
+    directory_refusal: LastRefusal,
+    policy_refusal: LastRefusal,
+    /// Held while the policy directory is read or replaced.
+    policies_fs: tokio::sync::Mutex<()>,
     signing: SigningKey,
     hpke: HpkePrivateKey,
     /// What the node keeps, behind the traits of [`crate::storage::node`].
@@ -70,11 +84,9 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// The directory in force now.
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.directory.current()
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -89,6 +101,7 @@ impl NodeState {
     /// Reads the policy bundles again; a refused set leaves the one in force.
     /// A new set takes effect once its versions are recorded in the store.
     pub async fn reload_policies(&self) -> crate::storage::files::policy::Reload {
+        let _files = self.policies_fs.lock().await;
         let directory = self.directory();
         let outcome = crate::daemon::in_force::reload_policies(
             &self.policies,
@@ -111,6 +124,195 @@ impl NodeState {
             | crate::storage::files::policy::Reload::Unchanged => {}
         }
         outcome
+    }
+
+    /// Fetches the directory, then the policy set, from the broker in use
+    /// and puts in force what is new and valid ([`NodeState::refresh_directory`],
+    /// [`NodeState::refresh_policies`]).
+    pub async fn refresh(&self) {
+        match self.refresh_directory().await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = %self.country, error = %e, "directory refresh failed"),
+        }
+        if let Err(e) = self.refresh_policies().await {
+            tracing::warn!(node = %self.country, error = %e, "policy refresh failed");
+        }
+    }
+
+    /// Fetches the broker's directory and puts it in force if it verifies
+    /// against the pinned directory key and is newer than the one in force:
+    /// it is first written to the node's directory file (so a restart starts
+    /// from it), then recorded as the floor in the store, then in force. An
+    /// older one, or the same version with other content, is refused with a
+    /// warning (once per reason) and the one in force stays. Err when the
+    /// broker could not be asked or the directory could not be kept.
+    pub async fn refresh_directory(&self) -> anyhow::Result<Offer> {
+        use prost::Message as _;
+        let link = self.uplink.link();
+        let mut client = link
+            .client
+            .max_decoding_message_size(crate::daemon::live::MAX_DIRECTORY_BYTES);
+        let signed = uplink::within(
+            uplink::CALL_TIMEOUT,
+            client.get_directory(v1::GetDirectoryRequest {}),
+        )
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "could not fetch the directory from the broker at {}: {}",
+                self.uplink.address(),
+                s.message()
+            )
+        })?
+        .into_inner();
+        let current = self.directory();
+        let offered = match Directory::verify(&signed, &self.directory_key, &self.federation) {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok(self.directory_refused(
+                    &current,
+                    Offer::Refused {
+                        offered: None,
+                        reason: format!("the directory the broker serves is refused: {e}"),
+                    },
+                ));
+            }
+        };
+        if offered.version_info() == current.version_info() {
+            self.directory_refusal.clear();
+            return Ok(Offer::Same);
+        }
+        if let Err(e) = current.check_successor(&offered) {
+            return Ok(self.directory_refused(
+                &current,
+                Offer::Refused {
+                    offered: Some(offered.version_info()),
+                    reason: format!("the directory the broker serves is refused: {e}"),
+                },
+            ));
+        }
+        // Kept before it takes effect: a restart starts from it. A file
+        // already newer (put there by the operator) is left as it is.
+        let on_disk = crate::storage::files::directory::load(
+            &self.directory_file,
+            &self.directory_key,
+            &self.federation,
+        )
+        .ok()
+        .map(|d| d.version);
+        if on_disk.is_none_or(|v| v < offered.version) {
+            crate::storage::write_private(&self.directory_file, &signed.encode_to_vec())
+                .with_context(|| format!("writing {}", self.directory_file.display()))?;
+        }
+        let offer = self.directory.offer(offered, self.store.as_ref()).await?;
+        match &offer {
+            Offer::Applied { previous, now } => {
+                self.directory_refusal.clear();
+                tracing::info!(
+                    node = %self.country,
+                    version = now.version,
+                    previous = previous.version,
+                    digest = %hex::encode(now.digest),
+                    "new directory in force"
+                );
+                // The policy set is checked again against it.
+                self.reload_policies().await;
+            }
+            Offer::Same => self.directory_refusal.clear(),
+            Offer::Refused { .. } => return Ok(self.directory_refused(&current, offer)),
+        }
+        Ok(offer)
+    }
+
+    fn directory_refused(&self, current: &Directory, offer: Offer) -> Offer {
+        if let Offer::Refused { reason, .. } = &offer {
+            if self.directory_refusal.first(reason) {
+                tracing::warn!(
+                    node = %self.country,
+                    %reason,
+                    in_force = current.version,
+                    "directory refused; the one in force stays"
+                );
+            }
+        }
+        offer
+    }
+
+    /// Fetches the broker's policy set and, if it is not the set in force,
+    /// writes it into a fresh directory beside the node's policy directory,
+    /// loads it there as a reload would (every bundle's signature checked
+    /// against the directory, no version going back), and only then puts
+    /// it in place of the policy directory and in force. Ok(true) when a
+    /// new set took effect; a refused set leaves everything as it was.
+    pub async fn refresh_policies(&self) -> anyhow::Result<bool> {
+        use crate::storage::files::policy::distributed;
+        let Some(dir) = self.policies.dir().map(std::path::Path::to_path_buf) else {
+            return Ok(false);
+        };
+        let mut client = self
+            .uplink
+            .link()
+            .client
+            .max_decoding_message_size(distributed::MAX_SET_BYTES);
+        let set = uplink::within(
+            uplink::CALL_TIMEOUT,
+            client.get_policies(v1::GetPoliciesRequest {}),
+        )
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "could not fetch the policy set from the broker at {}: {}",
+                self.uplink.address(),
+                s.message()
+            )
+        })?
+        .into_inner();
+        if set.hash == self.policies().hash() {
+            self.policy_refusal.clear();
+            return Ok(false);
+        }
+        let checked = {
+            let _files = self.policies_fs.lock().await;
+            let staging = distributed::staging_beside(&dir, "incoming");
+            let checked = distributed::write_set(&set, &staging).and_then(|()| {
+                self.policies
+                    .check_candidate(&staging, &self.directory(), self.now_ms())
+            });
+            match checked {
+                Ok(hash) if hash == self.policies().hash() => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    Ok(false)
+                }
+                Ok(_) => {
+                    let replaced = distributed::replace_dir(&staging, &dir);
+                    if replaced.is_err() {
+                        let _ = std::fs::remove_dir_all(&staging);
+                    }
+                    replaced
+                        .with_context(|| format!("replacing {}", dir.display()))
+                        .map(|()| true)
+                }
+                Err(reason) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    if self.policy_refusal.first(&reason) {
+                        tracing::warn!(
+                            node = %self.country,
+                            %reason,
+                            "the broker's policy set is refused; the set in force stays"
+                        );
+                    }
+                    Ok(false)
+                }
+            }
+        }?;
+        if !checked {
+            return Ok(false);
+        }
+        self.policy_refusal.clear();
+        Ok(matches!(
+            self.reload_policies().await,
+            crate::storage::files::policy::Reload::Replaced { .. }
+        ))
     }
 
     /// Queues a local policy refusal for the broker's audit log.
@@ -218,7 +420,13 @@ impl Node {
         let state = NodeState {
             country: cfg.country,
             federation: cfg.federation.clone(),
-            directory: RwLock::new(Arc::new(directory)),
+            directory: DirectorySlot::new(directory),
+            directory_file: cfg.directory.clone(),
+            directory_key: key,
+            directory_refresh: std::time::Duration::from_secs(cfg.directory_refresh_secs.max(1)),
+            directory_refusal: LastRefusal::default(),
+            policy_refusal: LastRefusal::default(),
+            policies_fs: tokio::sync::Mutex::new(()),
             signing,
             hpke,
             store,
@@ -328,6 +536,25 @@ impl Node {
                 }
             })
         };
+        let refresher = {
+            let state = self.state.clone();
+            let mut stopping = state.stopping();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(state.directory_refresh);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    tokio::select! {
+                        _ = state.refresh() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                }
+            })
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -392,6 +619,7 @@ impl Node {
                 receive_immediate,
                 purge,
                 reloader,
+                refresher,
                 witness,
                 reporter,
                 probe,

@@ -45,6 +45,7 @@ const MAX_MESSAGE: usize = 128 << 20;
 const _: () = assert!(MAX_MESSAGE >= crate::protocol::audit::MAX_RESPONSE_BYTES);
 
 mod connect;
+mod directory;
 mod fetch;
 mod prove;
 mod query;
@@ -59,6 +60,7 @@ mod trust;
 mod verify;
 
 pub use connect::*;
+pub use directory::*;
 use fetch::Leaves;
 pub use prove::*;
 pub use query::*;
@@ -144,6 +146,14 @@ pub enum AuditCmd {
         #[arg(long)]
         csv: bool,
     },
+    /// Fetch the broker's directory, verify it against the pinned key and
+    /// save it if it is newer than this auditor's copy (refuse it if older);
+    /// then list the directory changes the log records, each checked
+    /// against the directories this auditor has seen.
+    Directory {
+        #[command(flatten)]
+        auditor: AuditorArgs,
+    },
     /// Verify the log, then write a self-contained HTML report.
     Report {
         #[command(flatten)]
@@ -209,6 +219,11 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                 eprintln!("{notice}");
             }
             Ok(true)
+        }
+        AuditCmd::Directory { auditor } => {
+            let report = directory(&auditor.profile, auditor.directory.as_deref()).await?;
+            print!("{report}");
+            Ok(!matches!(report.fetched, Fetched::Refused(_)) && report.unseen().next().is_none())
         }
         AuditCmd::Report { auditor, out } => {
             report(&auditor.profile, auditor.directory.as_deref(), &out).await?;

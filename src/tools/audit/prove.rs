@@ -82,7 +82,10 @@ pub fn event_envelope_id(event: &v1::AuditEvent) -> Option<&[u8]> {
         Event::SubmissionRefused(r) => r.envelope.as_ref().map(|e| e.envelope_id.as_slice()),
         Event::ReceiptRecorded(r) => Some(&r.envelope_id),
         Event::ContentViolation(v) => Some(&v.envelope_id),
-        Event::RecordsPurged(_) | Event::DirectoryChanged(_) | Event::PolicyChanged(_) => None,
+        Event::RecordsPurged(_)
+        | Event::DirectoryChanged(_)
+        | Event::DirectoryRefused(_)
+        | Event::PolicyChanged(_) => None,
     }
 }
 

@@ -173,6 +173,14 @@ pub fn row(index: u64, event: &v1::AuditEvent) -> Row {
                 hex::encode(&x.directory_sha256)
             );
         }
+        Some(Event::DirectoryRefused(x)) => {
+            r.event = "directory-refused";
+            r.decision = "directory";
+            r.reason = format!(
+                "directory version {} refused, version {} stays in force: {}",
+                x.version, x.version_in_force, x.reason
+            );
+        }
         Some(Event::PolicyChanged(x)) => {
             r.event = "policy-changed";
             r.decision = "policy";

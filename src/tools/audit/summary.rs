@@ -150,7 +150,10 @@ impl LogSummary {
                 }
             }
             Some(
-                Event::RecordsPurged(_) | Event::DirectoryChanged(_) | Event::PolicyChanged(_),
+                Event::RecordsPurged(_)
+                | Event::DirectoryChanged(_)
+                | Event::DirectoryRefused(_)
+                | Event::PolicyChanged(_),
             )
             | None => self.federation_events.push(r),
         }

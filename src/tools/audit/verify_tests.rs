@@ -109,6 +109,13 @@ impl FakeBroker {
 
 #[tonic::async_trait]
 impl crate::daemon::rpc::audit_server::Audit for FakeBroker {
+    async fn get_directory(
+        &self,
+        _: tonic::Request<v1::GetDirectoryRequest>,
+    ) -> Result<tonic::Response<v1::SignedDirectory>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not served by this fake"))
+    }
+
     async fn get_checkpoint(
         &self,
         _: tonic::Request<v1::GetCheckpointRequest>,

@@ -7,7 +7,7 @@
 mod durability;
 mod envelope;
 mod exchange;
-mod harness;
+pub(crate) mod harness;
 mod identity;
 mod limits;
 pub(crate) mod node;

@@ -21,13 +21,14 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::read_set;
 use crate::protocol::directory::Directory;
 use crate::protocol::policy::{
     BundleInfo, Policies, PolicyError, bundle_list, check_versions, raise_floor,
 };
+use crate::protocol::proto::v1;
 
 /// What a reload found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct LivePolicies {
     dir: Option<PathBuf>,
     directory_key: [u8; 32],
     current: RwLock<Policies>,
+    /// The files of the set in force, as the broker serves them to nodes.
+    served: RwLock<Arc<v1::PolicySet>>,
     /// The newest version of every bundle ever in force; no set goes below.
     floor: Mutex<Vec<BundleInfo>>,
     last_refusal: Mutex<Option<String>>,
@@ -83,12 +86,17 @@ impl LivePolicies {
     ) -> Result<LivePolicies, PolicyError> {
         let raw = read_set(dir);
         let fingerprint = raw.fingerprint();
+        let files = super::distributed::set_files(&raw);
         let current = Policies::from_set(raw, directory, &directory_key, now_ms)?;
         check_versions(in_force, &current.bundles(), Some(dir))?;
         let floor = raise_floor(in_force, &current.bundles());
         Ok(LivePolicies {
             dir: Some(dir.to_path_buf()),
             directory_key,
+            served: RwLock::new(Arc::new(v1::PolicySet {
+                hash: current.hash().to_string(),
+                bundles: files,
+            })),
             current: RwLock::new(current),
             floor: Mutex::new(floor),
             last_refusal: Mutex::new(None),
@@ -106,6 +114,10 @@ impl LivePolicies {
         LivePolicies {
             dir: None,
             directory_key: [0; 32],
+            served: RwLock::new(Arc::new(v1::PolicySet {
+                hash: policies.hash().to_string(),
+                bundles: Vec::new(),
+            })),
             current: RwLock::new(policies),
             floor: Mutex::new(Vec::new()),
             last_refusal: Mutex::new(None),
@@ -131,6 +143,34 @@ impl LivePolicies {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The files of the set in force, with its hash.
+    pub fn served(&self) -> Arc<v1::PolicySet> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Where the bundles live; None for a fixed set.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Loads the set in `dir` as a reload would, without putting it in
+    /// force: its hash if every bundle loads against `directory` at `now_ms`
+    /// and none goes back from the versions in force, or why not.
+    pub fn check_candidate(
+        &self,
+        dir: &Path,
+        directory: &Directory,
+        now_ms: i64,
+    ) -> Result<String, String> {
+        let next = Policies::from_set(read_set(dir), directory, &self.directory_key, now_ms)
+            .map_err(|e| e.to_string())?;
+        check_versions(&self.in_force(), &next.bundles(), Some(dir)).map_err(|e| e.to_string())?;
+        Ok(next.hash().to_string())
     }
 
     /// Reads the bundles again (certificates checked at `now_ms`) and puts
@@ -161,6 +201,7 @@ impl LivePolicies {
         self.full_checks.fetch_add(1, Ordering::Relaxed);
         let current = self.current();
         let floor = self.in_force();
+        let files = super::distributed::set_files(&raw);
         let next = Policies::from_set(raw, directory, &self.directory_key, now_ms)
             .and_then(|next| check_versions(&floor, &next.bundles(), Some(dir)).map(|()| next));
         let next = match next {
@@ -182,6 +223,10 @@ impl LivePolicies {
             bundles: bundle_list(&next),
         };
         *self.floor.lock().unwrap_or_else(|p| p.into_inner()) = raised;
+        *self.served.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v1::PolicySet {
+            hash: next.hash().to_string(),
+            bundles: files,
+        });
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);

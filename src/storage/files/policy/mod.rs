@@ -10,6 +10,7 @@
 //! (`protocol::policy`); every diagnostic names the file (and line) as the
 //! core reports it.
 
+pub mod distributed;
 mod live;
 
 use std::collections::BTreeMap;

@@ -414,6 +414,14 @@ impl casebridge::daemon::rpc::exchange_server::Exchange for Service {
             .map_err(|e| Status::internal(e.to_string()))
     }
 
+    async fn get_policies(
+        &self,
+        req: Request<v1::GetPoliciesRequest>,
+    ) -> Result<Response<v1::PolicySet>, Status> {
+        self.node(&req)?;
+        Err(Status::unimplemented("this broker serves no policy set"))
+    }
+
     async fn report_purge(
         &self,
         req: Request<v1::PurgeReport>,
