@@ -621,7 +621,6 @@ pub fn add_country(
         revoked: false,
         regime: regime.to_proto() as i32,
         national_ca_sha256: crate::protocol::envelope::sha256(national_ca_der).to_vec(),
-        ..Default::default()
     });
     Ok(format!(
         "country {cc} added ({}), its node's keys valid for {days} days",
