@@ -9,6 +9,7 @@ mod delivery;
 mod durability;
 mod health;
 mod idempotency;
+mod install;
 mod live;
 mod onward;
 mod policy_live;

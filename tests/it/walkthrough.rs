@@ -46,7 +46,7 @@ fn blocks(doc: &str) -> Vec<Block> {
 }
 
 /// Daemons started by the walkthrough, stopped when the test ends.
-struct Daemons(Vec<(String, Child)>);
+pub(crate) struct Daemons(pub Vec<(String, Child)>);
 
 impl Drop for Daemons {
     fn drop(&mut self) {
@@ -67,7 +67,7 @@ fn free_port(ip: &str) -> u16 {
         .port()
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+pub(crate) fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -78,8 +78,19 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn the_federation_walkthrough_runs_as_written_and_delivers_a_record() {
+/// The walkthrough as played: one directory per machine under `tmp`, what
+/// each block printed, and the daemons it left running.
+pub(crate) struct Played {
+    pub tmp: tempfile::TempDir,
+    pub media: PathBuf,
+    pub hosts: BTreeMap<String, PathBuf>,
+    pub outputs: Vec<(String, String)>,
+    pub daemons: Daemons,
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// Plays deploy/federation.md, every block in order, and returns what it left.
+pub(crate) fn play() -> Played {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(repo.join("deploy/federation.md")).expect("walkthrough");
     let blocks = blocks(&doc);
@@ -94,7 +105,7 @@ fn the_federation_walkthrough_runs_as_written_and_delivers_a_record() {
         bin.parent().expect("bin dir").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let env: Vec<(&str, String)> = vec![
+    let env: Vec<(&'static str, String)> = vec![
         ("PATH", path),
         ("MEDIA", media.display().to_string()),
         ("REPO", repo.display().to_string()),
@@ -169,6 +180,26 @@ fn the_federation_walkthrough_runs_as_written_and_delivers_a_record() {
         }
     }
 
+    Played {
+        tmp,
+        media,
+        hosts,
+        outputs,
+        daemons,
+        env,
+    }
+}
+
+#[test]
+fn the_federation_walkthrough_runs_as_written_and_delivers_a_record() {
+    let Played {
+        tmp,
+        media,
+        hosts,
+        outputs,
+        daemons,
+        ..
+    } = play();
     // The record HR sent is the one BA received, and the auditor verified
     // the log holding it.
     let sent = outputs
