@@ -907,6 +907,20 @@ mod tests {
         );
         let n: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
         assert_eq!(n.country.as_str(), "HR");
+        assert_eq!(n.keys.switch_delay_secs, 180);
+        assert!(n.keys.next.is_none() && n.keys.previous.is_empty());
+        // The rotation tables, as the example's comments give them.
+        let rotating: NodeConfig = toml::from_str(
+            &include_str!("../../deploy/node.example.toml")
+                .replace("# [keys.next]", "[keys.next]")
+                .replace("# [[keys.previous]]", "[[keys.previous]]")
+                .replace("# signing = ", "signing = ")
+                .replace("# hpke = ", "hpke = "),
+        )
+        .unwrap();
+        let next = rotating.keys.next.as_ref().unwrap();
+        assert!(next.signing.ends_with("next-signing.key"));
+        assert_eq!(rotating.keys.previous.len(), 1);
         assert_eq!(
             n.limits.max_envelope_bytes,
             crate::protocol::bounds::DEFAULT_MAX_ENVELOPE_BYTES
