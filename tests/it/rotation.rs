@@ -352,3 +352,42 @@ async fn a_record_sealed_to_a_retired_key_after_its_overlap_is_refused_by_the_br
     assert_eq!(accepted.len(), 1);
     assert!(!accepted.contains(&id));
 }
+
+#[tokio::test]
+async fn a_node_stopped_during_a_rotation_takes_the_new_directory_before_its_deliveries() {
+    let mut fed = federation(&["HR", "BA"]).await;
+    start_all(&mut fed).await;
+    // BA is down for the whole rotation of HR's keys; its own directory file
+    // stays at version 1.
+    fed.stop_node(cc("BA")).await.unwrap();
+    let hr_next = new_keys(&fed, "HR");
+    let until_ms = casebridge::daemon::clock::now_ms() + 3_600_000;
+    edit_directory(&fed, |d| rotate(d, "HR", &hr_next, until_ms));
+    signs_with(&fed, "HR", hr_next.signing).await;
+
+    // Signed with HR's new key, queued at the broker for BA.
+    let sent = send(
+        &fed,
+        "HR/police",
+        &["BA/police"],
+        record("wanted_alert"),
+        police_to_third_country(),
+    )
+    .await;
+    assert_eq!(
+        sent.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        sent.detail
+    );
+    fed.start_node(cc("BA")).await.unwrap();
+    let status = settled(&fed, "HR/police", &sent.envelope_id).await;
+    assert!(
+        status
+            .recipient_status
+            .iter()
+            .all(|r| r.state == v1::DeliveryState::Delivered as i32),
+        "{status:?}"
+    );
+    assert_eq!(fed.node(cc("BA")).unwrap().directory().version, 2);
+}

@@ -471,6 +471,19 @@ impl Node {
                 bundles: self.state.policies.in_force(),
             })
             .await?;
+        // A node that was stopped while the directory changed (a key
+        // rotation, say) asks for the broker's directory before it takes
+        // deliveries, so that it does not reject records signed with keys it
+        // has not heard of yet. Bounded: a broker that does not answer
+        // leaves it to the periodic refresh.
+        if let Ok(Err(e)) = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.state.refresh_directory(),
+        )
+        .await
+        {
+            tracing::debug!(node = %self.state.country, error = %e, "no directory from the broker at start");
+        }
         let probe = tokio::spawn(self.state.uplink.clone().run(self.state.stopping()));
         let outbox = tokio::spawn(window::outbox_loop(self.state.clone()));
         let in_hand = Arc::new(uplink::InHand::default());
