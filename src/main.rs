@@ -38,6 +38,21 @@ enum BrokerCmd {
 }
 
 #[derive(Subcommand)]
+enum NodeCmd {
+    /// Make the node's next Ed25519 signing and X25519 HPKE keys for a
+    /// rotation: written 0600 where the node looks for them ([keys.next],
+    /// or next-signing.key and next-hpke.key beside its keys), never over an
+    /// existing file. Prints the public keys and the `directory
+    /// rotate-node` command that publishes them; the running node switches
+    /// to them once a directory lists them (after keys.switch_delay_secs).
+    NewKeys {
+        /// The node's config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Public-key infrastructure.
     #[command(subcommand)]
@@ -69,10 +84,13 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<BrokerCmd>,
     },
-    /// Run a national node.
+    /// Run a national node (--config), or prepare its next keys (new-keys).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: Option<NodeCmd>,
     },
     /// Send a record to one or more agencies.
     Send {
@@ -380,9 +398,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 .await?;
             Ok(true)
         }
-        Command::Node { config } => {
+        Command::Node {
+            cmd: Some(NodeCmd::NewKeys { config }),
+            ..
+        } => {
+            private_files();
+            let cfg: NodeConfig = config::load(&config)?;
+            let next = casebridge::tools::ca::new_node_keys(&cfg)?;
+            println!("{}", casebridge::tools::ca::new_keys_report(&cfg, &next));
+            Ok(true)
+        }
+        Command::Node { config, cmd: None } => {
             private_files();
             exit_with_parent();
+            let Some(config) = config else {
+                anyhow::bail!("node: --config is required (or a subcommand: new-keys)");
+            };
             let cfg: NodeConfig = config::load(&config)?;
             init_logging(cfg.log, "info");
             let node = casebridge::daemon::node::Node::from_config(&cfg).await?;

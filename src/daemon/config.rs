@@ -428,6 +428,34 @@ pub struct NodeKeys {
     pub signing: PathBuf,
     /// X25519 HPKE private key (hex), mode 0600.
     pub hpke: PathBuf,
+    /// The next pair, prepared for a rotation (`casebridge node new-keys`):
+    /// the node signs with it once the directory lists it as the node's
+    /// current pair and `switch_delay_secs` have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<KeyPairFiles>,
+    /// Retired pairs, kept to open and answer records sealed to them before
+    /// a rotation. At most 4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<KeyPairFiles>,
+    /// How long after it first sees a directory that lists its next pair as
+    /// current the node waits before signing with it, so that the other
+    /// nodes have fetched that directory too (default 180).
+    #[serde(default = "default_switch_delay")]
+    pub switch_delay_secs: u64,
+}
+
+/// The key files of one signing and HPKE pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPairFiles {
+    /// Ed25519 PKCS#8 signing key, mode 0600.
+    pub signing: PathBuf,
+    /// X25519 HPKE private key (hex), mode 0600.
+    pub hpke: PathBuf,
+}
+
+fn default_switch_delay() -> u64 {
+    180
 }
 
 /// `nodes/<CC>.toml`.
@@ -742,6 +770,15 @@ impl Resolve for NodeConfig {
         rebase(&mut self.national_ca, base);
         rebase(&mut self.keys.signing, base);
         rebase(&mut self.keys.hpke, base);
+        for pair in self
+            .keys
+            .next
+            .iter_mut()
+            .chain(self.keys.previous.iter_mut())
+        {
+            rebase(&mut pair.signing, base);
+            rebase(&mut pair.hpke, base);
+        }
         rebase(&mut self.policies, base);
         self.tls.resolve(base);
     }
@@ -763,6 +800,35 @@ impl Resolve for NodeConfig {
                 ("keys.hpke", &self.keys.hpke),
             ],
         )?;
+        if let Some(next) = &self.keys.next {
+            check_files(
+                file,
+                &[
+                    ("keys.next.signing", &next.signing),
+                    ("keys.next.hpke", &next.hpke),
+                ],
+            )?;
+        }
+        for p in &self.keys.previous {
+            check_files(
+                file,
+                &[
+                    ("keys.previous.signing", &p.signing),
+                    ("keys.previous.hpke", &p.hpke),
+                ],
+            )?;
+        }
+        if self.keys.previous.len() > crate::protocol::directory::MAX_RETIRED_KEYS {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "keys.previous",
+                reason: format!(
+                    "{} retired pairs; at most {} are kept",
+                    self.keys.previous.len(),
+                    crate::protocol::directory::MAX_RETIRED_KEYS
+                ),
+            });
+        }
         let r = &self.retention;
         if r.default_days == 0 || r.default_days > r.max_days {
             return Err(ConfigError::Invalid {
@@ -841,6 +907,20 @@ mod tests {
         );
         let n: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
         assert_eq!(n.country.as_str(), "HR");
+        assert_eq!(n.keys.switch_delay_secs, 180);
+        assert!(n.keys.next.is_none() && n.keys.previous.is_empty());
+        // The rotation tables, as the example's comments give them.
+        let rotating: NodeConfig = toml::from_str(
+            &include_str!("../../deploy/node.example.toml")
+                .replace("# [keys.next]", "[keys.next]")
+                .replace("# [[keys.previous]]", "[[keys.previous]]")
+                .replace("# signing = ", "signing = ")
+                .replace("# hpke = ", "hpke = "),
+        )
+        .unwrap();
+        let next = rotating.keys.next.as_ref().unwrap();
+        assert!(next.signing.ends_with("next-signing.key"));
+        assert_eq!(rotating.keys.previous.len(), 1);
         assert_eq!(
             n.limits.max_envelope_bytes,
             crate::protocol::bounds::DEFAULT_MAX_ENVELOPE_BYTES

@@ -151,6 +151,7 @@ mod tests {
                 revoked: false,
                 regime: v1::LegalRegime::EuMember as i32,
                 national_ca_sha256: vec![],
+                previous: vec![],
             }],
             agencies: vec![v1::AgencyEntry {
                 id: "HR/police".into(),

@@ -137,7 +137,9 @@ pub(crate) fn refusal_code(e: &EnvelopeError) -> v1::RefusalCode {
         | EnvelopeError::KeyCommitmentLength(_) => R::Malformed,
         EnvelopeError::InvalidField(_) | EnvelopeError::OutOfBounds(_) => R::InvalidLabels,
         EnvelopeError::UnknownNode(_) | EnvelopeError::UnknownAgency(_) => R::UnknownAgency,
-        EnvelopeError::InactiveNode(_) | EnvelopeError::RevokedAgency(_) => R::Revoked,
+        EnvelopeError::InactiveNode(_)
+        | EnvelopeError::RevokedAgency(_)
+        | EnvelopeError::RecipientKeyNotAccepted { .. } => R::Revoked,
         EnvelopeError::BadSignature(_) => R::BadSignature,
         EnvelopeError::CiphertextMismatch => R::CiphertextMismatch,
         EnvelopeError::ForeignSenderAgency { .. } => R::ForeignAgency,
@@ -167,7 +169,9 @@ pub(crate) fn rejection_code(e: &EnvelopeError) -> v1::RejectionCode {
     use v1::RejectionCode as R;
     match e {
         EnvelopeError::BadSignature(_) => R::BadSignature,
-        EnvelopeError::Unwrap(_) | EnvelopeError::Decrypt => R::Undecryptable,
+        EnvelopeError::Unwrap(_)
+        | EnvelopeError::Decrypt
+        | EnvelopeError::RecipientKeyNotAccepted { .. } => R::Undecryptable,
         EnvelopeError::KeyCommitmentMismatch => R::KeyCommitment,
         EnvelopeError::MalformedRecord | EnvelopeError::EmptyRecord => R::MalformedRecord,
         EnvelopeError::UndeclaredCategories(_) => R::UndeclaredCategories,

@@ -15,6 +15,9 @@ use crate::protocol::proto::v1;
 
 const DOMAIN: &[u8] = b"casebridge/v1 directory\0";
 
+/// The most retired key pairs a node entry may list.
+pub const MAX_RETIRED_KEYS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error("directory signature does not verify against the pinned directory key")]
@@ -74,12 +77,46 @@ pub struct NodeInfo {
     pub eu_member: bool,
     /// SHA-256 of the national CA certificate (DER) of this country.
     pub national_ca_sha256: Vec<u8>,
+    /// The key pairs this node used before, each with the end of its
+    /// overlap; at most [`MAX_RETIRED_KEYS`].
+    pub previous: Vec<RetiredKeys>,
+}
+
+/// A node's retired key pair, valid for signatures and wrapped keys until
+/// `valid_until_ms`.
+#[derive(Clone)]
+pub struct RetiredKeys {
+    pub signing_key: [u8; 32],
+    pub hpke_key: HpkePublicKey,
+    pub valid_until_ms: i64,
 }
 
 impl NodeInfo {
     /// Whether the node may act at `now_ms`.
     pub fn active_at(&self, now_ms: i64) -> bool {
         !self.revoked && self.not_before_ms <= now_ms && now_ms < self.not_after_ms
+    }
+
+    /// The Ed25519 keys whose signatures count as this node's at `now_ms`:
+    /// the current key first, then every retired key still within its
+    /// overlap.
+    pub fn signing_keys_at(&self, now_ms: i64) -> impl Iterator<Item = &[u8; 32]> {
+        std::iter::once(&self.signing_key).chain(
+            self.previous
+                .iter()
+                .filter(move |r| now_ms < r.valid_until_ms)
+                .map(|r| &r.signing_key),
+        )
+    }
+
+    /// Whether a data key wrapped to the HPKE key with this SHA-256 may be
+    /// accepted for this node at `now_ms`: its current key, or a retired one
+    /// still within its overlap.
+    pub fn accepts_hpke_key(&self, sha256: &[u8], now_ms: i64) -> bool {
+        keys::hpke_key_sha256(&self.hpke_key).as_slice() == sha256
+            || self.previous.iter().any(|r| {
+                now_ms < r.valid_until_ms && keys::hpke_key_sha256(&r.hpke_key).as_slice() == sha256
+            })
     }
 }
 
@@ -157,6 +194,7 @@ impl Directory {
                 revoked: n.revoked,
                 eu_member: n.regime() == v1::LegalRegime::EuMember,
                 national_ca_sha256: n.national_ca_sha256.clone(),
+                previous: retired_keys(country, &n.previous)?,
             };
             if nodes.insert(country, info).is_some() {
                 return Err(DirectoryError::Entry(format!(
@@ -164,6 +202,7 @@ impl Directory {
                 )));
             }
         }
+        check_keys_unshared(&nodes)?;
         let mut agencies = BTreeMap::new();
         for a in &dir.agencies {
             let id: AgencyId =
@@ -266,6 +305,64 @@ impl Directory {
     }
 }
 
+/// A node entry's retired key pairs, at most [`MAX_RETIRED_KEYS`].
+fn retired_keys(
+    country: Country,
+    previous: &[v1::RetiredKeys],
+) -> Result<Vec<RetiredKeys>, DirectoryError> {
+    if previous.len() > MAX_RETIRED_KEYS {
+        return Err(DirectoryError::Entry(format!(
+            "node {country}: {} retired key pairs; at most {MAX_RETIRED_KEYS} are kept",
+            previous.len()
+        )));
+    }
+    previous
+        .iter()
+        .map(|r| {
+            Ok(RetiredKeys {
+                signing_key: r.signing_key.as_slice().try_into().map_err(|_| {
+                    DirectoryError::Entry(format!(
+                        "node {country}: a retired signing key is not 32 bytes"
+                    ))
+                })?,
+                hpke_key: keys::hpke_public_from_bytes(&r.hpke_key).ok_or_else(|| {
+                    DirectoryError::Entry(format!(
+                        "node {country}: a retired HPKE key is not an X25519 key"
+                    ))
+                })?,
+                valid_until_ms: r.valid_until_ms,
+            })
+        })
+        .collect()
+}
+
+/// Refuses a key, current or retired, listed for two different nodes: a
+/// signature or a wrapped key must name one node only.
+fn check_keys_unshared(nodes: &BTreeMap<Country, NodeInfo>) -> Result<(), DirectoryError> {
+    let mut owners: BTreeMap<(&str, [u8; 32]), Country> = BTreeMap::new();
+    for n in nodes.values() {
+        let signing = std::iter::once(n.signing_key)
+            .chain(n.previous.iter().map(|r| r.signing_key))
+            .map(|k| ("signing", k));
+        let hpke = std::iter::once(&n.hpke_key)
+            .chain(n.previous.iter().map(|r| &r.hpke_key))
+            .map(|k| ("HPKE", keys::hpke_public_bytes(k)));
+        for (what, key) in signing.chain(hpke) {
+            match owners.insert((what, key), n.country) {
+                Some(other) if other != n.country => {
+                    return Err(DirectoryError::Entry(format!(
+                        "the {what} key {} is listed for both node {other} and node {}",
+                        hex::encode(&key[..8]),
+                        n.country
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn signing_input(bytes: &[u8]) -> Vec<u8> {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(DOMAIN);
@@ -289,6 +386,7 @@ mod tests {
             revoked: false,
             regime: v1::LegalRegime::EuMember as i32,
             national_ca_sha256: vec![],
+            previous: vec![],
         };
         let agency = v1::AgencyEntry {
             id: "HR/police".into(),

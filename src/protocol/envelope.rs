@@ -69,6 +69,11 @@ pub enum EnvelopeError {
     ForeignSenderAgency { agency: AgencyId, node: Country },
     #[error("wrapped keys do not match the recipient nodes: {0}")]
     WrappedKeys(String),
+    #[error(
+        "the data key for {node} is wrapped to HPKE key {key}, which is neither {node}'s current \
+         key nor a retired one still within its overlap"
+    )]
+    RecipientKeyNotAccepted { node: Country, key: String },
     #[error("record expired at {expires_at_ms} (now {now_ms})")]
     Expired { expires_at_ms: i64, now_ms: i64 },
     #[error("node {0} is not a recipient of this envelope")]
@@ -194,6 +199,7 @@ pub fn seal_declaring(
             node: cc.to_string(),
             encapsulated_key: enc.to_bytes().to_vec(),
             sealed_key,
+            recipient_key_sha256: keys::hpke_key_sha256(&node.hpke_key).to_vec(),
         });
     }
 
@@ -263,6 +269,7 @@ pub fn sealed_len(input: &SealInput<'_>) -> Result<usize, EnvelopeError> {
             node: cc.to_string(),
             encapsulated_key: vec![0; bounds::ENCAPSULATED_KEY_LEN],
             sealed_key: vec![0; bounds::SEALED_KEY_LEN],
+            recipient_key_sha256: vec![0; bounds::DIGEST_LEN],
         })
         .collect();
     let declared = categories::derive(input.record);
@@ -376,6 +383,14 @@ impl Permission {
 }
 
 impl VerifiedHeader {
+    /// The SHA-256 of the HPKE public key node `cc`'s data key is wrapped
+    /// to (checked by [`verify`] to be one the directory accepts), so that
+    /// the node picks the private key that opens it.
+    pub fn wrapped_to(&self, cc: Country) -> Option<[u8; 32]> {
+        let w = self.wrapped_keys.get(&cc)?;
+        w.recipient_key_sha256.as_slice().try_into().ok()
+    }
+
     /// The recipient nodes, one per country among the recipients.
     pub fn recipient_nodes(&self) -> impl Iterator<Item = &Country> {
         self.wrapped_keys.keys()
@@ -484,11 +499,13 @@ pub fn verify_within(
     if !node.active_at(now_ms) {
         return Err(EnvelopeError::InactiveNode(sender_node));
     }
-    if !keys::verify_ed25519(
-        &node.signing_key,
-        &header_signing_input(&env.header),
-        &env.signature,
-    ) {
+    // The node's current key, or a retired one within its overlap: a
+    // record signed before a rotation reached its signer still verifies.
+    let signed = header_signing_input(&env.header);
+    if !node
+        .signing_keys_at(now_ms)
+        .any(|k| keys::verify_ed25519(k, &signed, &env.signature))
+    {
         return Err(EnvelopeError::BadSignature(sender_node));
     }
     // From here on the header is what the sending node signed.
@@ -569,6 +586,19 @@ pub fn verify_within(
                 bounds::ENCAPSULATED_KEY_LEN,
                 bounds::SEALED_KEY_LEN
             )));
+        }
+        if w.recipient_key_sha256.len() != bounds::DIGEST_LEN {
+            return Err(EnvelopeError::WrappedKeys(format!(
+                "key for {cc} names its recipient key with {} bytes; it takes the key's 32-byte SHA-256",
+                w.recipient_key_sha256.len()
+            )));
+        }
+        let rn = dir.node(cc).ok_or(EnvelopeError::UnknownNode(cc))?;
+        if !rn.accepts_hpke_key(&w.recipient_key_sha256, now_ms) {
+            return Err(EnvelopeError::RecipientKeyNotAccepted {
+                node: cc,
+                key: hex_prefix(&w.recipient_key_sha256),
+            });
         }
         if wrapped_keys.insert(cc, w).is_some() {
             return Err(EnvelopeError::WrappedKeys(format!("two keys for {cc}")));
@@ -867,10 +897,12 @@ pub fn sign_receipt(body: &v1::ReceiptBody, key: &SigningKey) -> v1::SignedRecei
     }
 }
 
-/// Verifies a receipt against the key of the node it names.
+/// Verifies a receipt against the keys of the node it names at `now_ms`:
+/// its current key, or a retired one still within its overlap.
 pub fn verify_receipt(
     r: &v1::SignedReceipt,
     dir: &Directory,
+    now_ms: i64,
 ) -> Result<v1::ReceiptBody, EnvelopeError> {
     bounds::check_len("receipt body", &r.body, bounds::MAX_RECEIPT_BODY)?;
     let body =
@@ -887,11 +919,11 @@ pub fn verify_receipt(
         .parse()
         .map_err(|e| EnvelopeError::InvalidField(format!("receipt node: {e}")))?;
     let node = dir.node(cc).ok_or(EnvelopeError::UnknownNode(cc))?;
-    if !keys::verify_ed25519(
-        &node.signing_key,
-        &domain_hash(RECEIPT_DOMAIN, &r.body),
-        &r.signature,
-    ) {
+    let signed = domain_hash(RECEIPT_DOMAIN, &r.body);
+    if !node
+        .signing_keys_at(now_ms)
+        .any(|k| keys::verify_ed25519(k, &signed, &r.signature))
+    {
         return Err(EnvelopeError::BadReceiptSignature(cc));
     }
     Ok(body)
@@ -936,6 +968,11 @@ fn wrap_info(id: &EnvelopeId, node: Country) -> Vec<u8> {
     info.extend_from_slice(id.as_bytes());
     info.extend_from_slice(node.as_str().as_bytes());
     info
+}
+
+/// The first bytes of a digest in hex, to name a key in an error.
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of `bytes`.

@@ -200,7 +200,7 @@ fn receipt_arbitrary_bytes_never_verify() {
         ),
         |(body, signature)| {
             let r = v1::SignedReceipt { body, signature };
-            prop_assert!(envelope::verify_receipt(&r, &fx.dir).is_err());
+            prop_assert!(envelope::verify_receipt(&r, &fx.dir, 0).is_err());
             Ok(())
         },
     );
@@ -227,7 +227,7 @@ fn receipt_mutations_verify_only_when_the_body_is_unchanged() {
             } else {
                 r.signature = apply(&r.signature, &muts);
             }
-            if envelope::verify_receipt(&r, &fx.dir).is_ok() {
+            if envelope::verify_receipt(&r, &fx.dir, 0).is_ok() {
                 prop_assert_eq!(&r.body, &fx.receipt.body);
             }
             Ok(())
@@ -248,7 +248,7 @@ fn receipts_signed_over_arbitrary_bodies_never_panic() {
             let decoded = v1::ReceiptBody::decode(body.as_slice());
             if let Ok(b) = decoded {
                 let signed = envelope::sign_receipt(&b, &fx.rs);
-                let got = envelope::verify_receipt(&signed, &fx.dir);
+                let got = envelope::verify_receipt(&signed, &fx.dir, 0);
                 if b.recipient_node == "RS" {
                     prop_assert_eq!(got.ok(), Some(b));
                 }

@@ -87,6 +87,7 @@ impl Fx {
                 revoked: false,
                 regime: regime as i32,
                 national_ca_sha256: vec![],
+                previous: vec![],
             });
             nodes.push(Node {
                 country: cc(c),
@@ -213,6 +214,8 @@ fn wrap_for(data_key: &[u8], id: &EnvelopeId, node: Country, dir: &Directory) ->
         node: node.to_string(),
         encapsulated_key: enc.to_bytes().to_vec(),
         sealed_key,
+        recipient_key_sha256: keys::hpke_key_sha256(&dir.node(node).expect("node").hpke_key)
+            .to_vec(),
     }
 }
 
@@ -266,6 +269,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
 
 #[path = "envelope_tests/receipt_tests.rs"]
 mod receipt;
+#[path = "envelope_tests/rotation_tests.rs"]
+mod rotation;
 #[path = "envelope_tests/sealing_tests.rs"]
 mod sealing;
 #[path = "envelope_tests/verify_tests.rs"]

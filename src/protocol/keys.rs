@@ -119,6 +119,21 @@ pub fn hpke_public_bytes(pk: &HpkePublicKey) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of a raw X25519 public key: how a wrapped data key names the
+/// recipient key it was wrapped to.
+pub fn hpke_key_sha256(pk: &HpkePublicKey) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        ring::digest::digest(&ring::digest::SHA256, &hpke_public_bytes(pk)).as_ref(),
+    );
+    out
+}
+
+/// The public half of an X25519 private key.
+pub fn hpke_public_of(sk: &HpkePrivateKey) -> HpkePublicKey {
+    <HpkeKem as hpke::Kem>::sk_to_pk(sk)
+}
+
 pub fn hpke_public_from_bytes(b: &[u8]) -> Option<HpkePublicKey> {
     HpkePublicKey::from_bytes(b).ok()
 }

@@ -34,6 +34,18 @@ pub fn witness_verifier(dir: &Directory, cc: Country) -> Option<Verifier> {
     .ok()
 }
 
+/// The verifiers of node `cc`'s cosignatures at `now_ms`: its current
+/// signing key, then each retired key still within its overlap.
+pub fn witness_verifiers(dir: &Directory, cc: Country, now_ms: i64) -> Vec<Verifier> {
+    let Some(n) = dir.node(cc) else {
+        return Vec::new();
+    };
+    let name = witness_name(&dir.federation, cc);
+    n.signing_keys_at(now_ms)
+        .filter_map(|k| Verifier::new(&name, SignatureType::CosignatureV1, *k).ok())
+        .collect()
+}
+
 /// The verifier of the log's checkpoints, as the directory pins it.
 pub fn log_verifier(dir: &Directory) -> Result<Verifier, LogKeyError> {
     let log = dir.log().ok_or(LogKeyError::NoLogKey)?;

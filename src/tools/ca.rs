@@ -26,6 +26,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
+use crate::daemon::config::{KeyPairFiles, NodeConfig};
 use crate::protocol::ids::{AgencyId, Country, Role};
 use crate::protocol::keys::{self, SigningKey};
 
@@ -144,27 +145,105 @@ pub fn leaf_params(
 /// `hpke.key` (0600), and their public halves `signing.pub` and `hpke.pub`
 /// (hex, one line). Returns the public halves.
 pub fn write_node_keys(dir: &Path) -> anyhow::Result<([u8; 32], [u8; 32])> {
+    write_node_pair(
+        &KeyPairFiles {
+            signing: dir.join("signing.key"),
+            hpke: dir.join("hpke.key"),
+        },
+        false,
+    )
+}
+
+/// A node's signing and HPKE keys, written to `files` (0600) with their
+/// public halves beside them (the same names ending `.pub`, hex). With
+/// `fresh`, refuses to write over any file that exists. Returns the public
+/// halves.
+fn write_node_pair(files: &KeyPairFiles, fresh: bool) -> anyhow::Result<([u8; 32], [u8; 32])> {
+    let signing_pub_file = files.signing.with_extension("pub");
+    let hpke_pub_file = files.hpke.with_extension("pub");
+    if fresh {
+        for f in [
+            &files.signing,
+            &files.hpke,
+            &signing_pub_file,
+            &hpke_pub_file,
+        ] {
+            if f.exists() {
+                bail!(
+                    "{} exists already; it is never overwritten (a prepared next pair stays \
+                     until the rotation is done; move it away to make another)",
+                    f.display()
+                );
+            }
+        }
+    }
     let (sign, sign_pkcs8) = SigningKey::generate()?;
     crate::storage::files::keys::write_secret(
-        &dir.join("signing.key"),
+        &files.signing,
         keys::to_pem(&sign_pkcs8, "PRIVATE KEY").as_bytes(),
     )?;
     let (hpke_sk, hpke_pk) = keys::generate_hpke();
     crate::storage::files::keys::write_secret(
-        &dir.join("hpke.key"),
+        &files.hpke,
         hex::encode(keys::hpke_private_bytes(&hpke_sk)).as_bytes(),
     )?;
     let sign_pub = sign.public_key();
     let hpke_pub = keys::hpke_public_bytes(&hpke_pk);
     write_file(
-        &dir.join("signing.pub"),
+        &signing_pub_file,
         format!("{}\n", hex::encode(sign_pub)).as_bytes(),
     )?;
     write_file(
-        &dir.join("hpke.pub"),
+        &hpke_pub_file,
         format!("{}\n", hex::encode(hpke_pub)).as_bytes(),
     )?;
     Ok((sign_pub, hpke_pub))
+}
+
+/// What `node new-keys` made.
+pub struct NextKeys {
+    pub files: KeyPairFiles,
+    pub signing: [u8; 32],
+    pub hpke: [u8; 32],
+}
+
+/// `casebridge node new-keys`: the node's next signing and HPKE pair,
+/// written where the node looks for it (`[keys.next]`, or `next-signing.key`
+/// and `next-hpke.key` beside its keys), 0600, never over an existing file.
+/// A running node reads it when a directory lists it.
+pub fn new_node_keys(cfg: &NodeConfig) -> anyhow::Result<NextKeys> {
+    let files = cfg
+        .keys
+        .next
+        .clone()
+        .unwrap_or_else(|| crate::daemon::node::keyring::default_next_files(&cfg.keys));
+    let (signing, hpke) = write_node_pair(&files, true)?;
+    Ok(NextKeys {
+        files,
+        signing,
+        hpke,
+    })
+}
+
+/// What `node new-keys` prints: the files, the public keys and the
+/// directory edit that publishes them.
+pub fn new_keys_report(cfg: &NodeConfig, next: &NextKeys) -> String {
+    format!(
+        "next key pair of node {cc} written: {signing} and {hpke} (0600), public halves beside them\n\
+         signing key: {signing_hex}\n\
+         HPKE key:    {hpke_hex}\n\
+         publish it with the directory key holder (the old pair stays valid for the overlap):\n  \
+         casebridge directory rotate-node --directory-key directory.pub --country {cc} \
+         --signing-key {signing_hex} --hpke-key {hpke_hex} --overlap-hours 24\n  \
+         casebridge directory sign --key directory.key\n\
+         the node signs with the new pair {delay} s after it first sees that directory",
+        cc = cfg.country,
+        signing = next.files.signing.display(),
+        hpke = next.files.hpke.display(),
+        signing_hex = hex::encode(next.signing),
+        hpke_hex = hex::encode(next.hpke),
+        delay = cfg.keys.switch_delay_secs,
+    )
 }
 
 /// An Ed25519 key pair for signing (the directory's, the audit log's):

@@ -197,8 +197,9 @@ impl Demo<'_> {
         for (rs, line) in status.recipient_status.iter().zip(status_lines(&status)) {
             println!("   receipt:    {line}");
             let signed = rs.signed_receipt.as_ref().context("receipt missing")?;
-            let body = envelope::verify_receipt(signed, &self.directory)
-                .map_err(|e| anyhow::anyhow!("receipt from {}: {e}", rs.node))?;
+            let body =
+                envelope::verify_receipt(signed, &self.directory, crate::daemon::clock::now_ms())
+                    .map_err(|e| anyhow::anyhow!("receipt from {}: {e}", rs.node))?;
             if body.status() != v1::ReceiptStatus::Delivered {
                 bail!(
                     "{step}: node {} rejected the record: {}",

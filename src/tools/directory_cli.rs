@@ -203,6 +203,33 @@ pub enum DirectoryCmd {
         #[command(flatten)]
         target: RevokeTarget,
     },
+    /// Rotate a node's keys: the new pair (from `casebridge node new-keys`)
+    /// becomes current and the current pair is kept, retired, for the
+    /// overlap, so that records sealed to it or signed with it before every
+    /// party has the new directory still open and verify. At most 4 retired
+    /// pairs are kept: those whose overlap is over are dropped first, and
+    /// the edit is refused if that is not enough.
+    RotateNode {
+        #[command(flatten)]
+        files: DirFiles,
+        /// Two-letter country code of the node.
+        #[arg(long)]
+        country: String,
+        /// The new Ed25519 public key: 64 hex digits, or a file holding them
+        /// (next-signing.pub).
+        #[arg(long)]
+        signing_key: String,
+        /// The new X25519 HPKE public key: 64 hex digits, or a file holding
+        /// them (next-hpke.pub).
+        #[arg(long)]
+        hpke_key: String,
+        /// How many hours from now the old pair stays valid. Longer than
+        /// the time a record may wait at the broker plus the node's switch
+        /// delay; 0 ends it at once (for a compromised key: records in
+        /// flight are then refused).
+        #[arg(long)]
+        overlap_hours: u32,
+    },
     /// Sign the draft with the directory key: the version goes up, the
     /// issue time is now, and the signed directory replaces --directory
     /// atomically. The only step that needs the private key.
@@ -318,6 +345,23 @@ pub fn run(cmd: DirectoryCmd) -> anyhow::Result<bool> {
                 bail!("revoke: say what to revoke: --node CC, --agency CC/name or --auditor NAME");
             };
             edit(&files, |d| revoke(d, &target))
+        }
+        DirectoryCmd::RotateNode {
+            files,
+            country,
+            signing_key,
+            hpke_key,
+            overlap_hours,
+        } => {
+            let cc = parse_country(&country)?;
+            let signing = public_key_arg("--signing-key", &signing_key)?;
+            let hpke = public_key_arg("--hpke-key", &hpke_key)?;
+            if keys::hpke_public_from_bytes(&hpke).is_none() {
+                bail!("--hpke-key is not an X25519 public key");
+            }
+            edit(&files, |d| {
+                rotate_node(d, cc, signing, hpke, overlap_hours, now)
+            })
         }
         DirectoryCmd::Sign {
             directory,
@@ -621,10 +665,88 @@ pub fn add_country(
         revoked: false,
         regime: regime.to_proto() as i32,
         national_ca_sha256: crate::protocol::envelope::sha256(national_ca_der).to_vec(),
+        previous: Vec::new(),
     });
     Ok(format!(
         "country {cc} added ({}), its node's keys valid for {days} days",
         regime_name(regime.to_proto())
+    ))
+}
+
+/// A public key given on the command line: 64 hex digits, or the name of a
+/// file holding them.
+fn public_key_arg(option: &str, arg: &str) -> anyhow::Result<[u8; 32]> {
+    let text = arg.trim();
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text, &mut key)
+            .with_context(|| format!("{option}: not a hex public key"))?;
+        return Ok(key);
+    }
+    crate::storage::files::directory::load_public_key(Path::new(arg))
+        .with_context(|| format!("{option}: neither 64 hex digits nor a readable key file"))
+}
+
+/// Rotates node `cc`'s keys: `signing` and `hpke` become current, the
+/// current pair is retired until `overlap_hours` from `now_ms`. Retired
+/// pairs whose overlap is over are dropped; at most
+/// [`MAX_RETIRED_KEYS`](crate::protocol::directory::MAX_RETIRED_KEYS) stay.
+pub fn rotate_node(
+    d: &mut v1::Directory,
+    cc: Country,
+    signing: [u8; 32],
+    hpke: [u8; 32],
+    overlap_hours: u32,
+    now_ms: i64,
+) -> anyhow::Result<String> {
+    use crate::protocol::directory::MAX_RETIRED_KEYS;
+    let n = node_mut(d, cc)?;
+    if n.signing_key == signing || n.hpke_key == hpke {
+        bail!(
+            "node {cc} has these keys now: a rotation needs a new pair (casebridge node new-keys)"
+        );
+    }
+    if n.previous
+        .iter()
+        .any(|r| r.signing_key == signing || r.hpke_key == hpke)
+    {
+        bail!(
+            "node {cc} used these keys before: a rotation needs a new pair (casebridge node new-keys)"
+        );
+    }
+    let before = n.previous.len();
+    n.previous.retain(|r| r.valid_until_ms > now_ms);
+    let dropped = before - n.previous.len();
+    if n.previous.len() >= MAX_RETIRED_KEYS {
+        let first_end = n
+            .previous
+            .iter()
+            .map(|r| r.valid_until_ms)
+            .min()
+            .unwrap_or(now_ms);
+        bail!(
+            "node {cc} has {MAX_RETIRED_KEYS} retired key pairs still within their overlap, the \
+             most a directory keeps; rotate again after {}",
+            crate::protocol::time::format_ms(first_end)
+        );
+    }
+    let valid_until_ms = now_ms.saturating_add(i64::from(overlap_hours) * 3_600_000);
+    n.previous.push(v1::RetiredKeys {
+        signing_key: std::mem::replace(&mut n.signing_key, signing.to_vec()),
+        hpke_key: std::mem::replace(&mut n.hpke_key, hpke.to_vec()),
+        valid_until_ms,
+    });
+    let dropped = match dropped {
+        0 => String::new(),
+        1 => "; 1 retired pair past its overlap dropped".into(),
+        k => format!("; {k} retired pairs past their overlap dropped"),
+    };
+    Ok(format!(
+        "node {cc}: signing key {} and HPKE key {} current; the old pair stays valid until {} \
+         ({overlap_hours} h){dropped}",
+        fingerprint(&signing),
+        fingerprint(&hpke),
+        crate::protocol::time::format_ms(valid_until_ms),
     ))
 }
 
@@ -826,6 +948,15 @@ pub fn render(d: &v1::Directory, key: Option<&[u8; 32]>) -> String {
             crate::protocol::time::format_ms(n.not_after_ms),
             if n.revoked { "  REVOKED" } else { "" }
         );
+        for r in &n.previous {
+            let _ = writeln!(
+                s,
+                "      retired: signing {}  hpke {}  valid until {}",
+                fingerprint(&r.signing_key),
+                fingerprint(&r.hpke_key),
+                crate::protocol::time::format_ms(r.valid_until_ms),
+            );
+        }
     }
     let _ = writeln!(s, "agencies ({}):", d.agencies.len());
     let width = d.agencies.iter().map(|a| a.id.len()).max().unwrap_or(0);
@@ -940,6 +1071,93 @@ mod tests {
                 .unwrap();
         assert_eq!(dir.version, 10);
         assert!(dir.node("BA".parse().unwrap()).unwrap().eu_member);
+    }
+
+    #[test]
+    fn rotate_node_retires_the_current_pair_for_the_overlap_and_keeps_at_most_four() {
+        let (_tmp, fed, files) = hr_ba();
+        // The next pair as `node new-keys` writes it beside HR's keys.
+        let (_, hr_config) = &fed.node_configs[0];
+        let cfg: crate::daemon::config::NodeConfig =
+            crate::daemon::config::load(hr_config).unwrap();
+        let next = crate::tools::ca::new_node_keys(&cfg).unwrap();
+        assert!(next.files.signing.ends_with("next-signing.key"));
+        let again = crate::tools::ca::new_node_keys(&cfg)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(again.contains("never overwritten"), "{again}");
+        let report = crate::tools::ca::new_keys_report(&cfg, &next);
+        assert!(report.contains("directory rotate-node"), "{report}");
+
+        let hr: Country = cfg.country;
+        let (before, _) = load_signed(&files.directory, &files.directory_key).unwrap();
+        let old = before
+            .nodes
+            .iter()
+            .find(|n| n.country == hr.as_str())
+            .unwrap()
+            .clone();
+        let signing = public_key_arg(
+            "--signing-key",
+            &next
+                .files
+                .signing
+                .with_extension("pub")
+                .display()
+                .to_string(),
+        )
+        .unwrap();
+        let hpke = public_key_arg("--hpke-key", &hex::encode(next.hpke)).unwrap();
+        assert_eq!(signing, next.signing);
+        let now = 1_000_000;
+        edit(&files, |d| rotate_node(d, hr, signing, hpke, 24, now)).unwrap();
+        let draft = load_draft(&files.draft_path()).unwrap().unwrap();
+        let n = draft
+            .nodes
+            .iter()
+            .find(|n| n.country == hr.as_str())
+            .unwrap();
+        assert_eq!(n.signing_key, next.signing.to_vec());
+        assert_eq!(n.hpke_key, next.hpke.to_vec());
+        assert_eq!(n.previous.len(), 1);
+        assert_eq!(n.previous[0].signing_key, old.signing_key);
+        assert_eq!(n.previous[0].hpke_key, old.hpke_key);
+        assert_eq!(n.previous[0].valid_until_ms, now + 24 * 3_600_000);
+        assert!(render(&draft, None).contains("retired: signing"));
+
+        // The same keys again, or keys used before, are not a rotation.
+        let mut d = draft.clone();
+        assert!(err(rotate_node(&mut d, hr, signing, hpke, 1, now)).contains("has these keys now"));
+        let old_signing: [u8; 32] = old.signing_key.as_slice().try_into().unwrap();
+        let (_, fresh_hpke) = node_keys();
+        assert!(
+            err(rotate_node(&mut d, hr, old_signing, fresh_hpke, 1, now))
+                .contains("used these keys before")
+        );
+
+        // Four retired pairs within their overlap is the most; one past
+        // its overlap is dropped to make room.
+        let mut d = draft.clone();
+        for _ in 0..3 {
+            let (s, h) = node_keys();
+            rotate_node(&mut d, hr, s, h, 1, now).unwrap();
+        }
+        let (s, h) = node_keys();
+        let refused = err(rotate_node(&mut d, hr, s, h, 1, now));
+        assert!(
+            refused.contains("4 retired key pairs still within their overlap"),
+            "{refused}"
+        );
+        let later = now + 3_600_000;
+        let said = rotate_node(&mut d, hr, s, h, 1, later).unwrap();
+        assert!(
+            said.contains("3 retired pairs past their overlap dropped"),
+            "{said}"
+        );
+        let n = d.nodes.iter().find(|n| n.country == hr.as_str()).unwrap();
+        assert_eq!(n.previous.len(), 2);
+        check(&d).unwrap();
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             revoked: false,
             national_ca_sha256: crate::protocol::envelope::sha256(national.cert_der.as_ref())
                 .to_vec(),
+            previous: Vec::new(),
             regime: if opts.eu_members.contains(cc) {
                 v1::LegalRegime::EuMember
             } else {
@@ -290,6 +291,9 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             keys: NodeKeys {
                 signing: rel(&format!("{cc}/signing.key")),
                 hpke: rel(&format!("{cc}/hpke.key")),
+                next: None,
+                previous: Vec::new(),
+                switch_delay_secs: 180,
             },
             policies: rel("../policies"),
             policy_reload_secs: 5,

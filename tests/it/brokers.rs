@@ -253,6 +253,7 @@ async fn two_brokers_one_log() {
         let body = casebridge::protocol::envelope::verify_receipt(
             rs.signed_receipt.as_ref().expect("a signed receipt"),
             &dir,
+            casebridge::daemon::clock::now_ms(),
         )
         .unwrap();
         assert_eq!(body.recipient_node, to);

@@ -33,8 +33,12 @@ async fn one_to_one_delivers_the_exact_record_with_a_signed_receipt() {
     assert_eq!(status.recipient_status.len(), 1);
     let rs = &status.recipient_status[0];
     assert_eq!(rs.state, v1::DeliveryState::Delivered as i32);
-    let body =
-        envelope::verify_receipt(rs.signed_receipt.as_ref().unwrap(), &directory(&fed)).unwrap();
+    let body = envelope::verify_receipt(
+        rs.signed_receipt.as_ref().unwrap(),
+        &directory(&fed),
+        casebridge::daemon::clock::now_ms(),
+    )
+    .unwrap();
     assert_eq!(body.recipient_node, "HR");
     assert_eq!(body.delivered_to, vec!["HR/missing-persons".to_string()]);
 

@@ -16,6 +16,7 @@ mod policy_live;
 mod policy_table;
 mod postgres;
 mod refusals;
+mod rotation;
 mod shutdown;
 mod support;
 mod transparency;

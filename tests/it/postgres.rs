@@ -35,8 +35,12 @@ async fn delivery_receipt_and_audit_with_the_broker_on_postgres() {
     let status = settled(&fed, "BA/missing-persons", &resp.envelope_id).await;
     let rs = &status.recipient_status[0];
     assert_eq!(rs.state, v1::DeliveryState::Delivered as i32);
-    let body =
-        envelope::verify_receipt(rs.signed_receipt.as_ref().unwrap(), &directory(&fed)).unwrap();
+    let body = envelope::verify_receipt(
+        rs.signed_receipt.as_ref().unwrap(),
+        &directory(&fed),
+        casebridge::daemon::clock::now_ms(),
+    )
+    .unwrap();
     assert_eq!(body.recipient_node, "HR");
     let got = fetch(&fed, "HR/missing-persons", &resp.envelope_id)
         .await

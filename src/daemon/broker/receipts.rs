@@ -46,7 +46,7 @@ pub(super) async fn acknowledge(
         Status::invalid_argument("an envelope is acknowledged with a signed receipt")
     })?;
     let dir = state.directory();
-    let body = envelope::verify_receipt(&receipt, &dir)
+    let body = envelope::verify_receipt(&receipt, &dir, state.now_ms())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if body.recipient_node != node.as_str() {
         return Err(Status::permission_denied(format!(

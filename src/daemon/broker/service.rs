@@ -765,9 +765,16 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
         let sig = crate::protocol::note::NoteSignature::parse_line(&req.cosignature)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = self.state.directory();
-        let verifier = crate::protocol::transparency::witness_verifier(&dir, node)
+        // The node's current key, or a retired one within its overlap (a
+        // cosignature made just before the node's switch).
+        let verifiers =
+            crate::protocol::transparency::witness_verifiers(&dir, node, self.state.now_ms());
+        let verifier = verifiers
+            .iter()
+            .find(|v| v.key_id() == sig.key_id())
+            .or(verifiers.first())
             .ok_or_else(|| Status::permission_denied(format!("node {node} has no witness key")))?;
-        crate::protocol::note::verify_cosignature(&cp, &sig, &verifier)
+        crate::protocol::note::verify_cosignature(&cp, &sig, verifier)
             .map_err(|e| Status::permission_denied(format!("cosignature does not verify: {e}")))?;
         self.state
             .store

@@ -750,7 +750,7 @@ impl AgencyService {
             return Err(Status::permission_denied(decision.explanation));
         }
 
-        let sealed = envelope::seal(&input, &state.signing, &dir).map_err(invalid)?;
+        let sealed = envelope::seal(&input, &state.signing_key(), &dir).map_err(invalid)?;
         // Check the envelope as the broker and the recipients will, so that
         // nothing malformed leaves the country.
         envelope::verify_within(&sealed.envelope, &dir, now, &state.limits.bounds())

@@ -7,6 +7,7 @@
 
 pub mod agency_api;
 mod idempotency;
+pub mod keyring;
 mod link;
 mod purge;
 pub mod uplink;
@@ -58,8 +59,8 @@ pub struct NodeState {
     policy_refusal: LastRefusal,
     /// Held while the policy directory is read or replaced.
     policies_fs: tokio::sync::Mutex<()>,
-    signing: SigningKey,
-    hpke: HpkePrivateKey,
+    /// The node's key pairs: current, next and retired.
+    keys: keyring::Keyring,
     /// What the node keeps, behind the traits of [`crate::storage::node`].
     pub store: Arc<dyn NodeStore>,
     policies: crate::storage::files::policy::LivePolicies,
@@ -91,6 +92,19 @@ impl NodeState {
 
     pub fn now_ms(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// The key the node signs headers, receipts and cosignatures with now:
+    /// its current key, or its next one once the directory in force has
+    /// listed that for the switch delay.
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.keys.signing_key(&self.directory(), self.now_ms())
+    }
+
+    /// The private HPKE key whose public key has this SHA-256 (what a
+    /// wrapped data key names), among the pairs the node holds.
+    pub fn hpke_key(&self, sha256: &[u8; 32]) -> Option<Arc<HpkePrivateKey>> {
+        self.keys.hpke_key(sha256)
     }
 
     /// The policy set in force for the pre-check.
@@ -215,6 +229,9 @@ impl NodeState {
                     digest = %hex::encode(now.digest),
                     "new directory in force"
                 );
+                // A rotation of this node's keys starts its switch delay now.
+                self.keys
+                    .directory_in_force(&self.directory(), self.now_ms());
                 // The policy set is checked again against it.
                 self.reload_policies().await;
             }
@@ -384,25 +401,14 @@ impl Node {
                 cfg.country
             ),
         }
-        let signing = crate::storage::files::keys::load_signing_key(&cfg.keys.signing)?;
-        let hpke = crate::storage::files::keys::load_hpke(&cfg.keys.hpke)?;
+        let keys = keyring::Keyring::from_config(cfg.country, &cfg.keys)?;
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =
             crate::storage::files::directory::load(&cfg.directory, &key, &cfg.federation)?;
-        match directory.node(cfg.country) {
-            Some(n)
-                if n.signing_key == signing.public_key()
-                    && crate::protocol::keys::hpke_public_bytes(
-                        &<crate::protocol::keys::HpkeKem as hpke::Kem>::sk_to_pk(&hpke),
-                    ) == crate::protocol::keys::hpke_public_bytes(&n.hpke_key) => {}
-            Some(_) => anyhow::bail!(
-                "the directory lists other keys for node {} than {} and {}",
-                cfg.country,
-                cfg.keys.signing.display(),
-                cfg.keys.hpke.display()
-            ),
-            None => anyhow::bail!("node {} is not in the directory", cfg.country),
-        }
+        keys.check_listed(&directory)?;
+        // A directory that already lists the next pair starts the switch
+        // delay at this start.
+        keys.directory_in_force(&directory, crate::daemon::clock::now_ms());
         let store: Arc<dyn NodeStore> = Arc::new(
             SledNodeStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
                 .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?,
@@ -427,8 +433,7 @@ impl Node {
             directory_refusal: LastRefusal::default(),
             policy_refusal: LastRefusal::default(),
             policies_fs: tokio::sync::Mutex::new(()),
-            signing,
-            hpke,
+            keys,
             store,
             policies,
             policy_reload: std::time::Duration::from_secs(cfg.policy_reload_secs.max(1)),
@@ -466,6 +471,19 @@ impl Node {
                 bundles: self.state.policies.in_force(),
             })
             .await?;
+        // A node that was stopped while the directory changed (a key
+        // rotation, say) asks for the broker's directory before it takes
+        // deliveries, so that it does not reject records signed with keys it
+        // has not heard of yet. Bounded: a broker that does not answer
+        // leaves it to the periodic refresh.
+        if let Ok(Err(e)) = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.state.refresh_directory(),
+        )
+        .await
+        {
+            tracing::debug!(node = %self.state.country, error = %e, "no directory from the broker at start");
+        }
         let probe = tokio::spawn(self.state.uplink.clone().run(self.state.stopping()));
         let outbox = tokio::spawn(window::outbox_loop(self.state.clone()));
         let in_hand = Arc::new(uplink::InHand::default());

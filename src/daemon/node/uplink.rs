@@ -664,7 +664,16 @@ pub async fn accept_envelope(
         header_sha256: header_sha256.to_vec(),
         ..Default::default()
     };
-    let entries = match envelope::open(env, &header, me, &state.hpke) {
+    // The wrapped key names the HPKE key it was wrapped to (verify checked
+    // that the directory accepts it): the current pair, or one the node
+    // kept across a rotation.
+    let opened = match header.wrapped_to(me).and_then(|sha| state.hpke_key(&sha)) {
+        Some(key) => envelope::open(env, &header, me, &key),
+        None => Err(EnvelopeError::Unwrap(
+            "the data key is wrapped to an HPKE key this node does not hold",
+        )),
+    };
+    let entries = match opened {
         Ok(opened) => {
             let agencies: Vec<AgencyId> = header.recipients_at(me);
             body.status = v1::ReceiptStatus::Delivered as i32;
@@ -715,7 +724,7 @@ pub async fn accept_envelope(
             Vec::new()
         }
     };
-    let receipt = envelope::sign_receipt(&body, &state.signing);
+    let receipt = envelope::sign_receipt(&body, &state.signing_key());
     let in_force = state.store.deliver(&header.id, &entries, &receipt).await?;
     if in_force == receipt {
         for (agency, rec) in entries {
@@ -772,7 +781,7 @@ fn rejection(
         at_ms: now,
         header_sha256: header_sha256.to_vec(),
     };
-    envelope::sign_receipt(&body, &state.signing)
+    envelope::sign_receipt(&body, &state.signing_key())
 }
 
 /// What the handling code obliges the recipient's systems to respect.
@@ -863,7 +872,7 @@ async fn check_relayed_receipt(
     state: &NodeState,
     r: &v1::SignedReceipt,
 ) -> Result<CheckedReceipt, StorageError> {
-    let body = match envelope::verify_receipt(r, &state.directory()) {
+    let body = match envelope::verify_receipt(r, &state.directory(), state.now_ms()) {
         Ok(b) => b,
         Err(e) => {
             return Ok(Err(format!(

@@ -267,8 +267,9 @@ pub async fn witness_round(
     let cosign_sent = memory.cosigned < Some(cp.size());
     let cosigned = !cosign_sent || {
         let name = witness_name(&state.federation, state.country);
+        let signing = state.signing_key();
         let cosigner =
-            Cosigner::new(&name, state.signing.key_pair()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Cosigner::new(&name, signing.key_pair()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let now_secs = u64::try_from(state.now_ms() / 1000).unwrap_or(0);
         let line = cosigner
             .cosign(&cp, now_secs)

@@ -21,7 +21,7 @@ fn receipt_round_trip() {
     let body = receipt_body("BA");
     let signed = sign_receipt(&body, &fx.node("BA").sign);
     assert_eq!(signed.body, body.encode_to_vec());
-    assert_eq!(verify_receipt(&signed, &fx.dir), Ok(body));
+    assert_eq!(verify_receipt(&signed, &fx.dir, NOW), Ok(body));
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn receipt_signed_by_another_node_is_refused() {
     for key in [&fx.node("RS").sign, &fx.node("BA").sign, &fx.dir_key] {
         let signed = sign_receipt(&body, key);
         assert_eq!(
-            verify_receipt(&signed, &fx.dir),
+            verify_receipt(&signed, &fx.dir, NOW),
             Err(EnvelopeError::BadReceiptSignature(cc("HR")))
         );
     }
@@ -42,7 +42,7 @@ fn receipt_signed_by_another_node_is_refused() {
         body: bytes,
     };
     assert_eq!(
-        verify_receipt(&cross, &fx.dir),
+        verify_receipt(&cross, &fx.dir, NOW),
         Err(EnvelopeError::BadReceiptSignature(cc("HR")))
     );
 }
@@ -60,7 +60,7 @@ fn tampered_receipt_is_refused() {
         "delivered to 3 inboxes"
     );
     assert_eq!(
-        verify_receipt(&r, &fx.dir),
+        verify_receipt(&r, &fx.dir, NOW),
         Err(EnvelopeError::BadReceiptSignature(cc("BA")))
     );
 
@@ -69,32 +69,32 @@ fn tampered_receipt_is_refused() {
     let at = find(&r.body, &[0x12, 2, b'B', b'A']);
     r.body[at + 2..at + 4].copy_from_slice(b"RS");
     assert_eq!(
-        verify_receipt(&r, &fx.dir),
+        verify_receipt(&r, &fx.dir, NOW),
         Err(EnvelopeError::BadReceiptSignature(cc("RS")))
     );
 
     let mut r = signed.clone();
     r.signature.truncate(63);
     assert_eq!(
-        verify_receipt(&r, &fx.dir),
+        verify_receipt(&r, &fx.dir, NOW),
         Err(EnvelopeError::BadReceiptSignature(cc("BA")))
     );
 
     let mut r = signed.clone();
     r.body = vec![0x0a, 0x05, 0x01];
     assert_eq!(
-        verify_receipt(&r, &fx.dir),
+        verify_receipt(&r, &fx.dir, NOW),
         Err(EnvelopeError::MalformedReceipt)
     );
 
     let other = sign_receipt(&receipt_body("ME"), &fx.node("BA").sign);
     assert_eq!(
-        verify_receipt(&other, &fx.dir),
+        verify_receipt(&other, &fx.dir, NOW),
         Err(EnvelopeError::UnknownNode(cc("ME")))
     );
     let other = sign_receipt(&receipt_body("ba"), &fx.node("BA").sign);
     assert!(matches!(
-        verify_receipt(&other, &fx.dir),
+        verify_receipt(&other, &fx.dir, NOW),
         Err(EnvelopeError::InvalidField(f)) if f.starts_with("receipt node: ")
     ));
 }

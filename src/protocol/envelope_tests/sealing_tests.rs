@@ -375,15 +375,30 @@ fn garbage_wrapped_key_fails_to_unwrap() {
             )
         );
 
-    // The wrapped keys of BA and RS swapped: each is bound to its node by the HPKE info.
+    // The wrapped keys of BA and RS swapped: each names the key it was
+    // wrapped to, which is not the other node's, so verify refuses.
+    let swap = |w: &mut v1::WrappedKey| {
+        w.node = if w.node == "BA" {
+            "RS".into()
+        } else {
+            "BA".into()
+        };
+    };
+    let mut env = sealed.envelope.clone();
+    resign(&mut env, hr, |h| h.wrapped_keys.iter_mut().for_each(swap));
+    assert!(matches!(
+        fx.verify_err(&env),
+        EnvelopeError::RecipientKeyNotAccepted { .. }
+    ));
+    // Renamed to the other node's key as well, each is still bound to its
+    // node by the HPKE info.
     let mut env = sealed.envelope.clone();
     resign(&mut env, hr, |h| {
         for w in &mut h.wrapped_keys {
-            w.node = if w.node == "BA" {
-                "RS".into()
-            } else {
-                "BA".into()
-            };
+            swap(w);
+            let to: Country = w.node.parse().unwrap();
+            w.recipient_key_sha256 =
+                keys::hpke_key_sha256(&fx.dir.node(to).unwrap().hpke_key).to_vec();
         }
     });
     let vh = fx.verify(&env);

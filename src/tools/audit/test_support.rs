@@ -68,6 +68,7 @@ pub(super) fn trust_with(
                     revoked: *revoked,
                     verifier: Verifier::new(&name, SignatureType::CosignatureV1, pk)
                         .expect("verifier"),
+                    until_ms: None,
                 }
             })
             .collect(),

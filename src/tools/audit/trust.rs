@@ -34,6 +34,9 @@ pub(super) struct Witness {
     pub(super) country: Country,
     pub(super) revoked: bool,
     pub(super) verifier: Verifier,
+    /// For a retired key: the end of its overlap (ms); only cosignatures
+    /// made before it count.
+    pub(super) until_ms: Option<i64>,
 }
 
 /// Everything an auditor checks a checkpoint with: the log key and the
@@ -136,7 +139,19 @@ impl LogTrust {
                 country: node.country,
                 revoked: node.revoked,
                 verifier,
+                until_ms: None,
             });
+            for retired in &node.previous {
+                let verifier =
+                    Verifier::new(&name, SignatureType::CosignatureV1, retired.signing_key)
+                        .with_context(|| format!("witness key name {name:?}"))?;
+                witnesses.push(Witness {
+                    country: node.country,
+                    revoked: node.revoked,
+                    verifier,
+                    until_ms: Some(retired.valid_until_ms),
+                });
+            }
         }
         Ok(LogTrust {
             origin: key.origin.clone(),
@@ -184,6 +199,19 @@ impl LogTrust {
                         w.country
                     )
                 })?;
+            if let Some(until) = w.until_ms {
+                let made_ms = i64::try_from(timestamp)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000);
+                if made_ms >= until {
+                    bail!(
+                        "checkpoint of size {} carries a cosignature by a retired key of node {} \
+                         made after that key's overlap ended",
+                        checkpoint.size(),
+                        w.country
+                    );
+                }
+            }
             let entry = by_country.entry(w.country).or_insert(Cosignature {
                 country: w.country,
                 name: w.verifier.name().to_string(),

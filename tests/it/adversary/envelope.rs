@@ -110,6 +110,10 @@ fn wrap_for(dir: &Directory, data_key: &[u8], id: &EnvelopeId, cc: Country) -> v
         node: cc.to_string(),
         encapsulated_key: enc.to_bytes().to_vec(),
         sealed_key,
+        recipient_key_sha256: casebridge::protocol::keys::hpke_key_sha256(
+            &dir.node(cc).unwrap().hpke_key,
+        )
+        .to_vec(),
     }
 }
 
@@ -230,7 +234,8 @@ async fn recipients_given_different_data_keys_both_refuse() {
     let mut rejected_by = Vec::new();
     for q in queued {
         if let MailItem::Receipt(r) = q.item {
-            let body = envelope::verify_receipt(&r, &dir).unwrap();
+            let body =
+                envelope::verify_receipt(&r, &dir, casebridge::daemon::clock::now_ms()).unwrap();
             assert_eq!(body.envelope_id, id.as_bytes());
             assert_eq!(body.status, v1::ReceiptStatus::Rejected as i32);
             rejected_by.push(body.recipient_node);

@@ -72,8 +72,12 @@ fn signed_with(header: &v1::EnvelopeHeader, key: &SigningKey, ciphertext: &[u8])
 /// The receipt in an acknowledgement, checked against the signing key of
 /// the node it names.
 fn receipt_in(fed: &Fed, ack: &v1::AcknowledgeRequest) -> v1::ReceiptBody {
-    envelope::verify_receipt(ack.receipt.as_ref().expect("a receipt"), &directory(fed))
-        .expect("signed by the node it names")
+    envelope::verify_receipt(
+        ack.receipt.as_ref().expect("a receipt"),
+        &directory(fed),
+        casebridge::daemon::clock::now_ms(),
+    )
+    .expect("signed by the node it names")
 }
 
 fn sha(bytes: &[u8]) -> Vec<u8> {
@@ -457,7 +461,12 @@ async fn a_relayed_receipt_for_another_header_is_refused_and_kept_as_evidence() 
     let forged = signed_with(&h, &log_key(&fed), &sent.envelope.ciphertext);
     let seq = hb.deliver_envelope(cc("HR"), forged);
     let hr_signed = hb.wait_ack(cc("HR"), seq).await.receipt.unwrap();
-    let hr_body = envelope::verify_receipt(&hr_signed, &directory(&fed)).unwrap();
+    let hr_body = envelope::verify_receipt(
+        &hr_signed,
+        &directory(&fed),
+        casebridge::daemon::clock::now_ms(),
+    )
+    .unwrap();
     assert_eq!(hr_body.envelope_id, sent.id.as_bytes().to_vec());
     assert_eq!(hr_body.code(), v1::RejectionCode::BadSignature);
     assert_receipt_refused(&fed, &hb, &sent, hr_signed, "not the header this node sent").await;
@@ -610,9 +619,13 @@ async fn a_rejection_never_overrides_a_receipted_delivery() {
     let rejection = hb.wait_ack(hr, s1).await.receipt.unwrap();
     let delivery = hb.wait_ack(hr, s2).await.receipt.unwrap();
     assert_eq!(
-        envelope::verify_receipt(&rejection, &directory(&fed))
-            .unwrap()
-            .header_sha256,
+        envelope::verify_receipt(
+            &rejection,
+            &directory(&fed),
+            casebridge::daemon::clock::now_ms()
+        )
+        .unwrap()
+        .header_sha256,
         sha(&sent.envelope.header),
         "HR rejected BA's very header"
     );
