@@ -10,6 +10,7 @@ mod durability;
 mod health;
 mod idempotency;
 mod live;
+mod metrics;
 mod onward;
 mod policy_live;
 mod policy_table;

@@ -522,6 +522,19 @@ impl Outbox for SledNodeStore {
         Ok(forgotten)
     }
 
+    async fn outbox_len(&self) -> Result<u64, StorageError> {
+        self.blocking(|t| {
+            let unflushed = t.unflushed().clone();
+            let mut n = 0u64;
+            for k in t.outbox.iter().keys() {
+                let (_, id) = outbox_entry(&k?)?;
+                n += u64::from(!unflushed.contains(&id));
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
         self.blocking(|t| {
             let unflushed = t.unflushed().clone();

@@ -276,6 +276,23 @@ impl Mailboxes for SledStore {
         Ok(())
     }
 
+    async fn queue_depth(&self, node: Country) -> Result<u64, StoreError> {
+        let durable = self.durable.mail.load(Ordering::SeqCst);
+        self.run(move |t| {
+            let mut depth = 0u64;
+            for k in t.mail.scan_prefix(node.as_str().as_bytes()).keys() {
+                let k = k?;
+                let seq = k
+                    .get(3..)
+                    .and_then(read_be)
+                    .ok_or_else(|| corrupt("mail", "key"))?;
+                depth += u64::from(seq < durable);
+            }
+            Ok(depth)
+        })
+        .await
+    }
+
     async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError> {
         let mut all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
         Ok(all
