@@ -375,9 +375,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             let broker = casebridge::daemon::broker::Broker::from_config(&cfg).await?;
             let listener = bind(cfg.listen, "broker").await?;
-            if let Some(a) = broker.metrics_addr() {
-                println!("casebridge broker metrics on http://{a}/metrics");
-            }
             broker
                 .serve(listener, casebridge::daemon::shutdown::shutdown_signal())
                 .await?;
@@ -390,12 +387,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             init_logging(cfg.log, "info");
             let node = casebridge::daemon::node::Node::from_config(&cfg).await?;
             let listener = bind(cfg.listen, &format!("node {}", cfg.country)).await?;
-            if let Some(a) = node.metrics_addr() {
-                println!(
-                    "casebridge node {} metrics on http://{a}/metrics",
-                    cfg.country
-                );
-            }
             node.serve(listener, casebridge::daemon::shutdown::shutdown_signal())
                 .await?;
             Ok(true)
