@@ -278,9 +278,12 @@ impl Mailboxes for SledStore {
 
     async fn queue_depth(&self, node: Country) -> Result<u64, StoreError> {
         let durable = self.durable.mail.load(Ordering::SeqCst);
-        self.run(move |t| {
+        let mail = self.trees.mail.clone();
+        // A long queue takes a while to count: on a blocking thread, so that
+        // the workers serving Submits and deliveries are not held meanwhile.
+        tokio::task::spawn_blocking(move || {
             let mut depth = 0u64;
-            for k in t.mail.scan_prefix(node.as_str().as_bytes()).keys() {
+            for k in mail.scan_prefix(node.as_str().as_bytes()).keys() {
                 let k = k?;
                 let seq = k
                     .get(3..)
@@ -291,6 +294,11 @@ impl Mailboxes for SledStore {
             Ok(depth)
         })
         .await
+        .map_err(|e| {
+            StoreError::Storage(crate::storage::StorageError::Backend(format!(
+                "counting the queue of node {node} failed: {e}"
+            )))
+        })?
     }
 
     async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError> {
