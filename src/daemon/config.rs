@@ -74,6 +74,96 @@ fn default_grace() -> u64 {
     10
 }
 
+/// Where a daemon serves its Prometheus metrics (`metrics_listen`): an
+/// address, or "off".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl MetricsListen {
+    /// The address to bind, None when off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            MetricsListen::Off => None,
+            MetricsListen::At(a) => Some(a),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Off => f.write_str("off"),
+            MetricsListen::At(a) => a.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "off" {
+            return Ok(MetricsListen::Off);
+        }
+        s.parse().map(MetricsListen::At).map_err(|_| {
+            format!(
+                "\"{}\" is neither \"off\" nor an address of the form ip:port (such as 127.0.0.1:9464)",
+                crate::protocol::bounds::clip(s, 64)
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MetricsListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// The broker's metrics address unless its config says otherwise.
+pub const BROKER_METRICS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+/// A node's metrics address unless its config says otherwise.
+pub const NODE_METRICS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9465);
+
+fn default_broker_metrics() -> MetricsListen {
+    MetricsListen::At(BROKER_METRICS)
+}
+fn default_node_metrics() -> MetricsListen {
+    MetricsListen::At(NODE_METRICS)
+}
+
+/// The metrics endpoint has no TLS and no authentication: an address other
+/// than loopback serves it to the network, which the config must say it
+/// means (`metrics_allow_remote = true`).
+fn check_metrics(file: &str, listen: MetricsListen, allow_remote: bool) -> Result<(), ConfigError> {
+    match listen {
+        MetricsListen::At(a) if !a.ip().is_loopback() && !allow_remote => {
+            Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "metrics_listen",
+                reason: format!(
+                    "{a} is not a loopback address; the metrics endpoint has neither TLS nor \
+                     authentication, so serving it beyond this host takes \
+                     `metrics_allow_remote = true` as well"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Most brokers a node config may list.
 pub const MAX_BROKERS: usize = 16;
 
@@ -390,6 +480,14 @@ pub struct BrokerConfig {
     /// "human" or "json". Default "human".
     #[serde(default = "default_log")]
     pub log: LogFormat,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), or
+    /// "off". Default "127.0.0.1:9464".
+    #[serde(default = "default_broker_metrics")]
+    pub metrics_listen: MetricsListen,
+    /// Whether `metrics_listen` may be an address other than loopback.
+    /// Default false.
+    #[serde(default)]
+    pub metrics_allow_remote: bool,
 }
 
 fn default_retention_days() -> u32 {
@@ -516,6 +614,14 @@ pub struct NodeConfig {
     pub shutdown_grace_secs: u64,
     #[serde(default = "default_log")]
     pub log: LogFormat,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), or
+    /// "off". Default "127.0.0.1:9465".
+    #[serde(default = "default_node_metrics")]
+    pub metrics_listen: MetricsListen,
+    /// Whether `metrics_listen` may be an address other than loopback.
+    /// Default false.
+    #[serde(default)]
+    pub metrics_allow_remote: bool,
 }
 
 /// `agencies/<CC>/<agency>/profile.toml`: what an agency's systems and the
@@ -751,6 +857,7 @@ impl Resolve for BrokerConfig {
         )?;
         check_storage(file, &self.storage, true)?;
         check_grace(file, self.shutdown_grace_secs)?;
+        check_metrics(file, self.metrics_listen, self.metrics_allow_remote)?;
         if self.limits.replay_window_secs < 60 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
@@ -787,6 +894,7 @@ impl Resolve for NodeConfig {
         check_dir(file, "policies", &self.policies)?;
         check_brokers(file, self.broker.as_deref(), &self.brokers)?;
         check_grace(file, self.shutdown_grace_secs)?;
+        check_metrics(file, self.metrics_listen, self.metrics_allow_remote)?;
         check_files(
             file,
             &[
@@ -1018,6 +1126,55 @@ mod tests {
         assert!(pg.url.contains("sslmode=verify-full"), "{}", pg.url);
         assert!(!pg.url.contains(":@") && !pg.url.contains("password"));
         assert_eq!(broker.listen.port(), 7400);
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_refuses_a_remote_address_unless_allowed() {
+        let b: BrokerConfig =
+            toml::from_str(include_str!("../../deploy/broker.example.toml")).unwrap();
+        let n: NodeConfig = toml::from_str(include_str!("../../deploy/node.example.toml")).unwrap();
+        assert_eq!(b.metrics_listen, MetricsListen::At(BROKER_METRICS));
+        assert_eq!(n.metrics_listen, MetricsListen::At(NODE_METRICS));
+        assert!(!b.metrics_allow_remote && !n.metrics_allow_remote);
+
+        let at = |s: &str| s.parse::<MetricsListen>().unwrap();
+        assert_eq!(at("off"), MetricsListen::Off);
+        assert_eq!(at("off").addr(), None);
+        assert_eq!(at("[::1]:9464").addr(), Some("[::1]:9464".parse().unwrap()));
+        for ok in ["off", "127.0.0.1:0", "127.0.0.2:9465", "[::1]:9464"] {
+            assert!(check_metrics("b.toml", at(ok), false).is_ok(), "{ok}");
+        }
+        for remote in ["0.0.0.0:9464", "10.1.0.2:9465", "[::]:9464"] {
+            let e = check_metrics("b.toml", at(remote), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "b.toml: key `metrics_listen`: {} is not a loopback address;",
+                    at(remote)
+                )) && e.contains("`metrics_allow_remote = true`"),
+                "{e}"
+            );
+            assert!(check_metrics("b.toml", at(remote), true).is_ok());
+        }
+        let e = "localhost:9464".parse::<MetricsListen>().unwrap_err();
+        assert_eq!(
+            e,
+            "\"localhost:9464\" is neither \"off\" nor an address of the form ip:port (such as 127.0.0.1:9464)"
+        );
+        let parsed: Result<NodeConfig, _> =
+            toml::from_str(&include_str!("../../deploy/node.example.toml").replace(
+                "metrics_listen = \"127.0.0.1:9465\"",
+                "metrics_listen = \"nowhere\"",
+            ));
+        assert!(
+            parsed
+                .unwrap_err()
+                .to_string()
+                .contains("\"nowhere\" is neither")
+        );
+        // Written as read.
+        assert_eq!(at("127.0.0.1:9464").to_string(), "127.0.0.1:9464");
     }
 
     #[test]

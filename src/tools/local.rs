@@ -47,6 +47,10 @@ pub struct LocalFederation {
     nodes: BTreeMap<Country, Running>,
     broker_state: Option<Arc<BrokerState>>,
     node_states: BTreeMap<Country, Arc<NodeState>>,
+    /// Where the running daemons serve their metrics (any free loopback
+    /// port: `pki init` writes 127.0.0.1:0 for a federation on port 0).
+    broker_metrics: Option<SocketAddr>,
+    node_metrics: BTreeMap<Country, SocketAddr>,
 }
 
 /// Binds `addr`. A port not held (see `hold`) may be taken for a moment by
@@ -161,6 +165,8 @@ impl LocalFederation {
             nodes: BTreeMap::new(),
             broker_state: None,
             node_states: BTreeMap::new(),
+            broker_metrics: None,
+            node_metrics: BTreeMap::new(),
         })
     }
 
@@ -178,6 +184,7 @@ impl LocalFederation {
         anyhow::ensure!(self.broker.is_none(), "broker already running");
         let broker = Broker::from_config(&self.broker_config).await?;
         self.broker_state = Some(broker.state.clone());
+        self.broker_metrics = broker.metrics_addr();
         broker.record_state().await?;
         let listener = listen(self.broker_port.take(), self.broker_addr).await?;
         let (stop, rx) = oneshot::channel();
@@ -191,6 +198,7 @@ impl LocalFederation {
     /// Stops the broker gracefully and waits until its store is closed.
     pub async fn stop_broker(&mut self) -> anyhow::Result<()> {
         self.broker_state = None;
+        self.broker_metrics = None;
         if let Some(r) = self.broker.take() {
             r.stop().await?;
             self.broker_port = hold(self.broker_addr).ok();
@@ -206,6 +214,9 @@ impl LocalFederation {
             .with_context(|| format!("no node {cc}"))?;
         let node = Node::from_config(cfg).await?;
         self.node_states.insert(cc, node.state.clone());
+        if let Some(addr) = node.metrics_addr() {
+            self.node_metrics.insert(cc, addr);
+        }
         let listener = listen(self.node_ports.remove(&cc), self.node_addrs[&cc]).await?;
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(node.serve(listener, async {
@@ -217,6 +228,7 @@ impl LocalFederation {
 
     pub async fn stop_node(&mut self, cc: Country) -> anyhow::Result<()> {
         self.node_states.remove(&cc);
+        self.node_metrics.remove(&cc);
         if let Some(r) = self.nodes.remove(&cc) {
             r.stop().await?;
             if let Some(port) = self.node_addrs.get(&cc).and_then(|a| hold(*a).ok()) {
@@ -234,6 +246,16 @@ impl LocalFederation {
     /// A running node's shared state.
     pub fn node(&self, cc: Country) -> Option<&Arc<NodeState>> {
         self.node_states.get(&cc)
+    }
+
+    /// Where the running broker serves its metrics.
+    pub fn broker_metrics_addr(&self) -> Option<SocketAddr> {
+        self.broker_metrics
+    }
+
+    /// Where a running node serves its metrics.
+    pub fn node_metrics_addr(&self, cc: Country) -> Option<SocketAddr> {
+        self.node_metrics.get(&cc).copied()
     }
 
     pub fn node_addr(&self, cc: Country) -> Option<SocketAddr> {

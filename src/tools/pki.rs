@@ -18,8 +18,8 @@ use rcgen::KeyPair;
 
 use super::ca::{Ca, leaf_params, new_ca};
 use crate::daemon::config::{
-    AgencyProfile, BrokerConfig, Limits, LogFormat, NodeConfig, NodeKeys, NodeLimits, Retention,
-    StorageSettings, TlsFiles,
+    AgencyProfile, BrokerConfig, Limits, LogFormat, MetricsListen, NodeConfig, NodeKeys,
+    NodeLimits, Retention, StorageSettings, TlsFiles,
 };
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::{AgencyId, Country, Role};
@@ -183,6 +183,22 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         u16::try_from(usize::from(opts.base_port) + i)
             .context("--base-port too high for this many nodes")
     };
+    // Each daemon's metrics on loopback, 2064 above its gRPC port (the
+    // first broker's 7400 → 9464 and the first node's 7401 → 9465, the
+    // defaults), so that a development federation on one host has no two
+    // on one port; any free port when the federation's are.
+    let metrics = |port: u16| -> anyhow::Result<MetricsListen> {
+        let port = if port == 0 {
+            0
+        } else {
+            port.checked_add(2064)
+                .context("--base-port too high for the metrics ports 2064 above it")?
+        };
+        Ok(MetricsListen::At(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        ))))
+    };
 
     if !dir.exists() {
         mkdir(dir)?;
@@ -304,6 +320,8 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             storage: StorageSettings::default(),
             shutdown_grace_secs: 10,
             log: LogFormat::Human,
+            metrics_listen: metrics(port(opts.brokers + i)?)?,
+            metrics_allow_remote: false,
         };
         let cfg_path = dir.join("nodes").join(format!("{cc}.toml"));
         write_toml(
@@ -428,6 +446,8 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
         storage: StorageSettings::default(),
         shutdown_grace_secs: 10,
         log: LogFormat::Human,
+        metrics_listen: metrics(port(0)?)?,
+        metrics_allow_remote: false,
     };
     let mut broker_configs = Vec::new();
     for (k, addr) in broker_addrs.iter().enumerate() {
@@ -448,6 +468,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
             )
         };
         broker.listen = addr.parse()?;
+        broker.metrics_listen = metrics(port(k)?)?;
         write_toml(
             &path,
             &format!(
@@ -484,6 +505,37 @@ pub struct AuditorProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_metrics_address_is_refused_when_the_config_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let fed = init(&{
+            let mut o = InitOptions::new(dir.path().join("fed"));
+            o.countries = vec!["HR".parse().unwrap()];
+            o.base_port = 0;
+            o
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&fed.broker_config).unwrap();
+        let loaded: BrokerConfig = crate::daemon::config::load(&fed.broker_config).unwrap();
+        assert_eq!(
+            loaded.metrics_listen,
+            MetricsListen::At("127.0.0.1:0".parse().unwrap())
+        );
+        let mut table: toml::Table = toml::from_str(&text).unwrap();
+        table.insert("metrics_listen".into(), "0.0.0.0:9464".into());
+        std::fs::write(&fed.broker_config, toml::to_string(&table).unwrap()).unwrap();
+        let e = crate::daemon::config::load::<BrokerConfig>(&fed.broker_config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `metrics_listen`: 0.0.0.0:9464 is not a loopback address"),
+            "{e}"
+        );
+        table.insert("metrics_allow_remote".into(), true.into());
+        std::fs::write(&fed.broker_config, toml::to_string(&table).unwrap()).unwrap();
+        assert!(crate::daemon::config::load::<BrokerConfig>(&fed.broker_config).is_ok());
+    }
 
     #[test]
     fn writes_a_loadable_federation_with_private_keys_0600() {
@@ -556,7 +608,17 @@ mod tests {
             let n: NodeConfig = crate::daemon::config::load(p).unwrap();
             assert_eq!(n.broker_addresses(), addrs);
             assert_eq!(n.listen.port(), 7403 + i as u16);
+            assert_eq!(n.metrics_listen.addr().unwrap().port(), 9467 + i as u16);
         }
+        let metrics: Vec<u16> = fed
+            .broker_configs
+            .iter()
+            .map(|p| {
+                let b = crate::daemon::config::load::<BrokerConfig>(p).unwrap();
+                b.metrics_listen.addr().unwrap().port()
+            })
+            .collect();
+        assert_eq!(metrics, [9464, 9465, 9466]);
         let cert = crate::daemon::tls::load_certs(&fed.dir.join("broker/broker.crt")).unwrap();
         let (_, x509) = x509_parser::parse_x509_certificate(cert[0].as_ref()).unwrap();
         let names: Vec<String> = x509

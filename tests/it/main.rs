@@ -11,6 +11,7 @@ mod health;
 mod idempotency;
 mod install;
 mod live;
+mod metrics;
 mod onward;
 mod policy_live;
 mod policy_table;

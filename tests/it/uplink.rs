@@ -174,3 +174,61 @@ async fn a_node_follows_its_broker_to_the_next_address_on_the_same_data() {
     );
     assert_eq!(inbox(&fed, "HR/police").await.len(), 2);
 }
+
+/// What a daemon logged, as a log collector reads it.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+// One thread: every task of the federation logs to the subscriber set here.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_logs_losing_and_regaining_the_broker_at_info() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let mut fed = start(&["HR"]).await;
+    let broker = fed.broker_addr.to_string();
+    fed.stop_broker().await.unwrap();
+    let node = fed.node(cc("HR")).expect("node running").clone();
+    until("the node losing the broker", || async {
+        (!node.uplink.reachable()).then_some(())
+    })
+    .await;
+    fed.start_broker().await.unwrap();
+    let text = logs.text();
+    let lost = text
+        .lines()
+        .find(|l| l.contains("lost the broker"))
+        .unwrap_or_else(|| panic!("no loss logged:\n{text}"));
+    assert!(lost.contains(" INFO ") && lost.contains(&broker), "{lost}");
+    let back = text
+        .lines()
+        .find(|l| l.contains("broker reachable again"))
+        .unwrap_or_else(|| panic!("no return logged:\n{text}"));
+    assert!(back.contains(" INFO ") && back.contains(&broker), "{back}");
+    assert!(node.uplink.losses.get() >= 1, "the loss is counted");
+}

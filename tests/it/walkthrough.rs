@@ -115,6 +115,10 @@ pub(crate) fn play() -> Played {
         ("HR_PORT", free_port("127.0.0.3").to_string()),
         ("BA_IP", "127.0.0.4".into()),
         ("BA_PORT", free_port("127.0.0.4").to_string()),
+        // Three daemons on one host: each its own loopback alias, any port.
+        ("BROKER_METRICS", "127.0.0.2:0".into()),
+        ("HR_METRICS", "127.0.0.3:0".into()),
+        ("BA_METRICS", "127.0.0.4:0".into()),
         ("RUST_LOG", "warn".into()),
     ];
     let mut daemons = Daemons(Vec::new());

@@ -59,6 +59,8 @@ pub struct BrokerState {
     /// Calls under way that may write (Submit, Acknowledge, ...): a stop
     /// waits for them before it signs the last checkpoint.
     operations: tokio::sync::watch::Sender<usize>,
+    /// What the broker counts and measures, served on `metrics_listen`.
+    pub metrics: crate::daemon::metrics::BrokerMetrics,
 }
 
 /// A call under way that may write; see [`BrokerState::operation`].
@@ -88,11 +90,12 @@ impl BrokerState {
             policies,
             log,
             limits,
-            clock,
             deliveries: Mutex::new(HashMap::new()),
             claims: Arc::default(),
             stopping: tokio::sync::watch::channel(false).0,
             operations: tokio::sync::watch::channel(0).0,
+            metrics: crate::daemon::metrics::BrokerMetrics::new(clock()),
+            clock,
         }
     }
 
@@ -295,6 +298,58 @@ impl BrokerState {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::daemon::metrics::Exporter for BrokerState {
+    /// Reads what lives in the store and the state: queue depths for every
+    /// node of the directory, the log's size, the newest checkpoint, its
+    /// cosignatures, the witnesses and the versions in force. A value the
+    /// store cannot give keeps its last one, with a warning.
+    async fn sample(&self) {
+        let m = &self.metrics;
+        let now = self.now_ms();
+        let dir = self.directory();
+        m.versions.set(dir.version, &self.policies.in_force());
+        m.queue_depth.clear();
+        for node in dir.nodes() {
+            match self.store.queue_depth(node.country).await {
+                Ok(depth) => {
+                    m.queue_depth
+                        .get_or_create(&[("node", node.country.to_string())])
+                        .set(i64::try_from(depth).unwrap_or(i64::MAX));
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.country, error = %e, "metrics: cannot read the queue depth");
+                }
+            }
+        }
+        m.witnesses(dir.nodes().map(|n| n.country));
+        match self.store.audit_len().await {
+            Ok(n) => {
+                m.log_size.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the log's size"),
+        }
+        match self.store.latest_checkpoint().await {
+            Ok(Some((size, _))) => {
+                m.checkpoint(size, now);
+                match self.store.cosignatures(size).await {
+                    Ok(c) => {
+                        m.checkpoint_cosignatures
+                            .set(i64::try_from(c.len()).unwrap_or(i64::MAX));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "metrics: cannot read the cosignatures"),
+                }
+            }
+            Ok(None) => m.checkpoint(0, now),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the newest checkpoint"),
+        }
+    }
+
+    fn registry(&self) -> &prometheus_client::registry::Registry {
+        self.metrics.registry()
+    }
+}
+
 /// A configured broker, ready to serve.
 pub struct Broker {
     pub state: Arc<BrokerState>,
@@ -307,6 +362,8 @@ pub struct Broker {
     directory_refresh: std::time::Duration,
     /// How long a stop may take (`shutdown_grace_secs`).
     pub grace: std::time::Duration,
+    /// The metrics endpoint, bound (None: `metrics_listen = "off"`).
+    metrics: Option<TcpListener>,
 }
 
 /// Opens the broker's store in the backend its config names: sled in
@@ -392,6 +449,10 @@ impl Broker {
             Ok(None) => {}
             Err(e) => anyhow::bail!("{e}; refusing to start"),
         }
+        let metrics = match cfg.metrics_listen.addr() {
+            Some(addr) => Some(crate::daemon::metrics::bind(addr).await?),
+            None => None,
+        };
         let state = BrokerState::new(
             cfg.federation.clone(),
             directory,
@@ -409,7 +470,13 @@ impl Broker {
             directory_key: key,
             directory_refresh: std::time::Duration::from_secs(cfg.directory_refresh_secs.max(1)),
             grace: std::time::Duration::from_secs(cfg.shutdown_grace_secs.max(1)),
+            metrics,
         })
+    }
+
+    /// Where the metrics endpoint listens (None when off).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// `casebridge broker --check-log`: re-hashes every entry of the stored
@@ -492,6 +559,14 @@ impl Broker {
     ) -> anyhow::Result<()> {
         let addr: Option<SocketAddr> = listener.local_addr().ok();
         self.record_state().await?;
+        let metrics = match self.metrics {
+            Some(l) => tokio::spawn(crate::daemon::metrics::serve(
+                l,
+                self.state.clone(),
+                self.state.stopping(),
+            )),
+            None => tokio::spawn(async {}),
+        };
         let reloader = {
             let state = self.state.clone();
             let every = self.policy_reload;
@@ -574,7 +649,10 @@ impl Broker {
                         _ = stopping.wait_for(|s| *s) => break,
                     }
                     let covered = match state.log.checkpoint(state.store.as_ref()).await {
-                        Ok(Some(size)) => Some(size),
+                        Ok(Some(size)) => {
+                            state.metrics.checkpoint(size, state.now_ms());
+                            Some(size)
+                        }
                         Ok(None) => state
                             .store
                             .latest_checkpoint()
@@ -611,10 +689,8 @@ impl Broker {
         health
             .set_serving::<crate::daemon::rpc::audit_server::AuditServer<audit_api::AuditService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::daemon::rpc::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection, reflection_v1alpha) =
+            crate::daemon::rpc::reflection(crate::daemon::rpc::BROKER_SERVICES)?;
         tracing::info!(?addr, "broker serving");
         let fatal = Arc::new(Mutex::new(None::<String>));
         let (close, closing) = tokio::sync::watch::channel(false);
@@ -623,6 +699,7 @@ impl Broker {
         let server = crate::daemon::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(crate::daemon::rpc::audit_server::AuditServer::new(
                 audit_api::AuditService::new(self.state.clone()),
             ))
@@ -683,7 +760,14 @@ impl Broker {
             tracing::error!("calls still writing when the time to stop was up");
         }
         crate::daemon::shutdown::join_until(
-            vec![reloader, refresher, checkpointer, integrator, lease],
+            vec![
+                reloader,
+                refresher,
+                checkpointer,
+                integrator,
+                lease,
+                metrics,
+            ],
             deadline,
             "broker",
         )

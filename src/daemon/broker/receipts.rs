@@ -81,6 +81,7 @@ pub(super) async fn acknowledge(
         return Err(Status::invalid_argument("receipt has no status"));
     }
     check_delivered_to(&body, &summary, node, id)?;
+    let summary_created_at_ms = summary.created_at_ms;
     let receipt_sha = envelope::sha256(&receipt.body).to_vec();
     let now = state.now_ms();
     let mut events = vec![v1::AuditEvent {
@@ -133,6 +134,9 @@ pub(super) async fn acknowledge(
         Err(e) => return Err(envelope_ack(e, id, node)),
     };
     // The store wakes the sender's delivery stream for the relayed receipt.
+    state
+        .metrics
+        .delivered(summary_created_at_ms, state.now_ms());
     tracing::info!(%id, %node, status = status.as_str_name(), index, "receipt recorded");
     Ok(Response::new(v1::AcknowledgeResponse { log_index: index }))
 }

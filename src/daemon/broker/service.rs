@@ -280,9 +280,10 @@ pub const DELIVERY_WINDOW: usize = 64;
 /// goes on with the other lanes beside it.
 pub const IMMEDIATE_WINDOW: usize = 8;
 
-#[tonic::async_trait]
-impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
-    async fn submit(
+impl ExchangeService {
+    /// Submit's pipeline (see the module doc); the Submit handler counts
+    /// its answers.
+    async fn submit_checked(
         &self,
         req: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
@@ -450,6 +451,18 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             accepted_at_ms: now,
             policy_bundle_hash: decision.bundle_hash,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
+    async fn submit(
+        &self,
+        req: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let answer = self.submit_checked(req).await;
+        self.state.metrics.submitted(&answer);
+        answer
     }
 
     type ReceiveStream = DeliveryStream;
@@ -781,6 +794,9 @@ impl crate::daemon::rpc::exchange_server::Exchange for ExchangeService {
             .put_cosignature(cp.size(), node, sig.to_line())
             .await
             .map_err(broker_storage)?;
+        self.state
+            .metrics
+            .cosigned(node, cp.size(), self.state.now_ms());
         tracing::debug!(%node, size = cp.size(), "cosignature recorded");
         Ok(Response::new(v1::CosignResponse {}))
     }

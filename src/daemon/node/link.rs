@@ -77,6 +77,10 @@ pub struct Uplink {
     brokers: Vec<(String, tonic::transport::Channel)>,
     current: std::sync::atomic::AtomicUsize,
     reachable: tokio::sync::watch::Sender<bool>,
+    /// When the broker in use was lost, while it is.
+    lost_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The times the node lost the broker in use (a metric).
+    pub losses: prometheus_client::metrics::counter::Counter,
 }
 
 impl Uplink {
@@ -102,7 +106,28 @@ impl Uplink {
             brokers,
             current: std::sync::atomic::AtomicUsize::new(0),
             reachable: tokio::sync::watch::channel(true).0,
+            lost_at: std::sync::Mutex::new(None),
+            losses: prometheus_client::metrics::counter::Counter::default(),
         })
+    }
+
+    /// The uplink became unreachable: counted, and logged at INFO.
+    fn lost(&self, index: usize) {
+        self.losses.inc();
+        *self.lost_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        tracing::info!(broker = %self.brokers[index].0, "lost the broker; trying until one answers");
+    }
+
+    /// The uplink is reachable again through broker `index`: logged at
+    /// INFO with how long it was not.
+    fn regained(&self, index: usize) {
+        let since = self
+            .lost_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let after_secs = since.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        tracing::info!(broker = %self.brokers[index].0, after_secs, "broker reachable again");
     }
 
     /// The broker in use.
@@ -138,7 +163,7 @@ impl Uplink {
                 .reachable
                 .send_if_modified(|r| !std::mem::replace(r, true))
         {
-            tracing::info!(broker = %self.brokers[index].0, "broker reachable");
+            self.regained(index);
         }
     }
 
@@ -164,8 +189,12 @@ impl Uplink {
             if n > 1 {
                 tracing::warn!(failed = %self.brokers[index].0, %next, "broker failed; moving to the next");
             }
-            self.reachable
-                .send_if_modified(|r| std::mem::replace(r, false));
+            if self
+                .reachable
+                .send_if_modified(|r| std::mem::replace(r, false))
+            {
+                self.lost(index);
+            }
         }
     }
 
@@ -228,9 +257,10 @@ impl Uplink {
                     _ = stopped(&mut stopping) => return,
                 };
                 if ok {
-                    if self.current.load(std::sync::atomic::Ordering::Acquire) % n == index {
-                        tracing::info!(broker = %self.brokers[index].0, "broker reachable");
-                        self.reachable.send_replace(true);
+                    if self.current.load(std::sync::atomic::Ordering::Acquire) % n == index
+                        && !self.reachable.send_replace(true)
+                    {
+                        self.regained(index);
                     }
                     last.iter_mut().for_each(|t| *t = None);
                     break;

@@ -82,6 +82,8 @@ pub struct NodeState {
     stopping: tokio::sync::watch::Sender<bool>,
     /// The brokers, the one in use and whether it is reachable.
     pub uplink: Arc<uplink::Uplink>,
+    /// What the node counts and measures, served on `metrics_listen`.
+    pub metrics: crate::daemon::metrics::NodeMetrics,
 }
 
 impl NodeState {
@@ -377,6 +379,32 @@ pub struct Node {
     server_tls: ServerTls,
     /// How long a stop may take (`shutdown_grace_secs`).
     pub grace: std::time::Duration,
+    /// The metrics endpoint, bound (None: `metrics_listen = "off"`).
+    metrics: Option<TcpListener>,
+}
+
+#[async_trait::async_trait]
+impl crate::daemon::metrics::Exporter for NodeState {
+    /// Reads the outbox's depth, the broker's reachability and the versions
+    /// in force.
+    async fn sample(&self) {
+        let m = &self.metrics;
+        m.versions
+            .set(self.directory().version, &self.policies.in_force());
+        m.broker_connected.set(i64::from(self.uplink.reachable()));
+        match self.store.outbox_len().await {
+            Ok(n) => {
+                m.outbox_depth.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.country, error = %e, "metrics: cannot read the outbox's depth")
+            }
+        }
+    }
+
+    fn registry(&self) -> &prometheus_client::registry::Registry {
+        self.metrics.registry()
+    }
 }
 
 impl Node {
@@ -423,6 +451,12 @@ impl Node {
         )
         .await?;
         let (refusals, refusal_queue) = tokio::sync::mpsc::unbounded_channel();
+        let uplink = Arc::new(uplink::Uplink::new(&client_tls, &cfg.broker_addresses())?);
+        let metrics = crate::daemon::metrics::NodeMetrics::new(uplink.losses.clone());
+        let metrics_listener = match cfg.metrics_listen.addr() {
+            Some(addr) => Some(crate::daemon::metrics::bind(addr).await?),
+            None => None,
+        };
         let state = NodeState {
             country: cfg.country,
             federation: cfg.federation.clone(),
@@ -447,13 +481,20 @@ impl Node {
             refusal_queue: Mutex::new(Some(refusal_queue)),
             settled: tokio::sync::watch::channel(0).0,
             stopping: tokio::sync::watch::channel(false).0,
-            uplink: Arc::new(uplink::Uplink::new(&client_tls, &cfg.broker_addresses())?),
+            uplink,
+            metrics,
         };
         Ok(Node {
             state: Arc::new(state),
             server_tls,
             grace: std::time::Duration::from_secs(cfg.shutdown_grace_secs.max(1)),
+            metrics: metrics_listener,
         })
+    }
+
+    /// Where the metrics endpoint listens (None when off).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Runs the uplink to the broker and serves the agency API, gRPC health
@@ -484,6 +525,14 @@ impl Node {
         {
             tracing::debug!(node = %self.state.country, error = %e, "no directory from the broker at start");
         }
+        let metrics = match self.metrics {
+            Some(l) => tokio::spawn(crate::daemon::metrics::serve(
+                l,
+                self.state.clone(),
+                self.state.stopping(),
+            )),
+            None => tokio::spawn(async {}),
+        };
         let probe = tokio::spawn(self.state.uplink.clone().run(self.state.stopping()));
         let outbox = tokio::spawn(window::outbox_loop(self.state.clone()));
         let in_hand = Arc::new(uplink::InHand::default());
@@ -578,10 +627,8 @@ impl Node {
         health
             .set_serving::<crate::daemon::rpc::agency_server::AgencyServer<agency_api::AgencyService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::daemon::rpc::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection, reflection_v1alpha) =
+            crate::daemon::rpc::reflection(crate::daemon::rpc::NODE_SERVICES)?;
         // Above the envelope limit, so that a record too large to send is
         // read and refused with a reason rather than cut off by the transport.
         let max = crate::protocol::bounds::transport_limit(self.state.limits.max_envelope_bytes);
@@ -600,6 +647,7 @@ impl Node {
         let server = crate::daemon::tls::server_builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(
                 self.server_tls
@@ -641,6 +689,7 @@ impl Node {
                 witness,
                 reporter,
                 probe,
+                metrics,
             ],
             deadline,
             "node",

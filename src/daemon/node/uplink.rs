@@ -833,9 +833,12 @@ pub fn restrictions(h: &envelope::VerifiedHeader) -> v1::UsageRestrictions {
 /// and the delivery that carried it is acknowledged, so it holds up nothing.
 /// Only a failure of the node's own store is an error.
 async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), StorageError> {
-    let (id, body) = match check_relayed_receipt(state, r).await? {
+    let (id, body, created_at_ms) = match check_relayed_receipt(state, r).await? {
         Ok(checked) => checked,
         Err(why) => {
+            state
+                .metrics
+                .alarm(crate::daemon::metrics::Alarm::BadReceipt);
             tracing::error!(node = %state.country, %why, "ALARM: relayed receipt refused; not applied, evidence kept");
             let evidence = receipt_evidence(&why, r);
             return state.store.record_evidence(state.now_ms(), &evidence).await;
@@ -859,12 +862,14 @@ async fn record_receipt(state: &NodeState, r: &v1::SignedReceipt) -> Result<(), 
             })
         })
         .await?;
+    state.metrics.receipt(created_at_ms, state.now_ms());
     tracing::info!(%id, from = %node, status = body.status().as_str_name(), "receipt");
     Ok(())
 }
 
 /// A relayed receipt that answers what this node sent, or why it does not.
-type CheckedReceipt = Result<(EnvelopeId, v1::ReceiptBody), String>;
+/// With the receipt, when the envelope was created.
+type CheckedReceipt = Result<(EnvelopeId, v1::ReceiptBody, i64), String>;
 
 /// Checks a relayed receipt against what this node sent. The outer error is
 /// the store's; the inner one says why the receipt is refused.
@@ -922,7 +927,7 @@ async fn check_relayed_receipt(
         v1::ReceiptStatus::Rejected => {}
         v1::ReceiptStatus::Unspecified => return Ok(Err("it has no status".into())),
     }
-    Ok(Ok((id, body)))
+    Ok(Ok((id, body, sent.created_at_ms)))
 }
 
 /// The longest relayed receipt kept whole as evidence; a real one is a few

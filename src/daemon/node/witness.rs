@@ -170,6 +170,9 @@ pub async fn check_and_accept(
             .record_evidence(state.now_ms(), &evidence)
             .await
             .map_err(anyhow::Error::from)?;
+        state
+            .metrics
+            .alarm(crate::daemon::metrics::Alarm::InconsistentCheckpoint);
         tracing::error!(node = %state.country, %why, "ALARM: audit log fork or rewrite detected; checkpoint refused, evidence kept");
         return Err(WitnessError::Inconsistent(why));
     }
@@ -286,6 +289,7 @@ pub async fn witness_round(
         .is_ok();
         if done {
             memory.cosigned = Some(cp.size());
+            state.metrics.cosigned(state.now_ms());
         }
         done
     };
@@ -325,6 +329,9 @@ pub async fn witness_round(
             Ok(Inclusion::NotYet) => left += 1,
             Ok(Inclusion::Disproven(e)) => {
                 failed += 1;
+                state
+                    .metrics
+                    .alarm(crate::daemon::metrics::Alarm::UnprovenSubmission);
                 tracing::error!(node = %state.country, id = %sent.envelope_id, error = %e, "ALARM: the broker did not prove a submission it accepted; evidence kept");
             }
             Err(e) => {

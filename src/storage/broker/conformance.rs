@@ -51,6 +51,7 @@ macro_rules! all_conformance_tests {
             routine_is_not_starved_by_urgent_traffic,
             acknowledgements_find_their_item_by_seq_in_any_lane,
             a_partial_acknowledgement_keeps_the_envelope_for_the_others,
+            the_queue_depth_counts_what_each_node_has_yet_to_acknowledge,
             lanes_and_seqs_survive_reopening,
             a_wakeup_counts_immediates_and_the_nodes_acknowledgements,
             a_duplicate_id_is_refused_and_writes_nothing,
@@ -609,6 +610,38 @@ pub(crate) async fn a_partial_acknowledgement_keeps_the_envelope_for_the_others(
     }
     let receipts = store.pending(cc("HR"), None, 10).await.unwrap();
     assert_eq!(names(&receipts), ["BA", "RS", "ME"]);
+}
+
+pub(crate) async fn the_queue_depth_counts_what_each_node_has_yet_to_acknowledge(b: &dyn Backend) {
+    use v1::Priority::*;
+    let depths = |store: Arc<dyn BrokerStore>| async move {
+        let mut d = Vec::new();
+        for node in ["BA", "RS", "HR", "ME"] {
+            d.push(store.queue_depth(cc(node)).await.unwrap());
+        }
+        d
+    };
+    let store = b.open().await;
+    assert_eq!(depths(store.clone()).await, [0, 0, 0, 0]);
+    let a = accept(store.as_ref(), "a", &["BA", "RS"], Routine).await;
+    accept(store.as_ref(), "b", &["BA"], Immediate).await;
+    accept(store.as_ref(), "c", &["BA"], Urgent).await;
+    assert_eq!(depths(store.clone()).await, [3, 1, 0, 0]);
+    // An acknowledgement takes the item off and queues its receipt for
+    // the sender (HR).
+    let seq = seq_of(store.as_ref(), cc("BA"), "a").await;
+    store
+        .ack_envelope(cc("BA"), seq, ack(a, "BA"))
+        .await
+        .unwrap();
+    assert_eq!(depths(store.clone()).await, [2, 1, 1, 0]);
+    let receipt = store.pending(cc("HR"), None, 10).await.unwrap()[0].seq;
+    store.ack_receipt(cc("HR"), receipt).await.unwrap();
+    assert_eq!(depths(store.clone()).await, [2, 1, 0, 0]);
+    drop(store);
+    tokio::task::yield_now().await;
+    let store = b.open().await;
+    assert_eq!(depths(store).await, [2, 1, 0, 0], "after reopening");
 }
 
 pub(crate) async fn lanes_and_seqs_survive_reopening(b: &dyn Backend) {

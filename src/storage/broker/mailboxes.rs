@@ -67,6 +67,11 @@ pub trait Mailboxes: Send + Sync {
     /// Removes a relayed receipt from `node`'s queue.
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError>;
 
+    /// How many items (envelopes and relayed receipts, in every lane) are
+    /// queued for `node` and durable: what its delivery streams have yet to
+    /// see acknowledged. Counts the queue, so costs a read of its keys.
+    async fn queue_depth(&self, node: Country) -> Result<u64, StoreError>;
+
     /// A wake-up for `node`'s delivery stream: the value changes after
     /// something queued for `node` became durable, or an acknowledgement by
     /// `node` did (from this broker or, with a shared backend, another). Mark it seen before reading

@@ -98,6 +98,10 @@ pub trait Outbox: Send + Sync {
     /// holds a record a crash could take from the node.
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError>;
 
+    /// How many envelopes wait for the broker (those durable, as
+    /// [`Outbox::outbox`] gives them). Counts the outbox's keys.
+    async fn outbox_len(&self) -> Result<u64, StorageError>;
+
     /// The ids of envelopes waiting for the broker, in the order of
     /// [`Outbox::outbox`]: at most `per_lane` of each lane, leaving out
     /// those in `skip` (being submitted already) and those not yet durable.

@@ -362,6 +362,18 @@ impl Mailboxes for PgStore {
         Ok(if leaves.is_empty() { 0 } else { first })
     }
 
+    async fn queue_depth(&self, node: Country) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM mail WHERE node = $1",
+                &[&node.as_str()],
+            )
+            .await?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn ack_receipt(&self, node: Country, seq: u64) -> Result<(), StoreError> {
         let Ok(seq_) = i64::try_from(seq) else {
             return Err(StoreError::NoSuchItem { node, seq });

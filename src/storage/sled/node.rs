@@ -522,6 +522,22 @@ impl Outbox for SledNodeStore {
         Ok(forgotten)
     }
 
+    async fn outbox_len(&self) -> Result<u64, StorageError> {
+        let unflushed = self.trees.unflushed().clone();
+        let outbox = self.trees.outbox.clone();
+        // A long outbox takes a while to count: on a blocking thread.
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            for k in outbox.iter().keys() {
+                let (_, id) = outbox_entry(&k?)?;
+                n += u64::from(!unflushed.contains(&id));
+            }
+            Ok(n)
+        })
+        .await
+        .map_err(task_failed)?
+    }
+
     async fn outbox(&self) -> Result<Vec<(EnvelopeId, v1::Envelope)>, StorageError> {
         self.blocking(|t| {
             let unflushed = t.unflushed().clone();

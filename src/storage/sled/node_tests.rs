@@ -70,6 +70,7 @@ async fn an_envelope_leaves_the_outbox_only_once_on_disk_and_then_signals() {
     let dir = tempfile::tempdir().unwrap();
     let (store, gate, id, enqueue, changed) = enqueue_held_at_the_flush(dir.path()).await;
     assert!(outbox_ids(&store).await.is_empty(), "not yet on disk");
+    assert_eq!(store.outbox_len().await.unwrap(), 0, "not counted before");
     assert!(
         !changed.has_changed().unwrap(),
         "no signal before the flush"
@@ -78,6 +79,7 @@ async fn an_envelope_leaves_the_outbox_only_once_on_disk_and_then_signals() {
     enqueue.await.unwrap().unwrap();
     assert!(changed.has_changed().unwrap(), "signalled once durable");
     assert_eq!(outbox_ids(&store).await, vec![id]);
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
 }
 
 #[tokio::test]

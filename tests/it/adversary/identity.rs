@@ -730,12 +730,13 @@ async fn a_node_refuses_outsiders_at_the_tls_handshake() {
 
 /// The services any federation member may learn a server speaks: the
 /// published protocols in proto/ and the standard gRPC ones.
-const PUBLIC_SERVICES: [&str; 5] = [
+const PUBLIC_SERVICES: [&str; 6] = [
     "casebridge.v1.Exchange",
     "casebridge.v1.Audit",
     "casebridge.v1.Agency",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 async fn listed_services(fed: &Fed, who: &Who, server: Server) -> Vec<String> {

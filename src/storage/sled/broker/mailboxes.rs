@@ -276,6 +276,31 @@ impl Mailboxes for SledStore {
         Ok(())
     }
 
+    async fn queue_depth(&self, node: Country) -> Result<u64, StoreError> {
+        let durable = self.durable.mail.load(Ordering::SeqCst);
+        let mail = self.trees.mail.clone();
+        // A long queue takes a while to count: on a blocking thread, so that
+        // the workers serving Submits and deliveries are not held meanwhile.
+        tokio::task::spawn_blocking(move || {
+            let mut depth = 0u64;
+            for k in mail.scan_prefix(node.as_str().as_bytes()).keys() {
+                let k = k?;
+                let seq = k
+                    .get(3..)
+                    .and_then(read_be)
+                    .ok_or_else(|| corrupt("mail", "key"))?;
+                depth += u64::from(seq < durable);
+            }
+            Ok(depth)
+        })
+        .await
+        .map_err(|e| {
+            StoreError::Storage(crate::storage::StorageError::Backend(format!(
+                "counting the queue of node {node} failed: {e}"
+            )))
+        })?
+    }
+
     async fn subscribe(&self, node: Country) -> Result<watch::Receiver<Wakeup>, StoreError> {
         let mut all = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
         Ok(all
