@@ -156,7 +156,7 @@ fn the_federation_walkthrough_runs_as_written_and_delivers_a_record() {
                 b.host,
                 b.script
             );
-            if !b.until || stdout.contains("missing_person_trace") {
+            if !b.until || stdout.contains("missing-person-trace") {
                 outputs.push((b.host.clone(), stdout));
                 break;
             }

@@ -64,7 +64,7 @@ fn envelope_text(id: &[u8]) -> String {
 fn category_names(cats: &[i32]) -> Vec<String> {
     cats.iter()
         .map(|c| match v1::DataCategory::try_from(*c) {
-            Ok(c) => crate::protocol::categories::short_name(c).to_string(),
+            Ok(c) => crate::tools::cli::kebab(crate::protocol::categories::short_name(c)),
             Err(_) => c.to_string(),
         })
         .collect()
