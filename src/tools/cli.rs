@@ -437,10 +437,16 @@ where
     })
     .await
     .map_err(|s| {
-        anyhow::anyhow!(
-            "{}\nrun again with --idempotency-key {key} and the same {what} to make it at most once",
-            status_line(&s)
-        )
+        // An answer that settles it needs no second run; one that may not
+        // have reached the node, or lost its way back, does.
+        if retryable(&s) {
+            anyhow::anyhow!(
+                "{}\nrun again with --idempotency-key {key} and the same {what} to make it at most once",
+                status_line(&s)
+            )
+        } else {
+            anyhow::anyhow!(status_line(&s))
+        }
     })
 }
 
@@ -712,10 +718,10 @@ fn content_lines(v: &serde_json::Value, indent: usize, out: &mut Vec<String>) {
             for (k, v) in m {
                 match v {
                     serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
-                        out.push(format!("{pad}{}:", kebab(k)));
+                        out.push(format!("{pad}{}:", field_name(k)));
                         content_lines(v, indent + 1, out);
                     }
-                    _ => out.push(format!("{pad}{}: {}", kebab(k), scalar(v))),
+                    _ => out.push(format!("{pad}{}: {}", field_name(k), scalar(v))),
                 }
             }
         }
@@ -732,6 +738,21 @@ fn content_lines(v: &serde_json::Value, indent: usize, out: &mut Vec<String>) {
         }
         other => out.push(format!("{pad}{}", scalar(other))),
     }
+}
+
+/// A proto3 JSON field name (lowerCamelCase) in the printed spelling:
+/// `familyName` is `family-name`.
+fn field_name(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 4);
+    for c in json.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    kebab(&out)
 }
 
 fn scalar(v: &serde_json::Value) -> String {
@@ -1085,5 +1106,6 @@ mod tests {
             "{lines:?}"
         );
         assert!(entry_line(&entry).contains("notice: H2: not to be passed on"));
+        assert_eq!(field_name("registrationCountry"), "registration-country");
     }
 }

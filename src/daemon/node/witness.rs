@@ -407,8 +407,8 @@ async fn prove_one(
         Err(s) => {
             let why = "the broker denies having accepted it".to_string();
             let said = format!(
-                "status {}: {}",
-                s.code().description(),
+                "status {:?}: {}",
+                s.code(),
                 s.message().chars().take(512).collect::<String>()
             );
             (Err(not_included(&id, why)), said)
