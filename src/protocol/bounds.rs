@@ -184,9 +184,15 @@ pub fn quote(s: &str) -> String {
 /// characters escaped: what a peer or a person sent cannot break the line it
 /// is shown in, nor pass for the text around it.
 pub fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(QUOTE_LEN) + 2);
+    escaped(&quote(s))
+}
+
+/// `s` in double quotes with quotes, backslashes and control characters
+/// escaped, uncut: for text already cut by [`quote`], or bounded otherwise.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in quote(s).chars() {
+    for c in s.chars() {
         match c {
             '"' | '\\' => {
                 out.push('\\');

@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(r.event, "submission-accepted");
         assert_eq!(r.decision, "accepted");
         assert_eq!(r.sender, "HR/police");
-        assert_eq!(r.kind, "wanted_alert");
+        assert_eq!(r.kind, "wanted-alert");
         assert_eq!(r.envelope_id, "01010101-0101-0101-0101-010101010101");
         assert_eq!(r.policy_bundle_hash, "sha256:1234");
         let line = r.text_line();
