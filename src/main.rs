@@ -70,9 +70,13 @@ enum Command {
     /// Data-protection policy bundles: validate, sign, explain decisions.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Check a broker's or a node's config without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Run the broker.
     #[command(args_conflicts_with_subcommands = true)]
     Broker {
+        /// The broker's config (see deploy/broker.example.toml).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Instead of serving, re-hash every entry of the stored audit log
@@ -87,6 +91,7 @@ enum Command {
     /// Run a national node (--config), or prepare its next keys (new-keys).
     #[command(args_conflicts_with_subcommands = true)]
     Node {
+        /// The node's config (see deploy/node.example.toml).
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -100,7 +105,8 @@ enum Command {
         /// Recipients, CC/agency[,CC/agency...].
         #[arg(long, value_delimiter = ',', required = true)]
         to: Vec<String>,
-        /// Record kind, e.g. missing_person_trace, mla_request, wanted_alert.
+        /// Record kind, e.g. missing-person-trace, mla-request,
+        /// wanted-alert (snake_case is accepted too).
         #[arg(long)]
         kind: String,
         /// The record in proto3 JSON (see examples/records).
@@ -121,8 +127,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the calling agency's inbox.
+    /// List the calling agency's inbox, with each record's handling notices.
     Inbox {
+        /// The agency's profile.toml.
         #[arg(long)]
         profile: PathBuf,
         /// Keep printing new entries as they arrive.
@@ -132,11 +139,103 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delivery status and receipts of a record the agency sent.
-    Status {
+    /// Read a record of the agency's inbox: its content and the
+    /// restrictions it came with (handling code, purpose, legal basis,
+    /// expiry, onward transfer).
+    Fetch {
+        /// The agency's profile.toml.
         #[arg(long)]
         profile: PathBuf,
+        /// The record's envelope id, as `inbox` lists it.
         envelope_id: String,
+        /// Print the record and its inbox entry as proto3 JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delivery status and receipts of a record the agency sent.
+    Status {
+        /// The agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The envelope id `send` printed.
+        envelope_id: String,
+        /// Print the status as proto3 JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List everything the agency sent, with its state and each
+    /// recipient's.
+    Sent {
+        /// The agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pass a record of the agency's inbox on to other agencies, with the
+    /// restrictions it came with. An H2 record needs its provider's
+    /// permission first (request-permission, grant-permission).
+    Forward {
+        /// The agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The envelope id of the record to pass on.
+        envelope_id: String,
+        /// Recipients, CC/agency[,CC/agency...].
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        #[command(flatten)]
+        labels: casebridge::tools::cli::OnwardLabelArgs,
+        /// Idempotency key, as for `send`: the same key with the same
+        /// request passes the record on once; calls that get no answer are
+        /// made again with it.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the provider of a record in the agency's inbox for permission to
+    /// pass it on to other agencies.
+    RequestPermission {
+        /// The agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The envelope id of the record to pass on.
+        envelope_id: String,
+        /// The agencies to pass it on to, CC/agency[,CC/agency...].
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// Why, for the provider (at most 4096 bytes).
+        #[arg(long)]
+        justification: String,
+        /// Idempotency key, as for `send`: the same key with the same
+        /// request asks once; calls that get no answer are made again with
+        /// it.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// As the provider of a record, grant a permission request received in
+    /// the agency's inbox.
+    GrantPermission {
+        /// The agency's profile.toml.
+        #[arg(long)]
+        profile: PathBuf,
+        /// The envelope id of the permission request, as `inbox` lists it.
+        request_envelope_id: String,
+        /// The conditions of the permission (at most 4096 bytes).
+        #[arg(long, default_value = "")]
+        conditions: String,
+        /// Idempotency key, as for `send`: the same key with the same
+        /// request grants once; calls that get no answer are made again
+        /// with it.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -186,10 +285,30 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// Parse a broker or node config and load every file it names (TLS
+    /// certificate and key, root and national CA, node keys, log key,
+    /// directory key and signed directory, policy bundles), checking them
+    /// against each other; exit status 0 and a one-line summary, or one
+    /// sentence per problem. Starts nothing and opens no store.
+    Check {
+        /// The config file.
+        file: PathBuf,
+        /// The file is a broker's config (default: guessed from its keys).
+        #[arg(long, conflicts_with = "node")]
+        broker: bool,
+        /// The file is a node's config (default: guessed from its keys).
+        #[arg(long)]
+        node: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum PolicyCmd {
     /// Check one bundle: files, manifest, syntax, schema, scope; with
     /// --federation also its signature.
     Validate {
+        /// The bundle's directory.
         dir: PathBuf,
         /// A federation directory (from `pki init`) to check the signature against.
         #[arg(long)]
@@ -198,11 +317,15 @@ enum PolicyCmd {
     /// Sign a bundle: with the keys of a federation directory, or with a key
     /// (and the agency's certificate chain).
     Sign {
+        /// The bundle's directory.
         dir: PathBuf,
+        /// A federation directory (from `pki init`) whose keys sign it.
         #[arg(long)]
         federation: Option<PathBuf>,
+        /// The signer's private key (an agency bundle's signer).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// The signer's certificate chain, with --key.
         #[arg(long)]
         cert: Option<PathBuf>,
     },
@@ -214,6 +337,7 @@ enum PolicyCmd {
 enum Pki {
     /// Write a complete development federation.
     Init {
+        /// The directory to write the federation into.
         #[arg(long)]
         dir: PathBuf,
         /// Country codes, comma-separated.
@@ -461,6 +585,95 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             casebridge::tools::cli::status(&profile, &envelope_id, json).await?;
             Ok(true)
         }
+        Command::Fetch {
+            profile,
+            envelope_id,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::cli::fetch(&profile, &envelope_id, json).await?;
+            Ok(true)
+        }
+        Command::Sent { profile, json } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::cli::sent(&profile, json).await?;
+            Ok(true)
+        }
+        Command::Forward {
+            profile,
+            envelope_id,
+            to,
+            labels,
+            idempotency_key,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::cli::forward(
+                &profile,
+                &envelope_id,
+                &to,
+                &labels,
+                idempotency_key,
+                json,
+            )
+            .await
+        }
+        Command::RequestPermission {
+            profile,
+            envelope_id,
+            to,
+            justification,
+            idempotency_key,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::cli::request_permission(
+                &profile,
+                &envelope_id,
+                &to,
+                &justification,
+                idempotency_key,
+                json,
+            )
+            .await
+        }
+        Command::GrantPermission {
+            profile,
+            request_envelope_id,
+            conditions,
+            idempotency_key,
+            json,
+        } => {
+            init_logging(LogFormat::Human, "warn");
+            casebridge::tools::cli::grant_permission(
+                &profile,
+                &request_envelope_id,
+                &conditions,
+                idempotency_key,
+                json,
+            )
+            .await
+        }
+        Command::Config(ConfigCmd::Check { file, broker, node }) => {
+            use casebridge::tools::config_check::{self, Kind};
+            let kind = match (broker, node) {
+                (true, _) => Some(Kind::Broker),
+                (_, true) => Some(Kind::Node),
+                _ => None,
+            };
+            match config_check::check(&file, kind, casebridge::daemon::clock::now_ms()) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(true)
+                }
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("error: {p}");
+                    }
+                    Ok(false)
+                }
+            }
+        }
         Command::Audit(cmd) => {
             init_logging(LogFormat::Human, "warn");
             casebridge::tools::audit::run(cmd).await
@@ -553,8 +766,47 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", casebridge::tools::cli::error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every command, subcommand and option a person can see, with no help
+    /// text, by its path.
+    fn without_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        if cmd.is_hide_set() {
+            return;
+        }
+        let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            out.push(here.clone());
+        }
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                out.push(format!("{here} <{}>", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() != "help" {
+                without_help(sub, &here, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_and_option_has_help() {
+        let mut missing = Vec::new();
+        without_help(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
     }
 }

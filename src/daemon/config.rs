@@ -739,7 +739,8 @@ fn check_federation(file: &str, fed: &str) -> Result<(), ConfigError> {
             file: file.into(),
             key: "federation",
             reason: format!(
-                "{fed:?} is not a valid trust domain (lower-case letters, digits, '.', '-')"
+                "{} is not a valid trust domain (lower-case letters, digits, '.', '-')",
+                crate::protocol::bounds::quoted(fed)
             ),
         })
     }

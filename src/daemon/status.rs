@@ -68,7 +68,8 @@ pub(crate) fn node_storage(e: StorageError) -> Status {
         | StorageError::FlusherGone
         | StorageError::Stopped(_)
         | StorageError::Corrupt { .. }
-        | StorageError::Io { .. }) => unavailable("node", &e),
+        | StorageError::Io { .. }
+        | StorageError::InUse(_)) => unavailable("node", &e),
     }
 }
 

@@ -25,6 +25,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::protocol::bounds::quoted;
 use crate::protocol::ids::{Country, Role};
 use crate::protocol::keys;
 
@@ -418,17 +419,20 @@ impl ClientTls {
         address: &str,
         expected: Role,
     ) -> Result<tonic::transport::Channel, TlsError> {
-        let (host, _) = address
-            .rsplit_once(':')
-            .ok_or_else(|| TlsError::Config(format!("address {address:?} has no port")))?;
+        let (host, _) = address.rsplit_once(':').ok_or_else(|| {
+            TlsError::Config(format!(
+                "address {} has no port (expected host:port)",
+                quoted(address)
+            ))
+        })?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         let server_name = ServerName::try_from(host)
-            .map_err(|_| TlsError::Config(format!("address {address:?}: bad host name")))?;
+            .map_err(|_| TlsError::Config(format!("address {}: bad host name", quoted(address))))?;
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| TlsError::Config(format!("address {address:?}: {e}")))?
+            .map_err(|e| TlsError::Config(format!("address {}: {e}", quoted(address))))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10))
@@ -441,9 +445,17 @@ impl ClientTls {
             let server_name = server_name.clone();
             let expected = expected.clone();
             async move {
-                let tcp = TcpStream::connect(&address).await?;
+                let tcp = TcpStream::connect(&address).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot connect to {address}: {e}"))
+                })?;
                 let _ = tcp.set_nodelay(true);
-                let tls = this.connector.connect(server_name, tcp).await?;
+                let tls = this
+                    .connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("TLS with {address} failed: {e}"))
+                    })?;
                 let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
                 let role = leaf
                     .map(|c| role_of(c, &this.federation))
@@ -463,11 +475,20 @@ impl ClientTls {
                         ),
                     ));
                 }
-                if role.as_ref() != Ok(&expected) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!("{address} is not {expected}: {role:?}"),
-                    ));
+                match role {
+                    Ok(role) if role == expected => {}
+                    Ok(role) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("{address} is not {expected}: its certificate is for {role}"),
+                        ));
+                    }
+                    Err(why) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("{address} is not {expected}: {why}"),
+                        ));
+                    }
                 }
                 Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
             }

@@ -180,6 +180,32 @@ pub fn quote(s: &str) -> String {
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
+/// [`quote`] in double quotes, with quotes, backslashes and control
+/// characters escaped: what a peer or a person sent cannot break the line it
+/// is shown in, nor pass for the text around it.
+pub fn quoted(s: &str) -> String {
+    escaped(&quote(s))
+}
+
+/// `s` in double quotes with quotes, backslashes and control characters
+/// escaped, uncut: for text already cut by [`quote`], or bounded otherwise.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// [`quote`] for bytes, in hex.
 pub fn quote_hex(b: &[u8]) -> String {
     let shown = &b[..b.len().min(QUOTE_LEN / 2)];
@@ -193,6 +219,12 @@ pub fn quote_hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_escapes_what_could_break_a_line() {
+        assert_eq!(quoted("HR/police"), "\"HR/police\"");
+        assert_eq!(quoted("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
 
     #[test]
     fn quote_keeps_short_input_and_cuts_long_input() {

@@ -24,7 +24,11 @@ pub enum DirectoryError {
     BadSignature,
     #[error("directory is not a valid protobuf message")]
     Malformed,
-    #[error("directory is for federation {found:?}, expected {expected:?}")]
+    #[error(
+        "directory is for federation {}, expected {}",
+        crate::protocol::bounds::escaped(found),
+        crate::protocol::bounds::escaped(expected)
+    )]
     WrongFederation { found: String, expected: String },
     #[error("directory entry invalid: {0}")]
     Entry(String),

@@ -86,7 +86,11 @@ pub enum EnvelopeError {
     Decrypt,
     #[error("payload is not a valid CaseRecord protobuf")]
     MalformedRecord,
-    #[error("record body is {found:?} but the header declares {declared:?}")]
+    #[error(
+        "the record is a {} but the header declares a {}",
+        found.map_or("record of no kind", categories::kind_short_name),
+        categories::kind_short_name(*declared)
+    )]
     KindMismatch {
         declared: v1::RecordKind,
         found: Option<v1::RecordKind>,

@@ -14,14 +14,18 @@ use crate::protocol::bounds::{quote, quote_hex};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error(
-        "invalid country code {0:?}: expected two upper-case letters (ISO 3166-1 alpha-2 or XK)"
+        "invalid country code {}: expected two upper-case letters (ISO 3166-1 alpha-2 or XK)",
+        crate::protocol::bounds::escaped(.0)
     )]
     Country(String),
-    #[error("invalid agency id {0:?}: expected CC/name with name in [a-z0-9-]{{1,32}}")]
+    #[error(
+        "invalid agency id {}: expected CC/name with name in [a-z0-9-]{{1,32}}",
+        crate::protocol::bounds::escaped(.0)
+    )]
     Agency(String),
-    #[error("invalid envelope id {0:?}: expected a UUID")]
+    #[error("invalid envelope id {}: expected a UUID", crate::protocol::bounds::escaped(.0))]
     Envelope(String),
-    #[error("invalid SPIFFE id {0:?}: {1}")]
+    #[error("invalid SPIFFE id {}: {}", crate::protocol::bounds::escaped(.0), .1)]
     Spiffe(String, &'static str),
 }
 

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::protocol::bounds::escaped;
 use hpke::{Deserializable, Kem as _, Serializable};
 use ring::rand::SystemRandom;
 use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
@@ -178,8 +179,9 @@ fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
             Ok(_) => continue,
             Err(pem::Error::MissingSectionEnd { end_marker }) if end_marker != label.as_bytes() => {
                 return Err(format!(
-                    "PEM block is labelled {:?}, expected {label:?}",
-                    shown(&end_marker)
+                    "PEM block is labelled {}, expected {}",
+                    escaped(&shown(&end_marker)),
+                    escaped(label)
                 ));
             }
             Err(e) => return Err(pem_error(&e)),
@@ -194,12 +196,14 @@ fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, String> {
         .unwrap_or_default();
     if found == label {
         Err(format!(
-            "no PEM block labelled {label:?} (its BEGIN line must start a line)"
+            "no PEM block labelled {} (its BEGIN line must start a line)",
+            escaped(label)
         ))
     } else {
         Err(format!(
-            "PEM block is labelled {:?}, expected {label:?}",
-            shown(found.as_bytes())
+            "PEM block is labelled {}, expected {}",
+            escaped(&shown(found.as_bytes())),
+            escaped(label)
         ))
     }
 }
@@ -213,8 +217,8 @@ pub(crate) fn pem_error(e: &pem::Error) -> String {
             shown(end_marker)
         ),
         pem::Error::IllegalSectionStart { line } => format!(
-            "PEM BEGIN line {:?} does not end in five dashes (cut short?)",
-            shown(line)
+            "PEM BEGIN line {} does not end in five dashes (cut short?)",
+            escaped(&shown(line))
         ),
         pem::Error::Base64Decode(why) => format!("PEM body is not valid base64 ({why})"),
         pem::Error::NoItemsFound => "no PEM block found".into(),

@@ -49,6 +49,10 @@ pub enum StorageError {
         path: String,
         source: std::io::Error,
     },
+    /// Another process holds the store's lock: a second broker or node
+    /// started on the same data directory.
+    #[error("the data directory {0} is in use by another running broker or node")]
+    InUse(String),
 }
 
 /// Whether a store as a whole can still acknowledge anything; both

@@ -127,12 +127,11 @@ pub fn leaf_params(
         .push(SanType::URI(role.spiffe_uri(fed).try_into()?));
     for h in dns {
         if rustls::pki_types::DnsName::try_from(h.as_str()).is_err() {
-            bail!("{h:?} is not a DNS name");
+            bail!("{} is not a DNS name", crate::protocol::bounds::quoted(h));
         }
-        let name = h
-            .as_str()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{h:?} is not a DNS name"))?;
+        let name = h.as_str().try_into().map_err(|_| {
+            anyhow::anyhow!("{} is not a DNS name", crate::protocol::bounds::quoted(h))
+        })?;
         p.subject_alt_names.push(SanType::DnsName(name));
     }
     for ip in ips {
@@ -709,9 +708,12 @@ pub fn issue(
 pub fn parse_ips(ips: &[String]) -> anyhow::Result<Vec<IpAddr>> {
     ips.iter()
         .map(|s| {
-            s.trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--ip {s:?} is not an IP address"))
+            s.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--ip {} is not an IP address",
+                    crate::protocol::bounds::quoted(s)
+                )
+            })
         })
         .collect()
 }
@@ -736,6 +738,7 @@ pub enum KeysCmd {
     /// the directory). Private files are written 0600; send only the .csr
     /// and .pub files away.
     New {
+        /// Whose keys: the broker, a node, an agency or an auditor.
         #[arg(long, value_enum)]
         role: PartyRole,
         #[command(flatten)]
@@ -781,6 +784,8 @@ pub enum CaCmd {
         /// The request (PEM), e.g. from `keys new`.
         #[arg(long)]
         csr: PathBuf,
+        /// What the certificate is for: the broker, a node, an agency, an
+        /// auditor or a national CA.
         #[arg(long, value_enum)]
         role: PartyRole,
         #[command(flatten)]

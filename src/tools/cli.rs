@@ -1,5 +1,12 @@
-//! The person-facing commands: `send`, `inbox` and `status`, and the human
-//! rendering of records, labels and receipts that the demo shares.
+//! The person-facing commands of an agency (`send`, `inbox`, `fetch`,
+//! `status`, `sent`, `forward`, `request-permission`, `grant-permission`),
+//! and the human rendering of records, labels and receipts that the demo
+//! and the audit tools share.
+//!
+//! Names print in one convention, lower case with hyphens
+//! (`missing-person-trace`, `identity-document`, `missing-persons`); every
+//! command accepts the snake_case spelling (`missing_person_trace`) as well.
+//! The wire and the policies keep their own spellings.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -23,8 +30,64 @@ pub fn parse_label<E>(
         "{prefix}{}",
         value.trim().to_ascii_uppercase().replace(['-', ' '], "_")
     );
-    from_name(&key)
-        .ok_or_else(|| anyhow::anyhow!("unknown {what} {value:?}; one of: {}", names.join(", ")))
+    from_name(&key).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown {what} {}; one of: {}",
+            crate::protocol::bounds::quoted(value),
+            names.join(", ")
+        )
+    })
+}
+
+/// The printed spelling of a short name: hyphens, not underscores.
+pub fn kebab(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// A name as a person typed it, in the spelling the protocol's short names
+/// use: lower case with underscores, so that either spelling is accepted.
+fn snake(input: &str) -> String {
+    input.trim().to_ascii_lowercase().replace(['-', ' '], "_")
+}
+
+/// Every record kind's printed name.
+pub fn kind_names() -> Vec<String> {
+    (1..=i32::from(u8::MAX))
+        .filter_map(|i| v1::RecordKind::try_from(i).ok())
+        .map(|k| kebab(categories::kind_short_name(k)))
+        .collect()
+}
+
+/// Every data category's printed name.
+pub fn category_names() -> Vec<String> {
+    (1..=i32::from(u8::MAX))
+        .filter_map(|i| v1::DataCategory::try_from(i).ok())
+        .map(|c| kebab(categories::short_name(c)))
+        .collect()
+}
+
+/// A record kind as given on the command line, in either spelling; an
+/// unknown one is an error listing the valid ones.
+pub fn parse_kind(input: &str) -> anyhow::Result<v1::RecordKind> {
+    categories::parse_kind_short_name(&snake(input)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown record kind {}; the kinds are {}",
+            crate::protocol::bounds::quoted(input),
+            kind_names().join(", ")
+        )
+    })
+}
+
+/// A data category as given on the command line, in either spelling; an
+/// unknown one is an error listing the valid ones.
+pub fn parse_category(input: &str) -> anyhow::Result<v1::DataCategory> {
+    categories::parse_short_name(&snake(input)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown data category {}; the categories are {}",
+            crate::protocol::bounds::quoted(input),
+            category_names().join(", ")
+        )
+    })
 }
 
 /// The short, lower-case form of an enum name without its prefix.
@@ -52,14 +115,14 @@ pub fn handling_name(h: i32) -> String {
 }
 pub fn kind_name(k: i32) -> String {
     v1::RecordKind::try_from(k)
-        .map(|k| categories::kind_short_name(k).to_string())
+        .map(|k| kebab(categories::kind_short_name(k)))
         .unwrap_or_else(|_| k.to_string())
 }
 pub fn categories_text(cats: &[i32]) -> String {
-    let v: Vec<&str> = cats
+    let v: Vec<String> = cats
         .iter()
         .filter_map(|c| v1::DataCategory::try_from(*c).ok())
-        .map(categories::short_name)
+        .map(|c| kebab(categories::short_name(c)))
         .collect();
     if v.is_empty() {
         "none (no personal data)".into()
@@ -219,14 +282,15 @@ impl LabelArgs {
 /// Parses a 4x4 evaluation such as "B2".
 pub fn parse_evaluation(e: &str) -> anyhow::Result<v1::Evaluation> {
     let e = e.trim().to_ascii_uppercase();
+    let shown = crate::protocol::bounds::quoted(&e);
     let mut chars = e.chars();
     let (Some(s), Some(a), None) = (chars.next(), chars.next(), chars.next()) else {
-        bail!("evaluation {e:?}: expected source A/B/C/X and accuracy 1-4, e.g. B2");
+        bail!("evaluation {shown}: expected source A/B/C/X and accuracy 1-4, e.g. B2");
     };
     let source = v1::SourceReliability::from_str_name(&format!("SOURCE_RELIABILITY_{s}"))
-        .ok_or_else(|| anyhow::anyhow!("evaluation {e:?}: source must be A, B, C or X"))?;
+        .ok_or_else(|| anyhow::anyhow!("evaluation {shown}: source must be A, B, C or X"))?;
     let accuracy = v1::InformationAccuracy::from_str_name(&format!("INFORMATION_ACCURACY_{a}"))
-        .ok_or_else(|| anyhow::anyhow!("evaluation {e:?}: accuracy must be 1, 2, 3 or 4"))?;
+        .ok_or_else(|| anyhow::anyhow!("evaluation {shown}: accuracy must be 1, 2, 3 or 4"))?;
     Ok(v1::Evaluation {
         source: source as i32,
         accuracy: accuracy as i32,
@@ -258,6 +322,25 @@ pub fn status_line(s: &tonic::Status) -> String {
     };
     let msg = s.message().lines().next().unwrap_or("");
     format!("{code}: {msg}")
+}
+
+/// An error and its causes as one line, each said once: a cause whose
+/// text the line already holds (an error that prints its source in its own
+/// message) is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        let s = s.trim();
+        if s.is_empty() || text.contains(s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(s);
+    }
+    text
 }
 
 fn grpc<T>(r: Result<tonic::Response<T>, tonic::Status>) -> anyhow::Result<T> {
@@ -328,6 +411,71 @@ pub fn new_idempotency_key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Makes a call that creates an envelope under an idempotency key,
+/// `idempotency_key` or a fresh one printed on stderr first, with the
+/// retries of [`with_retries`]; `what` names the content a person must
+/// repeat to make it at most once.
+async fn keyed_call<Fut>(
+    idempotency_key: Option<String>,
+    what: &str,
+    call: impl Fn(String) -> Fut,
+) -> anyhow::Result<v1::SendResponse>
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<v1::SendResponse>, tonic::Status>>,
+{
+    let key = match idempotency_key {
+        Some(k) => k,
+        None => {
+            let k = new_idempotency_key();
+            eprintln!("idempotency key {k}");
+            k
+        }
+    };
+    with_retries(SEND_ATTEMPTS, || {
+        let call = call(key.clone());
+        async move { call.await.map(tonic::Response::into_inner) }
+    })
+    .await
+    .map_err(|s| {
+        // An answer that settles it needs no second run; one that may not
+        // have reached the node, or lost its way back, does.
+        if retryable(&s) {
+            anyhow::anyhow!(
+                "{}\nrun again with --idempotency-key {key} and the same {what} to make it at most once",
+                status_line(&s)
+            )
+        } else {
+            anyhow::anyhow!(status_line(&s))
+        }
+    })
+}
+
+/// A request with the time limit of one attempt.
+fn attempt<T>(message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(ATTEMPT_TIMEOUT);
+    req
+}
+
+/// Prints the node's answer to a call that made an envelope; true unless
+/// it was refused.
+fn print_made(resp: &v1::SendResponse, json: bool) -> anyhow::Result<bool> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(resp)?);
+    } else {
+        println!("{}", resp.envelope_id);
+        if resp.repeat {
+            println!("made earlier under this idempotency key; nothing new was sent");
+        }
+        println!("{}: {}", state_name(resp.state), resp.detail);
+        if resp.state == v1::SendState::Accepted as i32 {
+            println!("audit log index {}", resp.log_index);
+        }
+        println!("categories: {}", categories_text(&resp.categories));
+    }
+    Ok(resp.state != v1::SendState::Refused as i32)
+}
+
 /// `casebridge send`. Every call is made under an idempotency key,
 /// `idempotency_key` or a fresh one, printed on stderr before the call: a
 /// call that fails without an answer is made again with it, and a person
@@ -344,59 +492,34 @@ pub async fn send(
     json: bool,
 ) -> anyhow::Result<bool> {
     let record = read_record(record)?;
-    let want = categories::parse_kind_short_name(kind)
-        .ok_or_else(|| anyhow::anyhow!("unknown kind {kind:?}"))?;
-    let found =
-        categories::record_kind(&record).ok_or_else(|| anyhow::anyhow!("record has no body"))?;
+    let want = parse_kind(kind)?;
+    let found = categories::record_kind(&record)
+        .ok_or_else(|| anyhow::anyhow!("the record has no body, so it is of no kind"))?;
     if want != found {
         bail!(
-            "--kind {kind} but the record is a {}",
-            categories::kind_short_name(found)
+            "--kind is {} but the record is a {}",
+            kebab(categories::kind_short_name(want)),
+            kebab(categories::kind_short_name(found))
         );
     }
     let labels = labels.to_labels(crate::daemon::clock::now_ms())?;
-    let key = match idempotency_key {
-        Some(k) => k,
-        None => {
-            let k = new_idempotency_key();
-            eprintln!("idempotency key {k}");
-            k
-        }
-    };
     let client = AgencyClient::from_profile(profile)?;
     let req = v1::SendRequest {
         recipients: to.to_vec(),
         record: Some(record),
         labels: Some(labels),
-        idempotency_key: key.clone(),
+        idempotency_key: String::new(),
     };
-    let resp = with_retries(SEND_ATTEMPTS, || {
+    let resp = keyed_call(idempotency_key, "record and labels", |key| {
         let mut api = client.api.clone();
-        let mut req = tonic::Request::new(req.clone());
-        req.set_timeout(ATTEMPT_TIMEOUT);
-        async move { api.send(req).await.map(tonic::Response::into_inner) }
+        let req = v1::SendRequest {
+            idempotency_key: key,
+            ..req.clone()
+        };
+        async move { api.send(attempt(req)).await }
     })
-    .await
-    .map_err(|s| {
-        anyhow::anyhow!(
-            "{}\nrun again with --idempotency-key {key} and the same record and labels to send it at most once",
-            status_line(&s)
-        )
-    })?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&resp)?);
-    } else {
-        println!("{}", resp.envelope_id);
-        if resp.repeat {
-            println!("made earlier under this idempotency key; nothing new was sent");
-        }
-        println!("{}: {}", state_name(resp.state), resp.detail);
-        if resp.state == v1::SendState::Accepted as i32 {
-            println!("audit log index {}", resp.log_index);
-        }
-        println!("categories: {}", categories_text(&resp.categories));
-    }
-    Ok(resp.state != v1::SendState::Refused as i32)
+    .await?;
+    print_made(&resp, json)
 }
 
 /// One inbox entry as a line.
@@ -408,7 +531,7 @@ pub fn entry_line(e: &v1::InboxEntry) -> String {
         .filter(|l| !l.in_reply_to.is_empty())
         .map(|l| format!(" in reply to {}", l.in_reply_to))
         .unwrap_or_default();
-    format!(
+    let mut s = format!(
         "{}  {}  from {}  {}{}\n    categories: {}\n    labels: {}",
         e.envelope_id,
         crate::protocol::time::format_ms(e.received_at_ms),
@@ -417,6 +540,28 @@ pub fn entry_line(e: &v1::InboxEntry) -> String {
         reply,
         categories_text(&e.categories),
         labels
+    );
+    if !e.onward_of.is_empty() {
+        let _ = write!(s, "\n    passes on record {}", e.onward_of);
+    }
+    if let Some(p) = &e.permission {
+        let _ = write!(s, "\n    permission: {}", permission_text(p));
+    }
+    for notice in e.restrictions.iter().flat_map(|r| &r.notices) {
+        let _ = write!(s, "\n    notice: {notice}");
+    }
+    s
+}
+
+/// What a permission request or grant is about, in words.
+pub fn permission_text(p: &v1::PermissionScope) -> String {
+    let original = crate::protocol::ids::EnvelopeId::from_bytes(&p.original_envelope_id)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|_| crate::protocol::bounds::quote_hex(&p.original_envelope_id));
+    format!(
+        "{} to pass record {original} on to {}",
+        p.grantee,
+        p.third_agencies.join(", ")
     )
 }
 
@@ -512,4 +657,455 @@ pub async fn status(profile: &Path, id: &str, json: bool) -> anyhow::Result<()> 
         println!("  {line}");
     }
     Ok(())
+}
+
+/// The restrictions a received record comes with, one line each: handling
+/// code, purpose, legal basis, expiry, and under which condition it may be
+/// passed on.
+pub fn restriction_lines(e: &v1::InboxEntry) -> Vec<String> {
+    let mut lines = Vec::new();
+    let labels = e.labels.clone().unwrap_or_default();
+    // The provider's permission is what counts for a record passed on.
+    let provider = if labels.provider.is_empty() {
+        e.sender_agency.clone()
+    } else {
+        labels.provider.clone()
+    };
+    lines.push(format!("handling code: {}", handling_name(labels.handling)));
+    lines.push(format!("purpose: {}", purpose_name(labels.purpose)));
+    let mut basis = format!("legal basis: {}", basis_name(labels.legal_basis));
+    if !labels.legal_basis_reference.is_empty() {
+        let _ = write!(basis, " ({})", labels.legal_basis_reference);
+    }
+    lines.push(basis);
+    let expires = if e.expires_at_ms > 0 {
+        e.expires_at_ms
+    } else {
+        labels.expires_at_ms
+    };
+    if expires > 0 {
+        lines.push(format!(
+            "expires: {} (every copy is purged then)",
+            crate::protocol::time::format_ms(expires)
+        ));
+    }
+    let r = e.restrictions.clone().unwrap_or_default();
+    let onward = if r.no_onward_transfer {
+        format!(
+            "onward transfer: only with the permission of {provider} \
+             (ask with `casebridge request-permission`)"
+        )
+    } else if !r.provider_restriction.is_empty() {
+        format!(
+            "onward transfer: as the restriction of {provider} allows: {}",
+            r.provider_restriction
+        )
+    } else {
+        "onward transfer: where the policies allow it, under these labels".to_string()
+    };
+    lines.push(onward);
+    for notice in &r.notices {
+        lines.push(format!("notice: {notice}"));
+    }
+    lines
+}
+
+/// A JSON value as indented "name: value" lines, for people.
+fn content_lines(v: &serde_json::Value, indent: usize, out: &mut Vec<String>) {
+    let pad = "  ".repeat(indent);
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        out.push(format!("{pad}{}:", field_name(k)));
+                        content_lines(v, indent + 1, out);
+                    }
+                    _ => out.push(format!("{pad}{}: {}", field_name(k), scalar(v))),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                match v {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                        out.push(format!("{pad}-"));
+                        content_lines(v, indent + 1, out);
+                    }
+                    _ => out.push(format!("{pad}- {}", scalar(v))),
+                }
+            }
+        }
+        other => out.push(format!("{pad}{}", scalar(other))),
+    }
+}
+
+/// A proto3 JSON field name (lowerCamelCase) in the printed spelling:
+/// `familyName` is `family-name`.
+fn field_name(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 4);
+    for c in json.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    kebab(&out)
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `casebridge fetch`: one record of the agency's inbox, with its content
+/// and its restrictions.
+pub async fn fetch(profile: &Path, id: &str, json: bool) -> anyhow::Result<()> {
+    let mut client = AgencyClient::from_profile(profile)?;
+    let got = grpc(
+        client
+            .api
+            .fetch(v1::FetchRequest {
+                envelope_id: id.to_string(),
+            })
+            .await,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&got)?);
+        return Ok(());
+    }
+    let entry = got.entry.unwrap_or_default();
+    println!("{}", entry_line(&entry));
+    println!("restrictions:");
+    for line in restriction_lines(&entry) {
+        println!("    {line}");
+    }
+    println!("content:");
+    match &got.record {
+        Some(r) => {
+            let mut lines = Vec::new();
+            content_lines(&serde_json::to_value(r)?, 2, &mut lines);
+            for line in lines {
+                println!("{line}");
+            }
+        }
+        None => println!("    (none)"),
+    }
+    Ok(())
+}
+
+/// One sent record as lines: the record, its state, and each recipient's.
+pub fn sent_lines(s: &v1::SendStatus) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{}  {}  {}  to {}",
+        s.envelope_id,
+        crate::protocol::time::format_ms(s.created_at_ms),
+        kind_name(s.kind),
+        s.recipients.join(", ")
+    )];
+    let mut state = format!("    {}", state_name(s.state));
+    if !s.detail.is_empty() {
+        let _ = write!(state, ": {}", s.detail);
+    }
+    if s.state == v1::SendState::Accepted as i32 {
+        let _ = write!(state, " (audit log index {})", s.log_index);
+    }
+    lines.push(state);
+    lines.extend(status_lines(s).into_iter().map(|l| format!("    {l}")));
+    lines
+}
+
+/// `casebridge sent`: everything the agency sent, oldest first, with its
+/// state and each recipient's.
+pub async fn sent(profile: &Path, json: bool) -> anyhow::Result<()> {
+    let mut client = AgencyClient::from_profile(profile)?;
+    let resp = grpc(client.api.list_sent(v1::ListSentRequest {}).await)?;
+    if resp.sent.is_empty() && !json {
+        println!("{} has sent nothing", client.agency);
+    }
+    for s in &resp.sent {
+        if json {
+            println!("{}", serde_json::to_string(s)?);
+        } else {
+            for line in sent_lines(s) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Labels of an onward transfer as given on the command line: each one not
+/// given is the original's; the handling code can only stay or become
+/// stricter.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct OnwardLabelArgs {
+    /// Purpose of the onward transfer, e.g. prosecution; default the
+    /// original's.
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Legal basis of the onward transfer, e.g. regional-police-convention;
+    /// default the original's.
+    #[arg(long)]
+    pub legal_basis: Option<String>,
+    /// The named agreement or ground; default the original's.
+    #[arg(long)]
+    pub legal_basis_ref: Option<String>,
+    /// Handling code H0 to H3, as strict as the original's or stricter;
+    /// default the original's.
+    #[arg(long)]
+    pub handling: Option<String>,
+}
+
+impl OnwardLabelArgs {
+    /// The labels to send: zero (the original's) where nothing was given.
+    pub fn to_labels(&self) -> anyhow::Result<Option<v1::Labels>> {
+        use v1::{HandlingCode as H, LegalBasis as L, Purpose as U};
+        if self.purpose.is_none()
+            && self.legal_basis.is_none()
+            && self.legal_basis_ref.is_none()
+            && self.handling.is_none()
+        {
+            return Ok(None);
+        }
+        let mut l = v1::Labels::default();
+        if let Some(p) = &self.purpose {
+            let names = enum_names(|i| U::try_from(i).ok().map(|u| u.as_str_name()), "PURPOSE_");
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            l.purpose = parse_label("purpose", "PURPOSE_", p, U::from_str_name, &names)? as i32;
+        }
+        if let Some(b) = &self.legal_basis {
+            let names = enum_names(
+                |i| L::try_from(i).ok().map(|b| b.as_str_name()),
+                "LEGAL_BASIS_",
+            );
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            l.legal_basis =
+                parse_label("legal basis", "LEGAL_BASIS_", b, L::from_str_name, &names)? as i32;
+        }
+        if let Some(r) = &self.legal_basis_ref {
+            l.legal_basis_reference = r.clone();
+        }
+        if let Some(h) = &self.handling {
+            l.handling = parse_label(
+                "handling code",
+                "HANDLING_CODE_",
+                h,
+                H::from_str_name,
+                &["H0", "H1", "H2", "H3"],
+            )? as i32;
+        }
+        Ok(Some(l))
+    }
+}
+
+/// The printed names of an enum's values 1 to 63 without `prefix`.
+fn enum_names(name: impl Fn(i32) -> Option<&'static str>, prefix: &str) -> Vec<String> {
+    (1..64).filter_map(name).map(|n| short(n, prefix)).collect()
+}
+
+/// `casebridge forward`: pass a record of the agency's inbox on, with the
+/// restrictions it came with. An H2 record needs its provider's permission
+/// first (`request-permission`, then the provider's `grant-permission`).
+pub async fn forward(
+    profile: &Path,
+    envelope_id: &str,
+    to: &[String],
+    labels: &OnwardLabelArgs,
+    idempotency_key: Option<String>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let labels = labels.to_labels()?;
+    let client = AgencyClient::from_profile(profile)?;
+    let req = v1::ForwardRequest {
+        envelope_id: envelope_id.to_string(),
+        recipients: to.to_vec(),
+        labels,
+        idempotency_key: String::new(),
+    };
+    let resp = keyed_call(idempotency_key, "record, recipients and labels", |key| {
+        let mut api = client.api.clone();
+        let req = v1::ForwardRequest {
+            idempotency_key: key,
+            ..req.clone()
+        };
+        async move { api.forward(attempt(req)).await }
+    })
+    .await?;
+    print_made(&resp, json)
+}
+
+/// `casebridge request-permission`: ask the provider of a record in the
+/// agency's inbox for permission to pass it on to `third_agencies`.
+pub async fn request_permission(
+    profile: &Path,
+    envelope_id: &str,
+    third_agencies: &[String],
+    justification: &str,
+    idempotency_key: Option<String>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let client = AgencyClient::from_profile(profile)?;
+    let req = v1::RequestPermissionRequest {
+        envelope_id: envelope_id.to_string(),
+        third_agencies: third_agencies.to_vec(),
+        justification: justification.to_string(),
+        idempotency_key: String::new(),
+    };
+    let resp = keyed_call(
+        idempotency_key,
+        "record, agencies and justification",
+        |key| {
+            let mut api = client.api.clone();
+            let req = v1::RequestPermissionRequest {
+                idempotency_key: key,
+                ..req.clone()
+            };
+            async move { api.request_permission(attempt(req)).await }
+        },
+    )
+    .await?;
+    print_made(&resp, json)
+}
+
+/// `casebridge grant-permission`: as a record's provider, grant a
+/// permission request received in the agency's inbox.
+pub async fn grant_permission(
+    profile: &Path,
+    request_envelope_id: &str,
+    conditions: &str,
+    idempotency_key: Option<String>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let client = AgencyClient::from_profile(profile)?;
+    let req = v1::GrantPermissionRequest {
+        request_envelope_id: request_envelope_id.to_string(),
+        conditions: conditions.to_string(),
+        idempotency_key: String::new(),
+    };
+    let resp = keyed_call(idempotency_key, "request and conditions", |key| {
+        let mut api = client.api.clone();
+        let req = v1::GrantPermissionRequest {
+            idempotency_key: key,
+            ..req.clone()
+        };
+        async move { api.grant_permission(attempt(req)).await }
+    })
+    .await?;
+    print_made(&resp, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_categories_print_with_hyphens_and_parse_in_either_spelling() {
+        assert!(kind_names().contains(&"missing-person-trace".to_string()));
+        assert!(kind_names().iter().all(|k| !k.contains('_')));
+        assert!(category_names().contains(&"identity-document".to_string()));
+        for input in [
+            "missing-person-trace",
+            "missing_person_trace",
+            " Missing-Person-Trace ",
+        ] {
+            assert_eq!(
+                parse_kind(input).unwrap(),
+                v1::RecordKind::MissingPersonTrace
+            );
+        }
+        assert_eq!(
+            parse_category("travel_movement").unwrap(),
+            v1::DataCategory::TravelMovement
+        );
+        assert_eq!(
+            kind_name(v1::RecordKind::TraceResult as i32),
+            "trace-result"
+        );
+        assert_eq!(
+            categories_text(&[v1::DataCategory::IdentityDocument as i32]),
+            "identity-document"
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_the_valid_ones() {
+        let e = parse_kind("wanted").unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown record kind \"wanted\"; the kinds are mla-request, ")
+                && e.ends_with("permission-grant"),
+            "{e}"
+        );
+        let e = parse_category("dna").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown data category \"dna\"") && e.contains("genetic"),
+            "{e}"
+        );
+        let e = LabelArgs {
+            purpose: "missing-people".into(),
+            legal_basis: "humanitarian-agreement".into(),
+            ..LabelArgs::default()
+        }
+        .to_labels(0)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("unknown purpose \"missing-people\"; one of: ")
+                && e.contains("missing-persons"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file (os error 2)");
+        // An error that prints its source in its own message.
+        let e = anyhow::Error::new(crate::daemon::config::ConfigError::Read {
+            file: "profile.toml".into(),
+            source: io,
+        })
+        .context("agency profile profile.toml");
+        assert_eq!(
+            error_text(&e),
+            "agency profile profile.toml: profile.toml: No such file (os error 2)"
+        );
+        let e = anyhow::anyhow!("the cause").context("what was done");
+        assert_eq!(error_text(&e), "what was done: the cause");
+    }
+
+    #[test]
+    fn restrictions_of_an_h2_record_say_who_permits_onward_transfer() {
+        let entry = v1::InboxEntry {
+            sender_agency: "RS/police".into(),
+            labels: Some(v1::Labels {
+                handling: v1::HandlingCode::H2 as i32,
+                purpose: v1::Purpose::InvestigationMigrantSmuggling as i32,
+                legal_basis: v1::LegalBasis::RegionalPoliceConvention as i32,
+                provider: "MK/police".into(),
+                ..Default::default()
+            }),
+            expires_at_ms: 1_800_000_000_000,
+            restrictions: Some(v1::UsageRestrictions {
+                no_onward_transfer: true,
+                notices: vec!["H2: not to be passed on without the permission of MK/police".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lines = restriction_lines(&entry);
+        assert_eq!(lines[0], "handling code: H2");
+        assert_eq!(lines[1], "purpose: investigation-migrant-smuggling");
+        assert_eq!(lines[2], "legal basis: regional-police-convention");
+        assert!(lines[3].starts_with("expires: 2027-01-15T"), "{lines:?}");
+        assert!(
+            lines[4].starts_with("onward transfer: only with the permission of MK/police"),
+            "{lines:?}"
+        );
+        assert!(entry_line(&entry).contains("notice: H2: not to be passed on"));
+        assert_eq!(field_name("registrationCountry"), "registration-country");
+    }
 }

@@ -126,6 +126,7 @@ pub enum DirectoryCmd {
         /// Two-letter country code.
         #[arg(long)]
         country: String,
+        /// The country's legal regime.
         #[arg(long, value_enum)]
         regime: Regime,
         /// The node's Ed25519 public key file (signing.pub).
@@ -146,6 +147,7 @@ pub enum DirectoryCmd {
     RemoveCountry {
         #[command(flatten)]
         files: DirFiles,
+        /// Two-letter country code.
         #[arg(long)]
         country: String,
     },
@@ -153,8 +155,10 @@ pub enum DirectoryCmd {
     SetRegime {
         #[command(flatten)]
         files: DirFiles,
+        /// Two-letter country code.
         #[arg(long)]
         country: String,
+        /// The country's new legal regime.
         #[arg(long, value_enum)]
         regime: Regime,
     },
@@ -178,6 +182,7 @@ pub enum DirectoryCmd {
     RemoveAgency {
         #[command(flatten)]
         files: DirFiles,
+        /// CC/name, e.g. HR/police.
         #[arg(long)]
         agency: String,
     },
@@ -193,6 +198,7 @@ pub enum DirectoryCmd {
     RemoveAuditor {
         #[command(flatten)]
         files: DirFiles,
+        /// The auditor's name in the directory.
         #[arg(long)]
         name: String,
     },
@@ -401,8 +407,8 @@ pub fn parse_agency_kind(s: &str) -> anyhow::Result<v1::AgencyKind> {
     match v1::AgencyKind::from_str_name(&name) {
         Some(k) if k != v1::AgencyKind::Unspecified => Ok(k),
         _ => bail!(
-            "unknown agency kind {:?}: valid kinds are {}",
-            crate::protocol::bounds::quote(s),
+            "unknown agency kind {}: valid kinds are {}",
+            crate::protocol::bounds::quoted(s),
             agency_kinds().join(", ")
         ),
     }
@@ -593,7 +599,10 @@ pub fn init(out: &Path, federation: &str, log_key: [u8; 32], now_ms: i64) -> any
         bail!("{} already holds a directory key", out.display());
     }
     if Role::from_spiffe_uri(&Role::Broker.spiffe_uri(federation), federation).is_err() {
-        bail!("{federation:?} is not a valid trust domain");
+        bail!(
+            "{} is not a valid trust domain",
+            crate::protocol::bounds::quoted(federation)
+        );
     }
     if !out.exists() {
         crate::storage::create_private_dir(out)
@@ -832,8 +841,8 @@ pub fn add_auditor(d: &mut v1::Directory, name: &str) -> anyhow::Result<String> 
     let role = Role::Auditor(name.to_string());
     if Role::from_spiffe_uri(&role.spiffe_uri(&d.federation), &d.federation).is_err() {
         bail!(
-            "auditor name {:?}: use lower-case letters, digits and '-'",
-            crate::protocol::bounds::quote(name)
+            "auditor name {}: use lower-case letters, digits and '-'",
+            crate::protocol::bounds::quoted(name)
         );
     }
     if d.auditors.iter().any(|a| a.name == name) {
@@ -852,8 +861,8 @@ pub fn remove_auditor(d: &mut v1::Directory, name: &str) -> anyhow::Result<Strin
     d.auditors.retain(|a| a.name != name);
     if d.auditors.len() == before {
         bail!(
-            "auditor {:?} is not in the directory",
-            crate::protocol::bounds::quote(name)
+            "auditor {} is not in the directory",
+            crate::protocol::bounds::quoted(name)
         );
     }
     Ok(format!("auditor {name} removed"))
@@ -887,8 +896,8 @@ pub fn revoke(d: &mut v1::Directory, target: &Revocation) -> anyhow::Result<Stri
                 .find(|a| &a.name == name)
                 .with_context(|| {
                     format!(
-                        "auditor {:?} is not in the directory",
-                        crate::protocol::bounds::quote(name)
+                        "auditor {} is not in the directory",
+                        crate::protocol::bounds::quoted(name)
                     )
                 })?
                 .revoked,

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod ca;
 pub mod cli;
 pub mod client;
+pub mod config_check;
 pub mod demo;
 pub mod directory_cli;
 pub mod health;

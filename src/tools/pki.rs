@@ -379,7 +379,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
     for name in &opts.auditors {
         let role = Role::Auditor(name.clone());
         if Role::from_spiffe_uri(&role.spiffe_uri(fed), fed).is_err() {
-            bail!("auditor name {name:?}: use lower-case letters, digits and '-'");
+            bail!(
+                "auditor name {}: use lower-case letters, digits and '-'",
+                crate::protocol::bounds::quoted(name)
+            );
         }
         let a_dir = dir.join("auditors").join(name);
         mkdir(&a_dir)?;

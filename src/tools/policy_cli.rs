@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::daemon::clock::now_ms;
-use crate::protocol::categories::{self, CategorySet};
+use crate::protocol::categories::CategorySet;
 use crate::protocol::directory::Directory;
 use crate::protocol::ids::AgencyId;
 use crate::protocol::policy::{self, AgencyFacts, Onward, Owner, Policies, Transfer};
@@ -101,27 +101,34 @@ pub struct ExplainArgs {
     /// The recipients, CC/name[,CC/name...].
     #[arg(long, value_delimiter = ',', required = true)]
     pub to: Vec<String>,
-    /// Record kind, e.g. missing_person_trace.
+    /// Record kind, e.g. missing-person-trace (snake_case is accepted too).
     #[arg(long)]
     pub kind: String,
     /// Data categories, e.g. identity,biometric (none for no personal data).
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub categories: Vec<String>,
+    /// Purpose, e.g. missing-persons, prosecution, immediate-threat.
     #[arg(long)]
     pub purpose: String,
+    /// Legal basis, e.g. humanitarian-agreement, european-mla-convention.
     #[arg(long, default_value = "regional-police-convention")]
     pub legal_basis: String,
     /// The named agreement or ground.
     #[arg(long, default_value = "")]
     pub legal_basis_ref: String,
+    /// Handling code: H0, H1, H2 or H3.
     #[arg(long, default_value = "H0")]
     pub handling: String,
+    /// The provider's restriction text, required with H3.
     #[arg(long, default_value = "")]
     pub restriction: String,
+    /// 4x4 evaluation, e.g. B2.
     #[arg(long)]
     pub evaluation: Option<String>,
+    /// unclassified, restricted or confidential.
     #[arg(long, default_value = "restricted")]
     pub classification: String,
+    /// routine, urgent or immediate.
     #[arg(long, default_value = "routine")]
     pub priority: String,
     /// Days the record is kept.
@@ -173,17 +180,13 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<bool> {
                     .and_then(|id| facts_for(&id, directory.as_ref()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-    let kind = categories::parse_kind_short_name(&a.kind)
-        .with_context(|| format!("unknown kind {:?}", a.kind))?;
+    let kind = crate::tools::cli::parse_kind(&a.kind)?;
     let mut cats = CategorySet::new();
     for c in &a.categories {
         if c == "none" || c.is_empty() {
             continue;
         }
-        cats.insert(
-            categories::parse_short_name(c)
-                .with_context(|| format!("unknown data category {c:?}"))?,
-        );
+        cats.insert(crate::tools::cli::parse_category(c)?);
     }
     let label_args = crate::tools::cli::LabelArgs {
         purpose: a.purpose.clone(),

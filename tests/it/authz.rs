@@ -24,11 +24,13 @@ fn profile_with(fed: &Fed, agency: &str, cert: &Path, key: &Path) -> AgencyProfi
     }
 }
 
-/// Calls ListInbox on `node`'s agency API presenting `cert`.
+/// Calls ListInbox on `node`'s agency API presenting `cert`, under a profile
+/// that claims to be `node`'s police whatever the certificate says: the
+/// client's own check is bypassed, so that the node's is what is tested.
 async fn list_inbox_at(fed: &Fed, node: &str, cert: &Path, key: &Path) -> tonic::Status {
     let profile = profile_with(fed, &format!("{node}/police"), cert, key);
     let addr = fed.node_addr(cc(node)).unwrap().to_string();
-    let mut c = AgencyClient::from_parts(&profile, &addr).unwrap();
+    let mut c = AgencyClient::presenting_any_certificate(&profile, &addr).unwrap();
     c.api
         .list_inbox(v1::ListInboxRequest::default())
         .await
@@ -79,6 +81,30 @@ async fn a_foreign_agency_at_a_node_is_denied() {
     let err = list_inbox_at(&fed, "HR", &cert, &key).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("belongs to RS"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_profile_naming_another_agency_than_its_certificate_is_refused_by_the_client() {
+    let fed = start(&["RS"]).await;
+    let (cert, key) = agency_files(&fed, "RS/border-police");
+    let profile = profile_with(&fed, "RS/police", &cert, &key);
+    let addr = fed.node_addr(cc("RS")).unwrap().to_string();
+    let err = format!(
+        "{:#}",
+        AgencyClient::from_parts(&profile, &addr).err().unwrap()
+    );
+    assert!(
+        err.contains("the profile names agency RS/police")
+            && err.contains("spiffe://casebridge.test/agency/RS/border-police"),
+        "{err}"
+    );
+    // The same certificate under its own agency's name connects.
+    let profile = profile_with(&fed, "RS/border-police", &cert, &key);
+    let mut c = AgencyClient::from_parts(&profile, &addr).unwrap();
+    c.api
+        .list_inbox(v1::ListInboxRequest::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@ mod adversary;
 mod authz;
 mod bench;
 mod brokers;
+mod cli_commands;
+mod cli_errors;
 mod delivery;
 mod durability;
 mod health;

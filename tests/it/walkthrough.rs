@@ -171,7 +171,7 @@ pub(crate) fn play() -> Played {
                 b.host,
                 b.script
             );
-            if !b.until || stdout.contains("missing_person_trace") {
+            if !b.until || stdout.contains("missing-person-trace") {
                 outputs.push((b.host.clone(), stdout));
                 break;
             }

@@ -371,9 +371,19 @@ pub struct Broker {
 pub async fn open_store(cfg: &BrokerConfig) -> anyhow::Result<Arc<dyn BrokerStore>> {
     match cfg.storage.backend {
         StorageBackend::Sled => {
-            let store = SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
-                .with_context(|| format!("opening broker store in {}", cfg.data_dir.display()))?;
-            Ok(Arc::new(store))
+            match SledStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib) {
+                Ok(store) => Ok(Arc::new(store)),
+                // Says all, directory included.
+                Err(
+                    e @ crate::storage::broker::StoreError::Storage(
+                        crate::storage::StorageError::InUse(_),
+                    ),
+                ) => Err(e.into()),
+                Err(e) => Err(anyhow::Error::new(e).context(format!(
+                    "opening broker store in {}",
+                    cfg.data_dir.display()
+                ))),
+            }
         }
         StorageBackend::Postgres => {
             let settings = cfg.storage.postgres_settings("broker config")?;

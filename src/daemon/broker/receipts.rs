@@ -171,8 +171,8 @@ fn check_delivered_to(
             && summary.recipients.iter().any(|r| r == a);
         if !here {
             return Err(Status::invalid_argument(format!(
-                "receipt names {:?} in delivered_to, which is not a recipient of envelope {id} at node {node}",
-                crate::protocol::bounds::quote(a)
+                "receipt names {} in delivered_to, which is not a recipient of envelope {id} at node {node}",
+                crate::protocol::bounds::quoted(a)
             )));
         }
         if !seen.insert(a.as_str()) {

@@ -39,7 +39,7 @@ pub(super) async fn report(
 
 /// A short, quoted prefix of something a peer sent, for error messages.
 fn quoted(s: &str) -> String {
-    format!("{:?}", crate::protocol::bounds::quote(s))
+    crate::protocol::bounds::quoted(s)
 }
 
 /// A refusal report a node may make: for an active agency of its own, with

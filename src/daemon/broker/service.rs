@@ -152,8 +152,8 @@ impl ExchangeService {
             let provider = provider_of(&orig, orig_id)?;
             if named != provider.to_string() {
                 return Err(Refusal::Onward(format!(
-                    "record {orig_id} was provided by {provider}; the header names provider {:?}",
-                    crate::protocol::bounds::quote(named)
+                    "record {orig_id} was provided by {provider}; the header names provider {}",
+                    crate::protocol::bounds::quoted(named)
                 )));
             }
             let mut granted = true;
@@ -168,8 +168,8 @@ impl ExchangeService {
             });
         } else if !named.is_empty() {
             return Err(Refusal::Onward(format!(
-                "the header names provider {:?} but passes no record on",
-                crate::protocol::bounds::quote(named)
+                "the header names provider {} but passes no record on",
+                crate::protocol::bounds::quoted(named)
             )));
         }
         let mut grants = Vec::new();

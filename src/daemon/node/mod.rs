@@ -423,8 +423,13 @@ impl Node {
         let client_tls = ClientTls::new(&identity, &root, &cfg.federation)?;
         match crate::daemon::tls::role_of(&identity.chain[0], &cfg.federation) {
             Ok(Role::Node(cc)) if cc == cfg.country => {}
-            other => anyhow::bail!(
-                "{}: certificate is for {other:?}, not node {}",
+            Ok(other) => anyhow::bail!(
+                "{}: the certificate is for {other}, not node {}",
+                cfg.tls.cert.display(),
+                cfg.country
+            ),
+            Err(why) => anyhow::bail!(
+                "{}: the certificate is not node {}'s: {why}",
                 cfg.tls.cert.display(),
                 cfg.country
             ),
@@ -437,10 +442,16 @@ impl Node {
         // A directory that already lists the next pair starts the switch
         // delay at this start.
         keys.directory_in_force(&directory, crate::daemon::clock::now_ms());
-        let store: Arc<dyn NodeStore> = Arc::new(
-            SledNodeStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib)
-                .with_context(|| format!("opening node store in {}", cfg.data_dir.display()))?,
-        );
+        let store: Arc<dyn NodeStore> =
+            match SledNodeStore::open_with_cache(&cfg.data_dir, cfg.storage.cache_mib) {
+                Ok(store) => Arc::new(store),
+                // Says all, directory included.
+                Err(e @ crate::storage::StorageError::InUse(_)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("opening node store in {}", cfg.data_dir.display())));
+                }
+            };
         let policies = crate::daemon::in_force::load_in_force(
             store.as_ref(),
             &directory,

@@ -38,10 +38,17 @@ pub enum CheckpointError {
     #[error("checkpoint root hash is not the base64 of 32 bytes")]
     BadRootHash,
     /// No verified `0x01` signature by a key named like the origin.
-    #[error("no verified signature by the log {origin:?} itself")]
+    #[error(
+        "no verified signature by the log {} itself",
+        crate::protocol::bounds::escaped(origin)
+    )]
     NoLogSignature { origin: String },
     /// Signing with a key whose name is not the origin.
-    #[error("log key {key_name:?} cannot sign checkpoints of origin {origin:?}")]
+    #[error(
+        "log key {} cannot sign checkpoints of origin {}",
+        crate::protocol::bounds::escaped(key_name),
+        crate::protocol::bounds::escaped(origin)
+    )]
     OriginMismatch { origin: String, key_name: String },
 }
 

@@ -144,7 +144,10 @@ pub enum NoteError {
     SignaturePrefix { line: usize },
     /// The key name of a signature line is invalid (quoted by at most a
     /// short prefix: it may come from a peer).
-    #[error("signature line {line}: invalid key name {name:?}")]
+    #[error(
+        "signature line {line}: invalid key name {}",
+        crate::protocol::bounds::escaped(name)
+    )]
     InvalidKeyName { line: usize, name: String },
     /// A key name with nothing after it.
     #[error("signature line {line}: no signature after the key name")]
@@ -174,7 +177,10 @@ pub enum NoteError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoteKeyError {
     /// See [`is_valid_key_name`].
-    #[error("invalid key name {0:?}: non-empty, without spaces, '+' or control characters")]
+    #[error(
+        "invalid key name {}: non-empty, without spaces, '+' or control characters",
+        crate::protocol::bounds::escaped(.0)
+    )]
     InvalidKeyName(String),
     /// Not `<name>+<8 hex digits>+<base64>`.
     #[error("verifier key is not <name>+<8 hex digits>+<base64(type || key)>")]

@@ -487,8 +487,8 @@ pub(crate) fn compile(
                 &manifest_file,
                 owner_line,
                 format!(
-                    "owner {:?} is neither \"framework\" nor an agency id (\"CC/name\")",
-                    m.owner
+                    "owner {} is neither \"framework\" nor an agency id (\"CC/name\")",
+                    crate::protocol::bounds::escaped(&m.owner)
                 ),
             )),
             Ok(o) => {
@@ -575,7 +575,8 @@ pub(crate) fn compile(
                         &file,
                         Some(line),
                         format!(
-                            "@id({id:?}): a policy id is 1 to 80 letters, digits, '-', '_' or '.'"
+                            "@id({}): a policy id is 1 to 80 letters, digits, '-', '_' or '.'",
+                            crate::protocol::bounds::escaped(id)
                         ),
                     ));
                     id.to_string()

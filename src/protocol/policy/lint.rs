@@ -67,10 +67,12 @@ fn check_pair(attr_side: &Value, literal_side: &Value, out: &mut Vec<String>) {
     for s in string_literals(literal_side) {
         let problem = match attr {
             "country" if s.parse::<Country>().is_err() => Some(format!(
-                "{s:?} is compared with `country` but is not a country code (two upper-case letters, e.g. \"HR\")"
+                "{} is compared with `country` but is not a country code (two upper-case letters, e.g. \"HR\")",
+                crate::protocol::bounds::escaped(s)
             )),
             "originator" if !s.is_empty() && s.parse::<AgencyId>().is_err() => Some(format!(
-                "{s:?} is compared with `originator` but is not an agency id (\"CC/name\", e.g. \"MK/police\")"
+                "{} is compared with `originator` but is not an agency id (\"CC/name\", e.g. \"MK/police\")",
+                crate::protocol::bounds::escaped(s)
             )),
             _ => None,
         };

@@ -57,17 +57,24 @@ pub fn open_db_with_cache(dir: &Path, cache_mib: u64) -> Result<::sled::Db, Stor
     let started = std::time::Instant::now();
     let db = loop {
         match config.open() {
-            Err(::sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
+            Err(::sled::Error::Io(e)) if locked(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(::sled::Error::Io(e)) if locked(&e) => {
+                return Err(StorageError::InUse(dir.display().to_string()));
             }
             r => break r.map_err(StorageError::from)?,
         }
     };
     restrict_store(dir).map_err(io)?;
     Ok(db)
+}
+
+/// Whether sled failed to open because another process holds the lock on
+/// its database file. sled reports it as an I/O error of its own wording
+/// around the operating system's (EWOULDBLOCK from `flock`).
+fn locked(e: &std::io::Error) -> bool {
+    e.to_string().contains("could not acquire lock")
 }
 
 /// How long an open waits for a store just closed in this process to let go

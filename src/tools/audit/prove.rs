@@ -148,9 +148,12 @@ pub async fn prove(
     directory: Option<&Path>,
     envelope_id: &str,
 ) -> anyhow::Result<ProveReport> {
-    let envelope: EnvelopeId = envelope_id
-        .parse()
-        .map_err(|_| anyhow!("{envelope_id:?} is not an envelope id (a UUID)"))?;
+    let envelope: EnvelopeId = envelope_id.parse().map_err(|_| {
+        anyhow!(
+            "{} is not an envelope id (a UUID)",
+            crate::protocol::bounds::quoted(envelope_id)
+        )
+    })?;
     let mut auditor = Auditor::connect(profile, directory)?;
     let p = grpc(
         "ProveInclusion",

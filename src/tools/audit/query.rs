@@ -41,8 +41,7 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
         req.country = cc.to_string();
     }
     if let Some(k) = &args.kind {
-        let kind = crate::protocol::categories::parse_kind_short_name(k.trim())
-            .ok_or_else(|| anyhow!("--kind {k:?}: unknown record kind, e.g. wanted_alert"))?;
+        let kind = crate::tools::cli::parse_kind(k).context("--kind")?;
         req.kind = crate::protocol::categories::kind_short_name(kind).to_string();
     }
     if let Some(d) = &args.decision {

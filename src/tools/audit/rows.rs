@@ -64,7 +64,7 @@ fn envelope_text(id: &[u8]) -> String {
 fn category_names(cats: &[i32]) -> Vec<String> {
     cats.iter()
         .map(|c| match v1::DataCategory::try_from(*c) {
-            Ok(c) => crate::protocol::categories::short_name(c).to_string(),
+            Ok(c) => crate::tools::cli::kebab(crate::protocol::categories::short_name(c)),
             Err(_) => c.to_string(),
         })
         .collect()
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(r.event, "submission-accepted");
         assert_eq!(r.decision, "accepted");
         assert_eq!(r.sender, "HR/police");
-        assert_eq!(r.kind, "wanted_alert");
+        assert_eq!(r.kind, "wanted-alert");
         assert_eq!(r.envelope_id, "01010101-0101-0101-0101-010101010101");
         assert_eq!(r.policy_bundle_hash, "sha256:1234");
         let line = r.text_line();

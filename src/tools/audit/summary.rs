@@ -182,11 +182,11 @@ mod tests {
         assert_eq!(hr.by_decision["violation"], [1, 0]);
         assert_eq!(hr.rejections.len(), 1);
         assert_eq!(hr.violations.len(), 1);
-        assert_eq!(hr.by_kind["wanted_alert"], [1, 1]);
+        assert_eq!(hr.by_kind["wanted-alert"], [1, 1]);
         let rs = &s.agencies["RS/police"];
         assert_eq!(rs.refusals.len(), 1);
         assert_eq!(rs.by_decision["delivered"], [0, 1]);
-        assert_eq!(s.agencies["RS/prosecutor"].by_kind["mla_request"], [0, 1]);
+        assert_eq!(s.agencies["RS/prosecutor"].by_kind["mla-request"], [0, 1]);
         assert_eq!(s.unattributed.len(), 1);
         assert_eq!(s.federation_events.len(), 1);
         assert_eq!(s.first_at_ms, Some(1_700_000_000_000));

@@ -104,7 +104,7 @@ async fn when_unlocked<T>(
         let started = Instant::now();
         match f().await {
             Ok(_) => return Ok(started.elapsed()),
-            Err(e) if tries < 100 && format!("{e:#}").contains("could not acquire lock") => {
+            Err(e) if tries < 100 && format!("{e:#}").contains("in use by another running") => {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

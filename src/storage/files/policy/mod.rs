@@ -229,7 +229,10 @@ pub(crate) fn read_bundle(dir: &Path, base: &str) -> Result<RawBundle, Vec<Diagn
             diags.push(Diagnostic::new(
                 base,
                 None,
-                format!("file name {:?} is not UTF-8", entry.file_name()),
+                format!(
+                    "file name {} is not UTF-8",
+                    crate::protocol::bounds::escaped(&entry.file_name().to_string_lossy())
+                ),
             ));
             continue;
         };

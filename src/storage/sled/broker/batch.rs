@@ -400,6 +400,7 @@ fn again(e: &StoreError) -> StoreError {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
+            StorageError::InUse(dir) => StorageError::InUse(dir.clone()),
         },
         other => StorageError::Backend(other.to_string()),
     };
