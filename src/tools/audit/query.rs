@@ -20,7 +20,7 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
     if let Some(a) = &args.agency {
         let id: AgencyId = a
             .parse()
-            .map_err(|_| anyhow!("--agency {a:?}: expected CC/name, e.g. HR/police"))?;
+            .map_err(|_| anyhow!("--agency \"{a}\": expected CC/name, e.g. HR/police"))?;
         req.agency = id.to_string();
     }
     if let Some(c) = &args.country {
@@ -28,14 +28,14 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
             .trim()
             .to_ascii_uppercase()
             .parse()
-            .map_err(|_| anyhow!("--country {c:?}: expected a two-letter code, e.g. HR"))?;
+            .map_err(|_| anyhow!("--country \"{c}\": expected a two-letter code, e.g. HR"))?;
         req.country = cc.to_string();
     }
     if let Some(k) = &args.kind {
         let kind =
             crate::protocol::categories::parse_kind_short_name(k.trim()).ok_or_else(|| {
                 anyhow!(
-                    "--kind {k:?}: unknown record kind; one of: {}",
+                    "--kind \"{k}\": unknown record kind; one of: {}",
                     crate::protocol::audit::kind_names().join(", ")
                 )
             })?;
@@ -45,17 +45,17 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
         let d = d.trim().to_ascii_lowercase();
         if !DECISIONS.contains(&d.as_str()) {
             bail!(
-                "--decision {d:?}: unknown decision; one of: {}",
+                "--decision \"{d}\": unknown decision; one of: {}",
                 DECISIONS.join(", ")
             );
         }
         req.decision = d;
     }
     if let Some(t) = &args.from {
-        req.from_ms = parse_time_ms(t).with_context(|| format!("--from {t:?}"))?;
+        req.from_ms = parse_time_ms(t).with_context(|| format!("--from \"{t}\""))?;
     }
     if let Some(t) = &args.to {
-        req.to_ms = parse_time_ms(t).with_context(|| format!("--to {t:?}"))?;
+        req.to_ms = parse_time_ms(t).with_context(|| format!("--to \"{t}\""))?;
     }
     if req.from_ms != 0 && req.to_ms != 0 && req.to_ms <= req.from_ms {
         bail!("--to must be after --from");
