@@ -281,6 +281,10 @@ enum Command {
         /// Keep the federation in this directory instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Write the audit report (audit-report.html) into this directory
+        /// instead of the federation's.
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
     },
 }
 
@@ -709,11 +713,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })
             .await
         }
-        Command::Demo { dir } => {
+        Command::Demo { dir, report_dir } => {
             // The demo tells its own story; the daemons' warnings about the
             // misbehaving node it plays would only repeat it.
             init_logging(LogFormat::Human, "error");
-            casebridge::tools::demo::run(dir).await
+            casebridge::tools::demo::run(dir, report_dir).await
         }
     }
 }

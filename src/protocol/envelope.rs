@@ -435,6 +435,7 @@ impl VerifiedHeader {
                 .map(|id| id.as_bytes().to_vec())
                 .unwrap_or_default(),
             provider: self.labels.provider.clone(),
+            transfer_ground: self.labels.transfer_ground,
         }
     }
 }
@@ -465,6 +466,7 @@ pub fn unverified_summary(env: &v1::Envelope) -> Option<v1::EnvelopeSummary> {
         in_reply_to: labels.in_reply_to,
         onward_of: h.onward_of,
         provider: labels.provider,
+        transfer_ground: labels.transfer_ground,
     })
 }
 
@@ -795,6 +797,9 @@ pub fn check_labels(l: &v1::Labels) -> Result<(), EnvelopeError> {
     if !matches!(v1::LegalBasis::try_from(l.legal_basis), Ok(b) if b != v1::LegalBasis::Unspecified)
     {
         return bad("legal basis is missing or unknown");
+    }
+    if v1::TransferGround::try_from(l.transfer_ground).is_err() {
+        return bad("third-country transfer ground is unknown");
     }
     let handling = match v1::HandlingCode::try_from(l.handling) {
         Ok(h) if h != v1::HandlingCode::Unspecified => h,

@@ -141,6 +141,9 @@ pub fn labels_text(l: &v1::Labels) -> String {
     if !l.legal_basis_reference.is_empty() {
         let _ = write!(s, " ({})", l.legal_basis_reference);
     }
+    if l.transfer_ground != v1::TransferGround::None as i32 {
+        let _ = write!(s, ", transfer ground {}", ground_name(l.transfer_ground));
+    }
     let _ = write!(s, ", {}", handling_name(l.handling));
     if !l.handling_restriction.is_empty() {
         let _ = write!(s, " \"{}\"", l.handling_restriction);
@@ -186,6 +189,11 @@ pub struct LabelArgs {
     /// The named agreement or ground.
     #[arg(long, default_value = "")]
     pub legal_basis_ref: String,
+    /// Third-country transfer ground, needed when an EU member's agency
+    /// sends personal data to a non-member: none, adequacy-decision,
+    /// appropriate-safeguards or specific-situation-derogation.
+    #[arg(long, default_value = "none")]
+    pub transfer_ground: String,
     /// Handling code: H0, H1, H2 or H3.
     #[arg(long, default_value = "H0")]
     pub handling: String,
@@ -256,6 +264,7 @@ impl LabelArgs {
             P::from_str_name,
             &["routine", "urgent", "immediate"],
         )?;
+        let transfer_ground = parse_transfer_ground(&self.transfer_ground)?;
         let evaluation = match &self.evaluation {
             None => None,
             Some(e) => Some(parse_evaluation(e)?),
@@ -275,8 +284,33 @@ impl LabelArgs {
                 .map_or(0, |d| now_ms + i64::from(d) * 86_400_000),
             in_reply_to: self.in_reply_to.clone(),
             provider: String::new(),
+            transfer_ground: transfer_ground as i32,
         })
     }
+}
+
+/// Parses a third-country transfer ground: `none`, `adequacy-decision`,
+/// `appropriate-safeguards` or `specific-situation-derogation`.
+pub fn parse_transfer_ground(g: &str) -> anyhow::Result<v1::TransferGround> {
+    let names: Vec<String> = (0..=3)
+        .filter_map(|i| v1::TransferGround::try_from(i).ok())
+        .map(|g| short(g.as_str_name(), "TRANSFER_GROUND_"))
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    parse_label(
+        "transfer ground",
+        "TRANSFER_GROUND_",
+        g,
+        v1::TransferGround::from_str_name,
+        &names,
+    )
+}
+
+/// A transfer ground's short name, e.g. `appropriate-safeguards`.
+pub fn ground_name(g: i32) -> String {
+    v1::TransferGround::try_from(g)
+        .map(|g| short(g.as_str_name(), "TRANSFER_GROUND_"))
+        .unwrap_or_else(|_| g.to_string())
 }
 
 /// Parses a 4x4 evaluation such as "B2".

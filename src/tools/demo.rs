@@ -91,6 +91,9 @@ struct Demo<'a> {
     fed: &'a LocalFederation,
     directory: Directory,
     outcomes: Vec<Outcome>,
+    /// Where the audit report goes: the federation's directory, or the one
+    /// given.
+    report_dir: PathBuf,
 }
 
 /// Polls `f` until it yields Some, for at most [`WAIT`].
@@ -357,7 +360,9 @@ impl Demo<'_> {
         use v1::{
             Classification as C, HandlingCode as H, LegalBasis as L, Priority as P, Purpose as U,
         };
-        println!("\n═══ Scenario 2: mutual legal assistance request and response");
+        println!(
+            "\n═══ Scenario 2: mutual legal assistance request and response; from an EU member, on a transfer ground"
+        );
         let l = urgency(
             handling(
                 labels(
@@ -386,7 +391,44 @@ impl Demo<'_> {
             "ME/prosecutor",
             &["RS/prosecutor"],
             record(MLA_RESPONSE)?,
-            reply_to(l, &mla),
+            reply_to(l.clone(), &mla),
+        )
+        .await?;
+
+        // From an EU member to a non-member, the convention alone is not
+        // enough: the transfer needs a third-country transfer ground too.
+        let mut hr = l;
+        hr.case_reference = "KTO-HR-2025-031".into();
+        let step = "2c HR→BA MLA request without a ground";
+        self.show_request(
+            step,
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            v1::RecordKind::MlaRequest as i32,
+            Some(&hr),
+        );
+        let mut c = self.client("HR/prosecutor")?;
+        let result = c
+            .api
+            .send(v1::SendRequest {
+                recipients: vec!["BA/prosecutor".into()],
+                record: Some(record(MLA_REQUEST)?),
+                labels: Some(hr.clone()),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner);
+        let why = self.refused(step, result)?;
+        if !why.contains(crate::protocol::policy::NEEDS_GROUND) {
+            bail!("scenario 2: the refusal does not name the rule on third-country transfers");
+        }
+        hr.transfer_ground = v1::TransferGround::AppropriateSafeguards as i32;
+        self.exchange(
+            "2d HR→BA MLA request on safeguards",
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            record(MLA_REQUEST)?,
+            hr,
         )
         .await?;
         Ok(())
@@ -719,7 +761,7 @@ impl Demo<'_> {
         for line in report.to_string().lines() {
             println!("   {line}");
         }
-        let out = std::env::temp_dir().join("casebridge-demo-report.html");
+        let out = self.report_dir.join("audit-report.html");
         crate::tools::audit::report(profile, None, &out).await?;
         println!("   report written to {}", out.display());
         self.record_outcome(
@@ -732,12 +774,20 @@ impl Demo<'_> {
 }
 
 /// How many steps the scenarios have; the demo fails unless all succeed.
-const STEPS: usize = 13;
+const STEPS: usize = 15;
 
-/// Runs the demo; returns whether every step succeeded.
-pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<bool> {
+/// Runs the demo; returns whether every step succeeded. The federation
+/// lives in `keep` (else a temporary directory removed at the end); the
+/// audit report is written to `report_dir`, else into the federation's
+/// directory, never to a path shared with other runs.
+pub async fn run(keep: Option<PathBuf>, report_dir: Option<PathBuf>) -> anyhow::Result<bool> {
     let tmp = tempfile::tempdir()?;
+    let kept = keep.is_some() || report_dir.is_some();
     let dir = keep.unwrap_or_else(|| tmp.path().join("federation"));
+    if let Some(r) = &report_dir {
+        std::fs::create_dir_all(r)
+            .with_context(|| format!("creating the report directory {}", r.display()))?;
+    }
     let countries: Vec<Country> = COUNTRIES
         .iter()
         .map(|c| c.parse())
@@ -769,6 +819,7 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<bool> {
         fed: &fed,
         directory,
         outcomes: Vec::new(),
+        report_dir: report_dir.unwrap_or_else(|| dir.clone()),
     };
     let result = demo.scenarios().await;
     let outcomes = std::mem::take(&mut demo.outcomes);
@@ -792,6 +843,11 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<bool> {
          refusals explained, the lying sender caught. The broker saw only signed headers.",
         outcomes.iter().filter(|o| o.ok).count()
     );
+    if !kept {
+        println!(
+            "(the federation and its audit report are removed now; keep them with --dir or --report-dir)"
+        );
+    }
     println!(
         "{}",
         if ok {

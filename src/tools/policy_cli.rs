@@ -116,6 +116,10 @@ pub struct ExplainArgs {
     /// The named agreement or ground.
     #[arg(long, default_value = "")]
     pub legal_basis_ref: String,
+    /// Third-country transfer ground: none, adequacy-decision,
+    /// appropriate-safeguards or specific-situation-derogation.
+    #[arg(long, default_value = "none")]
+    pub transfer_ground: String,
     /// Handling code: H0, H1, H2 or H3.
     #[arg(long, default_value = "H0")]
     pub handling: String,
@@ -192,6 +196,7 @@ pub fn explain(a: &ExplainArgs) -> anyhow::Result<bool> {
         purpose: a.purpose.clone(),
         legal_basis: a.legal_basis.clone(),
         legal_basis_ref: a.legal_basis_ref.clone(),
+        transfer_ground: a.transfer_ground.clone(),
         handling: a.handling.clone(),
         restriction: a.restriction.clone(),
         evaluation: a.evaluation.clone(),

@@ -577,3 +577,41 @@ fn install_examples_refuses_to_overwrite() {
         Err(PolicyError::Exists(_))
     ));
 }
+
+/// `policy explain --transfer-ground`: an MLA request from an EU member's
+/// prosecutor to a non-member's is permitted on appropriate safeguards,
+/// refused without a ground, and a misspelt ground lists the valid ones.
+#[test]
+fn policy_explain_takes_the_transfer_ground() {
+    let args = |ground: &str| crate::tools::policy_cli::ExplainArgs {
+        policies: None,
+        from: "HR/prosecutor".into(),
+        to: vec!["BA/prosecutor".into()],
+        kind: "mla_request".into(),
+        categories: vec!["identity".into(), "financial".into()],
+        purpose: "prosecution".into(),
+        legal_basis: "european-mla-convention".into(),
+        legal_basis_ref: "European Convention on Mutual Assistance in Criminal Matters".into(),
+        transfer_ground: ground.into(),
+        handling: "H1".into(),
+        restriction: String::new(),
+        evaluation: None,
+        classification: "restricted".into(),
+        priority: "routine".into(),
+        retention_days: 30,
+        onward_from: None,
+        original_handling: "H0".into(),
+        permission_granted: false,
+    };
+    let explain = crate::tools::policy_cli::explain;
+    assert!(explain(&args("appropriate-safeguards")).unwrap());
+    assert!(explain(&args("Adequacy_Decision")).unwrap());
+    assert!(!explain(&args("none")).unwrap());
+    let e = explain(&args("trust-me")).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "none, adequacy-decision, appropriate-safeguards, specific-situation-derogation"
+        ),
+        "{e}"
+    );
+}

@@ -93,6 +93,10 @@ impl Case {
         self.labels.legal_basis_reference = reference.into();
         self
     }
+    fn ground(mut self, g: v1::TransferGround) -> Self {
+        self.labels.transfer_ground = g as i32;
+        self
+    }
     fn handling(mut self, h: H) -> Self {
         self.labels.handling = h as i32;
         self.labels.handling_restriction = if h == H::H3 {
@@ -413,6 +417,67 @@ fn table() -> Vec<Case> {
         )
         .cats(&[])
         .purpose(Pu::Statistics)
+        .permit(),
+        case(
+            "EU prosecutor's MLA request to a non-member: convention and safeguards",
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            K::MlaRequest,
+        )
+        .cats(&[C::Identity, C::Financial])
+        .purpose(Pu::Prosecution)
+        .basis(
+            B::EuropeanMlaConvention,
+            "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1",
+        )
+        .ground(v1::TransferGround::AppropriateSafeguards)
+        .permit(),
+        case(
+            "EU prosecutor's MLA request to a non-member: convention without a ground",
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            K::MlaRequest,
+        )
+        .cats(&[C::Identity, C::Financial])
+        .purpose(Pu::Prosecution)
+        .basis(
+            B::EuropeanMlaConvention,
+            "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1",
+        )
+        .forbid(
+            "BA/prosecutor",
+            "framework",
+            "eu-to-third-country-needs-ground",
+        ),
+        case(
+            "EU prosecutor's MLA request to a non-member: a ground but no treaty",
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            K::MlaRequest,
+        )
+        .cats(&[C::Identity, C::Financial])
+        .purpose(Pu::Prosecution)
+        .basis(
+            B::AppropriateSafeguards,
+            "HR-BA exchange of letters on safeguards",
+        )
+        .forbid(
+            "BA/prosecutor",
+            "inbound",
+            "prosecutor-inbound-mla-needs-treaty",
+        ),
+        case(
+            "EU prosecutor's MLA request to a member needs no ground",
+            "HR/prosecutor",
+            &["SI/prosecutor"],
+            K::MlaRequest,
+        )
+        .cats(&[C::Identity, C::Financial])
+        .purpose(Pu::Prosecution)
+        .basis(
+            B::EuropeanMlaConvention,
+            "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1",
+        )
         .permit(),
         case(
             "one of two recipients outside the EU without a ground",

@@ -405,3 +405,121 @@ async fn the_sending_node_refuses_bad_labels_before_anything_leaves() {
         "nothing reached the broker"
     );
 }
+
+/// Labels of an MLA request under the European MLA convention, with the
+/// given third-country transfer ground.
+fn mla_labels(ground: v1::TransferGround) -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::Prosecution,
+        v1::LegalBasis::EuropeanMlaConvention,
+        v1::HandlingCode::H1,
+    );
+    l.legal_basis_reference =
+        "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1".into();
+    l.transfer_ground = ground as i32;
+    l
+}
+
+/// HR is an EU member and BA is not (by the directory's regimes). An MLA
+/// request from HR/prosecutor to BA/prosecutor under the convention alone
+/// is refused by HR's node, which reports it; sealed anyway by a node that
+/// skips its checks, it is refused by the broker; both refusals are in the
+/// log, naming the rule. On appropriate safeguards the same request is
+/// accepted, and its log entry carries the ground.
+#[tokio::test]
+async fn an_eu_members_transfer_to_a_non_member_without_a_ground_is_refused_and_logged() {
+    let fed = start(&["HR", "BA"]).await;
+    let dir = directory(&fed);
+    assert!(dir.node(cc("HR")).unwrap().eu_member);
+    assert!(!dir.node(cc("BA")).unwrap().eu_member);
+
+    // At the sending node, before sealing.
+    let before = audit(&fed).await.len();
+    let err = try_send(
+        &fed,
+        "HR/prosecutor",
+        &["BA/prosecutor"],
+        record("mla_request"),
+        mla_labels(v1::TransferGround::None),
+    )
+    .await
+    .expect_err("refused at the node");
+    assert_status(
+        &err,
+        Code::PermissionDenied,
+        "eu-to-third-country-needs-ground",
+    );
+    let reported = until("the node's refusal in the log", || async {
+        audit(&fed)
+            .await
+            .into_iter()
+            .skip(before)
+            .find_map(|e| match e.event {
+                Some(Event::SubmissionRefused(r)) => Some(r),
+                _ => None,
+            })
+    })
+    .await;
+    assert_eq!(reported.submitting_node, "HR");
+    assert_eq!(reported.code, R::Policy as i32);
+    assert!(
+        reported
+            .policy_explanation
+            .contains("eu-to-third-country-needs-ground"),
+        "{}",
+        reported.policy_explanation
+    );
+    let summary = reported.envelope.expect("the refused labels");
+    assert!(summary.envelope_id.is_empty(), "nothing was sealed");
+    assert_eq!(summary.transfer_ground, v1::TransferGround::None as i32);
+
+    // At the broker, from a node that skipped its own check.
+    let sealed = crate::adversary::harness::seal_as(
+        &fed,
+        "HR/prosecutor",
+        &["BA/prosecutor"],
+        &record("mla_request"),
+        mla_labels(v1::TransferGround::None),
+    );
+    assert_refused(
+        &fed,
+        "HR",
+        sealed.envelope,
+        Code::PermissionDenied,
+        R::Policy,
+        "eu-to-third-country-needs-ground",
+    )
+    .await;
+    match audit(&fed).await.last().and_then(|e| e.event.clone()) {
+        Some(Event::SubmissionRefused(r)) => {
+            let e = r.envelope.expect("the verified header's labels");
+            assert_eq!(e.sender_agency, "HR/prosecutor");
+            assert_eq!(e.kind, v1::RecordKind::MlaRequest as i32);
+            assert!(!e.envelope_id.is_empty());
+        }
+        other => panic!("expected the broker's refusal, got {other:?}"),
+    }
+
+    // On appropriate safeguards: accepted, the ground in the log.
+    let sent = send(
+        &fed,
+        "HR/prosecutor",
+        &["BA/prosecutor"],
+        record("mla_request"),
+        mla_labels(v1::TransferGround::AppropriateSafeguards),
+    )
+    .await;
+    settled(&fed, "HR/prosecutor", &sent.envelope_id).await;
+    let accepted = audit(&fed)
+        .await
+        .into_iter()
+        .find_map(|e| match e.event {
+            Some(Event::SubmissionAccepted(a)) => a.envelope,
+            _ => None,
+        })
+        .expect("the accepted submission");
+    assert_eq!(
+        accepted.transfer_ground,
+        v1::TransferGround::AppropriateSafeguards as i32
+    );
+}

@@ -601,3 +601,208 @@ async fn the_auditor_commands_verify_the_live_log_and_keep_track_between_runs() 
         "metadata only: no record content"
     );
 }
+
+/// The Audit API's status codes say what a client should do (fix the
+/// request, ask for another size, or retry), a query pages with tokens
+/// bound to its filters, and the auditor's command follows them with
+/// `--all`, stops at `--limit` saying how to go on, and refuses a misspelt
+/// filter naming the valid values.
+#[tokio::test]
+async fn the_audit_api_pages_queries_and_its_status_codes_say_what_to_do() {
+    let fed = start(&["BA", "RS"]).await;
+    traffic(&fed, 3).await;
+    let size = checkpoint_now(&fed).await;
+    let mut a = auditor(&fed);
+    let accepted = |page_token: String| v1::QueryRequest {
+        agency: "BA/police".into(),
+        decision: "accepted".into(),
+        limit: 1,
+        page_token,
+        ..Default::default()
+    };
+
+    // Page by page, one entry each, until the end of the log.
+    let (mut token, mut indexes, mut pages, mut first_token) =
+        (String::new(), Vec::new(), 0, String::new());
+    loop {
+        let q = a.query(accepted(token.clone())).await.unwrap().into_inner();
+        pages += 1;
+        indexes.extend(q.entries.iter().map(|e| e.index));
+        assert_eq!(q.truncated, !q.next_page_token.is_empty());
+        if !q.truncated {
+            assert_eq!(q.next_index, size);
+            break;
+        }
+        if first_token.is_empty() {
+            first_token.clone_from(&q.next_page_token);
+        }
+        token = q.next_page_token;
+        assert!(pages < 10, "every page moves on");
+    }
+    assert_eq!(indexes.len(), 3);
+    assert_eq!(pages, 3);
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]));
+
+    // Requests that are wrong whatever the log holds: INVALID_ARGUMENT.
+    let bad = |q: v1::QueryRequest| {
+        let mut a = a.clone();
+        async move { a.query(q).await.unwrap_err() }
+    };
+    let other_filters = v1::QueryRequest {
+        decision: "refused".into(),
+        ..accepted(first_token.clone())
+    };
+    let e = bad(other_filters).await;
+    assert_status(&e, Code::InvalidArgument, "other filters");
+    let e = bad(v1::QueryRequest {
+        start: 1,
+        ..accepted(first_token.clone())
+    })
+    .await;
+    assert_status(&e, Code::InvalidArgument, "not both");
+    let e = bad(accepted("bm90IGEgdG9rZW4".into())).await;
+    assert_status(&e, Code::InvalidArgument, "page token");
+    let e = bad(v1::QueryRequest {
+        decision: "acepted".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_status(
+        &e,
+        Code::InvalidArgument,
+        "decision \"acepted\" is not one of: accepted, refused, delivered",
+    );
+    let e = bad(v1::QueryRequest {
+        kind: "wanted-alerts".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_status(&e, Code::InvalidArgument, "wanted_alert");
+    let e = bad(v1::QueryRequest {
+        country: "Bosnia".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_status(&e, Code::InvalidArgument, "country");
+
+    // A size no checkpoint was signed at: FAILED_PRECONDITION, not a retry.
+    let never = size + 1000;
+    let e = a
+        .prove_inclusion(v1::ProveInclusionRequest {
+            target: Some(v1::prove_inclusion_request::Target::Index(0)),
+            tree_size: never,
+        })
+        .await
+        .unwrap_err();
+    assert_status(
+        &e,
+        Code::FailedPrecondition,
+        &format!("no checkpoint was signed at tree size {never}"),
+    );
+    let e = a
+        .prove_consistency(v1::ProveConsistencyRequest {
+            first_size: 1,
+            second_size: never,
+        })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "no checkpoint was signed");
+    let e = a
+        .get_checkpoint(v1::GetCheckpointRequest { from_size: never })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::FailedPrecondition, "beyond the latest checkpoint");
+    // An entry outside the tree asked for, or outside the log.
+    let e = a
+        .prove_inclusion(v1::ProveInclusionRequest {
+            target: Some(v1::prove_inclusion_request::Target::Index(size - 1)),
+            tree_size: size - 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::FailedPrecondition),
+        "{:?}: {}",
+        e.code(),
+        e.message()
+    );
+    let e = a
+        .prove_inclusion(v1::ProveInclusionRequest {
+            target: Some(v1::prove_inclusion_request::Target::Index(never)),
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::OutOfRange, "beyond the log");
+    let e = a
+        .get_entries(v1::GetEntriesRequest {
+            start: never,
+            end: never + 1,
+            leaves_only: false,
+        })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::OutOfRange, "beyond the log");
+    let e = a
+        .prove_consistency(v1::ProveConsistencyRequest {
+            first_size: 0,
+            second_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::InvalidArgument, "first size");
+    let e = a
+        .prove_inclusion(v1::ProveInclusionRequest {
+            target: Some(v1::prove_inclusion_request::Target::EnvelopeId(
+                casebridge::protocol::ids::EnvelopeId::at(1).to_string(),
+            )),
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::NotFound, "no accepted submission");
+
+    // The auditor's command: one page says it was cut and how to go on;
+    // --all follows every page; --limit stops and says where.
+    use casebridge::tools::audit::{QueryArgs, query};
+    let profile = fed.fed.auditor_profiles[0].1.clone();
+    let mut args = QueryArgs {
+        agency: Some("BA/police".into()),
+        decision: Some("accepted".into()),
+        page_size: Some(1),
+        ..Default::default()
+    };
+    let one = query(&profile, None, &args).await.unwrap();
+    assert_eq!(one.entries.len(), 1);
+    let notice = one.cut_notice().expect("a cut page says so");
+    assert!(
+        notice.contains("--page-token") && notice.contains("--all"),
+        "{notice}"
+    );
+    args.all = true;
+    let all = query(&profile, None, &args).await.unwrap();
+    assert_eq!(all.entries.len(), 3);
+    assert!(all.cut.is_none() && all.cut_notice().is_none());
+    args.limit = Some(2);
+    let two = query(&profile, None, &args).await.unwrap();
+    assert_eq!(two.entries.len(), 2);
+    let (reason, _) = two.cut.clone().expect("cut by --limit");
+    assert!(reason.contains("--limit of 2"), "{reason}");
+    args.limit = None;
+    args.page_token = two.next_page_token.clone();
+    let rest = query(&profile, None, &args).await.unwrap();
+    assert_eq!(rest.entries.len(), 1);
+    assert_eq!(rest.entries[0].index, all.entries[2].index);
+    let e = query(
+        &profile,
+        None,
+        &QueryArgs {
+            decision: Some("acepted".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("one of: accepted, refused"), "{e}");
+}

@@ -21,6 +21,7 @@ use crate::daemon::status::{self, broker_storage};
 use crate::daemon::tls::{Issuer, peer_of};
 use crate::protocol::audit::{
     PAGE_BYTES, PAGE_ENTRIES, PAGE_LEAVES, QUERY_MAX_ENTRIES, QUERY_TIME_LIMIT, attributed,
+    check_filters, page_token, parse_page_token,
 };
 use crate::protocol::ids::{EnvelopeId, Role};
 use crate::protocol::leaf::MAX_LEAF_BYTES;
@@ -159,20 +160,36 @@ impl Bounds {
     }
 }
 
-/// Scans the log from `q.start` for entries matching `q`, until the end of
-/// the log, the entry limit, the byte limit or the deadline, whichever
-/// comes first. Each chunk of leaves read is scanned whole before the clock
-/// is looked at, so every scan makes progress.
+/// Where a query starts: its page token's index, or `start`. Checks the
+/// filters first, so that a misspelt value is an error, never an empty
+/// page.
+fn query_start(q: &v1::QueryRequest) -> Result<u64, Status> {
+    check_filters(q).map_err(Status::invalid_argument)?;
+    if q.page_token.is_empty() {
+        return Ok(q.start);
+    }
+    if q.start != 0 {
+        return Err(Status::invalid_argument(
+            "give either a page token or a start index, not both",
+        ));
+    }
+    parse_page_token(q, &q.page_token).map_err(Status::invalid_argument)
+}
+
+/// Scans the log from where `q` starts for entries matching `q`, until the
+/// end of the log, the entry limit, the byte limit or the deadline,
+/// whichever comes first. Each chunk of leaves read is scanned whole before
+/// the clock is looked at, so every scan makes progress.
 async fn scan<S: Sequencer + ?Sized>(
     store: &S,
     q: &v1::QueryRequest,
     b: &Bounds,
 ) -> Result<Scan, Status> {
+    let from = query_start(q)?;
     let len = store.audit_len().await.map_err(broker_storage)?;
-    if q.start > len {
+    if from > len {
         return Err(Status::out_of_range(format!(
-            "start {} is beyond the log ({len} entries)",
-            q.start
+            "start {from} is beyond the log ({len} entries)"
         )));
     }
     let asked = q.limit as usize;
@@ -183,7 +200,7 @@ async fn scan<S: Sequencer + ?Sized>(
     };
     let mut found = Scan {
         entries: Vec::new(),
-        next: q.start,
+        next: from,
         cut: None,
     };
     let mut bytes = 0usize;
@@ -338,6 +355,17 @@ fn matches(q: &v1::QueryRequest, e: &v1::AuditEvent) -> bool {
     (q.from_ms == 0 || e.at_ms >= q.from_ms) && (q.to_ms == 0 || e.at_ms < q.to_ms)
 }
 
+/// The answer when no checkpoint of the size asked for (`None`: the
+/// latest) exists.
+fn no_checkpoint_of(size: Option<u64>) -> Status {
+    match size {
+        None => Status::unavailable("no checkpoint has been signed yet; try again in a second"),
+        Some(s) => Status::failed_precondition(format!(
+            "no checkpoint was signed at tree size {s}; ask for the latest (0) or a size a checkpoint was signed at"
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl crate::daemon::rpc::audit_server::Audit for AuditService {
     async fn get_directory(
@@ -386,7 +414,15 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
         self.auditor(&req)?;
         let r = req.get_ref();
         let index = match &r.target {
-            Some(v1::prove_inclusion_request::Target::Index(i)) => *i,
+            Some(v1::prove_inclusion_request::Target::Index(i)) => {
+                let len = self.state.store.audit_len().await.map_err(broker_storage)?;
+                if *i >= len {
+                    return Err(Status::out_of_range(format!(
+                        "entry {i} is beyond the log ({len} entries)"
+                    )));
+                }
+                *i
+            }
             Some(v1::prove_inclusion_request::Target::EnvelopeId(id)) => {
                 let id: EnvelopeId = id.parse().map_err(|e: crate::protocol::ids::IdError| {
                     Status::invalid_argument(e.to_string())
@@ -425,7 +461,7 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
             .checkpoint_note(self.state.store.as_ref(), wanted)
             .await
             .map_err(status::log)?
-            .ok_or_else(|| Status::not_found("no checkpoint of that size"))?;
+            .ok_or_else(|| no_checkpoint_of(wanted))?;
         if r.first_size == 0 || r.first_size > second {
             return Err(Status::invalid_argument(format!(
                 "first size must be between 1 and {second}, not {}",
@@ -457,11 +493,17 @@ impl crate::daemon::rpc::audit_server::Audit for AuditService {
         let q = req.into_inner();
         let bounds = Bounds::query();
         let found = scan(self.state.store.as_ref(), &q, &bounds).await?;
+        let next_page_token = if found.cut.is_some() {
+            page_token(&q, found.next)
+        } else {
+            String::new()
+        };
         Ok(Response::new(v1::QueryResponse {
             entries: found.entries,
             truncated: found.cut.is_some(),
             truncated_reason: found.cut.unwrap_or_default(),
             next_index: found.next,
+            next_page_token,
         }))
     }
 }

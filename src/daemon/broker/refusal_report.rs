@@ -166,6 +166,10 @@ fn check_refusal_report(
             v1::LegalBasis::try_from(t.legal_basis).is_ok_and(|b| b != v1::LegalBasis::Unspecified),
         ),
         (
+            "transfer.transfer_ground",
+            v1::TransferGround::try_from(t.transfer_ground).is_ok(),
+        ),
+        (
             "transfer.handling",
             v1::HandlingCode::try_from(t.handling)
                 .is_ok_and(|h| h != v1::HandlingCode::Unspecified),

@@ -881,7 +881,9 @@ pub(crate) async fn checkpoint_response(
         .map_err(status::log)?
         .ok_or_else(|| Status::unavailable("no checkpoint yet"))?;
     if from_size > size {
-        return Err(Status::invalid_argument(format!(
+        // The caller holds a later checkpoint than this broker serves: asking
+        // again changes nothing until the broker's log catches up.
+        return Err(Status::failed_precondition(format!(
             "from_size {from_size} is beyond the latest checkpoint ({size})"
         )));
     }
@@ -920,13 +922,24 @@ pub(crate) async fn inclusion_proof(
         .checkpoint_note(state.store.as_ref(), size)
         .await
         .map_err(status::log)?
-        .ok_or_else(|| {
-            Status::unavailable("no checkpoint of that size yet; try again in a second")
+        .ok_or_else(|| match size {
+            None => Status::unavailable("no checkpoint has been signed yet; try again in a second"),
+            Some(s) => Status::failed_precondition(format!(
+                "no checkpoint was signed at tree size {s}; ask for the latest (0) or a size a checkpoint was signed at"
+            )),
         })?;
     if index >= size {
-        return Err(Status::unavailable(format!(
-            "entry {index} is not yet in a checkpoint (latest covers {size}); try again in a second"
-        )));
+        // Against the latest checkpoint, the next one covers the entry: a
+        // retry helps. Against a size asked for, it never will.
+        return Err(if tree_size == 0 {
+            Status::unavailable(format!(
+                "entry {index} is not yet in a checkpoint (latest covers {size}); try again in a second"
+            ))
+        } else {
+            Status::failed_precondition(format!(
+                "entry {index} is not in the tree of size {size}; ask for a larger size or the latest (0)"
+            ))
+        });
     }
     let proof = state
         .store

@@ -477,6 +477,7 @@ fn refused_summary(t: &crate::protocol::policy::Transfer, node: Country) -> v1::
         created_at_ms: t.created_at_ms,
         expires_at_ms: t.expires_at_ms,
         in_reply_to: t.labels.in_reply_to.clone(),
+        transfer_ground: t.labels.transfer_ground,
         ..Default::default()
     }
 }

@@ -25,6 +25,13 @@ use crate::protocol::ids::AgencyId;
 use crate::protocol::proto::v1;
 use crate::protocol::time::DAY_MS;
 
+/// The id of the built-in rule that refuses an EU member's personal data to
+/// a non-member without a third-country transfer ground.
+pub const NEEDS_GROUND: &str = "eu-to-third-country-needs-ground";
+
+/// Why [`NEEDS_GROUND`] refuses.
+const NEEDS_GROUND_REASON: &str = "an EU member's agency passes personal data to a non-member only on a third-country transfer ground (adequacy decision, appropriate safeguards, derogation for a specific situation)";
+
 /// The legal bases that are third-country transfer grounds under EU law.
 const THIRD_COUNTRY_GROUNDS: [v1::LegalBasis; 3] = [
     v1::LegalBasis::AdequacyDecision,
@@ -145,6 +152,10 @@ pub enum Layer {
     Outbound(AgencyId),
     /// The recipient's own bundle: what it accepts.
     Inbound(AgencyId),
+    /// A rule of casebridge itself, which no bundle can lift: an EU
+    /// member's personal data leaves for a non-member only on a
+    /// third-country transfer ground ([`NEEDS_GROUND`]).
+    BuiltIn,
 }
 
 impl Layer {
@@ -154,6 +165,7 @@ impl Layer {
             Layer::Framework => "framework",
             Layer::Outbound(_) => "outbound",
             Layer::Inbound(_) => "inbound",
+            Layer::BuiltIn => "built-in",
         }
     }
 }
@@ -165,6 +177,7 @@ impl fmt::Display for Layer {
             Layer::Framework => f.write_str("framework"),
             Layer::Outbound(a) => write!(f, "{a} outbound"),
             Layer::Inbound(a) => write!(f, "{a} inbound"),
+            Layer::BuiltIn => f.write_str("built-in"),
         }
     }
 }
@@ -197,7 +210,7 @@ impl LayerOutcome {
             let (agency, verb) = match layer {
                 Layer::Outbound(a) => (a.to_string(), "send"),
                 Layer::Inbound(a) => (a.to_string(), "receive"),
-                Layer::Framework => ("the federation".to_string(), "exchange"),
+                Layer::Framework | Layer::BuiltIn => ("the federation".to_string(), "exchange"),
             };
             return format!(
                 "by the {layer} layer: {agency} has no policy bundle in force, so it can {verb} nothing (default deny)"
@@ -208,6 +221,14 @@ impl LayerOutcome {
                 "by {layer} policy {}: it could not be evaluated ({}), and a policy that cannot be evaluated refuses",
                 e.policy, e.message
             );
+        }
+        if *layer == Layer::BuiltIn {
+            return self
+                .determining
+                .iter()
+                .map(|p| format!("by built-in rule \"{}\"{}", p.id, reason_suffix(p)))
+                .collect::<Vec<_>>()
+                .join("; ");
         }
         let forbids: Vec<&PolicyRef> = self
             .determining
@@ -250,7 +271,9 @@ fn reason_suffix(p: &PolicyRef) -> String {
 pub struct RecipientDecision {
     pub recipient: AgencyId,
     pub allowed: bool,
-    /// Framework, outbound, inbound, in that order.
+    /// Framework, outbound, inbound, in that order; then the built-in
+    /// layer, present only when it refuses a transfer no bundle's policy of
+    /// the same id refused.
     pub layers: Vec<LayerOutcome>,
 }
 
@@ -391,6 +414,7 @@ struct ContextFacts {
     purpose: String,
     legal_basis: String,
     legal_basis_reference: String,
+    transfer_ground: String,
     third_country_ground: bool,
     handling: String,
     handling_restriction: String,
@@ -493,7 +517,7 @@ fn decide_recipient(
         Some(b) => evaluate(&authorizer, layer, b, &request, &entities),
     };
     let (sender, recipient) = (&inputs.sender.id, &inputs.recipient.id);
-    let layers = vec![
+    let mut layers = vec![
         run(Layer::Framework, Some(&inner.framework)),
         run(Layer::Outbound(sender.clone()), inner.agencies.get(sender)),
         run(
@@ -501,11 +525,42 @@ fn decide_recipient(
             inner.agencies.get(recipient),
         ),
     ];
+    // Beneath the bundles: the built-in rule, named only when no bundle's
+    // policy of the same id has already refused (a framework may state it).
+    let stated = layers
+        .iter()
+        .any(|l| !l.allowed && l.determining.iter().any(|p| p.id == NEEDS_GROUND));
+    if needs_ground(inputs) && !stated {
+        layers.push(LayerOutcome {
+            layer: Layer::BuiltIn,
+            allowed: false,
+            determining: vec![PolicyRef {
+                owner: super::Owner::Framework,
+                file: "built into casebridge".to_string(),
+                id: NEEDS_GROUND.to_string(),
+                line: 0,
+                effect: Effect::Forbid,
+                reason: Some(NEEDS_GROUND_REASON.to_string()),
+            }],
+            errors: Vec::new(),
+            no_bundle: false,
+        });
+    }
     Ok(RecipientDecision {
         recipient: recipient.clone(),
         allowed: layers.iter().all(|l| l.allowed),
         layers,
     })
+}
+
+/// Whether the built-in rule refuses: an agency of an EU member (by its
+/// country's regime in the directory) passes personal data to an agency of
+/// a non-member without a third-country transfer ground.
+fn needs_ground(inputs: &RecipientInputs) -> bool {
+    inputs.sender.eu_member
+        && !inputs.recipient.eu_member
+        && !inputs.context.categories.is_empty()
+        && !inputs.context.third_country_ground
 }
 
 fn evaluate(
@@ -607,9 +662,11 @@ impl ContextFacts {
     fn of(t: &Transfer) -> Result<ContextFacts, String> {
         let l = &t.labels;
         let reference = l.legal_basis_reference.trim();
-        let third_country_ground = v1::LegalBasis::try_from(l.legal_basis)
-            .is_ok_and(|b| THIRD_COUNTRY_GROUNDS.contains(&b))
-            && !reference.is_empty();
+        let transfer_ground = Enum::TransferGround.value_of_wire(l.transfer_ground)?;
+        let third_country_ground = l.transfer_ground != v1::TransferGround::None as i32
+            || (v1::LegalBasis::try_from(l.legal_basis)
+                .is_ok_and(|b| THIRD_COUNTRY_GROUNDS.contains(&b))
+                && !reference.is_empty());
         let (source, accuracy) = l
             .evaluation
             .as_ref()
@@ -629,6 +686,7 @@ impl ContextFacts {
             purpose: Enum::Purpose.value_of_wire(l.purpose)?,
             legal_basis: Enum::LegalBasis.value_of_wire(l.legal_basis)?,
             legal_basis_reference: reference.to_string(),
+            transfer_ground,
             third_country_ground,
             handling: Enum::Handling.value_of_wire(l.handling)?,
             handling_restriction: l.handling_restriction.clone(),
@@ -673,6 +731,10 @@ impl ContextFacts {
             (
                 "legal_basis_reference".into(),
                 s(&self.legal_basis_reference),
+            ),
+            (
+                "transfer_ground".into(),
+                entity(Enum::TransferGround, &self.transfer_ground)?,
             ),
             ("third_country_ground".into(), b(self.third_country_ground)),
             ("handling".into(), entity(Enum::Handling, &self.handling)?),

@@ -58,7 +58,8 @@ pub use bundle::{BundleReport, Effect, PolicyRef, SignatureStatus};
 pub(crate) use bundle::{RawBundle, RawSet};
 pub(crate) use check::{validate_bundle, verify_bundle};
 pub use decide::{
-    AgencyFacts, Decision, EvalError, Layer, LayerOutcome, Onward, RecipientDecision, Transfer,
+    AgencyFacts, Decision, EvalError, Layer, LayerOutcome, NEEDS_GROUND, Onward, RecipientDecision,
+    Transfer,
 };
 pub(crate) use examples::render as render_examples;
 pub use examples::{

@@ -64,6 +64,7 @@ pub(crate) enum Enum {
     Category,
     Purpose,
     LegalBasis,
+    TransferGround,
     Handling,
     SourceReliability,
     InformationAccuracy,
@@ -73,12 +74,13 @@ pub(crate) enum Enum {
 
 impl Enum {
     #[cfg(test)]
-    pub const ALL: [Enum; 10] = [
+    pub const ALL: [Enum; 11] = [
         Enum::AgencyKind,
         Enum::RecordKind,
         Enum::Category,
         Enum::Purpose,
         Enum::LegalBasis,
+        Enum::TransferGround,
         Enum::Handling,
         Enum::SourceReliability,
         Enum::InformationAccuracy,
@@ -94,6 +96,7 @@ impl Enum {
             Enum::Category => "Category",
             Enum::Purpose => "Purpose",
             Enum::LegalBasis => "LegalBasis",
+            Enum::TransferGround => "TransferGround",
             Enum::Handling => "Handling",
             Enum::SourceReliability => "SourceReliability",
             Enum::InformationAccuracy => "InformationAccuracy",
@@ -109,6 +112,7 @@ impl Enum {
             Enum::Category => "DATA_CATEGORY_",
             Enum::Purpose => "PURPOSE_",
             Enum::LegalBasis => "LEGAL_BASIS_",
+            Enum::TransferGround => "TRANSFER_GROUND_",
             Enum::Handling => "HANDLING_CODE_",
             Enum::SourceReliability => "SOURCE_RELIABILITY_",
             Enum::InformationAccuracy => "INFORMATION_ACCURACY_",
@@ -164,6 +168,9 @@ impl Enum {
             Enum::Category => v1::DataCategory::try_from(v).ok().map(|e| e.as_str_name()),
             Enum::Purpose => v1::Purpose::try_from(v).ok().map(|e| e.as_str_name()),
             Enum::LegalBasis => v1::LegalBasis::try_from(v).ok().map(|e| e.as_str_name()),
+            Enum::TransferGround => v1::TransferGround::try_from(v)
+                .ok()
+                .map(|e| e.as_str_name()),
             Enum::Handling => v1::HandlingCode::try_from(v).ok().map(|e| e.as_str_name()),
             Enum::SourceReliability => v1::SourceReliability::try_from(v)
                 .ok()

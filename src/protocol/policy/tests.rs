@@ -300,3 +300,111 @@ fn a_remembered_decision_answers_only_the_very_same_inputs() {
         assert_eq!(again, cold.decide(t), "{again}");
     }
 }
+
+/// Policies whose framework and agency bundles all permit everything.
+fn permit_all() -> Policies {
+    let bundle = |owner: &str| {
+        let policies = if owner == "framework" {
+            "@id(\"everything\")\npermit (principal, action, resource);\n".to_string()
+        } else {
+            format!(
+                "@id(\"everything-out\")\npermit (principal == Casebridge::Agency::\"{owner}\", action, resource);\n\
+                 @id(\"everything-in\")\npermit (principal, action, resource == Casebridge::Agency::\"{owner}\");\n"
+            )
+        };
+        [
+            ("bundle.toml", format!("owner = \"{owner}\"\nversion = 1\n")),
+            ("p.cedar", policies),
+        ]
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let vocabulary = schema::Vocabulary::new().unwrap();
+    let framework = bundle::compile(
+        &vocabulary,
+        "framework",
+        Some(&Owner::Framework),
+        &bundle("framework"),
+    )
+    .unwrap();
+    let mut compiled = std::collections::BTreeMap::new();
+    for a in default_agencies() {
+        let owner = Owner::Agency(a.id.clone());
+        let b = bundle::compile(
+            &vocabulary,
+            &a.id.to_string(),
+            Some(&owner),
+            &bundle(&a.id.to_string()),
+        )
+        .unwrap();
+        compiled.insert(a.id.clone(), b);
+    }
+    Policies::assemble(vocabulary, framework, compiled, true)
+}
+
+#[test]
+fn an_eu_members_personal_data_leaves_for_a_non_member_only_on_a_ground_whatever_the_bundles_say() {
+    let policies = permit_all();
+    let mla = |ground: v1::TransferGround| {
+        let mut l = labels(
+            v1::Purpose::Prosecution,
+            v1::LegalBasis::EuropeanMlaConvention,
+            "European Convention on Mutual Assistance in Criminal Matters, Art. 1",
+        );
+        l.transfer_ground = ground as i32;
+        transfer(
+            "HR/prosecutor",
+            &["BA/prosecutor"],
+            &[v1::DataCategory::Identity],
+            l,
+        )
+    };
+    let d = policies.decide(&mla(v1::TransferGround::None));
+    assert!(!d.allowed, "{d}");
+    let refusing: Vec<&Layer> = d.recipients[0]
+        .layers
+        .iter()
+        .filter(|l| !l.allowed)
+        .map(|l| &l.layer)
+        .collect();
+    assert_eq!(refusing, [&Layer::BuiltIn], "{d}");
+    assert_eq!(
+        d.refusal().unwrap().1.determining[0].id,
+        decide::NEEDS_GROUND
+    );
+    assert!(
+        d.explanation()
+            .contains("by built-in rule \"eu-to-third-country-needs-ground\""),
+        "{d}"
+    );
+    for ground in [
+        v1::TransferGround::AdequacyDecision,
+        v1::TransferGround::AppropriateSafeguards,
+        v1::TransferGround::SpecificSituationDerogation,
+    ] {
+        let d = policies.decide(&mla(ground));
+        assert!(d.allowed, "{ground:?}: {d}");
+        assert_eq!(d.recipients[0].layers.len(), 3, "no built-in layer");
+    }
+    // No personal data, a member recipient, or a non-member sender: the rule
+    // does not apply.
+    let mut t = mla(v1::TransferGround::None);
+    t.categories = CategorySet::new();
+    assert!(policies.decide(&t).allowed);
+    let mut t = mla(v1::TransferGround::None);
+    t.recipients = vec![facts("SI/prosecutor")];
+    assert!(policies.decide(&t).allowed);
+    let mut t = mla(v1::TransferGround::None);
+    t.sender = facts("RS/prosecutor");
+    assert!(policies.decide(&t).allowed);
+    // A ground given as the legal basis itself, named, still counts.
+    let mut t = mla(v1::TransferGround::None);
+    t.labels.legal_basis = v1::LegalBasis::AppropriateSafeguards as i32;
+    assert!(policies.decide(&t).allowed);
+    // A transfer ground the schema does not know refuses before Cedar runs.
+    let mut t = mla(v1::TransferGround::None);
+    t.labels.transfer_ground = 99;
+    let d = policies.decide(&t);
+    assert!(!d.allowed && d.input_error.is_some(), "{d}");
+}

@@ -108,11 +108,22 @@ pub struct QueryArgs {
     /// Entries before this time (RFC 3339, or a date YYYY-MM-DD).
     #[arg(long)]
     pub to: Option<String>,
-    /// At most this many entries (the broker returns at most 10,000).
+    /// At most this many entries in all; a result cut by it says so and how
+    /// to go on.
     #[arg(long)]
-    pub limit: Option<u32>,
-    /// Scan from this log index: where a result the broker cut says to
-    /// continue.
+    pub limit: Option<u64>,
+    /// Entries per request to the broker (at most 10,000, its default).
+    #[arg(long)]
+    pub page_size: Option<u32>,
+    /// Fetch every page, not only the first, until the end of the log (or
+    /// --limit).
+    #[arg(long)]
+    pub all: bool,
+    /// Go on where a cut result said to: its page token, with the same
+    /// filters.
+    #[arg(long, conflicts_with = "start")]
+    pub page_token: Option<String>,
+    /// Scan from this log index.
     #[arg(long)]
     pub start: Option<u64>,
 }
@@ -186,35 +197,39 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             json,
             csv,
         } => {
-            let result = query(&auditor.profile, auditor.directory.as_deref(), &filter).await?;
-            let entries = &result.entries;
-            let mut out = std::io::stdout().lock();
-            if json {
-                for e in entries {
-                    writeln!(out, "{}", entry_json_line(e)?)?;
-                }
-            } else if csv {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            if csv {
                 writeln!(out, "{}", csv_line(ROW_COLUMNS))?;
-                for e in entries {
-                    let r = row(
-                        e.index,
-                        e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
-                    );
-                    writeln!(out, "{}", csv_line(&r.csv_fields()))?;
-                }
-            } else {
-                if entries.is_empty() {
-                    eprintln!("no entries match");
-                }
-                for e in entries {
-                    let r = row(
-                        e.index,
-                        e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
-                    );
-                    writeln!(out, "{}", r.text_line())?;
-                }
             }
+            // Each page is written as it arrives, so `--all` over a long log
+            // holds one page at a time.
+            let result = query_each(
+                &auditor.profile,
+                auditor.directory.as_deref(),
+                &filter,
+                |e| {
+                    let r = || {
+                        row(
+                            e.index,
+                            e.event.as_ref().unwrap_or(&v1::AuditEvent::default()),
+                        )
+                    };
+                    if json {
+                        writeln!(out, "{}", entry_json_line(e)?)?;
+                    } else if csv {
+                        writeln!(out, "{}", csv_line(&r().csv_fields()))?;
+                    } else {
+                        writeln!(out, "{}", r().text_line())?;
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+            out.flush()?;
             // On stderr, so JSON and CSV on stdout stay whole.
+            if result.count == 0 && !json && !csv {
+                eprintln!("no entries match");
+            }
             if let Some(notice) = result.cut_notice() {
                 eprintln!("{notice}");
             }
@@ -226,7 +241,8 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             Ok(!matches!(report.fetched, Fetched::Refused(_)) && report.unseen().next().is_none())
         }
         AuditCmd::Report { auditor, out } => {
-            report(&auditor.profile, auditor.directory.as_deref(), &out).await?;
+            let verified = report(&auditor.profile, auditor.directory.as_deref(), &out).await?;
+            print!("{verified}");
             println!("report written to {}", out.display());
             Ok(true)
         }

@@ -34,7 +34,9 @@ padding:0 1rem;color:#0f172a;line-height:1.4}\
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #cbd5e1}\
 h3{margin:1.4rem 0 .4rem}.meta{color:#475569}\
 table{border-collapse:collapse;margin:.4rem 0 1rem}\
-th,td{border:1px solid #cbd5e1;padding:.2rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
+.scroll{overflow-x:auto;max-width:100%}\
+th,td{border:1px solid #cbd5e1;padding:.2rem .5rem;text-align:left;vertical-align:top;white-space:nowrap}\
+td.text{white-space:normal;min-width:16rem;max-width:40rem;overflow-wrap:break-word}\
 th{background:#f1f5f9}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}\
 pre{background:#f8fafc;border:1px solid #e2e8f0;padding:.6rem;overflow-x:auto}\
@@ -151,11 +153,11 @@ fn heat(t: f64) -> String {
     )
 }
 
-fn counts_table(
+fn counts_table<const N: usize>(
     out: &mut String,
     caption: &str,
-    head: [&str; 2],
-    rows: impl IntoIterator<Item = (String, [u64; 2])>,
+    head: [&str; N],
+    rows: impl IntoIterator<Item = (String, [u64; N])>,
 ) {
     let rows: Vec<_> = rows.into_iter().collect();
     if rows.is_empty() {
@@ -163,30 +165,45 @@ fn counts_table(
     }
     let _ = write!(
         out,
-        "<table><caption>{}</caption><tr><th></th><th>{}</th><th>{}</th></tr>",
-        esc(caption),
-        esc(head[0]),
-        esc(head[1])
+        "<table><caption>{}</caption><tr><th></th>",
+        esc(caption)
     );
-    for (k, [a, b]) in rows {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td class=\"n\">{a}</td><td class=\"n\">{b}</td></tr>",
-            esc(&k)
-        );
+    for h in head {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr>");
+    for (k, cells) in rows {
+        let _ = write!(out, "<tr><td>{}</td>", esc(&k));
+        for n in cells {
+            let _ = write!(out, "<td class=\"n\">{n}</td>");
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table>");
 }
 
+/// "purpose / legal basis", with the transfer ground where one was given.
+fn grounds(r: &Row) -> String {
+    match (r.purpose.is_empty(), r.transfer_ground.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!("{} / {}", r.purpose, r.legal_basis),
+        (false, false) => format!("{} / {} + {}", r.purpose, r.legal_basis, r.transfer_ground),
+    }
+}
+
+/// Rows of entries: short cells never wrap, the reason wraps at words, and
+/// a table wider than the page scrolls.
 fn rows_table(out: &mut String, caption: &str, rows: &[Row]) {
     if rows.is_empty() {
         return;
     }
     let _ = write!(
         out,
-        "<h4>{}</h4><table><tr><th>index</th><th>time</th><th>envelope</th><th>from → to</th>\
-         <th>kind</th><th>purpose / legal basis</th><th>decision</th><th>reason</th></tr>",
-        esc(caption)
+        "<h4>{} ({})</h4><div class=\"scroll\"><table><tr><th>index</th><th>time</th>\
+         <th>envelope</th><th>from → to</th><th>kind</th><th>purpose / legal basis + transfer ground</th>\
+         <th>decision</th><th>reason</th></tr>",
+        esc(caption),
+        rows.len()
     );
     for r in rows {
         let code = if r.code.is_empty() {
@@ -194,28 +211,23 @@ fn rows_table(out: &mut String, caption: &str, rows: &[Row]) {
         } else {
             format!(" ({})", r.code)
         };
-        let purpose = if r.purpose.is_empty() {
-            String::new()
-        } else {
-            format!("{} / {}", r.purpose, r.legal_basis)
-        };
         let _ = write!(
             out,
             "<tr><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td>{} → {}</td>\
-             <td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}{}</td><td class=\"text\">{}</td></tr>",
             r.index,
             esc(&crate::protocol::time::format_ms(r.at_ms)),
             esc(&r.envelope_id),
             esc(&r.sender),
             esc(&r.recipients.join(", ")),
             esc(&r.kind),
-            esc(&purpose),
+            esc(&grounds(r)),
             esc(r.decision),
             esc(&code),
             esc(&r.reason)
         );
     }
-    out.push_str("</table>");
+    out.push_str("</table></div>");
 }
 
 /// The report as one self-contained HTML document: inline CSS and SVG, no
@@ -280,7 +292,12 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
             " Consistent with the checkpoint this auditor saved at size {m}."
         );
     }
-    h.push_str("</p><h3>Witness cosignatures</h3>");
+    let _ = write!(
+        h,
+        "</p><details><summary>The verification, as the command printed it</summary><pre>{}</pre></details>",
+        esc(&v.to_string())
+    );
+    h.push_str("<h3>Witness cosignatures</h3>");
     if v.checkpoint.cosignatures.is_empty() {
         h.push_str("<p>None.</p>");
     } else {
@@ -366,14 +383,14 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
         counts_table(
             &mut h,
             "By kind",
-            ["sent", "received"],
-            st.by_kind.iter().map(|(k, v)| (k.clone(), *v)),
+            COUNT_COLUMNS,
+            st.by_kind.iter().map(|(k, v)| (k.clone(), v.cells())),
         );
         counts_table(
             &mut h,
             "By purpose",
-            ["sent", "received"],
-            st.by_purpose.iter().map(|(k, v)| (k.clone(), *v)),
+            COUNT_COLUMNS,
+            st.by_purpose.iter().map(|(k, v)| (k.clone(), v.cells())),
         );
         counts_table(
             &mut h,
@@ -382,6 +399,7 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
             st.by_decision.iter().map(|(k, v)| ((*k).to_string(), *v)),
         );
         h.push_str("</div>");
+        rows_table(&mut h, "Accepted transfers it sent", &st.accepted);
         rows_table(&mut h, "Refusals", &st.refusals);
         rows_table(&mut h, "Rejected by the receiving node", &st.rejections);
         rows_table(&mut h, "Content violations", &st.violations);
@@ -395,11 +413,11 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
     if sum.federation_events.is_empty() {
         h.push_str("<p>None.</p>");
     } else {
-        h.push_str("<table><tr><th>index</th><th>time</th><th>event</th><th>by</th><th>detail</th><th>policy bundle</th></tr>");
+        h.push_str("<div class=\"scroll\"><table><tr><th>index</th><th>time</th><th>event</th><th>by</th><th>detail</th><th>policy bundle</th></tr>");
         for r in &sum.federation_events {
             let _ = write!(
                 h,
-                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}</td>\
                  <td><code>{}</code></td></tr>",
                 r.index,
                 esc(&crate::protocol::time::format_ms(r.at_ms)),
@@ -409,7 +427,7 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
                 esc(&r.policy_bundle_hash)
             );
         }
-        h.push_str("</table>");
+        h.push_str("</table></div>");
     }
     h.push_str("</body></html>\n");
     h
@@ -417,8 +435,13 @@ pub fn render_report(input: &ReportInput<'_>) -> String {
 
 /// `casebridge audit report --out FILE`: verifies the log like `verify`
 /// (saving the checkpoint), then writes the report built from the verified
-/// entries.
-pub async fn report(profile: &Path, directory: Option<&Path>, out: &Path) -> anyhow::Result<()> {
+/// entries. Returns the verification the report embeds, for the command to
+/// print.
+pub async fn report(
+    profile: &Path,
+    directory: Option<&Path>,
+    out: &Path,
+) -> anyhow::Result<VerifyReport> {
     let mut auditor = Auditor::connect(profile, directory)?;
     let mut summary = LogSummary::default();
     let verified = verify_log(&mut auditor, |i, ev| summary.add(i, ev)).await?;
@@ -439,7 +462,8 @@ pub async fn report(profile: &Path, directory: Option<&Path>, out: &Path) -> any
     let tmp = out.with_extension("html.tmp");
     std::fs::write(&tmp, html.as_bytes())
         .and_then(|()| std::fs::rename(&tmp, out))
-        .with_context(|| format!("writing {}", out.display()))
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(verified)
 }
 
 #[cfg(test)]
@@ -484,6 +508,22 @@ mod tests {
         assert_eq!(html.matches("<svg").count(), 2);
         assert!(html.contains("<title>HR → RS: 2</title>"));
         assert!(html.contains("undeclared-categories"));
+        // Counts say how far each transfer went; accepted transfers are
+        // listed by envelope id; rows say kind and purpose.
+        for heading in ["sent", "refused at node", "refused by broker", "received"] {
+            assert!(html.contains(&format!("<th>{heading}</th>")), "{heading}");
+        }
+        assert!(html.contains("Accepted transfers it sent (1)"));
+        assert!(html.contains("<code>01010101-0101-0101-0101-010101010101</code>"));
+        assert!(
+            html.contains("<td>wanted_alert</td><td>prosecution / european-mla-convention</td>")
+        );
+        // No cell wraps letter by letter: short cells do not wrap at all.
+        assert!(!html.contains("anywhere"));
+        assert!(html.contains("white-space:nowrap"));
+        // The verification the command printed is in the report.
+        assert!(html.contains("The verification, as the command printed it"));
+        assert!(html.contains(&html_escape(verified.lines()[0].as_str()).into_owned()));
         // Balanced tables.
         assert_eq!(
             html.matches("<table").count(),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use crate::protocol::ids::EnvelopeId;
 use crate::protocol::proto::v1;
 use crate::protocol::proto::v1::audit_event::Event;
-use crate::tools::cli::{basis_name, categories_text, kind_name, purpose_name, short};
+use crate::tools::cli::{basis_name, categories_text, ground_name, kind_name, purpose_name, short};
 
 // ---- rows: one entry as fields --------------------------------------------------
 
@@ -31,6 +31,8 @@ pub struct Row {
     pub categories: Vec<String>,
     pub purpose: String,
     pub legal_basis: String,
+    /// The third-country transfer ground; empty where none was given.
+    pub transfer_ground: String,
     pub policy_bundle_hash: String,
 }
 
@@ -49,6 +51,7 @@ pub const ROW_COLUMNS: &[&str] = &[
     "categories",
     "purpose",
     "legal_basis",
+    "transfer_ground",
     "policy_bundle_hash",
 ];
 
@@ -94,6 +97,9 @@ fn with_envelope(r: &mut Row, e: &v1::EnvelopeSummary) {
     r.categories = category_names(&e.declared_categories);
     r.purpose = purpose_name(e.purpose);
     r.legal_basis = basis_name(e.legal_basis);
+    if e.transfer_ground != v1::TransferGround::None as i32 {
+        r.transfer_ground = ground_name(e.transfer_ground);
+    }
 }
 
 /// The fields of entry `index`.
@@ -209,6 +215,7 @@ impl Row {
             self.categories.join(";"),
             self.purpose.clone(),
             self.legal_basis.clone(),
+            self.transfer_ground.clone(),
             self.policy_bundle_hash.clone(),
         ]
     }
@@ -242,6 +249,9 @@ impl Row {
         }
         if !self.purpose.is_empty() {
             let _ = write!(s, "  {} / {}", self.purpose, self.legal_basis);
+            if !self.transfer_ground.is_empty() {
+                let _ = write!(s, " + {}", self.transfer_ground);
+            }
         }
         let _ = write!(s, "  {}", self.decision);
         if !self.code.is_empty() {
@@ -296,6 +306,9 @@ pub fn event_details(event: &v1::AuditEvent) -> Vec<(&'static str, String)> {
     if !r.purpose.is_empty() {
         d.push(("purpose", r.purpose.clone()));
         d.push(("legal basis", r.legal_basis.clone()));
+        if !r.transfer_ground.is_empty() {
+            d.push(("transfer ground", r.transfer_ground.clone()));
+        }
     }
     let mut decision = r.decision.to_string();
     if !r.code.is_empty() {

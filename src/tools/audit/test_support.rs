@@ -201,6 +201,24 @@ pub(super) fn synthetic_log() -> Vec<v1::AuditEvent> {
                 ..Default::default()
             })),
         },
+        // HR's node refused its own agency's transfer before sealing and
+        // reported it: labels, no envelope id.
+        v1::AuditEvent {
+            at_ms: 1_700_000_008_000,
+            event: Some(Event::SubmissionRefused(v1::SubmissionRefused {
+                submitting_node: "HR".into(),
+                code: v1::RefusalCode::Policy as i32,
+                reason: "refused by node HR before sealing".into(),
+                envelope: Some(summary_of(
+                    &[],
+                    "HR/police",
+                    &["BA/police"],
+                    v1::RecordKind::WantedAlert,
+                )),
+                policy_explanation: "refused for BA/police by built-in rule".into(),
+                ..Default::default()
+            })),
+        },
     ]
 }
 
