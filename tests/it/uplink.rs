@@ -219,6 +219,10 @@ async fn a_node_logs_losing_and_regaining_the_broker_at_info() {
     })
     .await;
     fed.start_broker().await.unwrap();
+    until("the node regaining the broker", || async {
+        node.uplink.reachable().then_some(())
+    })
+    .await;
     let text = logs.text();
     let lost = text
         .lines()

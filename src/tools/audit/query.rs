@@ -32,7 +32,7 @@ pub fn query_request(args: &QueryArgs) -> anyhow::Result<v1::QueryRequest> {
         req.country = cc.to_string();
     }
     if let Some(k) = &args.kind {
-        let kind = crate::tools::cli::parse_kind(k).context("--kind")?;
+        let kind = crate::tools::cli::parse_kind(k).map_err(|e| anyhow!("--kind: {e:#}"))?;
         req.kind = crate::protocol::categories::kind_short_name(kind).to_string();
     }
     if let Some(d) = &args.decision {
@@ -395,7 +395,7 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(message.contains("wanted_alert"), "{message}");
+        assert!(message.contains("wanted-alert"), "{message}");
         // A page token continues only the query it came from.
         let refused = v1::QueryRequest {
             decision: "refused".into(),

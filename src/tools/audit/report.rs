@@ -516,7 +516,7 @@ mod tests {
         assert!(html.contains("Accepted transfers it sent (1)"));
         assert!(html.contains("<code>01010101-0101-0101-0101-010101010101</code>"));
         assert!(
-            html.contains("<td>wanted_alert</td><td>prosecution / european-mla-convention</td>")
+            html.contains("<td>wanted-alert</td><td>prosecution / european-mla-convention</td>")
         );
         // No cell wraps letter by letter: short cells do not wrap at all.
         assert!(!html.contains("anywhere"));
