@@ -198,9 +198,41 @@ impl Captured {
     }
 }
 
+/// Runs in a process of its own (this test binary, asked for this test
+/// alone): tracing caches whether a log statement is enabled the first time
+/// any thread reaches it, so another test running beside it without a
+/// subscriber could make the statements under test invisible here.
+#[test]
+fn a_node_logs_losing_and_regaining_the_broker_at_info() {
+    const ALONE: &str = "CASEBRIDGE_TEST_UPLINK_LOG_ALONE";
+    if std::env::var_os(ALONE).is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(logs_losing_and_regaining_the_broker());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "uplink::a_node_logs_losing_and_regaining_the_broker_at_info",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ALONE, "1")
+        .output()
+        .expect("run the test alone");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // One thread: every task of the federation logs to the subscriber set here.
-#[tokio::test(flavor = "current_thread")]
-async fn a_node_logs_losing_and_regaining_the_broker_at_info() {
+async fn logs_losing_and_regaining_the_broker() {
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
