@@ -11,6 +11,7 @@ pub mod demo;
 pub mod directory_cli;
 pub mod health;
 pub mod local;
+pub mod names;
 pub mod pki;
 pub mod policy_cli;
 
