@@ -221,12 +221,7 @@ async fn two_brokers_one_log() {
         police_to_third_country(),
     )
     .await;
-    assert_eq!(
-        from_hr.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        from_hr.detail
-    );
+    assert_accepted(&from_hr);
     let from_ba = send(
         &fed,
         "BA/police",
@@ -235,12 +230,7 @@ async fn two_brokers_one_log() {
         police(),
     )
     .await;
-    assert_eq!(
-        from_ba.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        from_ba.detail
-    );
+    assert_accepted(&from_ba);
     // Each receipt comes back through the other broker.
     let dir = directory(&fed);
     for (from, id, to) in [
@@ -469,7 +459,6 @@ async fn the_leading_broker_killed_under_load_loses_nothing() {
         },
     )
     .await;
-    let signed_before_kill = signed;
     if let Some((size, _)) = latest_checkpoint(&fed, b).await {
         signed = signed.max(size);
     }
