@@ -3,8 +3,6 @@
 
 pub mod broker;
 pub mod node;
-#[cfg(test)]
-mod node_tests;
 
 use std::future::Future;
 use std::path::Path;

@@ -143,11 +143,22 @@ impl merkle::HashReader for StoredNodes<'_> {
     type Error = StoreError;
     fn read_node(&self, node: merkle::NodeId) -> Result<merkle::Hash, StoreError> {
         match self.0.get(node_key(node))? {
-            Some(v) => v
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt("merkle_nodes", format!("node {node:?} is not 32 bytes"))),
-            None => Err(corrupt("merkle_nodes", format!("node {node:?} is missing"))),
+            Some(v) => v.as_ref().try_into().map_err(|_| {
+                corrupt(
+                    "merkle_nodes",
+                    format!(
+                        "the node at level {} index {} is not 32 bytes",
+                        node.level, node.index
+                    ),
+                )
+            }),
+            None => Err(corrupt(
+                "merkle_nodes",
+                format!(
+                    "the node at level {} index {} is missing",
+                    node.level, node.index
+                ),
+            )),
         }
     }
 }

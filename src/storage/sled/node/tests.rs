@@ -6,13 +6,13 @@ use std::sync::Arc;
 use prost::Message as _;
 use tokio::sync::watch;
 
-use super::GatedFlush;
-use super::node::SledNodeStore;
+use super::SledNodeStore;
 use crate::protocol::ids::{AgencyId, EnvelopeId};
 use crate::protocol::proto::v1;
 use crate::storage::StorageError;
 use crate::storage::node::idempotency::{EarlierCall, KeyedCall};
 use crate::storage::node::{Inbox as _, Lane, Outbox as _, WitnessState as _};
+use crate::storage::sled::GatedFlush;
 
 #[tokio::test]
 async fn evidence_recorded_in_the_same_millisecond_is_all_kept() {
