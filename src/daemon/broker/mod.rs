@@ -701,7 +701,10 @@ impl Broker {
             .await;
         let (reflection, reflection_v1alpha) =
             crate::daemon::rpc::reflection(crate::daemon::rpc::BROKER_SERVICES)?;
-        tracing::info!(?addr, "broker serving");
+        tracing::info!(
+            addr = %addr.map_or_else(|| "an unknown address".to_string(), |a| a.to_string()),
+            "broker serving"
+        );
         let fatal = Arc::new(Mutex::new(None::<String>));
         let (close, closing) = tokio::sync::watch::channel(false);
         let grace = self.grace;

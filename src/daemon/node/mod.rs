@@ -648,7 +648,10 @@ impl Node {
         )
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-        tracing::info!(node = %self.state.country, addr = ?listener.local_addr().ok(), "node serving");
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+        tracing::info!(node = %self.state.country, %addr, "node serving");
         let state = self.state.clone();
         let fatal = Arc::new(Mutex::new(None::<String>));
         let stop_reason = fatal.clone();

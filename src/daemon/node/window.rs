@@ -69,7 +69,10 @@ pub async fn outbox_loop(state: Arc<NodeState>) {
                         probing = false;
                         paused_until = None;
                     } else if started_in == epoch {
-                        tracing::debug!(id = ?id, "submission not answered; backing off");
+                        match id {
+                            Some(id) => tracing::debug!(%id, "submission not answered; backing off"),
+                            None => tracing::debug!("a submission ended unanswered; backing off"),
+                        }
                         epoch += 1;
                         probing = true;
                         paused_until = Some(tokio::time::Instant::now() + backoff);

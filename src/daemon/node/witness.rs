@@ -415,9 +415,12 @@ async fn prove_one(
         Err(s) => {
             let why = "the broker denies having accepted it".to_string();
             let said = format!(
-                "status {:?}: {}",
-                s.code(),
-                s.message().chars().take(512).collect::<String>()
+                "status {} ({}): {}",
+                i32::from(s.code()),
+                s.code().description(),
+                crate::protocol::bounds::escaped(
+                    &s.message().chars().take(512).collect::<String>()
+                )
             );
             (Err(not_included(&id, why)), said)
         }
@@ -437,8 +440,11 @@ async fn prove_one(
             Ok(Inclusion::Proven)
         }
         Err(e) => {
+            // The summary in the audit log's JSON form (canonical proto3).
+            let expected = serde_json::to_string_pretty(&expected)
+                .unwrap_or_else(|e| format!("(the summary could not be written out: {e})"));
             let evidence = format!(
-                "inclusion of {id} not proven: {e}\n--- witnessed checkpoint ---\n{}--- expected acceptance ---\n{expected:?}\nlog index answered at submission: {}\n--- the broker's answer ---\n{broker_said}\n",
+                "inclusion of {id} not proven: {e}\n--- witnessed checkpoint ---\n{}--- expected acceptance ---\n{expected}\nlog index answered at submission: {}\n--- the broker's answer ---\n{broker_said}\n",
                 cp.text(),
                 sent.log_index,
             );

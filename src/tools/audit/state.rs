@@ -62,10 +62,10 @@ impl StateDir {
             .map_err(|e| self.damaged(format!("{LAST_CHECKPOINT_FILE}: {e}")))?;
         if checkpoint.origin() != origin {
             bail!(
-                "the checkpoint saved in {} is of the log {:?}, the directory names {:?}",
+                "the checkpoint saved in {} is of the log {}, the directory names {}",
                 cp_path.display(),
-                checkpoint.origin(),
-                origin
+                crate::protocol::bounds::quoted(checkpoint.origin()),
+                crate::protocol::bounds::quoted(origin)
             );
         }
         let hashes_path = self.dir.join(LEAF_HASHES_FILE);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail};
 
+use crate::protocol::bounds::quoted;
 use crate::protocol::directory::{Directory, LogInfo};
 use crate::protocol::ids::Country;
 use crate::protocol::note::{self, Checkpoint, SignatureType, Verifier, Verifiers};
@@ -128,13 +129,13 @@ impl LogTrust {
     pub fn from_directory(dir: &Directory) -> anyhow::Result<LogTrust> {
         let key = log_key(dir)?;
         let log = Verifier::new(&key.origin, SignatureType::Ed25519, key.public_key)
-            .with_context(|| format!("log origin {:?}", key.origin))?;
+            .with_context(|| format!("log origin {}", quoted(&key.origin)))?;
         let log_only = Verifiers::new([log.clone()])?;
         let mut witnesses = Vec::new();
         for node in dir.nodes() {
             let name = witness_name(&dir.federation, node.country);
             let verifier = Verifier::new(&name, SignatureType::CosignatureV1, node.signing_key)
-                .with_context(|| format!("witness key name {name:?}"))?;
+                .with_context(|| format!("witness key name {}", quoted(&name)))?;
             witnesses.push(Witness {
                 country: node.country,
                 revoked: node.revoked,
@@ -144,7 +145,7 @@ impl LogTrust {
             for retired in &node.previous {
                 let verifier =
                     Verifier::new(&name, SignatureType::CosignatureV1, retired.signing_key)
-                        .with_context(|| format!("witness key name {name:?}"))?;
+                        .with_context(|| format!("witness key name {}", quoted(&name)))?;
                 witnesses.push(Witness {
                     country: node.country,
                     revoked: node.revoked,

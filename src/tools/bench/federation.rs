@@ -79,8 +79,8 @@ impl Daemon {
                 }
                 drop(d);
                 bail!(
-                    "the {name} did not start (it printed {:?}); its log is {}",
-                    line.trim(),
+                    "the {name} did not start (it printed {}); its log is {}",
+                    crate::protocol::bounds::quoted(line.trim()),
                     log.display()
                 )
             }

@@ -107,8 +107,10 @@ pub async fn send(
         .into_inner();
     if resp.state != v1::SendState::Accepted as i32 {
         bail!(
-            "Send answered {:?}: {}",
-            v1::SendState::try_from(resp.state).unwrap_or_default(),
+            "Send answered {}: {}",
+            v1::SendState::try_from(resp.state)
+                .unwrap_or_default()
+                .as_str_name(),
             resp.detail
         );
     }

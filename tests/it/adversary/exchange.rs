@@ -907,7 +907,10 @@ async fn a_failed_inclusion_proof_is_kept_as_evidence_and_later_records_are_stil
     );
     let e = of(&never.id);
     assert!(e.contains("the broker denies having accepted it"), "{e}");
-    assert!(e.contains("status NotFound"), "{e}");
+    assert!(
+        e.contains("status 5 (Some requested entity was not found)"),
+        "{e}"
+    );
 
     // Failed checks are evidence, not retried every round; nothing is left.
     let w = witness::witness_once(&node, &mut client).await.unwrap();
