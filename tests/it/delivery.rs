@@ -22,12 +22,7 @@ async fn one_to_one_delivers_the_exact_record_with_a_signed_receipt() {
         l,
     )
     .await;
-    assert_eq!(
-        resp.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        resp.detail
-    );
+    assert_accepted(&resp);
 
     let status = settled(&fed, "BA/missing-persons", &resp.envelope_id).await;
     assert_eq!(status.recipient_status.len(), 1);

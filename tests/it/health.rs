@@ -74,102 +74,70 @@ async fn broker_and_node_report_serving_and_list_their_services() {
     );
 }
 
-/// What a v1 reflection client learns of a daemon: the services it lists,
-/// and for each name in `ask` whether the daemon describes it (the file
-/// holding the symbol) or answers NOT_FOUND.
-async fn reflect_v1(channel: tonic::transport::Channel, ask: &[&str]) -> (Vec<String>, Vec<bool>) {
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_client};
-    let mut client = server_reflection_client::ServerReflectionClient::new(channel);
-    let mut listed = Vec::new();
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![list]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            listed.extend(l.service.into_iter().map(|s| s.name));
+/// Defines `$name`: what a reflection client of generation `$generation`
+/// learns of a daemon: the services it lists, and for each name in `ask`
+/// whether the daemon describes it (the file holding the symbol) or answers
+/// NOT_FOUND. The two generations' messages are alike but distinct types.
+macro_rules! reflection_client {
+    ($name:ident, $generation:ident) => {
+        async fn $name(
+            channel: tonic::transport::Channel,
+            ask: &[&str],
+        ) -> (Vec<String>, Vec<bool>) {
+            use tonic_reflection::pb::$generation::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$generation::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$generation::{
+                ServerReflectionRequest, server_reflection_client,
+            };
+            let generation = stringify!($generation);
+            let mut client = server_reflection_client::ServerReflectionClient::new(channel);
+            let mut listed = Vec::new();
+            let list = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = client
+                .server_reflection_info(tokio_stream::iter(vec![list]))
+                .await
+                .unwrap()
+                .into_inner();
+            match stream.message().await.unwrap().unwrap().message_response {
+                Some(MessageResponse::ListServicesResponse(l)) => {
+                    listed.extend(l.service.into_iter().map(|s| s.name));
+                }
+                _ => panic!("{generation} reflection did not answer ListServices with a list"),
+            }
+            let mut described = Vec::new();
+            for symbol in ask {
+                let req = ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(MessageRequest::FileContainingSymbol(
+                        symbol.to_string(),
+                    )),
+                };
+                let mut stream = client
+                    .server_reflection_info(tokio_stream::iter(vec![req]))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                described.push(match stream.message().await {
+                    Ok(Some(r)) => matches!(
+                        r.message_response,
+                        Some(MessageResponse::FileDescriptorResponse(f))
+                            if !f.file_descriptor_proto.is_empty()
+                    ),
+                    Err(s) if s.code() == tonic::Code::NotFound => false,
+                    Ok(None) => panic!("{generation} reflection ended without an answer for {symbol}"),
+                    Err(s) => panic!("{generation} reflection of {symbol}: {}", s.message()),
+                });
+            }
+            (listed, described)
         }
-        _ => panic!("v1 reflection did not answer ListServices with a list"),
-    }
-    let mut described = Vec::new();
-    for symbol in ask {
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_string())),
-        };
-        let mut stream = client
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        described.push(match stream.message().await {
-            Ok(Some(r)) => matches!(
-                r.message_response,
-                Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()
-            ),
-            Err(s) if s.code() == tonic::Code::NotFound => false,
-            Ok(None) => panic!("v1 reflection ended without an answer for {symbol}"),
-            Err(s) => panic!("v1 reflection of {symbol}: {}", s.message()),
-        });
-    }
-    (listed, described)
+    };
 }
 
-/// [`reflect_v1`] over the older v1alpha protocol.
-async fn reflect_v1alpha(
-    channel: tonic::transport::Channel,
-    ask: &[&str],
-) -> (Vec<String>, Vec<bool>) {
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::{ServerReflectionRequest, server_reflection_client};
-    let mut client = server_reflection_client::ServerReflectionClient::new(channel);
-    let mut listed = Vec::new();
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream = client
-        .server_reflection_info(tokio_stream::iter(vec![list]))
-        .await
-        .unwrap()
-        .into_inner();
-    match stream.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            listed.extend(l.service.into_iter().map(|s| s.name));
-        }
-        _ => panic!("v1alpha reflection did not answer ListServices with a list"),
-    }
-    let mut described = Vec::new();
-    for symbol in ask {
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(symbol.to_string())),
-        };
-        let mut stream = client
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        described.push(match stream.message().await {
-            Ok(Some(r)) => matches!(
-                r.message_response,
-                Some(MessageResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()
-            ),
-            Err(s) if s.code() == tonic::Code::NotFound => false,
-            Ok(None) => panic!("v1alpha reflection ended without an answer for {symbol}"),
-            Err(s) => panic!("v1alpha reflection of {symbol}: {}", s.message()),
-        });
-    }
-    (listed, described)
-}
+reflection_client!(reflect_v1, v1);
+reflection_client!(reflect_v1alpha, v1alpha);
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();

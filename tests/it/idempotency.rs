@@ -124,12 +124,7 @@ async fn another_agency_using_the_same_key_gets_a_record_of_its_own() {
 async fn a_repeated_call_answers_the_first_envelope_and_one_is_delivered() {
     let fed = start(&["BA", "HR"]).await;
     let first = send_as(&fed, "BA/police", alert("send-1")).await.unwrap();
-    assert_eq!(
-        first.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        first.detail
-    );
+    assert_accepted(&first);
     assert!(!first.repeat);
     settled(&fed, "BA/police", &first.envelope_id).await;
 
@@ -359,12 +354,7 @@ async fn forward_and_permissions_take_keys_too() {
         ..forward(&report.envelope_id, "AL/police")
     };
     let onward = rs.api.forward(fwd.clone()).await.unwrap().into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
+    assert_accepted(&onward);
     let again = rs.api.forward(fwd).await.unwrap().into_inner();
     assert_eq!(
         (again.envelope_id.as_str(), again.repeat),

@@ -200,12 +200,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
+    assert_accepted(&grant);
     settled(&fed, "MK/police", &grant.envelope_id).await;
 
     // Now it goes through, to AL and only to AL.
@@ -215,12 +210,7 @@ async fn h2_onward_transfer_needs_the_originators_permission() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
+    assert_accepted(&onward);
     settled(&fed, "RS/police", &onward.envelope_id).await;
     let got = fetch(&fed, "AL/police", &onward.envelope_id)
         .await

@@ -26,12 +26,7 @@ async fn delivery_receipt_and_audit_with_the_broker_on_postgres() {
         humanitarian(),
     )
     .await;
-    assert_eq!(
-        resp.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        resp.detail
-    );
+    assert_accepted(&resp);
     let status = settled(&fed, "BA/missing-persons", &resp.envelope_id).await;
     let rs = &status.recipient_status[0];
     assert_eq!(rs.state, v1::DeliveryState::Delivered as i32);
@@ -86,12 +81,7 @@ async fn delivery_receipt_and_audit_with_the_broker_on_postgres() {
         humanitarian(),
     )
     .await;
-    assert_eq!(
-        again.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        again.detail
-    );
+    assert_accepted(&again);
     let status = settled(&fed, "BA/missing-persons", &again.envelope_id).await;
     assert_eq!(
         status.recipient_status[0].state,
@@ -147,12 +137,7 @@ async fn a_broker_moves_from_sled_to_postgres_with_broker_migrate() {
         humanitarian(),
     )
     .await;
-    assert_eq!(
-        queued.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        queued.detail
-    );
+    assert_accepted(&queued);
     until("the broker to accept it", || {
         let fed = &fed;
         let id = queued.envelope_id.clone();

@@ -408,18 +408,6 @@ async fn the_sending_node_refuses_bad_labels_before_anything_leaves() {
 
 /// Labels of an MLA request under the European MLA convention, with the
 /// given third-country transfer ground.
-fn mla_labels(ground: v1::TransferGround) -> v1::Labels {
-    let mut l = labels(
-        v1::Purpose::Prosecution,
-        v1::LegalBasis::EuropeanMlaConvention,
-        v1::HandlingCode::H1,
-    );
-    l.legal_basis_reference =
-        "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1".into();
-    l.transfer_ground = ground as i32;
-    l
-}
-
 /// HR is an EU member and BA is not (by the directory's regimes). An MLA
 /// request from HR/prosecutor to BA/prosecutor under the convention alone
 /// is refused by HR's node, which reports it; sealed anyway by a node that

@@ -374,12 +374,7 @@ async fn a_node_stopped_during_a_rotation_takes_the_new_directory_before_its_del
         police_to_third_country(),
     )
     .await;
-    assert_eq!(
-        sent.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        sent.detail
-    );
+    assert_accepted(&sent);
     fed.start_node(cc("BA")).await.unwrap();
     let status = settled(&fed, "HR/police", &sent.envelope_id).await;
     assert!(

@@ -242,6 +242,17 @@ pub async fn send(
     try_send(fed, from, to, record, labels).await.expect("send")
 }
 
+/// Fails, with the node's reason, unless the send was accepted.
+#[track_caller]
+pub fn assert_accepted(resp: &v1::SendResponse) {
+    assert_eq!(
+        resp.state,
+        v1::SendState::Accepted as i32,
+        "{}",
+        resp.detail
+    );
+}
+
 pub async fn try_send(
     fed: &Fed,
     from: &str,
@@ -426,6 +437,20 @@ pub async fn checkpoint_now(fed: &Fed) -> u64 {
 }
 
 /// H2 labels of a regional police exchange (the onward-transfer cases).
+/// A prosecutor's MLA request under the European MLA convention, on
+/// `ground` for a transfer out of the EU.
+pub fn mla_labels(ground: v1::TransferGround) -> v1::Labels {
+    let mut l = labels(
+        v1::Purpose::Prosecution,
+        v1::LegalBasis::EuropeanMlaConvention,
+        v1::HandlingCode::H1,
+    );
+    l.legal_basis_reference =
+        "European Convention on Mutual Assistance in Criminal Matters (1959), Art. 1".into();
+    l.transfer_ground = ground as i32;
+    l
+}
+
 pub fn h2_labels() -> v1::Labels {
     let mut l = labels(
         v1::Purpose::InvestigationMigrantSmuggling,
@@ -481,20 +506,10 @@ pub async fn hop(fed: &Fed, provider: &str, holder: &str, id: &str, to: &str) ->
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
+    assert_accepted(&grant);
     settled(fed, provider, &grant.envelope_id).await;
     let onward = h.api.forward(forward(id, to)).await.unwrap().into_inner();
-    assert_eq!(
-        onward.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        onward.detail
-    );
+    assert_accepted(&onward);
     settled(fed, holder, &onward.envelope_id).await;
     let got = fetch(fed, to, &onward.envelope_id)
         .await

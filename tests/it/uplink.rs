@@ -133,12 +133,7 @@ async fn a_node_follows_its_broker_to_the_next_address_on_the_same_data() {
         police(),
     )
     .await;
-    assert_eq!(
-        first.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        first.detail
-    );
+    assert_accepted(&first);
     settled(&fed, "BA/police", &first.envelope_id).await;
 
     // A stops; the same data is served from the list's second address.
@@ -161,12 +156,7 @@ async fn a_node_follows_its_broker_to_the_next_address_on_the_same_data() {
         police(),
     )
     .await;
-    assert_eq!(
-        next.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        next.detail
-    );
+    assert_accepted(&next);
     let st = settled(&fed, "BA/police", &next.envelope_id).await;
     assert_eq!(
         st.recipient_status[0].state,

@@ -598,12 +598,7 @@ async fn receiving_node_checks_the_bounds_again() {
         police_to_third_country(),
     )
     .await;
-    assert_eq!(
-        sent.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        sent.detail
-    );
+    assert_accepted(&sent);
     let status = settled(&fed, "HR/police", &sent.envelope_id).await;
     let at = |node: &str| {
         status
@@ -727,12 +722,7 @@ async fn outbox_moves_on_past_a_record_the_broker_refuses_for_good() {
         police_to_third_country(),
     )
     .await;
-    assert_eq!(
-        small.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        small.detail
-    );
+    assert_accepted(&small);
     let s = status(&fed, "HR/police", &big.envelope_id).await;
     assert_eq!(s.state, v1::SendState::Refused as i32);
     assert!(

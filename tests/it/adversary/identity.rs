@@ -828,12 +828,7 @@ async fn victims() -> Victims {
         support::h2_labels(),
     )
     .await;
-    assert_eq!(
-        report.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        report.detail
-    );
+    support::assert_accepted(&report);
     support::settled(&fed, "MK/police", &report.envelope_id).await;
     let mut rs = fed.client("RS/police").unwrap();
     let request = rs
@@ -847,12 +842,7 @@ async fn victims() -> Victims {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        request.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        request.detail
-    );
+    support::assert_accepted(&request);
     support::settled(&fed, "RS/police", &request.envelope_id).await;
     Victims {
         fed,
@@ -1090,12 +1080,7 @@ async fn an_agency_cannot_grant_a_permission_request_addressed_to_another_agency
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        grant.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        grant.detail
-    );
+    support::assert_accepted(&grant);
     harness::still_serves(&v.fed).await;
 }
 
@@ -1154,12 +1139,7 @@ async fn an_agency_watching_its_inbox_sees_only_its_own_entries() {
         support::h2_labels(),
     )
     .await;
-    assert_eq!(
-        mine.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        mine.detail
-    );
+    support::assert_accepted(&mine);
     let first = watcher.message().await.unwrap().unwrap();
     assert_eq!(first.envelope_id, mine.envelope_id);
     assert_eq!(first.sender_agency, "MK/border-police");

@@ -368,12 +368,7 @@ async fn ba_sends_to_hr(fed: &Fed, hb: &HostileBroker) -> Sent {
         police(),
     )
     .await;
-    assert_eq!(
-        resp.state,
-        v1::SendState::Accepted as i32,
-        "{}",
-        resp.detail
-    );
+    assert_accepted(&resp);
     let envelope = hb.wait_submits(cc("BA"), 1).await.remove(0);
     Sent {
         id: resp.envelope_id.parse().unwrap(),
