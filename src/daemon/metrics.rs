@@ -277,7 +277,69 @@ pub struct NodeMetrics {
     receipt_latency: Histogram,
     witness_alarms: Family<Kind, Counter>,
     witness_last_cosign: Seconds,
+    sends: Family<Kind, Counter>,
+    submits: Family<Kind, Counter>,
     pub versions: Versions,
+}
+
+/// How the node answered an agency's Send, Forward, RequestPermission or
+/// GrantPermission that reached its checks.
+#[derive(Debug, Clone, Copy)]
+pub enum SendOutcome {
+    /// Sealed and put in the outbox.
+    Sealed,
+    /// Refused by the node's policies before anything was sealed (and
+    /// reported to the broker's log as a refusal).
+    Refused,
+    /// Refused as invalid: labels, recipients, expiry, size.
+    Invalid,
+    /// Not answered for a failure of the node's own (its store).
+    Error,
+}
+
+impl SendOutcome {
+    const ALL: [SendOutcome; 4] = [
+        SendOutcome::Sealed,
+        SendOutcome::Refused,
+        SendOutcome::Invalid,
+        SendOutcome::Error,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SendOutcome::Sealed => "sealed",
+            SendOutcome::Refused => "refused",
+            SendOutcome::Invalid => "invalid",
+            SendOutcome::Error => "error",
+        }
+    }
+}
+
+/// The broker's answer to one of this node's submissions.
+#[derive(Debug, Clone, Copy)]
+pub enum SubmitAnswer {
+    /// Accepted (or found accepted already).
+    Accepted,
+    /// Refused for good: the record is settled as refused.
+    Refused,
+    /// No answer: the broker unreachable or failing; submitted again later.
+    Unavailable,
+}
+
+impl SubmitAnswer {
+    const ALL: [SubmitAnswer; 3] = [
+        SubmitAnswer::Accepted,
+        SubmitAnswer::Refused,
+        SubmitAnswer::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SubmitAnswer::Accepted => "accepted",
+            SubmitAnswer::Refused => "refused",
+            SubmitAnswer::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// What a node's witness raises the alarm about.
@@ -312,9 +374,21 @@ impl NodeMetrics {
             receipt_latency: latency(),
             witness_alarms: Family::default(),
             witness_last_cosign: Seconds::default(),
+            sends: Family::default(),
+            submits: Family::default(),
             versions: Versions::default(),
         };
         let mut r = Registry::default();
+        r.register(
+            "casebridge_node_sends",
+            "Agency sends (Send, Forward, RequestPermission, GrantPermission) that reached the node's checks, by outcome: sealed, refused (by the node's policies), invalid, error",
+            m.sends.clone(),
+        );
+        r.register(
+            "casebridge_node_submits",
+            "The broker's answers to this node's submissions, by outcome: accepted, refused, unavailable (to be submitted again)",
+            m.submits.clone(),
+        );
         r.register(
             "casebridge_node_outbox_depth",
             "Envelopes in the node's outbox, waiting for the broker's answer",
@@ -353,6 +427,12 @@ impl NodeMetrics {
         ] {
             let _ = m.witness_alarms.get_or_create(&[("alarm", alarm.label())]);
         }
+        for outcome in SendOutcome::ALL {
+            let _ = m.sends.get_or_create(&[("outcome", outcome.label())]);
+        }
+        for answer in SubmitAnswer::ALL {
+            let _ = m.submits.get_or_create(&[("outcome", answer.label())]);
+        }
         NodeMetrics { registry: r, ..m }
     }
 
@@ -360,6 +440,20 @@ impl NodeMetrics {
     pub fn receipt(&self, created_at_ms: i64, now_ms: i64) {
         self.receipt_latency
             .observe(secs(now_ms.saturating_sub(created_at_ms)));
+    }
+
+    /// The node answered an agency's send.
+    pub fn sent(&self, outcome: SendOutcome) {
+        self.sends
+            .get_or_create(&[("outcome", outcome.label())])
+            .inc();
+    }
+
+    /// The broker answered a submission (or did not).
+    pub fn submitted(&self, answer: SubmitAnswer) {
+        self.submits
+            .get_or_create(&[("outcome", answer.label())])
+            .inc();
     }
 
     /// The witness raised an alarm.

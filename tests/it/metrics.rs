@@ -119,17 +119,29 @@ async fn broker_and_node_metrics_after_traffic() {
             humanitarian(),
         )
         .await;
-        assert_eq!(
-            resp.state,
-            v1::SendState::Accepted as i32,
-            "{}",
-            resp.detail
-        );
+        assert_accepted(&resp);
         ids.push(resp.envelope_id);
     }
     for id in &ids {
         settled(&fed, "BA/missing-persons", id).await;
     }
+    // One send HR's node refuses on its policies, before sealing: an EU
+    // member's transfer to a non-member without a ground.
+    let err = try_send(
+        &fed,
+        "HR/prosecutor",
+        &["BA/prosecutor"],
+        record("mla_request"),
+        mla_labels(v1::TransferGround::None),
+    )
+    .await
+    .expect_err("refused at the node");
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
     // And one submission the broker refuses: a request with no envelope.
     let refused = exchange_as_node(&fed, "HR")
         .submit(v1::SubmitRequest { envelope: None })
@@ -212,6 +224,26 @@ async fn broker_and_node_metrics_after_traffic() {
     })
     .await;
     assert_eq!(value(&sender, "casebridge_node_outbox_depth"), 0.0);
+    assert_eq!(
+        value(&sender, "casebridge_node_sends_total{outcome=\"sealed\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &sender,
+            "casebridge_node_submits_total{outcome=\"accepted\"}"
+        ),
+        2.0
+    );
+    for outcome in ["refused", "unavailable"] {
+        assert_eq!(
+            value(
+                &sender,
+                &format!("casebridge_node_submits_total{{outcome=\"{outcome}\"}}")
+            ),
+            0.0
+        );
+    }
     assert_eq!(value(&sender, "casebridge_node_broker_connected"), 1.0);
     assert_eq!(value(&sender, "casebridge_node_broker_losses_total"), 0.0);
     assert_eq!(
@@ -230,6 +262,16 @@ async fn broker_and_node_metrics_after_traffic() {
         value(&receiver, "casebridge_node_receipt_latency_seconds_count"),
         0.0
     );
+    for (outcome, n) in [("sealed", 0.0), ("refused", 1.0), ("invalid", 0.0)] {
+        assert_eq!(
+            value(
+                &receiver,
+                &format!("casebridge_node_sends_total{{outcome=\"{outcome}\"}}")
+            ),
+            n,
+            "{outcome}"
+        );
+    }
     until("HR's cosignature time", || async {
         let s = scrape(hr).await;
         (value(&s, "casebridge_node_witness_last_cosign_timestamp_seconds") > 0.0).then_some(())

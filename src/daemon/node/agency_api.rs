@@ -640,8 +640,26 @@ impl AgencyService {
     }
 
     /// Checks, seals, stores in the outbox and waits briefly for the
-    /// broker's answer.
+    /// broker's answer; counts the outcome.
     async fn dispatch(&self, out: Outgoing) -> Result<v1::SendResponse, Status> {
+        use crate::daemon::metrics::SendOutcome;
+        let answer = self.check_and_seal(out).await;
+        self.state.metrics.sent(match &answer {
+            Ok(_) => SendOutcome::Sealed,
+            Err(s) => match s.code() {
+                tonic::Code::PermissionDenied => SendOutcome::Refused,
+                tonic::Code::InvalidArgument
+                | tonic::Code::NotFound
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::OutOfRange
+                | tonic::Code::ResourceExhausted => SendOutcome::Invalid,
+                _ => SendOutcome::Error,
+            },
+        });
+        answer
+    }
+
+    async fn check_and_seal(&self, out: Outgoing) -> Result<v1::SendResponse, Status> {
         let Outgoing {
             sender,
             recipients: requested,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 use super::{NodeState, SubmitOutcome};
+use crate::daemon::metrics::SubmitAnswer;
 use crate::daemon::status;
 use crate::protocol::bounds;
 use crate::protocol::envelope::{self, EnvelopeError};
@@ -132,10 +133,16 @@ pub(super) async fn submit_one(
                 crate::protocol::bounds::quote(status.message())
             );
             tracing::warn!(%id, %why, "submit failed");
+            state.metrics.submitted(SubmitAnswer::Unavailable);
             state.resolve_waiter(&id, SubmitOutcome::Queued(why));
             return false;
         }
     };
+    state.metrics.submitted(match &outcome {
+        SubmitOutcome::Accepted { .. } => SubmitAnswer::Accepted,
+        SubmitOutcome::Refused(_) => SubmitAnswer::Refused,
+        SubmitOutcome::Queued(_) => SubmitAnswer::Unavailable,
+    });
     if let Err(e) = settled {
         tracing::error!(%id, error = %e, "cannot record the broker's answer; will submit again");
         return false;
