@@ -518,6 +518,17 @@ impl Default for Retention {
     }
 }
 
+/// Where a node's start takes its directory and policy set from when its
+/// own are missing (or, for the directory, older).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSeed {
+    /// A signed directory file.
+    pub directory: PathBuf,
+    /// A policy set directory.
+    pub policies: PathBuf,
+}
+
 /// The node's application keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -587,6 +598,12 @@ pub struct NodeConfig {
     /// The federation's policy set, for checking before anything leaves
     /// the country (the broker decides with authority).
     pub policies: PathBuf,
+    /// Read-only copies of the directory and the policy set that seed
+    /// `directory` and `policies` at start (see
+    /// [`crate::daemon::node::seed`]), for hosts that deliver them
+    /// read-only. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<NodeSeed>,
     /// How often to look for changed policy bundles, in seconds. Default 5.
     #[serde(default = "default_reload")]
     pub policy_reload_secs: u64,
@@ -888,18 +905,44 @@ impl Resolve for NodeConfig {
             rebase(&mut pair.hpke, base);
         }
         rebase(&mut self.policies, base);
+        if let Some(seed) = &mut self.seed {
+            rebase(&mut seed.directory, base);
+            rebase(&mut seed.policies, base);
+        }
         self.tls.resolve(base);
     }
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        // Counted before any file is looked at.
+        if self.keys.previous.len() > crate::protocol::directory::MAX_RETIRED_KEYS {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "keys.previous",
+                reason: format!(
+                    "{} retired pairs; at most {} are kept",
+                    self.keys.previous.len(),
+                    crate::protocol::directory::MAX_RETIRED_KEYS
+                ),
+            });
+        }
         check_federation(file, &self.federation)?;
-        check_dir(file, "policies", &self.policies)?;
+        // With a seed, the node's own copies may not exist yet: the seed's
+        // must.
+        match &self.seed {
+            Some(seed) => {
+                check_files(file, &[("seed.directory", &seed.directory)])?;
+                check_dir(file, "seed.policies", &seed.policies)?;
+            }
+            None => {
+                check_files(file, &[("directory", &self.directory)])?;
+                check_dir(file, "policies", &self.policies)?;
+            }
+        }
         check_brokers(file, self.broker.as_deref(), &self.brokers)?;
         check_grace(file, self.shutdown_grace_secs)?;
         check_metrics(file, self.metrics_listen, self.metrics_allow_remote)?;
         check_files(
             file,
             &[
-                ("directory", &self.directory),
                 ("directory_key", &self.directory_key),
                 ("tls.cert", &self.tls.cert),
                 ("tls.key", &self.tls.key),
@@ -926,17 +969,6 @@ impl Resolve for NodeConfig {
                     ("keys.previous.hpke", &p.hpke),
                 ],
             )?;
-        }
-        if self.keys.previous.len() > crate::protocol::directory::MAX_RETIRED_KEYS {
-            return Err(ConfigError::Invalid {
-                file: file.into(),
-                key: "keys.previous",
-                reason: format!(
-                    "{} retired pairs; at most {} are kept",
-                    self.keys.previous.len(),
-                    crate::protocol::directory::MAX_RETIRED_KEYS
-                ),
-            });
         }
         let r = &self.retention;
         if r.default_days == 0 || r.default_days > r.max_days {
@@ -1085,6 +1117,33 @@ mod tests {
         assert_eq!(n.shutdown_grace_secs, 10);
     }
 
+    #[test]
+    fn a_node_keeps_at_most_four_retired_key_pairs() {
+        let with_retired = |n: usize| -> NodeConfig {
+            let mut text = include_str!("../../deploy/node.example.toml").to_string();
+            for i in 0..n {
+                text.push_str(&format!(
+                    "\n[[keys.previous]]\nsigning = \"old-signing-{i}.key\"\nhpke = \"old-hpke-{i}.key\"\n"
+                ));
+            }
+            toml::from_str(&text).unwrap()
+        };
+        let five = with_retired(crate::protocol::directory::MAX_RETIRED_KEYS + 1)
+            .validate("n.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            five,
+            "n.toml: key `keys.previous`: 5 retired pairs; at most 4 are kept"
+        );
+        // Four pass the count; the example's files are not on this machine.
+        let four = with_retired(crate::protocol::directory::MAX_RETIRED_KEYS)
+            .validate("n.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(!four.contains("keys.previous"), "{four}");
+    }
+
     /// The TOML file a Kubernetes manifest holds under `key: |`.
     fn manifest_file(yaml: &str, key: &str) -> String {
         let start = yaml
@@ -1109,6 +1168,12 @@ mod tests {
         assert_eq!(node.broker_addresses().len(), 2);
         assert!(check_brokers("node.toml", node.broker.as_deref(), &node.brokers).is_ok());
         assert_eq!(node.shutdown_grace_secs, 10);
+        // What the node writes is on its volume; the read-only mounts seed it.
+        let state = Path::new("/var/lib/casebridge");
+        assert!(node.directory.starts_with(state) && node.policies.starts_with(state));
+        let seed = node.seed.expect("a seed");
+        assert!(seed.directory.starts_with("/etc/casebridge/federation"));
+        assert_eq!(seed.policies, Path::new("/etc/casebridge/policies"));
     }
 
     #[test]

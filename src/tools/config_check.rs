@@ -182,6 +182,15 @@ fn check_broker(path: &Path, now_ms: i64) -> Outcome {
     ))
 }
 
+/// The file a node's start reads: its own, or the seed's while it has none
+/// of its own yet.
+fn seeded_or_own<'a>(own: &'a Path, seed: Option<&'a std::path::PathBuf>) -> &'a Path {
+    match seed {
+        Some(seed) if !own.exists() => seed,
+        _ => own,
+    }
+}
+
 fn check_node(path: &Path, now_ms: i64) -> Outcome {
     let cfg: NodeConfig = config::load(path).map_err(|e| vec![e.to_string()])?;
     let mut p = Problems::default();
@@ -191,9 +200,9 @@ fn check_node(path: &Path, now_ms: i64) -> Outcome {
         Some((cfg.country, &cfg.national_ca)),
         &Role::Node(cfg.country),
         &cfg.federation,
-        &cfg.directory,
+        seeded_or_own(&cfg.directory, cfg.seed.as_ref().map(|s| &s.directory)),
         &cfg.directory_key,
-        &cfg.policies,
+        seeded_or_own(&cfg.policies, cfg.seed.as_ref().map(|s| &s.policies)),
         now_ms,
     );
     let signing = p.note(

@@ -312,6 +312,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<Federation> {
                 switch_delay_secs: 180,
             },
             policies: rel("../policies"),
+            seed: None,
             policy_reload_secs: 5,
             directory_refresh_secs: 60,
             submit_window: 32,

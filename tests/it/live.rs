@@ -415,3 +415,137 @@ async fn a_node_refuses_a_policy_set_that_goes_back_a_version() {
         .collect();
     assert!(strays.is_empty(), "{strays:?}");
 }
+
+/// Every file under `dir` and its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Moves HR's own directory and policy set into a seed directory, as a
+/// host that delivers them read-only (a ConfigMap, an image) would hold
+/// them, and names it in HR's config: its own paths are left empty.
+fn seed_hr(fed: &mut Fed) -> PathBuf {
+    let seed = fed.fed.dir.join("seed-HR");
+    std::fs::create_dir_all(&seed).unwrap();
+    let cfg = fed.f.node_configs.get_mut(&cc("HR")).unwrap();
+    std::fs::rename(&cfg.directory, seed.join("directory.bin")).unwrap();
+    std::fs::rename(&cfg.policies, seed.join("policies")).unwrap();
+    cfg.seed = Some(casebridge::daemon::config::NodeSeed {
+        directory: seed.join("directory.bin"),
+        policies: seed.join("policies"),
+    });
+    seed
+}
+
+/// A node whose directory and policy set are delivered read-only starts
+/// from them, and keeps what it fetches in its own copies: the seed is
+/// never written, and an older seed never takes a restarted node back.
+#[tokio::test]
+async fn a_seeded_node_starts_from_its_seed_and_keeps_newer_versions_in_its_own_copies() {
+    let mut fed = federation(&["HR", "BA"]).await;
+    let seed = seed_hr(&mut fed);
+    let delivered = snapshot(&seed);
+    let own_directory = fed.node_configs[&cc("HR")].directory.clone();
+    let own_policies = fed.node_configs[&cc("HR")].policies.clone();
+    assert!(!own_directory.exists() && !own_policies.exists());
+
+    start_all(&mut fed).await;
+    assert_eq!(
+        std::fs::read(&own_directory).unwrap(),
+        std::fs::read(seed.join("directory.bin")).unwrap()
+    );
+    let copied: Vec<_> = snapshot(&own_policies)
+        .into_iter()
+        .map(|(p, b)| (p.strip_prefix(&own_policies).unwrap().to_path_buf(), b))
+        .collect();
+    let given: Vec<_> = snapshot(&seed.join("policies"))
+        .into_iter()
+        .map(|(p, b)| {
+            (
+                p.strip_prefix(seed.join("policies")).unwrap().to_path_buf(),
+                b,
+            )
+        })
+        .collect();
+    assert_eq!(copied, given, "the policy set, file for file");
+    assert_accepted(&hr_to_ba(&fed).await.unwrap());
+
+    // A newer directory at the broker reaches HR and is kept in its own copy.
+    edit_directory(&fed, |_| {});
+    everywhere(&fed, 2).await;
+    until("HR's own copy at version 2", || async {
+        (load(&fed, &own_directory).version == 2).then_some(())
+    })
+    .await;
+    assert_eq!(snapshot(&seed), delivered, "the seed is never written");
+
+    // Restarted with the same, older seed: it keeps version 2.
+    fed.stop_node(cc("HR")).await.unwrap();
+    fed.start_node(cc("HR")).await.unwrap();
+    assert_eq!(fed.node(cc("HR")).unwrap().directory().version, 2);
+    assert_eq!(load(&fed, &own_directory).version, 2);
+    assert_eq!(snapshot(&seed), delivered);
+    assert_accepted(&hr_to_ba(&fed).await.unwrap());
+}
+
+/// Whoever can put files where the seed is read cannot give a node a
+/// directory or a policy set the federation did not sign: the node refuses
+/// to start, naming the seed, and writes nothing of it.
+#[tokio::test]
+async fn a_seed_that_does_not_verify_is_refused_and_nothing_is_written() {
+    let mut fed = federation(&["HR", "BA"]).await;
+    let seed = seed_hr(&mut fed);
+    let cfg = fed.node_configs[&cc("HR")].clone();
+
+    // A directory signed with another key than the pinned one.
+    let genuine = std::fs::read(seed.join("directory.bin")).unwrap();
+    let signed = v1::SignedDirectory::decode(genuine.as_slice()).unwrap();
+    let mut dir = v1::Directory::decode(signed.directory.as_slice()).unwrap();
+    dir.version += 1;
+    let (forger, _) = casebridge::protocol::keys::SigningKey::generate().unwrap();
+    std::fs::write(
+        seed.join("directory.bin"),
+        Directory::sign(&dir, &forger).encode_to_vec(),
+    )
+    .unwrap();
+    let e = match casebridge::daemon::node::Node::from_config(&cfg).await {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("a node started from a forged seed"),
+    };
+    assert!(e.contains("the seed's directory"), "{e}");
+    assert!(!cfg.directory.exists() && !cfg.policies.exists());
+
+    // The genuine directory, but a bundle changed after it was signed.
+    std::fs::write(seed.join("directory.bin"), &genuine).unwrap();
+    let bundle = seed.join("policies/agencies/HR/police");
+    let cedar = std::fs::read_dir(&bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .expect("a policy file");
+    let mut text = std::fs::read_to_string(&cedar).unwrap();
+    text.push_str("\npermit (principal, action, resource);\n");
+    std::fs::write(&cedar, text).unwrap();
+    let e = match casebridge::daemon::node::Node::from_config(&cfg).await {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("a node started from a tampered seed"),
+    };
+    assert!(e.contains("the seed's policy set"), "{e}");
+    assert!(
+        !cfg.directory.exists() && !cfg.policies.exists(),
+        "nothing written before everything verified"
+    );
+}

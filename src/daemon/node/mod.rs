@@ -10,6 +10,7 @@ mod idempotency;
 pub mod keyring;
 mod link;
 mod purge;
+pub mod seed;
 pub mod uplink;
 pub mod window;
 pub mod witness;
@@ -434,6 +435,7 @@ impl Node {
                 cfg.country
             ),
         }
+        seed::apply(cfg, crate::daemon::clock::now_ms())?;
         let keys = keyring::Keyring::from_config(cfg.country, &cfg.keys)?;
         let key = crate::storage::files::directory::load_public_key(&cfg.directory_key)?;
         let directory =

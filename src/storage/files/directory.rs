@@ -13,10 +13,17 @@ use crate::protocol::proto::v1;
 /// Loads a signed directory file and verifies it.
 pub fn load(path: &Path, directory_key: &[u8], federation: &str) -> anyhow::Result<Directory> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let signed = v1::SignedDirectory::decode(bytes.as_slice())
-        .with_context(|| format!("{}: not a signed directory", path.display()))?;
-    Directory::verify(&signed, directory_key, federation)
-        .with_context(|| format!("{}: directory refused", path.display()))
+    verify_bytes(&bytes, directory_key, federation).with_context(|| path.display().to_string())
+}
+
+/// Decodes and verifies a signed directory file's bytes.
+pub fn verify_bytes(
+    bytes: &[u8],
+    directory_key: &[u8],
+    federation: &str,
+) -> anyhow::Result<Directory> {
+    let signed = v1::SignedDirectory::decode(bytes).context("not a signed directory")?;
+    Directory::verify(&signed, directory_key, federation).context("directory refused")
 }
 
 /// Reads a pinned public key file (hex, one line).

@@ -136,6 +136,28 @@ pub fn write_set(set: &v1::PolicySet, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Copies the policy set at `from` to `dir`, which must not exist yet,
+/// through [`write_set`]: only the files a bundle holds, bounded as a set
+/// from the broker is. The caller has loaded `from` (every signature
+/// checked); the copy goes to a hidden place beside `dir` first and is
+/// renamed into place, so a crash leaves no half-written `dir`.
+pub fn copy_set(from: &Path, dir: &Path) -> Result<(), String> {
+    let set = v1::PolicySet {
+        hash: String::new(),
+        bundles: set_files(&super::read_set(from)),
+    };
+    let staging = staging_beside(dir, "seed");
+    write_set(&set, &staging)?;
+    let placed = std::fs::rename(&staging, dir).and_then(|()| match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => crate::storage::sync_dir(parent),
+        _ => Ok(()),
+    });
+    placed.map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staging);
+        format!("putting the policy set in place at {}: {e}", dir.display())
+    })
+}
+
 /// A fresh place beside `dir` for a new policy directory: hidden, named
 /// after `dir` and unique.
 pub fn staging_beside(dir: &Path, what: &str) -> PathBuf {
