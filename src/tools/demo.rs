@@ -719,6 +719,28 @@ impl Demo<'_> {
             bail!("scenario 6: the content reached BA/police");
         }
         println!("   BA/police never saw the content.");
+        // BA's receipt is relayed to node HR, whose keys signed the envelope
+        // but which never sent it: what a node does when its identity is
+        // used elsewhere.
+        let hr = self.fed.node("HR".parse()?).context("node HR")?.clone();
+        let id = sealed.id.to_string();
+        eventually("node HR's alarm", || {
+            let hr = hr.clone();
+            let id = id.clone();
+            async move {
+                Ok(hr
+                    .store
+                    .evidence()
+                    .await?
+                    .into_iter()
+                    .find(|e| e.contains(&id)))
+            }
+        })
+        .await?;
+        println!(
+            "   node HR never sent it: BA's receipt, relayed to HR, raised HR's alarm (its keys signed a record \
+             it did not send), and HR kept the receipt as evidence."
+        );
         self.record_outcome(step, true, "rejected by node BA, violation logged".into());
         Ok(())
     }
